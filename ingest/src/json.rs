@@ -1,0 +1,195 @@
+//! JSON encoding of an event record: one object per line, Vector's syslog field names.
+//!
+//! Absent fields are omitted, never `null`. `version` and `shard` are numbers, every other
+//! field a string. Bytes that are not UTF-8 are replaced by U+FFFD rather than dropped.
+
+use std::io::Write as _;
+
+use crate::civil;
+use crate::record::EventView;
+use crate::syslog::{sd_elements, unescape_sd_value, Format, FACILITY_NAMES, SEVERITY_NAMES};
+
+/// Appends `event` as one JSON object and a newline to `out`.
+pub fn write_event(out: &mut Vec<u8>, event: &EventView, shard: u32) {
+    out.push(b'{');
+    let mut first = true;
+    let mut key = |out: &mut Vec<u8>, name: &str| {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        out.push(b'"');
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\":");
+    };
+    if let Some(ts) = event.timestamp {
+        key(out, "timestamp");
+        out.push(b'"');
+        civil::write_rfc3339(out, ts.secs, ts.nanos);
+        out.push(b'"');
+    }
+    key(out, "received_at");
+    out.push(b'"');
+    civil::write_rfc3339_micros(out, event.received_at_us);
+    out.push(b'"');
+    for (name, value) in [
+        ("hostname", event.hostname()),
+        ("appname", event.appname()),
+        ("procid", event.procid()),
+        ("msgid", event.msgid()),
+    ] {
+        if let Some(v) = value {
+            key(out, name);
+            write_str(out, v);
+        }
+    }
+    if let Some(pri) = event.pri {
+        key(out, "facility");
+        write_str(out, FACILITY_NAMES[usize::from(pri >> 3) % 24].as_bytes());
+        key(out, "severity");
+        write_str(out, SEVERITY_NAMES[usize::from(pri & 7)].as_bytes());
+    }
+    if event.format == Format::Rfc5424 {
+        key(out, "version");
+        let _ = write!(out, "{}", event.version);
+    }
+    key(out, "message");
+    write_str(out, event.message());
+    if let Some(sd) = event.structured_data() {
+        key(out, "structured_data");
+        write_structured_data(out, sd);
+    }
+    if let Some(ip) = event.source_ip {
+        key(out, "source_ip");
+        let _ = write!(out, "\"{ip}\"");
+    }
+    key(out, "format");
+    write_str(out, event.format.name().as_bytes());
+    if event.truncated {
+        key(out, "truncated");
+        out.extend_from_slice(b"true");
+    }
+    key(out, "shard");
+    let _ = write!(out, "{shard}");
+    out.extend_from_slice(b"}\n");
+}
+
+/// `{"sd-id":{"param":"value",...},...}`; a repeated SD-ID or param keeps the last value.
+fn write_structured_data(out: &mut Vec<u8>, sd: &[u8]) {
+    let mut value = Vec::new();
+    out.push(b'{');
+    for (i, (id, params)) in sd_elements(sd).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, id);
+        out.extend_from_slice(b":{");
+        for (j, (name, raw)) in params.enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            write_str(out, name);
+            out.push(b':');
+            value.clear();
+            unescape_sd_value(raw, &mut value);
+            write_str(out, &value);
+        }
+        out.push(b'}');
+    }
+    out.push(b'}');
+}
+
+/// A JSON string literal for `bytes` (invalid UTF-8 replaced by U+FFFD).
+pub fn write_str(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'"');
+    match std::str::from_utf8(bytes) {
+        Ok(s) => escape_into(out, s),
+        Err(_) => escape_into(out, &String::from_utf8_lossy(bytes)),
+    }
+    out.push(b'"');
+}
+
+fn escape_into(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    let mut run_start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[run_start..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{:04x}", b);
+        } else {
+            out.extend_from_slice(escape);
+        }
+        run_start = i + 1;
+    }
+    out.extend_from_slice(&bytes[run_start..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framing::FrameFlags;
+    use crate::record::{encode, EventHeader};
+    use crate::syslog::parse;
+    use proptest::prelude::*;
+
+    fn to_json(frame: &[u8]) -> serde_json::Value {
+        let mut rec = Vec::new();
+        let header = EventHeader {
+            received_at_us: 1_700_000_000_123_456,
+            source_ip: Some("127.0.0.1".parse().unwrap()),
+            frame_flags: FrameFlags::default(),
+        };
+        encode(&mut rec, &header, &parse(frame, 1_795_420_800), frame);
+        let mut out = Vec::new();
+        write_event(&mut out, &EventView::decode(&rec).unwrap(), 3);
+        assert_eq!(out.last(), Some(&b'\n'));
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn rfc5424_fields() {
+        let v = to_json(
+            b"<165>1 2003-10-11T22:14:15.003Z host app 77 ID47 [ex@1 a=\"x\\\"y\"] hi \"there\"\n",
+        );
+        assert_eq!(v["timestamp"], "2003-10-11T22:14:15.003Z");
+        assert_eq!(v["received_at"], "2023-11-14T22:13:20.123456Z");
+        assert_eq!(v["hostname"], "host");
+        assert_eq!(v["appname"], "app");
+        assert_eq!(v["procid"], "77");
+        assert_eq!(v["msgid"], "ID47");
+        assert_eq!(v["facility"], "local4");
+        assert_eq!(v["severity"], "notice");
+        assert_eq!(v["version"], 1);
+        assert_eq!(v["message"], "hi \"there\"\n");
+        assert_eq!(v["structured_data"]["ex@1"]["a"], "x\"y");
+        assert_eq!(v["source_ip"], "127.0.0.1");
+        assert_eq!(v["format"], "rfc5424");
+        assert_eq!(v["shard"], 3);
+    }
+
+    #[test]
+    fn raw_omits_absent_fields() {
+        let v = to_json(b"just text \xff");
+        let obj = v.as_object().unwrap();
+        let keys: Vec<_> = obj.keys().map(String::as_str).collect();
+        assert_eq!(keys.len(), 5, "{keys:?}");
+        assert_eq!(v["message"], "just text \u{fffd}");
+        assert_eq!(v["format"], "raw");
+    }
+
+    proptest! {
+        #[test]
+        fn always_valid_json(frame in proptest::collection::vec(any::<u8>(), 0..200)) {
+            to_json(&frame);
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! Syslog ingest codecs: framing, parsing and the event record, as pure functions over `&[u8]`.
+//!
+//! Nothing here does I/O or knows about executors; the engine owns sockets and feeds bytes in.
+//!
+//! Invariants:
+//! - No allocation per event: the framer yields slices of the caller's buffer, the parser yields
+//!   byte ranges into the frame, and the record encoder appends into a caller-owned buffer.
+//! - Never panics on any input (property-tested and fuzzed); bad input becomes a flagged event or
+//!   a counted framing error, never a lost neighbour.
+//! - A line that fits neither RFC is kept whole as a `raw` event: parsing never drops an event.
+
+pub mod civil;
+pub mod framing;
+pub mod json;
+pub mod record;
+pub mod syslog;
+
+pub use framing::{Frame, FrameFlags, Framer, FramingMode};
+pub use record::{EventHeader, EventView, RecordError};
+pub use syslog::{parse, Format, Parsed, Span, Timestamp};

@@ -1,0 +1,265 @@
+//! The event record: what a shard stores in its WAL for one event.
+//!
+//! A record is the parse result as offsets followed by the frame's bytes, so outputs can encode
+//! JSON or raw without parsing again, and raw encoding returns exactly what the sender sent.
+//!
+//! Layout (little endian, `HEADER_LEN` bytes, then the frame):
+//! ```text
+//!  0  u8   layout version (1)
+//!  1  u8   format: 0 raw, 1 rfc3164, 2 rfc5424
+//!  2  u8   flags: 1 truncated, 2 bad octet count, 4 has PRI, 8 has timestamp, 16 has source IP
+//!  3  u8   PRI (facility << 3 | severity)
+//!  4  u8   RFC 5424 version
+//!  5  u8   present spans, bit i for span i (hostname, appname, procid, msgid, sd, message)
+//!  6  u16  reserved (0)
+//!  8  i64  received_at, µs since the Unix epoch
+//! 16  i64  timestamp seconds since the Unix epoch (UTC)
+//! 24  u32  timestamp nanoseconds
+//! 28  16B  source IP (IPv4 as ::ffff:a.b.c.d)
+//! 44  6 × (u32 start, u32 len) spans into the frame
+//! 92  frame bytes
+//! ```
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use crate::framing::FrameFlags;
+use crate::syslog::{Format, Parsed, Span, Timestamp};
+
+pub const LAYOUT_VERSION: u8 = 1;
+pub const HEADER_LEN: usize = 92;
+
+const FLAG_TRUNCATED: u8 = 1;
+const FLAG_BAD_LENGTH: u8 = 2;
+const FLAG_HAS_PRI: u8 = 4;
+const FLAG_HAS_TS: u8 = 8;
+const FLAG_HAS_SOURCE: u8 = 16;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum RecordError {
+    TooShort { len: usize },
+    UnknownLayout { version: u8 },
+    UnknownFormat { format: u8 },
+    SpanOutOfFrame { span: usize },
+}
+
+impl std::fmt::Display for RecordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecordError::TooShort { len } => write!(f, "event record of {len} bytes is too short"),
+            RecordError::UnknownLayout { version } => write!(f, "unknown event layout {version}"),
+            RecordError::UnknownFormat { format } => write!(f, "unknown event format {format}"),
+            RecordError::SpanOutOfFrame { span } => write!(f, "field span {span} outside frame"),
+        }
+    }
+}
+
+impl std::error::Error for RecordError {}
+
+/// Per-event facts that do not come from the frame.
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    pub received_at_us: i64,
+    pub source_ip: Option<IpAddr>,
+    pub frame_flags: FrameFlags,
+}
+
+/// Length of the record for a frame of `frame_len` bytes.
+pub fn encoded_len(frame_len: usize) -> usize {
+    HEADER_LEN + frame_len
+}
+
+/// Appends the record for one parsed frame to `out` (no other allocation).
+pub fn encode(out: &mut Vec<u8>, header: &EventHeader, parsed: &Parsed, frame: &[u8]) {
+    let mut flags = 0;
+    if header.frame_flags.truncated() {
+        flags |= FLAG_TRUNCATED;
+    }
+    if header.frame_flags.bad_length() {
+        flags |= FLAG_BAD_LENGTH;
+    }
+    if parsed.pri.is_some() {
+        flags |= FLAG_HAS_PRI;
+    }
+    if parsed.timestamp.is_some() {
+        flags |= FLAG_HAS_TS;
+    }
+    if header.source_ip.is_some() {
+        flags |= FLAG_HAS_SOURCE;
+    }
+    let spans = spans_of(parsed);
+    let mut present = 0u8;
+    for (i, span) in spans.iter().enumerate() {
+        if span.is_some() {
+            present |= 1 << i;
+        }
+    }
+    let ts = parsed.timestamp.unwrap_or(Timestamp { secs: 0, nanos: 0 });
+    let ip = match header.source_ip {
+        Some(IpAddr::V4(v4)) => v4.to_ipv6_mapped(),
+        Some(IpAddr::V6(v6)) => v6,
+        None => Ipv6Addr::UNSPECIFIED,
+    };
+    out.reserve(encoded_len(frame.len()));
+    out.extend_from_slice(&[
+        LAYOUT_VERSION,
+        parsed.format as u8,
+        flags,
+        parsed.pri.unwrap_or(0),
+        parsed.version,
+        present,
+        0,
+        0,
+    ]);
+    out.extend_from_slice(&header.received_at_us.to_le_bytes());
+    out.extend_from_slice(&ts.secs.to_le_bytes());
+    out.extend_from_slice(&ts.nanos.to_le_bytes());
+    out.extend_from_slice(&ip.octets());
+    for span in spans {
+        let span = span.unwrap_or_default();
+        out.extend_from_slice(&span.start.to_le_bytes());
+        out.extend_from_slice(&span.len.to_le_bytes());
+    }
+    out.extend_from_slice(frame);
+}
+
+fn spans_of(p: &Parsed) -> [Option<Span>; 6] {
+    [
+        p.hostname,
+        p.appname,
+        p.procid,
+        p.msgid,
+        p.structured_data,
+        Some(p.message),
+    ]
+}
+
+/// A decoded event record, borrowing the record's bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct EventView<'a> {
+    pub format: Format,
+    pub truncated: bool,
+    pub bad_length: bool,
+    pub pri: Option<u8>,
+    pub version: u8,
+    pub received_at_us: i64,
+    pub timestamp: Option<Timestamp>,
+    pub source_ip: Option<IpAddr>,
+    pub frame: &'a [u8],
+    spans: [Option<Span>; 6],
+}
+
+impl<'a> EventView<'a> {
+    pub fn decode(rec: &'a [u8]) -> Result<EventView<'a>, RecordError> {
+        if rec.len() < HEADER_LEN {
+            return Err(RecordError::TooShort { len: rec.len() });
+        }
+        if rec[0] != LAYOUT_VERSION {
+            return Err(RecordError::UnknownLayout { version: rec[0] });
+        }
+        let format =
+            Format::from_u8(rec[1]).ok_or(RecordError::UnknownFormat { format: rec[1] })?;
+        let flags = rec[2];
+        let le_u32 =
+            |at: usize| u32::from_le_bytes([rec[at], rec[at + 1], rec[at + 2], rec[at + 3]]);
+        let le_i64 = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&rec[at..at + 8]);
+            i64::from_le_bytes(b)
+        };
+        let frame = &rec[HEADER_LEN..];
+        let mut spans = [None; 6];
+        for (i, slot) in spans.iter_mut().enumerate() {
+            if rec[5] & (1 << i) == 0 {
+                continue;
+            }
+            let span = Span {
+                start: le_u32(44 + i * 8),
+                len: le_u32(48 + i * 8),
+            };
+            if span.start as u64 + span.len as u64 > frame.len() as u64 {
+                return Err(RecordError::SpanOutOfFrame { span: i });
+            }
+            *slot = Some(span);
+        }
+        let mut ip = [0u8; 16];
+        ip.copy_from_slice(&rec[28..44]);
+        let ip = Ipv6Addr::from(ip);
+        Ok(EventView {
+            format,
+            truncated: flags & FLAG_TRUNCATED != 0,
+            bad_length: flags & FLAG_BAD_LENGTH != 0,
+            pri: (flags & FLAG_HAS_PRI != 0).then_some(rec[3]),
+            version: rec[4],
+            received_at_us: le_i64(8),
+            timestamp: (flags & FLAG_HAS_TS != 0).then(|| Timestamp {
+                secs: le_i64(16),
+                nanos: le_u32(24),
+            }),
+            source_ip: (flags & FLAG_HAS_SOURCE != 0)
+                .then(|| ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4)),
+            frame,
+            spans,
+        })
+    }
+
+    fn span(&self, i: usize) -> Option<&'a [u8]> {
+        self.spans[i].map(|s| s.get(self.frame))
+    }
+    pub fn hostname(&self) -> Option<&'a [u8]> {
+        self.span(0)
+    }
+    pub fn appname(&self) -> Option<&'a [u8]> {
+        self.span(1)
+    }
+    pub fn procid(&self) -> Option<&'a [u8]> {
+        self.span(2)
+    }
+    pub fn msgid(&self) -> Option<&'a [u8]> {
+        self.span(3)
+    }
+    pub fn structured_data(&self) -> Option<&'a [u8]> {
+        self.span(4)
+    }
+    pub fn message(&self) -> &'a [u8] {
+        self.span(5).unwrap_or(self.frame)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::syslog::parse;
+    use proptest::prelude::*;
+
+    #[test]
+    fn round_trip() {
+        let frame = b"<165>1 2003-10-11T22:14:15.003Z host app 1 ID [a b=\"c\"] msg";
+        let parsed = parse(frame, 0);
+        let header = EventHeader {
+            received_at_us: 42,
+            source_ip: Some("10.1.2.3".parse().unwrap()),
+            frame_flags: FrameFlags(FrameFlags::TRUNCATED),
+        };
+        let mut out = Vec::new();
+        encode(&mut out, &header, &parsed, frame);
+        assert_eq!(out.len(), encoded_len(frame.len()));
+        let v = EventView::decode(&out).unwrap();
+        assert_eq!(v.format, Format::Rfc5424);
+        assert!(v.truncated && !v.bad_length);
+        assert_eq!(v.source_ip, header.source_ip);
+        assert_eq!(v.hostname(), Some(&b"host"[..]));
+        assert_eq!(v.structured_data(), Some(&b"[a b=\"c\"]"[..]));
+        assert_eq!(v.message(), b"msg");
+        assert_eq!(v.frame, frame);
+        assert_eq!(v.timestamp, parsed.timestamp);
+    }
+
+    proptest! {
+        #[test]
+        fn decode_arbitrary_bytes_never_panics(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Ok(v) = EventView::decode(&data) {
+                let _ = (v.hostname(), v.appname(), v.procid(), v.msgid(), v.structured_data(), v.message());
+            }
+        }
+    }
+}
