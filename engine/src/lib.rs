@@ -1,1 +1,14 @@
+//! The Sluice engine: shards, connections, outputs, config and the control plane.
+//!
+//! See `docs/ARCHITECTURE.md` for the bird's-eye view and invariants.
 
+pub mod config;
+pub mod error;
+pub mod limits;
+pub mod metrics;
+pub mod outputs;
+pub mod runtime;
+pub mod shard;
+
+pub use config::Config;
+pub use error::EngineError;

@@ -1,0 +1,547 @@
+//! Configuration: the TOML file, its validation, and the embedded default.
+//!
+//! Parsing is strict: unknown keys are errors, and every value is checked while it is read so
+//! the error names the key and the line (`toml` reports the span). Checks that span several
+//! keys run afterwards and name the key path.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{de, Deserialize, Deserializer};
+use storage::FsyncPolicy;
+
+/// The configuration `sluice run` uses when no `--config` is given.
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("{origin}: {key}: {message}")]
+    Invalid {
+        origin: String,
+        key: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub shards: Shards,
+    /// How long a graceful stop may take to deliver what was received before exiting anyway
+    /// (nothing is lost: undelivered records stay in the WAL for the next start).
+    #[serde(default = "default_shutdown_timeout", deserialize_with = "de_duration")]
+    pub shutdown_timeout: Duration,
+    #[serde(default)]
+    pub wal: WalConfig,
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceConfig>,
+    #[serde(default, rename = "sinks")]
+    raw_sinks: BTreeMap<String, RawSink>,
+    /// The sinks, typed (filled by validation).
+    #[serde(skip)]
+    pub sinks: BTreeMap<String, SinkConfig>,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./sluice-data")
+}
+
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// How many shards (pinned executors) to run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Shards {
+    /// One per CPU this process may run on.
+    #[default]
+    Auto,
+    Count(usize),
+}
+
+/// The largest shard count accepted (each shard is a pinned thread with its own io_uring).
+pub const MAX_SHARDS: usize = 256;
+
+impl<'de> Deserialize<'de> for Shards {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Count(i64),
+            Word(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Word(w) if w == "auto" => Ok(Shards::Auto),
+            Raw::Count(n) if (1..=MAX_SHARDS as i64).contains(&n) => Ok(Shards::Count(n as usize)),
+            Raw::Count(n) => Err(de::Error::custom(format!(
+                "shards must be between 1 and {MAX_SHARDS}, got {n}"
+            ))),
+            Raw::Word(w) => Err(de::Error::custom(format!(
+                "expected \"auto\" or a number of shards, got {w:?}"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalConfig {
+    /// `"always"`, `"never"` or a group-commit interval like `"5ms"`.
+    #[serde(default = "default_fsync", deserialize_with = "de_from_str")]
+    pub fsync: FsyncPolicy,
+    #[serde(default = "default_segment_size", deserialize_with = "de_bytes")]
+    pub segment_size: u64,
+    /// Bytes appended before a write is forced (one group-commit batch; two may exist).
+    #[serde(default = "default_wal_buffer", deserialize_with = "de_bytes")]
+    pub buffer_size: u64,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig {
+            fsync: default_fsync(),
+            segment_size: default_segment_size(),
+            buffer_size: default_wal_buffer(),
+        }
+    }
+}
+
+fn default_fsync() -> FsyncPolicy {
+    FsyncPolicy::Interval(Duration::from_millis(5))
+}
+fn default_segment_size() -> u64 {
+    128 << 20
+}
+fn default_wal_buffer() -> u64 {
+    4 << 20
+}
+
+/// Source kinds (`type = "..."`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceType {
+    Syslog,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceMode {
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    #[serde(rename = "type")]
+    pub kind: SourceType,
+    pub mode: SourceMode,
+    pub address: SocketAddr,
+    /// Longer frames are truncated to this and flagged.
+    #[serde(default = "default_max_frame", deserialize_with = "de_bytes")]
+    pub max_frame: u64,
+    /// Open connections for this source across all shards; more are closed at accept.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Open connections from one source IP; more are closed at accept.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: u32,
+    /// Per-connection read buffer (raised to fit at least one `max_frame`).
+    #[serde(default = "default_read_buffer", deserialize_with = "de_bytes")]
+    pub read_buffer: u64,
+}
+
+pub const MAX_FRAME_LIMIT: u64 = 16 << 20;
+
+fn default_max_frame() -> u64 {
+    64 << 10
+}
+fn default_max_connections() -> u32 {
+    10_000
+}
+fn default_max_connections_per_ip() -> u32 {
+    1_000
+}
+fn default_read_buffer() -> u64 {
+    256 << 10
+}
+
+/// A sink as written in the file: every key of every sink type, checked against its `type` by
+/// [`RawSink::into_typed`]. (A serde-tagged enum would lose the line numbers of errors.)
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSink {
+    #[serde(rename = "type")]
+    kind: SinkType,
+    path: Option<PathBuf>,
+    address: Option<String>,
+    encoding: Option<Encoding>,
+    #[serde(default, deserialize_with = "de_opt_bytes")]
+    rotate_size: Option<u64>,
+    keep: Option<u32>,
+    fsync: Option<SinkFsync>,
+    framing: Option<TcpFraming>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    connect_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    initial_backoff: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    max_backoff: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    write_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkType {
+    File,
+    Tcp,
+}
+
+#[derive(Debug, Clone)]
+pub enum SinkConfig {
+    File(FileSink),
+    Tcp(TcpSink),
+}
+
+impl RawSink {
+    fn into_typed(self) -> Result<SinkConfig, (&'static str, String)> {
+        let foreign = |key: &'static str, present: bool| -> Result<(), (&'static str, String)> {
+            if present {
+                Err((
+                    key,
+                    format!("not a key of {:?} sinks", self.kind).to_lowercase(),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        match self.kind {
+            SinkType::File => {
+                foreign("address", self.address.is_some())?;
+                foreign("framing", self.framing.is_some())?;
+                foreign("connect_timeout", self.connect_timeout.is_some())?;
+                foreign("initial_backoff", self.initial_backoff.is_some())?;
+                foreign("max_backoff", self.max_backoff.is_some())?;
+                foreign("write_timeout", self.write_timeout.is_some())?;
+                Ok(SinkConfig::File(FileSink {
+                    path: self.path.ok_or(("path", "is required".to_string()))?,
+                    encoding: self.encoding.unwrap_or(Encoding::Json),
+                    rotate_size: self.rotate_size.unwrap_or(100_000_000),
+                    keep: self.keep.unwrap_or(10),
+                    fsync: self.fsync.unwrap_or(SinkFsync::Always),
+                }))
+            }
+            SinkType::Tcp => {
+                foreign("path", self.path.is_some())?;
+                foreign("rotate_size", self.rotate_size.is_some())?;
+                foreign("keep", self.keep.is_some())?;
+                foreign("fsync", self.fsync.is_some())?;
+                Ok(SinkConfig::Tcp(TcpSink {
+                    address: self.address.ok_or(("address", "is required".to_string()))?,
+                    framing: self.framing.unwrap_or(TcpFraming::OctetCounting),
+                    encoding: self.encoding.unwrap_or(Encoding::Raw),
+                    connect_timeout: self.connect_timeout.unwrap_or(Duration::from_secs(5)),
+                    initial_backoff: self.initial_backoff.unwrap_or(Duration::from_millis(100)),
+                    max_backoff: self.max_backoff.unwrap_or(Duration::from_secs(30)),
+                    write_timeout: self.write_timeout.unwrap_or(Duration::from_secs(30)),
+                }))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// One JSON object per line.
+    Json,
+    /// The frame's bytes as received.
+    Raw,
+}
+
+/// When the file sink confirms a batch (and so when its cursor may advance).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkFsync {
+    /// After the batch was written and fdatasync'd: survives power loss.
+    Always,
+    /// After the batch was written: survives a crash of Sluice, not of the machine.
+    Never,
+}
+
+#[derive(Debug, Clone)]
+pub struct FileSink {
+    pub path: PathBuf,
+    pub encoding: Encoding,
+    /// Rotate once the file reaches this size (default 100MB).
+    pub rotate_size: u64,
+    /// Rotated files kept; older ones are deleted (default 10).
+    pub keep: u32,
+    pub fsync: SinkFsync,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TcpFraming {
+    OctetCounting,
+    Newline,
+}
+
+#[derive(Debug, Clone)]
+pub struct TcpSink {
+    /// `host:port` of the receiver (resolved at each connect).
+    pub address: String,
+    pub framing: TcpFraming,
+    pub encoding: Encoding,
+    pub connect_timeout: Duration,
+    /// First reconnect delay; doubles per failure (with full jitter) up to `max_backoff`.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// A write blocked longer than this counts as failed (the batch is resent).
+    pub write_timeout: Duration,
+}
+
+fn de_from_str<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr<Err = String>,
+{
+    let s = String::deserialize(d)?;
+    s.parse().map_err(de::Error::custom)
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s)
+        .map_err(|e| de::Error::custom(format!("expected a duration like \"5s\", got {s:?} ({e})")))
+}
+
+/// A size: `"64KiB"`, `"100MB"`, `"128 MiB"` or a plain number of bytes.
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
+}
+
+fn de_opt_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    de_bytes(d).map(Some)
+}
+
+fn de_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Bytes(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Bytes(n) => Ok(n),
+        Raw::Text(s) => s
+            .parse::<bytesize::ByteSize>()
+            .map(|b| b.as_u64())
+            .map_err(|e| {
+                de::Error::custom(format!("expected a size like \"64KiB\", got {s:?} ({e})"))
+            }),
+    }
+}
+
+impl Config {
+    /// The embedded default configuration.
+    pub fn embedded_default() -> Result<Config, ConfigError> {
+        Config::parse(DEFAULT_CONFIG, "embedded default config")
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates `text`; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config
+            .validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                origin: origin.to_string(),
+                key,
+                message,
+            })?;
+        Ok(config)
+    }
+
+    fn validate(&mut self) -> Result<(), (String, String)> {
+        let invalid = |key: String, msg: &str| Err((key, msg.to_string()));
+        for (name, raw) in &self.raw_sinks {
+            let typed = raw
+                .clone()
+                .into_typed()
+                .map_err(|(key, msg)| (format!("sinks.{name}.{key}"), msg))?;
+            self.sinks.insert(name.clone(), typed);
+        }
+        if self.sources.is_empty() {
+            return invalid("sources".into(), "at least one source is required");
+        }
+        if self.sinks.is_empty() {
+            return invalid("sinks".into(), "at least one sink is required");
+        }
+        let wal = &self.wal;
+        if !(1 << 20..=storage::position::MAX_SEGMENT_SIZE / 2).contains(&wal.segment_size) {
+            return invalid("wal.segment_size".into(), "must be between 1MiB and 32GiB");
+        }
+        if !(64 << 10..=256 << 20).contains(&wal.buffer_size) {
+            return invalid("wal.buffer_size".into(), "must be between 64KiB and 256MiB");
+        }
+        let mut bound = Vec::new();
+        for (name, source) in &self.sources {
+            check_name(name).or_else(|m| invalid(format!("sources.{name}"), &m))?;
+            let s = source;
+            let key = |k: &str| format!("sources.{name}.{k}");
+            if !(1..=MAX_FRAME_LIMIT).contains(&s.max_frame) {
+                return invalid(key("max_frame"), "must be between 1 byte and 16MiB");
+            }
+            if s.max_frame > wal.buffer_size / 2 {
+                return invalid(key("max_frame"), "must be at most half of wal.buffer_size");
+            }
+            if s.max_connections == 0 || s.max_connections_per_ip == 0 {
+                return invalid(
+                    key("max_connections"),
+                    "connection limits must be at least 1",
+                );
+            }
+            if bound.contains(&(s.mode, s.address)) {
+                return invalid(
+                    key("address"),
+                    "another source already uses this address and mode",
+                );
+            }
+            bound.push((s.mode, s.address));
+        }
+        for (name, sink) in &self.sinks {
+            check_name(name).or_else(|m| invalid(format!("sinks.{name}"), &m))?;
+            match sink {
+                SinkConfig::File(f) => {
+                    if f.path.as_os_str().is_empty() || f.path.file_name().is_none() {
+                        return invalid(format!("sinks.{name}.path"), "must name a file");
+                    }
+                    if f.rotate_size < 1024 {
+                        return invalid(
+                            format!("sinks.{name}.rotate_size"),
+                            "must be at least 1KiB",
+                        );
+                    }
+                }
+                SinkConfig::Tcp(t) => {
+                    if !t.address.contains(':') {
+                        return invalid(format!("sinks.{name}.address"), "must be host:port");
+                    }
+                    if t.initial_backoff.is_zero() || t.max_backoff < t.initial_backoff {
+                        return invalid(
+                            format!("sinks.{name}.max_backoff"),
+                            "backoffs must be positive and max_backoff >= initial_backoff",
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Shard count after resolving `"auto"` against the CPUs this process may use.
+    pub fn shard_count(&self) -> usize {
+        match self.shards {
+            Shards::Count(n) => n,
+            Shards::Auto => core_affinity::get_core_ids().map_or(1, |ids| ids.len().max(1)),
+        }
+    }
+}
+
+/// Source and sink names become file names (cursors), so they are kept plain.
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err("names may only use letters, digits, '_' and '-' (at most 64)".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::embedded_default().unwrap();
+        assert_eq!(c.sources.len(), 2);
+        assert_eq!(c.wal.fsync, FsyncPolicy::Interval(Duration::from_millis(5)));
+        assert_eq!(c.wal.segment_size, 128 << 20);
+    }
+
+    fn error_of(text: &str) -> String {
+        Config::parse(text, "test.toml").unwrap_err().to_string()
+    }
+
+    const MINIMAL: &str = "[sources.a]\ntype = \"syslog\"\nmode = \"tcp\"\naddress = \"127.0.0.1:1\"\n[sinks.b]\ntype = \"file\"\npath = \"x/out.log\"\n";
+
+    #[test]
+    fn errors_name_key_and_line() {
+        let e = error_of(&format!("{MINIMAL}bogus = 1\n"));
+        assert!(e.contains("line 8") && e.contains("bogus"), "{e}");
+        let e = error_of(&format!("{MINIMAL}framing = \"newline\"\n"));
+        assert!(
+            e.contains("sinks.b.framing") && e.contains("not a key of file sinks"),
+            "{e}"
+        );
+        let e = error_of(&format!("data_dir = \"d\"\nbogus = 1\n{MINIMAL}"));
+        assert!(e.contains("line 2") && e.contains("bogus"), "{e}");
+        let e = error_of(&format!("[wal]\nfsync = \"sometimes\"\n{MINIMAL}"));
+        assert!(e.contains("line 2") && e.contains("always"), "{e}");
+        let e = error_of(&MINIMAL.replace("mode = \"tcp\"", "mode = \"sctp\""));
+        assert!(e.contains("line 3") && e.contains("sctp"), "{e}");
+        let e = error_of(&format!("{MINIMAL}rotate_size = \"huge\"\n"));
+        assert!(e.contains("line 8") && e.contains("huge"), "{e}");
+        let e = error_of(&MINIMAL.replace("[sinks.b]", "[sinks.\"b/../c\"]"));
+        assert!(e.contains("sinks.b/../c"), "{e}");
+        let e = error_of(&format!("shards = 0\n{MINIMAL}"));
+        assert!(e.contains("line 1") && e.contains("between 1"), "{e}");
+    }
+
+    #[test]
+    fn sizes_and_policies() {
+        let c = Config::parse(
+            &format!("[wal]\nfsync = \"always\"\nsegment_size = \"2MiB\"\n{MINIMAL}max_frame_unused = 1\n")
+                .replace("max_frame_unused = 1\n", "rotate_size = \"100MB\"\n"),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.wal.fsync, FsyncPolicy::Always);
+        assert_eq!(c.wal.segment_size, 2 << 20);
+        let SinkConfig::File(f) = &c.sinks["b"] else {
+            panic!()
+        };
+        assert_eq!(f.rotate_size, 100_000_000);
+    }
+}

@@ -1,0 +1,40 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::config::ConfigError;
+
+/// Errors of the engine layer (what makes `sluice` exit non-zero).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    #[error("source {source_name}: cannot bind {address}: {error}")]
+    Bind {
+        source_name: String,
+        address: SocketAddr,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error(
+        "the locked-memory limit (ulimit -l) is {limit_kib} KiB; Sluice's io_uring executors need at \
+         least {needed_kib} KiB. Raise it: `ulimit -l {needed_kib}` (or `unlimited`) in the shell \
+         that starts Sluice, `LimitMEMLOCK=infinity` in its systemd unit, or a `memlock` line in \
+         /etc/security/limits.conf"
+    )]
+    MemlockTooLow { limit_kib: u64, needed_kib: u64 },
+    #[error("shard {shard}: cannot start its executor: {message}")]
+    Executor { shard: usize, message: String },
+    #[error("shard {shard}: {message}")]
+    Shard { shard: usize, message: String },
+    #[error("sink {sink}: {message}")]
+    Output { sink: String, message: String },
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,86 @@
+//! Counters. Each shard and each output owns its own set (single writer, relaxed atomics,
+//! updated once per read batch rather than per event); readers sum them.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+/// One shard's counters. Names follow the Prometheus contract of the operations issue.
+#[derive(Debug, Default)]
+pub struct ShardCounters {
+    pub events_received: AtomicU64,
+    pub bytes_received: AtomicU64,
+    /// Events kept as `raw` because they fit neither RFC.
+    pub parse_errors: AtomicU64,
+    pub frames_oversize: AtomicU64,
+    /// Octet counts that could not be trusted (fell back to line framing).
+    pub frames_bad_length: AtomicU64,
+    /// Octet-counted frames cut off by a disconnect (their bytes are not an event).
+    pub frames_incomplete: AtomicU64,
+    pub connections_accepted: AtomicU64,
+    pub connections_active: AtomicI64,
+    pub connections_rejected: AtomicU64,
+    pub udp_datagrams: AtomicU64,
+    /// Events read from a socket but refused by a failed WAL.
+    pub events_dropped_wal: AtomicU64,
+    pub events_durable: AtomicU64,
+    pub wal_bytes: AtomicU64,
+    pub wal_fsyncs: AtomicU64,
+}
+
+/// Per-read-batch tallies, added to the shard's counters in one go.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BatchTally {
+    pub events: u64,
+    pub bytes: u64,
+    pub parse_errors: u64,
+    pub oversize: u64,
+    pub bad_length: u64,
+    pub dropped_wal: u64,
+}
+
+impl ShardCounters {
+    pub fn add(&self, t: &BatchTally) {
+        let add = |c: &AtomicU64, v: u64| {
+            if v > 0 {
+                c.fetch_add(v, Relaxed);
+            }
+        };
+        add(&self.events_received, t.events);
+        add(&self.bytes_received, t.bytes);
+        add(&self.parse_errors, t.parse_errors);
+        add(&self.frames_oversize, t.oversize);
+        add(&self.frames_bad_length, t.bad_length);
+        add(&self.events_dropped_wal, t.dropped_wal);
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct OutputCounters {
+    pub events_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub errors: AtomicU64,
+    /// WAL records that did not decode as events (never delivered, counted).
+    pub undecodable: AtomicU64,
+}
+
+/// A plain snapshot for logs and tests.
+pub fn shard_summary(shards: &[std::sync::Arc<ShardCounters>]) -> String {
+    let sum = |f: fn(&ShardCounters) -> u64| shards.iter().map(|s| f(s)).sum::<u64>();
+    format!(
+        "events_received={} events_durable={} bytes_received={} parse_errors={} frames_oversize={} \
+         frames_bad_length={} frames_incomplete={} connections_accepted={} connections_rejected={} \
+         udp_datagrams={} events_dropped_wal={} wal_bytes={} wal_fsyncs={}",
+        sum(|s| s.events_received.load(Relaxed)),
+        sum(|s| s.events_durable.load(Relaxed)),
+        sum(|s| s.bytes_received.load(Relaxed)),
+        sum(|s| s.parse_errors.load(Relaxed)),
+        sum(|s| s.frames_oversize.load(Relaxed)),
+        sum(|s| s.frames_bad_length.load(Relaxed)),
+        sum(|s| s.frames_incomplete.load(Relaxed)),
+        sum(|s| s.connections_accepted.load(Relaxed)),
+        sum(|s| s.connections_rejected.load(Relaxed)),
+        sum(|s| s.udp_datagrams.load(Relaxed)),
+        sum(|s| s.events_dropped_wal.load(Relaxed)),
+        sum(|s| s.wal_bytes.load(Relaxed)),
+        sum(|s| s.wal_fsyncs.load(Relaxed)),
+    )
+}

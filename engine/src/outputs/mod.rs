@@ -1,0 +1,233 @@
+//! Outputs: deliver durable WAL records at least once.
+//!
+//! Each sink runs on its own thread (never a shard's) and gathers from every shard:
+//! ```text
+//!  shard-0 WAL ─┐  WalReader (from its cursor, up to the shard's DurableWatermark)
+//!  shard-1 WAL ─┼─▶ encode (json | raw) ─▶ sink.deliver(batch) ─▶ confirmed ─▶ write cursor
+//!  shard-n WAL ─┘
+//! ```
+//! Invariants:
+//! - A cursor advances only after the sink confirmed the batch (file: written and, by default,
+//!   fdatasync'd; TCP: written to the socket). A crash between delivery and cursor write
+//!   re-delivers that batch: duplicates possible, loss not.
+//! - A failed delivery is retried, the same batch, with exponential backoff and full jitter;
+//!   records stay in the WAL meanwhile, so a stalled destination costs disk, never memory.
+//! - Batches are bounded by [`BATCH_BYTES`] of WAL bytes.
+//! - On stop, a sink delivers up to the shards' final watermarks, bounded by
+//!   `shutdown_timeout`; what it could not deliver stays in the WAL for the next start.
+
+mod encode;
+mod file;
+mod tcp;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use storage::{DurableWatermark, WalReader};
+
+pub use encode::encode_record;
+
+use crate::config::SinkConfig;
+use crate::metrics::OutputCounters;
+
+/// WAL bytes read per batch and shard.
+pub const BATCH_BYTES: usize = 2 << 20;
+/// How long an idle output sleeps when no shard wakes it (shards wake it on every commit).
+const IDLE_PARK: Duration = Duration::from_millis(200);
+
+/// A destination. `deliver` returns only when the batch is confirmed.
+pub trait Sink {
+    fn deliver(&mut self, batch: &[u8]) -> std::io::Result<()>;
+    /// Called between failed attempts: drop connections, reopen files.
+    fn reset(&mut self) {}
+}
+
+/// A shard's WAL as an output sees it.
+#[derive(Clone, Debug)]
+pub struct ShardLog {
+    pub id: usize,
+    pub dir: PathBuf,
+    pub watermark: Arc<DurableWatermark>,
+}
+
+/// Set by the runtime to stop an output once it has delivered everything.
+#[derive(Debug, Default)]
+pub struct OutputControl {
+    stopping: AtomicBool,
+    deadline: OnceLock<Instant>,
+}
+
+impl OutputControl {
+    /// Deliver up to the current watermarks (the shards have stopped), then stop; give up on
+    /// what is left at `deadline`.
+    pub fn stop(&self, deadline: Instant) {
+        let _ = self.deadline.set(deadline);
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+    fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Acquire)
+    }
+    fn past_deadline(&self) -> bool {
+        self.deadline.get().is_some_and(|d| Instant::now() >= *d)
+    }
+}
+
+pub struct OutputSpec {
+    pub name: String,
+    pub config: SinkConfig,
+    pub shards: Vec<ShardLog>,
+    pub control: Arc<OutputControl>,
+    pub counters: Arc<OutputCounters>,
+}
+
+/// Backoff between failed deliveries: exponential with full jitter.
+struct Backoff {
+    initial: Duration,
+    max: Duration,
+    failures: u32,
+}
+
+impl Backoff {
+    fn next_delay(&mut self) -> Duration {
+        let ceiling = self
+            .initial
+            .saturating_mul(1u32 << self.failures.min(20))
+            .min(self.max);
+        self.failures += 1;
+        ceiling.mul_f64(fastrand::f64())
+    }
+}
+
+/// Runs one output until stopped. Returns an error only for what retrying cannot fix.
+pub fn run_output(spec: OutputSpec) -> Result<(), String> {
+    let (mut sink, encoding, framing, backoff): (Box<dyn Sink>, _, _, _) = match &spec.config {
+        SinkConfig::File(c) => (
+            Box::new(file::FileOutput::open(c).map_err(|e| e.to_string())?),
+            c.encoding,
+            None,
+            (Duration::from_millis(100), Duration::from_secs(5)),
+        ),
+        SinkConfig::Tcp(c) => (
+            Box::new(tcp::TcpOutput::new(c)),
+            c.encoding,
+            Some(c.framing),
+            (c.initial_backoff, c.max_backoff),
+        ),
+    };
+    let mut backoff = Backoff {
+        initial: backoff.0,
+        max: backoff.1,
+        failures: 0,
+    };
+    let mut readers = Vec::with_capacity(spec.shards.len());
+    for shard in &spec.shards {
+        let cursor = match storage::read_cursor(&shard.dir, &spec.name) {
+            Ok(c) => c,
+            Err(e) => {
+                // At-least-once: a damaged cursor means re-delivering from the oldest segment.
+                tracing::error!(sink = %spec.name, shard = shard.id, error = %e, "cursor unreadable: starting from the oldest record");
+                None
+            }
+        };
+        readers.push(WalReader::open(&shard.dir, cursor).map_err(|e| e.to_string())?);
+    }
+    let mut out = Vec::with_capacity(BATCH_BYTES * 2);
+    let mut scratch = Vec::new();
+    loop {
+        let stopping = spec.control.stopping();
+        let mut delivered_any = false;
+        for (shard, reader) in spec.shards.iter().zip(readers.iter_mut()) {
+            out.clear();
+            let mut undecodable = 0u64;
+            let durable = shard.watermark.load();
+            let batch = reader
+                .read_batch(durable, BATCH_BYTES, |payload| {
+                    if !encode_record(payload, shard.id, encoding, framing, &mut out, &mut scratch)
+                    {
+                        undecodable += 1;
+                    }
+                })
+                .map_err(|e| e.to_string())?;
+            if undecodable > 0 {
+                spec.counters.undecodable.fetch_add(undecodable, Relaxed);
+                tracing::error!(sink = %spec.name, shard = shard.id, undecodable, "WAL records that are not events were skipped");
+            }
+            if batch.records == 0 {
+                continue;
+            }
+            if !deliver_with_retry(&spec, sink.as_mut(), &out, &mut backoff) {
+                tracing::warn!(sink = %spec.name, "shutdown timeout reached: undelivered records stay in the WAL for the next start");
+                return Ok(());
+            }
+            storage::write_cursor(&shard.dir, &spec.name, reader.position())
+                .map_err(|e| e.to_string())?;
+            spec.counters
+                .events_sent
+                .fetch_add(batch.records as u64 - undecodable, Relaxed);
+            spec.counters
+                .bytes_sent
+                .fetch_add(out.len() as u64, Relaxed);
+            delivered_any = true;
+        }
+        if !delivered_any {
+            if stopping {
+                return Ok(());
+            }
+            std::thread::park_timeout(IDLE_PARK);
+        }
+    }
+}
+
+/// Delivers `batch`, retrying until it is confirmed; false if the stop deadline passed first.
+fn deliver_with_retry(
+    spec: &OutputSpec,
+    sink: &mut dyn Sink,
+    batch: &[u8],
+    backoff: &mut Backoff,
+) -> bool {
+    loop {
+        match sink.deliver(batch) {
+            Ok(()) => {
+                backoff.failures = 0;
+                return true;
+            }
+            Err(e) => {
+                spec.counters.errors.fetch_add(1, Relaxed);
+                sink.reset();
+                let delay = backoff.next_delay();
+                tracing::warn!(sink = %spec.name, error = %e, retry_in = ?delay, "delivery failed");
+                let until = Instant::now() + delay;
+                while Instant::now() < until {
+                    if spec.control.past_deadline() {
+                        return false;
+                    }
+                    std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
+                }
+                if spec.control.past_deadline() {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let mut b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+            failures: 0,
+        };
+        for _ in 0..50 {
+            assert!(b.next_delay() <= Duration::from_secs(1));
+        }
+        assert_eq!(b.failures, 50);
+    }
+}

@@ -1,0 +1,358 @@
+//! Starting, running and stopping Sluice: the main thread's job (the control plane).
+//!
+//! Order at start: check locked memory → recover every shard's WAL (blocking, before any
+//! executor exists) → start one thread per sink → start shard 0, which binds the sources and
+//! reports the bound addresses (so port 0 works) → start the other shards on the same
+//! addresses (SO_REUSEPORT) → "ready".
+//!
+//! Order at stop (SIGINT/SIGTERM): shards stop accepting, drain what their sockets hold and
+//! commit their WAL → the sinks deliver up to the final watermarks (bounded by
+//! `shutdown_timeout`) and persist their cursors → exit 0.
+//!
+//! Shard directories beyond the configured shard count (after lowering `shards`) are still
+//! read by the outputs, so no durable event is stranded.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::{LocalExecutorBuilder, Placement};
+use storage::{recover_shard, DurableWatermark, Position};
+
+use crate::config::{Config, SourceMode};
+use crate::error::EngineError;
+use crate::limits::ConnectionLimits;
+use crate::metrics::{shard_summary, OutputCounters, ShardCounters};
+use crate::outputs::{run_output, OutputControl, OutputSpec, ShardLog};
+use crate::shard::{self, OutputWakers, ShardSpec, SourceSpec};
+
+/// glommio refuses to start an executor below this locked-memory limit.
+const MIN_MEMLOCK_BYTES: u64 = 512 << 10;
+/// Memory glommio sets aside per shard for io_uring buffers (Sluice uses few).
+const SHARD_IO_MEMORY: usize = 1 << 20;
+
+pub fn shard_dir(data_dir: &Path, shard: usize) -> PathBuf {
+    data_dir.join(format!("shard-{shard}"))
+}
+
+/// Fails with instructions when the locked-memory limit is below what glommio needs.
+pub fn check_memlock() -> Result<(), EngineError> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
+        return Ok(()); // Cannot tell; glommio will report it if it matters.
+    }
+    if limit.rlim_cur == libc::RLIM_INFINITY || limit.rlim_cur >= MIN_MEMLOCK_BYTES {
+        return Ok(());
+    }
+    Err(EngineError::MemlockTooLow {
+        limit_kib: limit.rlim_cur / 1024,
+        needed_kib: MIN_MEMLOCK_BYTES / 1024,
+    })
+}
+
+/// Shard directories already in `data_dir` (`shard-<n>`), highest index + 1.
+fn existing_shard_dirs(data_dir: &Path) -> Result<usize, EngineError> {
+    let entries = std::fs::read_dir(data_dir).map_err(|source| EngineError::Io {
+        op: "list",
+        path: data_dir.to_path_buf(),
+        source,
+    })?;
+    let mut count = 0;
+    for entry in entries.flatten() {
+        if let Some(n) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix("shard-"))
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            count = count.max(n + 1);
+        }
+    }
+    Ok(count)
+}
+
+struct RunningShard {
+    id: usize,
+    handle: glommio::ExecutorJoinHandle<Result<(), String>>,
+}
+
+/// Runs until SIGINT/SIGTERM, then drains and returns.
+pub fn run(config: &Config) -> Result<(), EngineError> {
+    check_memlock()?;
+    let shard_count = config.shard_count();
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| EngineError::Io {
+        op: "create directory",
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    // Absolute: glommio opens directories relative to no directory (dirfd -1).
+    let data_dir = &std::fs::canonicalize(&config.data_dir).map_err(|source| EngineError::Io {
+        op: "resolve",
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let log_count = shard_count.max(existing_shard_dirs(data_dir)?);
+    let mut logs = Vec::with_capacity(log_count);
+    let mut next_segments = Vec::with_capacity(log_count);
+    for id in 0..log_count {
+        let dir = shard_dir(data_dir, id);
+        let report = recover_shard(&dir)?;
+        let watermark = Arc::new(DurableWatermark::new());
+        if id >= shard_count {
+            // Not running any more: everything it holds is final.
+            watermark.publish(Position {
+                segment: report.next_segment(),
+                offset: 0,
+            });
+        }
+        tracing::info!(
+            shard = id,
+            segments = report.segments.len(),
+            tail_records = report.tail_records,
+            "WAL recovered"
+        );
+        next_segments.push(report.next_segment());
+        logs.push(ShardLog { id, dir, watermark });
+    }
+
+    let (outputs, wakers) = start_outputs(config, &logs)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let shard_counters: Vec<_> = (0..shard_count)
+        .map(|_| Arc::new(ShardCounters::default()))
+        .collect();
+    let (exit_tx, exit_rx) = mpsc::channel::<usize>();
+    let started = start_shards(
+        config,
+        &logs,
+        &next_segments,
+        &shard_counters,
+        &stop,
+        &wakers,
+        &exit_tx,
+    );
+    let shards = match started {
+        Ok(s) => s,
+        Err(e) => {
+            stop.store(true, Ordering::Release);
+            stop_outputs(outputs, &wakers, Instant::now());
+            return Err(e);
+        }
+    };
+
+    let early_exit = wait_for_stop(&exit_rx)?;
+    tracing::info!("stopping: draining sockets, committing the WAL, delivering");
+    stop.store(true, Ordering::Release);
+    let mut failures = Vec::new();
+    for shard in shards {
+        match shard.handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => failures.push(EngineError::Shard {
+                shard: shard.id,
+                message,
+            }),
+            Err(e) => failures.push(EngineError::Shard {
+                shard: shard.id,
+                message: e.to_string(),
+            }),
+        }
+    }
+    stop_outputs(outputs, &wakers, Instant::now() + config.shutdown_timeout);
+    tracing::info!(summary = %shard_summary(&shard_counters), "stopped");
+    if let Some(id) = early_exit {
+        tracing::error!(shard = id, "a shard stopped on its own");
+    }
+    match failures.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+type Outputs = Vec<(
+    String,
+    Arc<OutputControl>,
+    std::thread::JoinHandle<Result<(), String>>,
+)>;
+
+fn start_outputs(
+    config: &Config,
+    logs: &[ShardLog],
+) -> Result<(Outputs, Arc<OutputWakers>), EngineError> {
+    let mut outputs = Vec::new();
+    for (name, sink) in &config.sinks {
+        let control = Arc::new(OutputControl::default());
+        let spec = OutputSpec {
+            name: name.clone(),
+            config: sink.clone(),
+            shards: logs.to_vec(),
+            control: Arc::clone(&control),
+            counters: Arc::new(OutputCounters::default()),
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("sink-{name}"))
+            .spawn(move || run_output(spec))
+            .map_err(|e| EngineError::Output {
+                sink: name.clone(),
+                message: e.to_string(),
+            })?;
+        outputs.push((name.clone(), control, handle));
+    }
+    let wakers = OutputWakers(outputs.iter().map(|(_, _, h)| h.thread().clone()).collect());
+    Ok((outputs, Arc::new(wakers)))
+}
+
+fn stop_outputs(outputs: Outputs, wakers: &OutputWakers, deadline: Instant) {
+    for (_, control, _) in &outputs {
+        control.stop(deadline);
+    }
+    wakers.wake_all();
+    for (name, _, handle) in outputs {
+        match handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(sink = %name, error = %e, "sink stopped with an error"),
+            Err(_) => tracing::error!(sink = %name, "sink thread panicked"),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start_shards(
+    config: &Config,
+    logs: &[ShardLog],
+    next_segments: &[u64],
+    counters: &[Arc<ShardCounters>],
+    stop: &Arc<AtomicBool>,
+    wakers: &Arc<OutputWakers>,
+    exit_tx: &mpsc::Sender<usize>,
+) -> Result<Vec<RunningShard>, EngineError> {
+    let cpus: Vec<usize> = core_affinity::get_core_ids()
+        .map(|ids| ids.into_iter().map(|c| c.id).collect())
+        .unwrap_or_default();
+    let mut sources: Vec<SourceSpec> = config
+        .sources
+        .iter()
+        .map(|(name, s)| SourceSpec {
+            name: name.clone(),
+            mode: s.mode,
+            address: s.address,
+            max_frame: s.max_frame as usize,
+            read_buffer: s.read_buffer as usize,
+            limits: ConnectionLimits::new(s.max_connections, s.max_connections_per_ip),
+        })
+        .collect();
+    let mut running = Vec::with_capacity(counters.len());
+    for id in 0..counters.len() {
+        let spec = ShardSpec {
+            id,
+            dir: logs[id].dir.clone(),
+            next_segment: next_segments[id],
+            wal: config.wal.clone(),
+            sources: sources.clone(),
+            watermark: Arc::clone(&logs[id].watermark),
+            counters: Arc::clone(&counters[id]),
+            stop: Arc::clone(stop),
+            wakers: Arc::clone(wakers),
+        };
+        let placement = match cpus.get(id % cpus.len().max(1)) {
+            Some(&cpu) => Placement::Fixed(cpu),
+            None => Placement::Unbound,
+        };
+        let (bound_tx, bound_rx) = mpsc::channel();
+        let exit_tx = exit_tx.clone();
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("shard-{id}"))
+            .io_memory(SHARD_IO_MEMORY)
+            .spawn(move || async move {
+                let result = shard::run(spec, bound_tx).await;
+                let _ = exit_tx.send(id);
+                result
+            })
+            .map_err(|e| executor_error(id, &e.to_string()))?;
+        let bound = bound_rx
+            .recv()
+            .map_err(|_| EngineError::Shard {
+                shard: id,
+                message: "exited while starting".into(),
+            })
+            .and_then(|r| r.map_err(|message| EngineError::Shard { shard: id, message }));
+        let bound = match bound {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = handle.join();
+                return Err(e);
+            }
+        };
+        if id == 0 {
+            // Every other shard binds exactly what shard 0 got (port 0 → the chosen port).
+            for (source, addr) in sources.iter_mut().zip(&bound) {
+                source.address = *addr;
+            }
+            log_ready(&sources, counters.len());
+        }
+        running.push(RunningShard { id, handle });
+    }
+    Ok(running)
+}
+
+fn executor_error(shard: usize, message: &str) -> EngineError {
+    if message.contains("memlock") {
+        if let Err(e) = check_memlock() {
+            return e;
+        }
+    }
+    EngineError::Executor {
+        shard,
+        message: message.to_string(),
+    }
+}
+
+fn log_ready(sources: &[SourceSpec], shards: usize) {
+    let listening: Vec<String> = sources
+        .iter()
+        .map(|s| {
+            let scheme = match s.mode {
+                SourceMode::Tcp => "tcp",
+                SourceMode::Udp => "udp",
+            };
+            format!("{}={scheme}://{}", s.name, s.address)
+        })
+        .collect();
+    tracing::info!(shards, "ready; listening on {}", listening.join(" "));
+}
+
+/// Blocks until SIGINT/SIGTERM (→ `None`) or a shard exits on its own (→ its id).
+fn wait_for_stop(exits: &mpsc::Receiver<usize>) -> Result<Option<usize>, EngineError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(|source| {
+        EngineError::Io {
+            op: "install signal handlers",
+            path: PathBuf::new(),
+            source,
+        }
+    })?;
+    loop {
+        if let Some(signal) = signals.pending().next() {
+            tracing::info!(signal, "signal received");
+            return Ok(None);
+        }
+        if let Ok(id) = exits.try_recv() {
+            return Ok(Some(id));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The addresses a config's sources will listen on (for logs and tools).
+pub fn source_addresses(config: &Config) -> Vec<(String, SourceMode, SocketAddr)> {
+    config
+        .sources
+        .iter()
+        .map(|(n, s)| (n.clone(), s.mode, s.address))
+        .collect()
+}

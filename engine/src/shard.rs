@@ -1,0 +1,516 @@
+//! A shard: one pinned glommio executor that owns its sockets, its parser and its WAL.
+//!
+//! ```text
+//!  TCP accept ─▶ connection task: read ─▶ frame ─▶ parse ─▶ append ─┐
+//!  UDP socket ─▶ datagram task:   recv ─────────▶ parse ─▶ append ─┤
+//!                                                                   ▼
+//!                                       WalAppender (pending buffer, shard-local)
+//!                                                                   ▼
+//!                         WalFlusher: write + fdatasync via io_uring ─▶ DurableWatermark
+//! ```
+//!
+//! Invariants:
+//! - Everything here runs on the shard's own thread; the only shared state is the connection
+//!   limits (touched at accept and close), the counters (relaxed atomics, once per read batch),
+//!   the watermark (one atomic store per commit) and the stop flag.
+//! - No allocation per event: frames are slices of the connection's buffer, the parse result
+//!   lives on the stack, and the record is encoded straight into the WAL's pending buffer.
+//! - A connection that cannot append (pending buffer full) stops reading: TCP backpressure.
+//! - On stop: accept loops end, each connection reads what the kernel already holds for it,
+//!   then the WAL commits everything pending. Nothing read from a socket is left behind.
+
+use std::cell::Cell;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use event_listener::Event;
+use futures_lite::AsyncReadExt;
+use glommio::net::{TcpListener, TcpStream, UdpSocket};
+use glommio::sync::Gate;
+use ingest::framing::{EofRemainder, FrameFlags, Framer};
+use ingest::{record, Format};
+use storage::io::GlommioFs;
+use storage::writer::AppendError;
+use storage::{DurableWatermark, WalAppender, WalFlusher};
+
+use crate::config::{SourceMode, WalConfig};
+use crate::limits::{ConnectionLimits, ConnectionSlot};
+use crate::metrics::{BatchTally, ShardCounters};
+
+/// How often a shard looks at the stop flag and publishes WAL counters.
+const CONTROL_POLL: Duration = Duration::from_millis(20);
+/// How long a UDP receive waits before it looks at the stop flag again.
+const UDP_POLL: Duration = Duration::from_millis(100);
+/// The largest UDP datagram.
+const UDP_MAX_DATAGRAM: usize = 65_535;
+
+/// A source as a shard runs it (address already resolved by the first shard).
+#[derive(Debug, Clone)]
+pub struct SourceSpec {
+    pub name: String,
+    pub mode: SourceMode,
+    pub address: SocketAddr,
+    pub max_frame: usize,
+    pub read_buffer: usize,
+    pub limits: Arc<ConnectionLimits>,
+}
+
+/// Threads to unpark when new records became durable (the outputs).
+#[derive(Debug, Default)]
+pub struct OutputWakers(pub Vec<std::thread::Thread>);
+
+impl OutputWakers {
+    pub fn wake_all(&self) {
+        for t in &self.0 {
+            t.unpark();
+        }
+    }
+}
+
+pub struct ShardSpec {
+    pub id: usize,
+    pub dir: PathBuf,
+    pub next_segment: u64,
+    pub wal: WalConfig,
+    pub sources: Vec<SourceSpec>,
+    pub watermark: Arc<DurableWatermark>,
+    pub counters: Arc<ShardCounters>,
+    pub stop: Arc<AtomicBool>,
+    pub wakers: Arc<OutputWakers>,
+}
+
+/// The addresses a shard bound, in source order.
+pub type Bound = Vec<SocketAddr>;
+
+struct Shard {
+    id: usize,
+    appender: Rc<WalAppender>,
+    counters: Arc<ShardCounters>,
+    stopping: Cell<bool>,
+    stop_event: Event,
+}
+
+impl Shard {
+    async fn stopped(&self) {
+        loop {
+            let listener = self.stop_event.listen();
+            if self.stopping.get() {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    fn publish_wal_counters(&self) {
+        let stats = &self.appender.stats;
+        let c = &self.counters;
+        c.events_durable
+            .store(stats.durable_records.get(), Ordering::Relaxed);
+        c.wal_bytes
+            .store(stats.written_bytes.get(), Ordering::Relaxed);
+        c.wal_fsyncs.store(stats.fsyncs.get(), Ordering::Relaxed);
+    }
+}
+
+enum Listener {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
+}
+
+/// Runs a shard until the stop flag is set and everything it received is committed.
+/// `bound` receives the bound addresses (or the error) as soon as the sockets exist.
+pub async fn run(
+    spec: ShardSpec,
+    bound: std::sync::mpsc::Sender<Result<Bound, String>>,
+) -> Result<(), String> {
+    let appender = WalAppender::new(spec.wal.buffer_size as usize, spec.wal.fsync);
+    let wakers = Arc::clone(&spec.wakers);
+    let flusher = WalFlusher::open(
+        GlommioFs,
+        &spec.dir,
+        spec.next_segment,
+        spec.wal.segment_size,
+        Rc::clone(&appender),
+        Arc::clone(&spec.watermark),
+        Box::new(move || wakers.wake_all()),
+    )
+    .await;
+    let flusher = match flusher {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = bound.send(Err(e.to_string()));
+            return Err(e.to_string());
+        }
+    };
+    let flusher_task = glommio::spawn_local(flusher.run());
+    let listeners = match bind_all(&spec.sources) {
+        Ok(l) => l,
+        Err(message) => {
+            let _ = bound.send(Err(message.clone()));
+            appender.close();
+            let _ = flusher_task.await;
+            return Err(message);
+        }
+    };
+    let addresses = listeners
+        .iter()
+        .map(|l| match l {
+            Listener::Tcp(t) => t.local_addr(),
+            Listener::Udp(u) => u.local_addr(),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let _ = bound.send(Ok(addresses));
+
+    let shard = Rc::new(Shard {
+        id: spec.id,
+        appender: Rc::clone(&appender),
+        counters: Arc::clone(&spec.counters),
+        stopping: Cell::new(false),
+        stop_event: Event::new(),
+    });
+    let gate = Rc::new(Gate::new());
+    for (listener, source) in listeners.into_iter().zip(spec.sources) {
+        let source = Rc::new(source);
+        let (shard, gate2) = (Rc::clone(&shard), Rc::clone(&gate));
+        let spawned = match listener {
+            Listener::Tcp(l) => gate.spawn(accept_loop(shard, source, l, gate2)),
+            Listener::Udp(u) => gate.spawn(udp_loop(shard, source, u)),
+        };
+        spawned.map_err(|e| e.to_string())?.detach();
+    }
+
+    while !spec.stop.load(Ordering::Acquire) {
+        glommio::timer::sleep(CONTROL_POLL).await;
+        shard.publish_wal_counters();
+    }
+    tracing::debug!(shard = spec.id, "stopping: draining connections");
+    shard.stopping.set(true);
+    shard.stop_event.notify(usize::MAX);
+    gate.close().await.map_err(|e| e.to_string())?;
+    appender.close();
+    let flushed = flusher_task.await;
+    shard.publish_wal_counters();
+    flushed.map_err(|e| e.to_string())
+}
+
+fn bind_all(sources: &[SourceSpec]) -> Result<Vec<Listener>, String> {
+    sources
+        .iter()
+        .map(|s| {
+            let bound = match s.mode {
+                SourceMode::Tcp => TcpListener::bind(s.address).map(Listener::Tcp),
+                SourceMode::Udp => UdpSocket::bind(s.address).map(Listener::Udp),
+            };
+            bound.map_err(|e| format!("source {}: cannot bind {}: {e}", s.name, s.address))
+        })
+        .collect()
+}
+
+async fn accept_loop(
+    shard: Rc<Shard>,
+    source: Rc<SourceSpec>,
+    listener: TcpListener,
+    gate: Rc<Gate>,
+) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            shard.stopped().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => return,
+            Some(Ok(stream)) => stream,
+            Some(Err(e)) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(source = %source.name, error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let peer = match stream.peer_addr() {
+            Ok(p) => p,
+            Err(_) => continue, // Already gone.
+        };
+        let slot = match source.limits.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                shard
+                    .counters
+                    .connections_rejected
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(source = %source.name, %peer, ?refusal, "connection refused by limit");
+                continue; // Dropping the stream closes it.
+            }
+        };
+        shard
+            .counters
+            .connections_accepted
+            .fetch_add(1, Ordering::Relaxed);
+        let task = serve_tcp(Rc::clone(&shard), Rc::clone(&source), stream, peer, slot);
+        match gate.spawn(task) {
+            Ok(t) => t.detach(),
+            Err(_) => return, // The gate is closing: we are stopping.
+        };
+    }
+}
+
+/// Time taken once per read batch: every event of the batch gets the same `received_at`.
+struct BatchClock {
+    received_at_us: i64,
+    now_secs: i64,
+}
+
+impl BatchClock {
+    fn now() -> Self {
+        let d = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        BatchClock {
+            received_at_us: d.as_micros() as i64,
+            now_secs: d.as_secs() as i64,
+        }
+    }
+}
+
+/// Parses one frame and appends its record, waiting for WAL space if needed.
+async fn ingest_frame(
+    shard: &Shard,
+    frame: &[u8],
+    flags: FrameFlags,
+    clock: &BatchClock,
+    source_ip: IpAddr,
+    tally: &mut BatchTally,
+) {
+    let parsed = ingest::parse(frame, clock.now_secs);
+    tally.events += 1;
+    tally.bytes += frame.len() as u64;
+    tally.parse_errors += u64::from(parsed.format == Format::Raw);
+    tally.oversize += u64::from(flags.truncated());
+    tally.bad_length += u64::from(flags.bad_length());
+    let header = record::EventHeader {
+        received_at_us: clock.received_at_us,
+        source_ip: Some(source_ip),
+        frame_flags: flags,
+    };
+    let len = record::encoded_len(frame.len());
+    loop {
+        match shard
+            .appender
+            .try_append(len, |buf| record::encode(buf, &header, &parsed, frame))
+        {
+            Ok(()) => return,
+            Err(AppendError::Full) => shard.appender.wait_for_space().await,
+            Err(AppendError::Stopped) => {
+                tally.dropped_wal += 1;
+                return;
+            }
+        }
+    }
+}
+
+/// One TCP connection's state: its buffer, framer and the frames of the current read.
+struct Connection {
+    buf: Vec<u8>,
+    filled: usize,
+    framer: Framer,
+    frames: Vec<(usize, usize, FrameFlags)>,
+    peer: IpAddr,
+}
+
+impl Connection {
+    /// Frames, parses and appends everything complete in the buffer; keeps the partial rest.
+    async fn process(&mut self, shard: &Shard) {
+        let base = self.buf.as_ptr() as usize;
+        let frames = &mut self.frames;
+        frames.clear();
+        let consumed = self.framer.feed(&self.buf[..self.filled], |f| {
+            frames.push((f.bytes.as_ptr() as usize - base, f.bytes.len(), f.flags))
+        });
+        self.append_frames(shard).await;
+        self.buf.copy_within(consumed..self.filled, 0);
+        self.filled -= consumed;
+    }
+
+    /// The peer closed (or we stop): a pending unterminated line is still an event.
+    async fn finish(&mut self, shard: &Shard) {
+        let base = self.buf.as_ptr() as usize;
+        let frames = &mut self.frames;
+        frames.clear();
+        let remainder = self.framer.finish(&self.buf[..self.filled], |f| {
+            frames.push((f.bytes.as_ptr() as usize - base, f.bytes.len(), f.flags))
+        });
+        self.append_frames(shard).await;
+        if let EofRemainder::IncompleteFrame { bytes } = remainder {
+            shard
+                .counters
+                .frames_incomplete
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(shard = shard.id, peer = %self.peer, bytes, "connection closed mid-frame");
+        }
+        self.filled = 0;
+    }
+
+    async fn append_frames(&self, shard: &Shard) {
+        if self.frames.is_empty() {
+            return;
+        }
+        let clock = BatchClock::now();
+        let mut tally = BatchTally::default();
+        for &(start, len, flags) in &self.frames {
+            let frame = &self.buf[start..start + len];
+            ingest_frame(shard, frame, flags, &clock, self.peer, &mut tally).await;
+        }
+        shard.counters.add(&tally);
+    }
+}
+
+enum ReadOutcome {
+    Data(std::io::Result<usize>),
+    Stop,
+}
+
+async fn serve_tcp(
+    shard: Rc<Shard>,
+    source: Rc<SourceSpec>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    _slot: ConnectionSlot,
+) {
+    shard
+        .counters
+        .connections_active
+        .fetch_add(1, Ordering::Relaxed);
+    let size = source
+        .read_buffer
+        .max(Framer::min_buffer_len(source.max_frame));
+    let mut conn = Connection {
+        buf: vec![0; size],
+        filled: 0,
+        framer: Framer::new(source.max_frame),
+        frames: Vec::with_capacity(256),
+        peer: peer.ip(),
+    };
+    loop {
+        let filled = conn.filled;
+        let outcome = futures_lite::future::or(
+            async { ReadOutcome::Data(stream.read(&mut conn.buf[filled..]).await) },
+            async {
+                shard.stopped().await;
+                ReadOutcome::Stop
+            },
+        )
+        .await;
+        match outcome {
+            ReadOutcome::Data(Ok(0)) => break,
+            ReadOutcome::Data(Ok(n)) => conn.filled += n,
+            ReadOutcome::Data(Err(e)) => {
+                tracing::debug!(shard = shard.id, %peer, error = %e, "connection read failed");
+                break;
+            }
+            ReadOutcome::Stop => {
+                drain_ready(&shard, &mut stream, &mut conn).await;
+                break;
+            }
+        }
+        conn.process(&shard).await;
+        glommio::yield_if_needed().await;
+    }
+    conn.finish(&shard).await;
+    shard
+        .counters
+        .connections_active
+        .fetch_sub(1, Ordering::Relaxed);
+}
+
+/// On stop: take in whatever the kernel already holds for this connection, without waiting.
+/// (glommio's read tries a non-blocking `recv` first, so polling it once never loses data.)
+async fn drain_ready(shard: &Shard, stream: &mut TcpStream, conn: &mut Connection) {
+    loop {
+        let filled = conn.filled;
+        match futures_lite::future::poll_once(stream.read(&mut conn.buf[filled..])).await {
+            Some(Ok(n)) if n > 0 => {
+                conn.filled += n;
+                conn.process(shard).await;
+            }
+            _ => return,
+        }
+    }
+}
+
+async fn udp_loop(shard: Rc<Shard>, source: Rc<SourceSpec>, socket: UdpSocket) {
+    if let Err(e) = socket.set_read_timeout(Some(UDP_POLL)) {
+        tracing::error!(source = %source.name, error = %e, "cannot set UDP read timeout");
+        return;
+    }
+    let mut buf = vec![0u8; UDP_MAX_DATAGRAM];
+    while !shard.stopping.get() {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, peer)) => ingest_datagram(&shard, &source, &buf[..n], peer.ip()).await,
+            Err(e) => {
+                let e = std::io::Error::from(e);
+                if !is_timeout(&e) {
+                    tracing::warn!(source = %source.name, error = %e, "UDP receive failed");
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+        glommio::yield_if_needed().await;
+    }
+    // Stopping: take what the kernel already queued, without waiting.
+    use std::os::fd::AsRawFd;
+    // SAFETY: the fd belongs to `socket`, which outlives this borrow.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(socket.as_raw_fd()) };
+    let sock = socket2::SockRef::from(&fd);
+    loop {
+        let uninit = unsafe_uninit(&mut buf);
+        match sock.recv_from_with_flags(uninit, libc::MSG_DONTWAIT) {
+            Ok((n, peer)) => {
+                let ip = peer
+                    .as_socket()
+                    .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+                ingest_datagram(&shard, &source, &buf[..n], ip).await;
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Views an initialised byte buffer as `MaybeUninit` for socket2 (always sound: initialised
+/// bytes are valid `MaybeUninit` bytes, and socket2 only writes into it).
+fn unsafe_uninit(buf: &mut [u8]) -> &mut [std::mem::MaybeUninit<u8>] {
+    // SAFETY: `u8` and `MaybeUninit<u8>` have the same layout; the callee never de-initialises.
+    unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) }
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+    )
+}
+
+/// One datagram is one event: trailing line ends are stripped, an oversize one is truncated.
+async fn ingest_datagram(shard: &Shard, source: &SourceSpec, datagram: &[u8], ip: IpAddr) {
+    shard.counters.udp_datagrams.fetch_add(1, Ordering::Relaxed);
+    let mut frame = datagram;
+    while let [rest @ .., b'\n' | b'\r' | 0] = frame {
+        frame = rest;
+    }
+    if frame.is_empty() {
+        return;
+    }
+    let mut flags = FrameFlags::default();
+    if frame.len() > source.max_frame {
+        frame = &frame[..source.max_frame];
+        flags.0 |= FrameFlags::TRUNCATED;
+    }
+    let mut tally = BatchTally::default();
+    ingest_frame(shard, frame, flags, &BatchClock::now(), ip, &mut tally).await;
+    shard.counters.add(&tally);
+}
