@@ -163,6 +163,11 @@ pub struct SourceConfig {
     /// Per-connection read buffer (raised to fit at least one `max_frame`).
     #[serde(default = "default_read_buffer", deserialize_with = "de_bytes")]
     pub read_buffer: u64,
+    /// UDP: kernel receive buffer (SO_RCVBUF) of each shard's socket, i.e. how big a burst is
+    /// absorbed before the kernel drops datagrams; raised past `net.core.rmem_max` when Sluice
+    /// may (CAP_NET_ADMIN). TCP keeps the kernel's autotuning.
+    #[serde(default = "default_receive_buffer", deserialize_with = "de_bytes")]
+    pub receive_buffer: u64,
 }
 
 pub const MAX_FRAME_LIMIT: u64 = 16 << 20;
@@ -178,6 +183,9 @@ fn default_max_connections_per_ip() -> u32 {
 }
 fn default_read_buffer() -> u64 {
     256 << 10
+}
+fn default_receive_buffer() -> u64 {
+    4 << 20
 }
 
 /// A sink as written in the file: every key of every sink type, checked against its `type` by
@@ -420,6 +428,9 @@ impl Config {
             }
             if s.max_frame > wal.buffer_size / 2 {
                 return invalid(key("max_frame"), "must be at most half of wal.buffer_size");
+            }
+            if !(4096..=1 << 30).contains(&s.receive_buffer) {
+                return invalid(key("receive_buffer"), "must be between 4KiB and 1GiB");
             }
             if s.max_connections == 0 || s.max_connections_per_ip == 0 {
                 return invalid(

@@ -243,6 +243,7 @@ fn start_shards(
             address: s.address,
             max_frame: s.max_frame as usize,
             read_buffer: s.read_buffer as usize,
+            receive_buffer: s.receive_buffer as usize,
             limits: ConnectionLimits::new(s.max_connections, s.max_connections_per_ip),
         })
         .collect();

@@ -56,6 +56,7 @@ pub struct SourceSpec {
     pub address: SocketAddr,
     pub max_frame: usize,
     pub read_buffer: usize,
+    pub receive_buffer: usize,
     pub limits: Arc<ConnectionLimits>,
 }
 
@@ -206,9 +207,37 @@ fn bind_all(sources: &[SourceSpec]) -> Result<Vec<Listener>, String> {
                 SourceMode::Tcp => TcpListener::bind(s.address).map(Listener::Tcp),
                 SourceMode::Udp => UdpSocket::bind(s.address).map(Listener::Udp),
             };
-            bound.map_err(|e| format!("source {}: cannot bind {}: {e}", s.name, s.address))
+            let listener =
+                bound.map_err(|e| format!("source {}: cannot bind {}: {e}", s.name, s.address))?;
+            if let Listener::Udp(u) = &listener {
+                set_receive_buffer(u, s);
+            }
+            Ok(listener)
         })
         .collect()
+}
+
+/// SO_RCVBUFFORCE where permitted (it may exceed `net.core.rmem_max`), else SO_RCVBUF.
+/// UDP only: on TCP a fixed buffer would switch off the kernel's receive-window autotuning.
+fn set_receive_buffer(socket: &UdpSocket, source: &SourceSpec) {
+    use std::os::fd::AsRawFd;
+    let fd = socket.as_raw_fd();
+    let size = source.receive_buffer.min(i32::MAX as usize) as libc::c_int;
+    let set = |option| {
+        // SAFETY: setsockopt on a socket we own, with a c_int value of the right size.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ) == 0
+        }
+    };
+    if !set(libc::SO_RCVBUFFORCE) && !set(libc::SO_RCVBUF) {
+        tracing::warn!(source = %source.name, size, "cannot set the socket receive buffer");
+    }
 }
 
 async fn accept_loop(

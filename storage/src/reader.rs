@@ -74,7 +74,7 @@ impl WalReader {
                 return Ok(batch);
             }
             // Finished a sealed segment: go to the next one that exists.
-            self.advance_segment()?;
+            self.advance_segment(durable.segment)?;
         }
     }
 
@@ -189,11 +189,14 @@ impl WalReader {
         }
     }
 
-    fn advance_segment(&mut self) -> Result<(), StorageError> {
+    /// Moves to the oldest segment after the current one, or to `newest` (the watermark's,
+    /// which the writer creates) when none is on disk yet.
+    fn advance_segment(&mut self, newest: u64) -> Result<(), StorageError> {
         let next = list_segments(&self.dir)?
             .into_iter()
             .find(|&n| n > self.pos.segment)
-            .unwrap_or(self.pos.segment + 1);
+            .unwrap_or(newest)
+            .min(newest);
         self.pos = Position {
             segment: next,
             offset: SEGMENT_HEADER_LEN,

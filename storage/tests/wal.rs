@@ -152,3 +152,19 @@ fn torn_tail_is_cut_and_earlier_records_kept() {
     );
     assert_eq!(got, first);
 }
+
+#[test]
+fn reader_skips_missing_segments_without_walking_every_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = payloads(10, 5);
+    let wm = write_all(dir.path(), first.clone(), FsyncPolicy::Always, 1 << 20);
+    // A watermark far ahead (segments in between do not exist): returns promptly.
+    let far = Position {
+        segment: storage::position::MAX_SEGMENT_NUMBER,
+        offset: 0,
+    };
+    let (got, pos) = read_all(dir.path(), None, far);
+    assert_eq!(got, first);
+    assert_eq!(pos.segment, far.segment);
+    assert!(wm.segment < far.segment);
+}

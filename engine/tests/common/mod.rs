@@ -1,0 +1,382 @@
+//! Test harness: runs the real `sluice` binary on a temp config with real sockets and files.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Upper bound for anything a test waits for; tests never depend on it for correctness.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+pub struct Sluice {
+    pub child: Child,
+    pub addresses: HashMap<String, SocketAddr>,
+    pub log: Arc<Mutex<String>>,
+    pub config_path: PathBuf,
+}
+
+pub fn sluice_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sluice")
+}
+
+impl Sluice {
+    /// Writes `config` to `dir/sluice.toml` and starts Sluice on it; returns once it is ready.
+    pub fn start(dir: &Path, config: &str) -> Sluice {
+        let config_path = dir.join("sluice.toml");
+        std::fs::write(&config_path, config).unwrap();
+        Self::start_with(&config_path)
+    }
+
+    pub fn start_with(config_path: &Path) -> Sluice {
+        let mut child = Command::new(sluice_bin())
+            .args(["run", "--config"])
+            .arg(config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sluice");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let log2 = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(list) = line.split("listening on ").nth(1) {
+                    let _ = ready_tx.send(list.to_string());
+                }
+                let mut log = log2.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let list = match ready_rx.recv_timeout(PATIENCE) {
+            Ok(list) => list,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("sluice did not become ready:\n{}", log.lock().unwrap());
+            }
+        };
+        let mut addresses = HashMap::new();
+        for item in list.split_whitespace() {
+            if let Some((name, url)) = item.split_once('=') {
+                if let Some((_, addr)) = url.split_once("://") {
+                    if let Ok(addr) = addr.parse() {
+                        addresses.insert(name.to_string(), addr);
+                    }
+                }
+            }
+        }
+        Sluice {
+            child,
+            addresses,
+            log,
+            config_path: config_path.to_path_buf(),
+        }
+    }
+
+    pub fn addr(&self, source: &str) -> SocketAddr {
+        self.addresses[source]
+    }
+
+    /// SIGTERM, then wait for exit; returns the status.
+    pub fn stop(mut self) -> (ExitStatus, String) {
+        signal(&self.child, libc::SIGTERM);
+        let status = wait_exit(&mut self.child);
+        // Let the log thread take the last lines.
+        std::thread::sleep(Duration::from_millis(50));
+        let log = self.log.lock().unwrap().clone();
+        (status, log)
+    }
+
+    /// `kill -9`: no chance to flush or drain.
+    pub fn kill9(mut self) {
+        signal(&self.child, libc::SIGKILL);
+        wait_exit(&mut self.child);
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: plain kill(2) on the PID of a child we started and have not reaped.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+fn wait_exit(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("sluice did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A config with a TCP and a UDP source on ephemeral ports and a JSON file sink.
+pub fn config(dir: &Path, shards: usize, extra: &str) -> String {
+    format!(
+        r#"data_dir = "{data}"
+shards = {shards}
+shutdown_timeout = "30s"
+[wal]
+fsync = "5ms"
+segment_size = "4MiB"
+[sources.tcp]
+type = "syslog"
+mode = "tcp"
+address = "127.0.0.1:0"
+[sources.udp]
+type = "syslog"
+mode = "udp"
+address = "127.0.0.1:0"
+{extra}
+"#,
+        data = dir.join("data").display(),
+    )
+}
+
+pub fn file_sink(dir: &Path) -> String {
+    format!(
+        "[sinks.out]\ntype = \"file\"\npath = \"{}\"\nencoding = \"json\"\n",
+        out_path(dir).display()
+    )
+}
+
+pub fn out_path(dir: &Path) -> PathBuf {
+    dir.join("out/events.ndjson")
+}
+
+/// Every JSON event in the file sink's output (current and rotated files).
+pub fn read_events(dir: &Path) -> Vec<serde_json::Value> {
+    let out = out_path(dir);
+    let Ok(entries) = std::fs::read_dir(out.parent().unwrap()) else {
+        return Vec::new();
+    };
+    let mut events = Vec::new();
+    for entry in entries.flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for line in text.lines() {
+            events.push(
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}")),
+            );
+        }
+    }
+    events
+}
+
+/// Polls `check` until it returns true; panics with `what` after PATIENCE.
+pub fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An RFC 5424 line of about 200 bytes carrying `tag` and `seq` in its message.
+pub fn rfc5424_line(tag: &str, seq: u64) -> String {
+    format!(
+        "<134>1 2026-11-23T08:00:00.123456Z web-{:02}.example.net nginx 4242 ACCESS - {tag} seq={seq} GET /api/v1/items?page=3 HTTP/1.1 200 1532 0.004 \"Mozilla/5.0 (X11; Linux x86_64)\"",
+        seq % 50
+    )
+}
+
+pub fn send_tcp(addr: SocketAddr, payload: &[u8]) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(payload).unwrap();
+}
+
+pub fn octet(line: &str) -> String {
+    format!("{} {line}", line.len())
+}
+
+pub fn udp_send(addr: SocketAddr, datagrams: impl IntoIterator<Item = String>) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for d in datagrams {
+        sock.send_to(d.as_bytes(), addr).unwrap();
+    }
+}
+
+/// The value of `key=N` in Sluice's final summary line.
+pub fn summary_value(log: &str, key: &str) -> u64 {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("summary="))
+        .unwrap_or_else(|| panic!("no summary in log:\n{log}"));
+    let pat = format!("{key}=");
+    let at = line
+        .find(&pat)
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        + pat.len();
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Messages (the `message` field) of events, counted.
+pub fn message_counts(events: &[serde_json::Value]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for e in events {
+        *counts
+            .entry(e["message"].as_str().unwrap_or("").to_string())
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Lines in the file sink's output (current and rotated files); cheap enough to poll.
+pub fn count_output_lines(dir: &Path) -> usize {
+    let out = out_path(dir);
+    let Ok(entries) = std::fs::read_dir(out.parent().unwrap()) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| std::fs::read(e.path()).map_or(0, |b| memchr_count(&b)))
+        .sum()
+}
+
+fn memchr_count(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|&&b| b == b'\n').count()
+}
+
+/// Complete records in every shard's WAL under `data_dir`, read as the files stand.
+pub fn wal_record_count(data_dir: &Path) -> usize {
+    let end = storage::Position {
+        segment: storage::position::MAX_SEGMENT_NUMBER,
+        offset: 0,
+    };
+    let mut total = 0;
+    for entry in std::fs::read_dir(data_dir).into_iter().flatten().flatten() {
+        if !entry.file_name().to_string_lossy().starts_with("shard-") {
+            continue;
+        }
+        let mut reader = storage::WalReader::open(&entry.path(), None).unwrap();
+        while let Ok(batch) = reader.read_batch(end, 4 << 20, |_| total += 1) {
+            if batch.records == 0 {
+                break;
+            }
+        }
+    }
+    total
+}
+
+/// The `seq=N` number in a message or frame.
+pub fn seq_of(text: &[u8]) -> Option<u64> {
+    let at = text.windows(4).position(|w| w == b"seq=")? + 4;
+    let digits: Vec<u8> = text[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .copied()
+        .collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
+}
+
+/// A syslog receiver for octet-counted frames that records `seq=N` of each frame. It can be
+/// told to stop reading (the kernel's buffers then fill and the sender blocks).
+pub struct Receiver {
+    pub addr: SocketAddr,
+    pub seqs: Arc<Mutex<HashMap<u64, usize>>>,
+    pub paused: Arc<std::sync::atomic::AtomicBool>,
+    /// Pause by itself after this many frames (0: never).
+    pub pause_after: usize,
+}
+
+impl Receiver {
+    pub fn start(pause_after: usize) -> Receiver {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seqs: Arc<Mutex<HashMap<u64, usize>>> = Arc::default();
+        let paused = Arc::new(AtomicBool::new(false));
+        let (seqs2, paused2) = (Arc::clone(&seqs), Arc::clone(&paused));
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (seqs, paused) = (Arc::clone(&seqs2), Arc::clone(&paused2));
+                std::thread::spawn(move || {
+                    use std::io::Read;
+                    let mut conn = conn;
+                    let mut buf = Vec::new();
+                    let mut chunk = vec![0u8; 64 << 10];
+                    loop {
+                        while paused.load(Ordering::Acquire) {
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                        let n = match conn.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        buf.extend_from_slice(&chunk[..n]);
+                        let mut at = 0;
+                        while let Some(sp) = buf[at..].iter().position(|&b| b == b' ') {
+                            let len: usize = std::str::from_utf8(&buf[at..at + sp])
+                                .unwrap()
+                                .parse()
+                                .unwrap();
+                            let start = at + sp + 1;
+                            if buf.len() < start + len {
+                                break;
+                            }
+                            let mut seqs = seqs.lock().unwrap();
+                            *seqs
+                                .entry(seq_of(&buf[start..start + len]).unwrap())
+                                .or_insert(0) += 1;
+                            let frames: usize = seqs.values().sum();
+                            if pause_after > 0 && frames == pause_after {
+                                paused.store(true, Ordering::Release);
+                            }
+                            at = start + len;
+                        }
+                        buf.drain(..at);
+                    }
+                });
+            }
+        });
+        Receiver {
+            addr,
+            seqs,
+            paused,
+            pause_after,
+        }
+    }
+
+    pub fn resume(&self) {
+        self.paused
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn distinct(&self) -> usize {
+        self.seqs.lock().unwrap().len()
+    }
+
+    pub fn frames(&self) -> usize {
+        self.seqs.lock().unwrap().values().sum()
+    }
+}
