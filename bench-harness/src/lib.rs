@@ -1,1 +1,4 @@
-//! placeholder
+//! Benchmark harness: load generation and side-by-side comparison with rsyslog and syslog-ng.
+//!
+//! The load generator lives in `src/bin/sluice-bench.rs`; the peer comparison comes with the
+//! bench-harness issue.

@@ -139,11 +139,10 @@ fn parse_pri(frame: &[u8]) -> Option<(u8, usize)> {
 
 /// `VERSION SP` right after the PRI: a nonzero number of one or two digits.
 fn looks_like_5424(rest: &[u8]) -> bool {
-    match rest {
-        [b'1'..=b'9', b' ', ..] => true,
-        [b'1'..=b'9', b'0'..=b'9', b' ', ..] => true,
-        _ => false,
-    }
+    matches!(
+        rest,
+        [b'1'..=b'9', b' ', ..] | [b'1'..=b'9', b'0'..=b'9', b' ', ..]
+    )
 }
 
 /// A cursor over the frame for the RFC 5424 header fields.

@@ -4,7 +4,7 @@ use proptest::prelude::*;
 // 2026-11-23T08:00:00Z
 const NOW: i64 = 1_795_420_800;
 
-fn field<'a>(frame: &'a [u8], span: Option<Span>) -> Option<&'a str> {
+fn field(frame: &[u8], span: Option<Span>) -> Option<&str> {
     span.map(|s| std::str::from_utf8(s.get(frame)).unwrap())
 }
 
