@@ -12,40 +12,86 @@ fn validate_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.toml");
     std::fs::write(&good, config(dir.path(), 2, &file_sink(dir.path()))).unwrap();
-    let out = Command::new(sluice_bin()).arg("validate").arg(&good).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(sluice_bin())
+        .arg("validate")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let bad = dir.path().join("bad.toml");
-    let text = config(dir.path(), 2, &file_sink(dir.path())).replace("fsync = \"5ms\"", "fsync = \"sometimes\"");
+    let text = config(dir.path(), 2, &file_sink(dir.path()))
+        .replace("fsync = \"5ms\"", "fsync = \"sometimes\"");
     std::fs::write(&bad, text).unwrap();
-    let out = Command::new(sluice_bin()).arg("validate").arg(&bad).output().unwrap();
+    let out = Command::new(sluice_bin())
+        .arg("validate")
+        .arg(&bad)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{stderr}");
-    assert!(stderr.contains("line 5") && stderr.contains("fsync") && stderr.contains("sometimes"), "{stderr}");
+    assert!(
+        stderr.contains("line 5") && stderr.contains("fsync") && stderr.contains("sometimes"),
+        "{stderr}"
+    );
 
     let unknown = dir.path().join("unknown.toml");
-    std::fs::write(&unknown, format!("colour = \"blue\"\n{}", config(dir.path(), 1, &file_sink(dir.path())))).unwrap();
-    let out = Command::new(sluice_bin()).arg("validate").arg(&unknown).output().unwrap();
+    std::fs::write(
+        &unknown,
+        format!(
+            "colour = \"blue\"\n{}",
+            config(dir.path(), 1, &file_sink(dir.path()))
+        ),
+    )
+    .unwrap();
+    let out = Command::new(sluice_bin())
+        .arg("validate")
+        .arg(&unknown)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78));
-    assert!(stderr.contains("colour") && stderr.contains("line 1"), "{stderr}");
+    assert!(
+        stderr.contains("colour") && stderr.contains("line 1"),
+        "{stderr}"
+    );
 
-    let out = Command::new(sluice_bin()).arg("validate").arg(dir.path().join("missing.toml")).output().unwrap();
+    let out = Command::new(sluice_bin())
+        .arg("validate")
+        .arg(dir.path().join("missing.toml"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(78));
 
     // `run` refuses a bad config the same way.
-    let out = Command::new(sluice_bin()).args(["run", "--config"]).arg(&bad).output().unwrap();
+    let out = Command::new(sluice_bin())
+        .args(["run", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(78));
 }
 
 #[test]
 fn embedded_default_config_is_printed_and_valid() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(sluice_bin()).arg("default-config").output().unwrap();
+    let out = Command::new(sluice_bin())
+        .arg("default-config")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let path = dir.path().join("default.toml");
     std::fs::write(&path, &out.stdout).unwrap();
-    let out = Command::new(sluice_bin()).arg("validate").arg(&path).output().unwrap();
+    let out = Command::new(sluice_bin())
+        .arg("validate")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
 }
 
@@ -59,7 +105,10 @@ fn too_little_locked_memory_fails_with_instructions() {
     // SAFETY: only setrlimit (async-signal-safe) runs between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
-            let limit = libc::rlimit { rlim_cur: 64 << 10, rlim_max: 64 << 10 };
+            let limit = libc::rlimit {
+                rlim_cur: 64 << 10,
+                rlim_max: 64 << 10,
+            };
             if libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -69,5 +118,8 @@ fn too_little_locked_memory_fails_with_instructions() {
     let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("ulimit -l") && stderr.contains("LimitMEMLOCK"), "{stderr}");
+    assert!(
+        stderr.contains("ulimit -l") && stderr.contains("LimitMEMLOCK"),
+        "{stderr}"
+    );
 }

@@ -1,0 +1,242 @@
+//! `sluice-bench load`: a cheap syslog firehose for measuring Sluice (and its peers).
+//!
+//! Messages are pre-generated once per connection; per message only the zero-padded sequence
+//! number is patched in place, and the buffer goes out in large writes, so the generator costs
+//! far less CPU than the server it measures (it reports its own CPU time to show it).
+//! Every message carries `seq=<n>` (unique across connections) for loss/duplicate checks.
+//! With `--until-lines FILE` it also waits until FILE holds every event and reports the
+//! end-to-end rate (first byte sent → last event in the output).
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "sluice-bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Send syslog over TCP as fast as the receiver takes it.
+    Load(LoadArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Framing {
+    OctetCounting,
+    Newline,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Rfc5424,
+    Rfc3164,
+}
+
+#[derive(clap::Args)]
+struct LoadArgs {
+    #[arg(long, default_value = "127.0.0.1:5514")]
+    address: SocketAddr,
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Events in total (split evenly over the connections).
+    #[arg(long, default_value_t = 1_000_000)]
+    count: u64,
+    /// Bytes per message (the syslog line, without framing).
+    #[arg(long, default_value_t = 200)]
+    size: usize,
+    #[arg(long, value_enum, default_value = "octet-counting")]
+    framing: Framing,
+    #[arg(long, value_enum, default_value = "rfc5424")]
+    format: Format,
+    /// Wait until this file has `count` more lines than at the start, and report that rate.
+    #[arg(long)]
+    until_lines: Option<PathBuf>,
+    /// Give up waiting for the output after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout_secs: u64,
+}
+
+const SEQ_DIGITS: usize = 12;
+const MESSAGES_PER_BUFFER: u64 = 4096;
+
+/// One message of exactly `size` bytes with a `seq=` field of fixed width; returns the line and
+/// the offset of the sequence digits.
+fn template(format: Format, size: usize) -> (Vec<u8>, usize) {
+    let head = match format {
+        Format::Rfc5424 => {
+            "<134>1 2026-11-23T08:00:00.123456Z web-01.example.net nginx 4242 ACCESS - ".to_string()
+        }
+        Format::Rfc3164 => "<134>Nov 23 08:00:00 web-01 nginx[4242]: ".to_string(),
+    };
+    let mut line = format!(
+        "{head}seq={} GET /api/v1/items?page=3 HTTP/1.1 200 1532 ",
+        "0".repeat(SEQ_DIGITS)
+    );
+    while line.len() < size {
+        line.push('x');
+    }
+    line.truncate(size.max(head.len() + 4 + SEQ_DIGITS));
+    (line.into_bytes(), head.len() + 4)
+}
+
+/// A buffer of `MESSAGES_PER_BUFFER` framed messages and the offsets of their seq digits.
+fn build_buffer(args: &LoadArgs) -> (Vec<u8>, Vec<usize>) {
+    let (line, seq_at) = template(args.format, args.size);
+    let mut buf = Vec::new();
+    let mut offsets = Vec::new();
+    for _ in 0..MESSAGES_PER_BUFFER {
+        if let Framing::OctetCounting = args.framing {
+            buf.extend_from_slice(format!("{} ", line.len()).as_bytes());
+        }
+        offsets.push(buf.len() + seq_at);
+        buf.extend_from_slice(&line);
+        if let Framing::Newline = args.framing {
+            buf.push(b'\n');
+        }
+    }
+    (buf, offsets)
+}
+
+fn patch_seq(buf: &mut [u8], at: usize, mut seq: u64) {
+    for slot in buf[at..at + SEQ_DIGITS].iter_mut().rev() {
+        *slot = b'0' + (seq % 10) as u8;
+        seq /= 10;
+    }
+}
+
+fn send(args: &LoadArgs, conn: usize, first_seq: u64, count: u64) -> std::io::Result<()> {
+    let (mut buf, offsets) = build_buffer(args);
+    let per_message = buf.len() / MESSAGES_PER_BUFFER as usize;
+    let mut stream = TcpStream::connect(args.address)?;
+    let mut sent = 0;
+    while sent < count {
+        let n = (count - sent).min(MESSAGES_PER_BUFFER);
+        for (i, &at) in offsets.iter().take(n as usize).enumerate() {
+            patch_seq(&mut buf, at, first_seq + sent + i as u64);
+        }
+        stream.write_all(&buf[..n as usize * per_message])?;
+        sent += n;
+    }
+    let _ = conn;
+    Ok(())
+}
+
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct we own.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+fn count_lines_from(file: &mut std::fs::File, offset: &mut u64, buf: &mut [u8]) -> u64 {
+    let mut lines = 0;
+    if file.seek(SeekFrom::Start(*offset)).is_err() {
+        return 0;
+    }
+    while let Ok(n) = file.read(buf) {
+        if n == 0 {
+            break;
+        }
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        *offset += n as u64;
+    }
+    lines
+}
+
+fn load(args: LoadArgs) -> Result<(), String> {
+    let mut output = match &args.until_lines {
+        Some(path) => {
+            let mut file =
+                std::fs::File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
+            let mut offset = 0;
+            count_lines_from(&mut file, &mut offset, &mut vec![0; 1 << 20]);
+            Some((file, offset))
+        }
+        None => None,
+    };
+    let per_conn = args.count / args.connections as u64;
+    let total = per_conn * args.connections as u64;
+    let started = Instant::now();
+    let cpu_before = cpu_seconds();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..args.connections)
+            .map(|c| {
+                let args = &args;
+                s.spawn(move || send(args, c, c as u64 * per_conn, per_conn))
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .map_err(|_| "sender panicked".to_string())?
+                .map_err(|e| e.to_string())
+        })
+    })?;
+    let send_secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_before;
+    println!(
+        "sent {total} events ({} bytes each) over {} connections in {send_secs:.3}s: {:.0} events/s; loader CPU {cpu:.2}s ({:.0}% of one core)",
+        args.size,
+        args.connections,
+        total as f64 / send_secs,
+        100.0 * cpu / send_secs
+    );
+    if let Some((file, offset)) = output.as_mut() {
+        let deadline = started + Duration::from_secs(args.timeout_secs);
+        let mut seen = 0;
+        let mut buf = vec![0; 1 << 20];
+        while seen < total {
+            seen += count_lines_from(file, offset, &mut buf);
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "output has {seen} of {total} events after {}s",
+                    args.timeout_secs
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "output has all {total} events after {secs:.3}s: {:.0} events/s end to end",
+            total as f64 / secs
+        );
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Load(args) => load(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_have_the_requested_size_and_patchable_seq() {
+        for format in [Format::Rfc5424, Format::Rfc3164] {
+            let (mut line, at) = template(format, 200);
+            assert_eq!(line.len(), 200);
+            patch_seq(&mut line, at, 42);
+            let text = String::from_utf8(line).unwrap();
+            assert!(text.contains("seq=000000000042 "), "{text}");
+        }
+    }
+}
