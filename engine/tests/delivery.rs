@@ -34,49 +34,69 @@ fn send_bulk(addr: std::net::SocketAddr, conns: usize, per_conn: u64) {
     }
 }
 
-#[test]
-fn hundred_thousand_events_over_tcp_and_udp_delivered_exactly_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let sluice = Sluice::start(dir.path(), &config(dir.path(), 2, &file_sink(dir.path())));
-    // UDP first, in bursts the kernel's buffer certainly holds, waiting for each to arrive.
-    const UDP_EVENTS: u64 = 2_000;
+const UDP_EVENTS: u64 = 2_000;
+const UDP_SEQ_BASE: u64 = 1_000_000;
+const CONNS: usize = 8;
+const PER_CONN: u64 = 12_500;
+const TOTAL: u64 = CONNS as u64 * PER_CONN + UDP_EVENTS;
+
+/// The standard workload: 2,000 UDP datagrams (in bursts the kernel's buffer certainly holds,
+/// each awaited in `out_dir`'s file sink), then 100,000 events over 8 TCP connections.
+fn send_workload(sluice: &Sluice, out_dir: &std::path::Path) {
     for burst in 0..(UDP_EVENTS / 250) {
-        let lines = (0..250).map(|i| rfc5424_line("udp", 1_000_000 + burst * 250 + i));
+        let lines = (0..250).map(|i| rfc5424_line("udp", UDP_SEQ_BASE + burst * 250 + i));
         udp_send(sluice.addr("udp"), lines);
         wait_for("udp burst", || {
-            count_output_lines(dir.path()) as u64 >= (burst + 1) * 250
+            count_output_lines(out_dir) as u64 >= (burst + 1) * 250
         });
     }
-    const CONNS: usize = 8;
-    const PER_CONN: u64 = 12_500;
     send_bulk(sluice.addr("tcp"), CONNS, PER_CONN);
-    let total = CONNS as u64 * PER_CONN + UDP_EVENTS;
-    wait_for("all events in the file", || {
-        count_output_lines(dir.path()) as u64 >= total
-    });
-    let (status, log) = sluice.stop();
-    assert!(status.success(), "{log}");
+}
 
-    let events = read_events(dir.path());
-    assert_eq!(events.len() as u64, total, "exactly once: no duplicates");
+/// Asserts every workload event is in `events` exactly once; returns events per shard.
+fn assert_exactly_once(events: &[serde_json::Value]) -> [usize; 2] {
+    assert_eq!(
+        events.len() as u64,
+        TOTAL,
+        "exactly once: no duplicates, no loss"
+    );
     let mut seen = vec![false; (CONNS as u64 * PER_CONN) as usize];
     let mut udp_seen = vec![false; UDP_EVENTS as usize];
     let mut shards = [0usize; 2];
-    for e in &events {
+    for e in events {
         let seq = seq_of(e["message"].as_str().unwrap().as_bytes()).unwrap();
-        let slot = if seq >= 1_000_000 {
-            &mut udp_seen[(seq - 1_000_000) as usize]
+        let slot = if seq >= UDP_SEQ_BASE {
+            &mut udp_seen[(seq - UDP_SEQ_BASE) as usize]
         } else {
             &mut seen[seq as usize]
         };
         assert!(!*slot, "duplicate seq {seq}");
         *slot = true;
+        // The frame went through unchanged and was parsed (again, after a chain).
+        assert_eq!(e["format"], "rfc5424");
         assert_eq!(e["appname"], "nginx");
+        assert_eq!(e["msgid"], "ACCESS");
+        assert_eq!(e["timestamp"], "2026-11-23T08:00:00.123456Z");
+        assert!(e["hostname"].as_str().unwrap().ends_with(".example.net"));
         shards[e["shard"].as_u64().unwrap() as usize] += 1;
     }
     assert!(seen.iter().all(|&s| s) && udp_seen.iter().all(|&s| s));
-    assert_eq!(summary_value(&log, "events_received"), total);
-    assert_eq!(summary_value(&log, "events_durable"), total);
+    shards
+}
+
+#[test]
+fn hundred_thousand_events_over_tcp_and_udp_delivered_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let sluice = Sluice::start(dir.path(), &config(dir.path(), 2, &file_sink(dir.path())));
+    send_workload(&sluice, dir.path());
+    wait_for("all events in the file", || {
+        count_output_lines(dir.path()) as u64 >= TOTAL
+    });
+    let (status, log) = sluice.stop();
+    assert!(status.success(), "{log}");
+    let shards = assert_exactly_once(&read_events(dir.path()));
+    assert_eq!(summary_value(&log, "events_received"), TOTAL);
+    assert_eq!(summary_value(&log, "events_durable"), TOTAL);
     eprintln!("events per shard: {shards:?}");
 }
 
@@ -93,32 +113,15 @@ fn sluice_to_sluice_chain_delivers_exactly_once() {
         downstream.addr("tcp")
     );
     let upstream = Sluice::start(up_dir.path(), &config(up_dir.path(), 2, &forward));
-    const CONNS: usize = 4;
-    const PER_CONN: u64 = 5_000;
-    send_bulk(upstream.addr("tcp"), CONNS, PER_CONN);
-    let total = CONNS as u64 * PER_CONN;
+    send_workload(&upstream, down_dir.path());
     wait_for("events through the chain", || {
-        count_output_lines(down_dir.path()) as u64 >= total
+        count_output_lines(down_dir.path()) as u64 >= TOTAL
     });
     let (status, log) = upstream.stop();
     assert!(status.success(), "{log}");
     let (status, log) = downstream.stop();
     assert!(status.success(), "{log}");
-
-    let events = read_events(down_dir.path());
-    assert_eq!(events.len() as u64, total);
-    let mut seen = vec![false; total as usize];
-    for e in &events {
-        let seq = seq_of(e["message"].as_str().unwrap().as_bytes()).unwrap() as usize;
-        assert!(!seen[seq], "duplicate {seq}");
-        seen[seq] = true;
-        // The original frame went through unchanged and was parsed again downstream.
-        assert_eq!(e["format"], "rfc5424");
-        assert_eq!(e["appname"], "nginx");
-        assert_eq!(e["msgid"], "ACCESS");
-        assert_eq!(e["timestamp"], "2026-11-23T08:00:00.123456Z");
-        assert!(e["hostname"].as_str().unwrap().ends_with(".example.net"));
-    }
+    assert_exactly_once(&read_events(down_dir.path()));
 }
 
 #[test]
@@ -131,10 +134,8 @@ fn kill_9_during_delivery_loses_no_durable_event() {
         receiver.addr
     );
     let sluice = Sluice::start(dir.path(), &config(dir.path(), 2, &forward));
-    const CONNS: usize = 4;
-    const PER_CONN: u64 = 15_000;
-    let total = CONNS as u64 * PER_CONN;
-    send_bulk(sluice.addr("tcp"), CONNS, PER_CONN);
+    let total = 4 * 15_000;
+    send_bulk(sluice.addr("tcp"), 4, 15_000);
     let data = dir.path().join("data");
     wait_for("every event in the WAL", || {
         wal_record_count(&data) as u64 >= total
