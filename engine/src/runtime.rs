@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
-use storage::{recover_shard, DurableWatermark, Position};
+use storage::{recover_shard, DurableWatermark, Position, Retention};
 
 use crate::config::{Config, SourceMode};
 use crate::error::EngineError;
@@ -119,7 +119,13 @@ pub fn run(config: &Config) -> Result<(), EngineError> {
             "WAL recovered"
         );
         next_segments.push(report.next_segment());
-        logs.push(ShardLog { id, dir, watermark });
+        let retention = Arc::new(Retention::new(&dir, config.sinks.len()));
+        logs.push(ShardLog {
+            id,
+            dir,
+            watermark,
+            retention,
+        });
     }
 
     let (outputs, wakers) = start_outputs(config, &logs)?;
@@ -185,10 +191,11 @@ fn start_outputs(
     logs: &[ShardLog],
 ) -> Result<(Outputs, Arc<OutputWakers>), EngineError> {
     let mut outputs = Vec::new();
-    for (name, sink) in &config.sinks {
+    for (index, (name, sink)) in config.sinks.iter().enumerate() {
         let control = Arc::new(OutputControl::default());
         let spec = OutputSpec {
             name: name.clone(),
+            index,
             config: sink.clone(),
             shards: logs.to_vec(),
             control: Arc::clone(&control),

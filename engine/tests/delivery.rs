@@ -164,3 +164,31 @@ fn kill_9_during_delivery_loses_no_durable_event() {
     let duplicates: usize = seqs.values().map(|n| n - 1).sum();
     eprintln!("received before restart: {before_restart}, duplicates after restart: {duplicates}");
 }
+
+#[test]
+fn delivered_segments_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 2, &file_sink(dir.path()))
+        .replace("segment_size = \"4MiB\"", "segment_size = \"1MiB\"");
+    let sluice = Sluice::start(dir.path(), &cfg);
+    // About 12 MiB of WAL: several segments per shard.
+    send_bulk(sluice.addr("tcp"), 4, 10_000);
+    wait_for("all events in the file", || {
+        count_output_lines(dir.path()) >= 40_000
+    });
+    let (status, log) = sluice.stop();
+    assert!(status.success(), "{log}");
+    let data = dir.path().join("data");
+    for shard in ["shard-0", "shard-1"] {
+        let segments = storage::segment::list_segments(&data.join(shard)).unwrap();
+        assert!(
+            segments.len() <= 2,
+            "{shard} keeps only the active segment (and one just passed): {segments:?}"
+        );
+        assert!(
+            segments[0] > 1,
+            "{shard}: delivered segments were deleted: {segments:?}"
+        );
+    }
+    assert_eq!(read_events(dir.path()).len(), 40_000);
+}

@@ -28,6 +28,8 @@
 //!   segment is never appended to by two processes' lifetimes.
 //! - A cursor moves only forward and only after its output confirmed; it is replaced
 //!   atomically (write, fdatasync, rename, fsync of the directory).
+//! - A segment is deleted only once every configured output's cursor is past it, and never
+//!   while it is the active segment ([`Retention`]).
 //!
 //! # Invariants
 //! - Records are appended into one caller-visible buffer (no copy per event besides the one
@@ -42,6 +44,7 @@ pub mod io;
 pub mod position;
 pub mod reader;
 pub mod recovery;
+pub mod retention;
 pub mod segment;
 pub mod writer;
 
@@ -51,4 +54,5 @@ pub use frame::MAX_RECORD_LEN;
 pub use position::{DurableWatermark, Position};
 pub use reader::WalReader;
 pub use recovery::{recover_shard, RecoveryReport};
+pub use retention::Retention;
 pub use writer::{FsyncPolicy, WalAppender, WalFlusher, WalStatus};

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use storage::{DurableWatermark, WalReader};
+use storage::{DurableWatermark, Retention, WalReader};
 
 pub use encode::encode_record;
 
@@ -50,6 +50,8 @@ pub struct ShardLog {
     pub id: usize,
     pub dir: PathBuf,
     pub watermark: Arc<DurableWatermark>,
+    /// Shared by every output: deletes segments all of them have passed.
+    pub retention: Arc<Retention>,
 }
 
 /// Set by the runtime to stop an output once it has delivered everything.
@@ -77,6 +79,8 @@ impl OutputControl {
 
 pub struct OutputSpec {
     pub name: String,
+    /// This output's slot in every shard's [`Retention`].
+    pub index: usize,
     pub config: SinkConfig,
     pub shards: Vec<ShardLog>,
     pub control: Arc<OutputControl>,
@@ -132,7 +136,9 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
                 None
             }
         };
-        readers.push(WalReader::open(&shard.dir, cursor).map_err(|e| e.to_string())?);
+        let reader = WalReader::open(&shard.dir, cursor).map_err(|e| e.to_string())?;
+        retain(&spec, shard, reader.position().segment);
+        readers.push(reader);
     }
     let mut out = Vec::with_capacity(BATCH_BYTES * 2);
     let mut scratch = Vec::new();
@@ -164,6 +170,7 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
             }
             storage::write_cursor(&shard.dir, &spec.name, reader.position())
                 .map_err(|e| e.to_string())?;
+            retain(&spec, shard, reader.position().segment);
             spec.counters
                 .events_sent
                 .fetch_add(batch.records as u64 - undecodable, Relaxed);
@@ -178,6 +185,15 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
             }
             std::thread::park_timeout(IDLE_PARK);
         }
+    }
+}
+
+/// Tells the shard's retention where this output's cursor is; deletion failures are logged
+/// (they cost disk, not data) and retried at the next advance.
+fn retain(spec: &OutputSpec, shard: &ShardLog, cursor_segment: u64) {
+    let active = shard.watermark.load().segment;
+    if let Err(e) = shard.retention.advance(spec.index, cursor_segment, active) {
+        tracing::warn!(sink = %spec.name, shard = shard.id, error = %e, "cannot delete delivered segments");
     }
 }
 

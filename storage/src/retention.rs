@@ -1,0 +1,99 @@
+//! Retention: a segment is deleted once every output's cursor has moved past it.
+//!
+//! Each output publishes the segment its cursor is in (one atomic slot per output per shard;
+//! 0 = not known yet, which blocks deletion). Any output that advances computes the minimum and
+//! deletes the sealed segments below it. The active segment (the watermark's) is never deleted.
+//! Cursor files of outputs no longer configured do not hold segments back.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::StorageError;
+use crate::recovery::sync_dir;
+use crate::segment::{list_segments, segment_path};
+
+#[derive(Debug)]
+pub struct Retention {
+    dir: PathBuf,
+    /// Cursor segment per output; 0 until that output has opened its reader.
+    cursor_segments: Vec<AtomicU64>,
+    /// Everything below this was deleted already.
+    deleted_below: AtomicU64,
+}
+
+impl Retention {
+    pub fn new(dir: &Path, outputs: usize) -> Self {
+        Retention {
+            dir: dir.to_path_buf(),
+            cursor_segments: (0..outputs).map(|_| AtomicU64::new(0)).collect(),
+            deleted_below: AtomicU64::new(0),
+        }
+    }
+
+    /// Records that `output`'s cursor is now in `segment` and deletes what every output passed,
+    /// never `active_segment` or later. Returns the segments deleted.
+    pub fn advance(
+        &self,
+        output: usize,
+        segment: u64,
+        active_segment: u64,
+    ) -> Result<Vec<u64>, StorageError> {
+        self.cursor_segments[output].store(segment, Ordering::Release);
+        let passed = self
+            .cursor_segments
+            .iter()
+            .map(|s| s.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(0)
+            .min(active_segment);
+        if passed <= self.deleted_below.fetch_max(passed, Ordering::AcqRel) {
+            return Ok(Vec::new());
+        }
+        let mut deleted = Vec::new();
+        for number in list_segments(&self.dir)?
+            .into_iter()
+            .take_while(|&n| n < passed)
+        {
+            let path = segment_path(&self.dir, number);
+            match std::fs::remove_file(&path) {
+                Ok(()) => deleted.push(number),
+                // Another output deleted it at the same moment.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::io("remove", path, e)),
+            }
+        }
+        if !deleted.is_empty() {
+            sync_dir(&self.dir)?;
+            tracing::debug!(dir = %self.dir.display(), ?deleted, "deleted delivered segments");
+        }
+        Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segment::segment_header;
+
+    #[test]
+    fn deletes_only_what_every_output_passed() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in 1..=5 {
+            std::fs::write(segment_path(dir.path(), n), segment_header(n)).unwrap();
+        }
+        let r = Retention::new(dir.path(), 2);
+        assert!(
+            r.advance(0, 4, 5).unwrap().is_empty(),
+            "output 1 not started"
+        );
+        assert_eq!(r.advance(1, 2, 5).unwrap(), vec![1]);
+        assert_eq!(r.advance(1, 9, 5).unwrap(), vec![2, 3]);
+        assert!(r.advance(0, 4, 5).unwrap().is_empty());
+        assert_eq!(
+            r.advance(0, 9, 5).unwrap(),
+            vec![4],
+            "never the active segment"
+        );
+        assert_eq!(list_segments(dir.path()).unwrap(), vec![5]);
+    }
+}
