@@ -46,6 +46,7 @@ pub mod reader;
 pub mod recovery;
 pub mod retention;
 pub mod segment;
+pub mod sim;
 pub mod writer;
 
 pub use cursor::{read_cursor, write_cursor};

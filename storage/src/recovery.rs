@@ -43,6 +43,9 @@ pub fn recover_shard(dir: &Path) -> Result<RecoveryReport, StorageError> {
     let scan = scan_segment(&path, newest)?;
     report.tail_records = scan.records;
     if scan.damage.is_none() {
+        // Bytes written but never synced before a crash are accepted now: make them durable
+        // before anything (a cursor, a new segment) builds on them.
+        sync_file(&path)?;
         return Ok(report);
     }
     report.tail_damage = scan.damage;
@@ -69,6 +72,12 @@ pub fn recover_shard(dir: &Path) -> Result<RecoveryReport, StorageError> {
         "recovery cut a torn tail"
     );
     Ok(report)
+}
+
+fn sync_file(path: &Path) -> Result<(), StorageError> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| StorageError::io("fsync", path, e))
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {

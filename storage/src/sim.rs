@@ -1,0 +1,148 @@
+//! Simulated storage for fault-injection tests: real files in a directory, plus a record of
+//! how much of each file was fdatasync'd, and faults on demand.
+//!
+//! - [`Fault`]s make the next write or fdatasync fail (EIO, ENOSPC), as disks do.
+//! - [`SimFs::crash`] simulates power loss: every file is cut back to what was synced, plus
+//!   optionally a torn prefix of the unsynced rest (which may end mid-record), as a kernel
+//!   that wrote back some pages but not others would leave it.
+//!
+//! I/O here is blocking `std::fs`; it is for tests on a test executor, never a shard.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use crate::io::{SegmentFile, SegmentFs};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    WriteEio,
+    WriteNoSpace,
+    FsyncEio,
+}
+
+#[derive(Debug, Default)]
+struct FileState {
+    synced_len: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    files: HashMap<PathBuf, FileState>,
+    faults: VecDeque<Fault>,
+}
+
+/// Cheap to clone; clones share state.
+#[derive(Clone, Debug, Default)]
+pub struct SimFs(Rc<RefCell<State>>);
+
+pub struct SimFile {
+    fs: SimFs,
+    path: PathBuf,
+    file: File,
+}
+
+impl SimFs {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Queues a fault for the next matching operation.
+    pub fn inject(&self, fault: Fault) {
+        self.0.borrow_mut().faults.push_back(fault);
+    }
+
+    fn take_fault(&self, matches: impl Fn(Fault) -> bool) -> Option<Fault> {
+        let mut state = self.0.borrow_mut();
+        let at = state.faults.iter().position(|f| matches(*f))?;
+        state.faults.remove(at)
+    }
+
+    /// Power loss: each file keeps its synced bytes plus up to `torn_bytes` of the rest.
+    pub fn crash(&self, torn_bytes: u64) -> io::Result<()> {
+        let mut state = self.0.borrow_mut();
+        for (path, file) in state.files.drain() {
+            let len = match std::fs::metadata(&path) {
+                Ok(m) => m.len(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // Deleted.
+                Err(e) => return Err(e),
+            };
+            let keep = len.min(file.synced_len + torn_bytes);
+            OpenOptions::new().write(true).open(&path)?.set_len(keep)?;
+        }
+        state.faults.clear();
+        Ok(())
+    }
+}
+
+impl SegmentFile for SimFile {
+    async fn write_at(&self, buf: Vec<u8>, pos: u64) -> io::Result<usize> {
+        match self
+            .fs
+            .take_fault(|f| matches!(f, Fault::WriteEio | Fault::WriteNoSpace))
+        {
+            Some(Fault::WriteNoSpace) => {
+                // A real disk may take part of the buffer before it fills up.
+                let part = buf.len() / 2;
+                self.file.write_all_at(&buf[..part], pos)?;
+                return Err(io::Error::from_raw_os_error(libc_enospc()));
+            }
+            Some(_) => return Err(io::Error::from_raw_os_error(libc_eio())),
+            None => {}
+        }
+        self.file.write_all_at(&buf, pos)?;
+        Ok(buf.len())
+    }
+
+    async fn fdatasync(&self) -> io::Result<()> {
+        if self.fs.take_fault(|f| f == Fault::FsyncEio).is_some() {
+            // fsyncgate: the failed pages may already be dropped; nothing becomes durable.
+            return Err(io::Error::from_raw_os_error(libc_eio()));
+        }
+        self.file.sync_data()?;
+        let len = self.file.metadata()?.len();
+        let mut state = self.fs.0.borrow_mut();
+        state.files.entry(self.path.clone()).or_default().synced_len = len;
+        Ok(())
+    }
+
+    async fn close(self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SegmentFs for SimFs {
+    type File = SimFile;
+
+    async fn create(&self, path: &Path) -> io::Result<SimFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        self.0
+            .borrow_mut()
+            .files
+            .insert(path.to_path_buf(), FileState::default());
+        Ok(SimFile {
+            fs: self.clone(),
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}
+
+const fn libc_eio() -> i32 {
+    5
+}
+const fn libc_enospc() -> i32 {
+    28
+}
