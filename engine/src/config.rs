@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{de, Deserialize, Deserializer};
-use storage::FsyncPolicy;
+use storage::{FsyncPolicy, RecoveryMode};
 
 /// The configuration `sluice run` uses when no `--config` is given.
 pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
@@ -108,6 +108,9 @@ pub struct WalConfig {
     /// Bytes appended before a write is forced (one group-commit batch; two may exist).
     #[serde(default = "default_wal_buffer", deserialize_with = "de_bytes")]
     pub buffer_size: u64,
+    /// What recovery does with damage: `"tolerate-corrupt-tail"` or `"strict"`.
+    #[serde(default, deserialize_with = "de_from_str")]
+    pub recovery: RecoveryMode,
 }
 
 impl Default for WalConfig {
@@ -116,6 +119,7 @@ impl Default for WalConfig {
             fsync: default_fsync(),
             segment_size: default_segment_size(),
             buffer_size: default_wal_buffer(),
+            recovery: RecoveryMode::default(),
         }
     }
 }

@@ -103,7 +103,7 @@ pub fn run(config: &Config) -> Result<(), EngineError> {
     let mut next_segments = Vec::with_capacity(log_count);
     for id in 0..log_count {
         let dir = shard_dir(data_dir, id);
-        let report = recover_shard(&dir)?;
+        let report = recover_shard(&dir, config.wal.recovery)?;
         let watermark = Arc::new(DurableWatermark::new());
         if id >= shard_count {
             // Not running any more: everything it holds is final.

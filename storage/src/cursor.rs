@@ -64,6 +64,28 @@ pub fn read_cursor(shard_dir: &Path, sink: &str) -> Result<Option<Position>, Sto
     }))
 }
 
+/// The highest segment any cursor file in the shard points into (damaged ones are skipped:
+/// they are reported when their output opens them).
+pub fn highest_cursor_segment(shard_dir: &Path) -> Result<Option<u64>, StorageError> {
+    let dir = cursor_dir(shard_dir);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StorageError::io("list", dir, e)),
+    };
+    let mut highest = None;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(sink) = name.to_str().and_then(|n| n.strip_suffix(".cursor")) else {
+            continue;
+        };
+        if let Ok(Some(pos)) = read_cursor(shard_dir, sink) {
+            highest = highest.max(Some(pos.segment));
+        }
+    }
+    Ok(highest)
+}
+
 /// Replaces the cursor of `sink` atomically and durably.
 pub fn write_cursor(shard_dir: &Path, sink: &str, pos: Position) -> Result<(), StorageError> {
     let dir = cursor_dir(shard_dir);

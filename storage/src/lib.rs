@@ -54,6 +54,6 @@ pub use error::StorageError;
 pub use frame::MAX_RECORD_LEN;
 pub use position::{DurableWatermark, Position};
 pub use reader::WalReader;
-pub use recovery::{recover_shard, RecoveryReport};
+pub use recovery::{recover_shard, RecoveryMode, RecoveryReport};
 pub use retention::Retention;
 pub use writer::{FsyncPolicy, WalAppender, WalFlusher, WalStatus};

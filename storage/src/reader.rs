@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::error::StorageError;
 use crate::frame::{self, Decoded, FRAME_HEADER_LEN};
 use crate::position::Position;
-use crate::segment::{list_segments, segment_path, SEGMENT_HEADER_LEN};
+use crate::segment::{list_segments, segment_header, segment_path, SEGMENT_HEADER_LEN};
 
 /// Reads records from a position onwards.
 pub struct WalReader {
@@ -178,7 +178,13 @@ impl WalReader {
         }
         match File::open(path) {
             Ok(f) => {
+                let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
+                let got = read_full_at(&f, &mut header, 0)
+                    .map_err(|e| StorageError::io("read", path, e))?;
                 self.file = Some((self.pos.segment, f));
+                if got == header.len() && header != segment_header(self.pos.segment) {
+                    self.skip_damage(path, "segment header does not match its file name");
+                }
                 Ok(true)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -50,7 +50,8 @@ struct Wal {
 
 async fn open(dir: &std::path::Path, sim: &SimFs) -> Wal {
     loop {
-        let report = recover_shard(dir).expect("recovery never fails on torn tails");
+        let report = recover_shard(dir, storage::RecoveryMode::default())
+            .expect("recovery never fails on torn tails");
         let appender = WalAppender::new(1024, FsyncPolicy::Always);
         let watermark = Arc::new(DurableWatermark::new());
         let opened = WalFlusher::open(

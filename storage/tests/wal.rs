@@ -8,6 +8,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use storage::io::GlommioFs;
 use storage::segment::{list_segments, segment_path};
 use storage::writer::AppendError;
+use storage::RecoveryMode;
 use storage::{
     recover_shard, DurableWatermark, FsyncPolicy, Position, WalAppender, WalFlusher, WalReader,
 };
@@ -22,7 +23,7 @@ fn write_all(
     let dir = dir.to_path_buf();
     LocalExecutorBuilder::new(Placement::Unbound)
         .spawn(move || async move {
-            let report = recover_shard(&dir).unwrap();
+            let report = recover_shard(&dir, RecoveryMode::default()).unwrap();
             let appender = WalAppender::new(4096, policy);
             let watermark = Arc::new(DurableWatermark::new());
             let flusher = WalFlusher::open(
@@ -140,7 +141,7 @@ fn torn_tail_is_cut_and_earlier_records_kept() {
     let mut bytes = std::fs::read(&path).unwrap();
     bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3, 4, 5]);
     std::fs::write(&path, &bytes).unwrap();
-    let report = recover_shard(dir.path()).unwrap();
+    let report = recover_shard(dir.path(), RecoveryMode::default()).unwrap();
     assert_eq!(report.truncated_bytes, 9);
     let (got, _) = read_all(
         dir.path(),
