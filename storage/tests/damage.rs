@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use storage::frame::append_record;
-use storage::segment::{list_segments, segment_header, segment_path};
+use storage::segment::{segment_header, segment_path};
 use storage::{
     read_cursor, recover_shard, write_cursor, Position, RecoveryMode, StorageError, WalReader,
 };
