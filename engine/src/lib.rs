@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod outputs;
 pub mod runtime;
 pub mod shard;
+pub mod tools;
 
 pub use config::Config;
 pub use error::EngineError;

@@ -32,6 +32,71 @@ enum Command {
     Validate { file: PathBuf },
     /// Print the embedded default config.
     DefaultConfig,
+    /// Look into a data directory's write-ahead logs (read-only).
+    #[command(subcommand)]
+    Wal(WalCommand),
+}
+
+#[derive(Subcommand)]
+enum WalCommand {
+    /// Per shard: segments, sizes, record counts, damage, cursors and lag per output.
+    Inspect { data_dir: PathBuf },
+    /// Check every record and cursor: exit 0 if clean, 65 if damaged (each place printed).
+    Verify { data_dir: PathBuf },
+    /// Print one shard's records, oldest first (or from SEGMENT[:OFFSET]).
+    Dump {
+        data_dir: PathBuf,
+        #[arg(long)]
+        shard: usize,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long, value_enum, default_value = "json")]
+        encoding: DumpEncoding,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DumpEncoding {
+    Json,
+    Raw,
+}
+
+/// Exit code of `wal verify` when it found damage (EX_DATAERR).
+const EXIT_DAMAGED: u8 = 65;
+
+fn wal_command(command: WalCommand) -> Result<ExitCode, String> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let code = match command {
+        WalCommand::Inspect { data_dir } => {
+            engine::tools::inspect(&data_dir, &mut out)?;
+            ExitCode::SUCCESS
+        }
+        WalCommand::Verify { data_dir } => match engine::tools::verify(&data_dir, &mut out)? {
+            engine::tools::Verdict::Clean => ExitCode::SUCCESS,
+            engine::tools::Verdict::Damaged => ExitCode::from(EXIT_DAMAGED),
+        },
+        WalCommand::Dump {
+            data_dir,
+            shard,
+            from,
+            encoding,
+        } => {
+            let from = from
+                .as_deref()
+                .map(engine::tools::parse_position)
+                .transpose()?;
+            let encoding = match encoding {
+                DumpEncoding::Json => engine::config::Encoding::Json,
+                DumpEncoding::Raw => engine::config::Encoding::Raw,
+            };
+            engine::tools::dump(&data_dir, shard, from, encoding, &mut out)?;
+            ExitCode::SUCCESS
+        }
+    };
+    use std::io::Write as _;
+    out.flush().map_err(|e| format!("write: {e}"))?;
+    Ok(code)
 }
 
 fn main() -> ExitCode {
@@ -71,6 +136,10 @@ fn main() -> ExitCode {
             print!("{}", engine::config::DEFAULT_CONFIG);
             ExitCode::SUCCESS
         }
+        Command::Wal(command) => wal_command(command).unwrap_or_else(|e| {
+            eprintln!("sluice: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }),
     }
 }
 

@@ -40,6 +40,7 @@
 pub mod cursor;
 pub mod error;
 pub mod frame;
+pub mod inspect;
 pub mod io;
 pub mod position;
 pub mod reader;

@@ -154,7 +154,7 @@ fn recover_newest(
 /// A crash leaves a tail that is a cut-off record, zeros, or one last record whose declared
 /// length runs to (or past) the end of the file. Anything else after the damage means data
 /// was damaged in place.
-fn is_torn_tail(tail: &[u8]) -> bool {
+pub fn is_torn_tail(tail: &[u8]) -> bool {
     if tail.len() < crate::frame::FRAME_HEADER_LEN || tail.iter().all(|&b| b == 0) {
         return true;
     }

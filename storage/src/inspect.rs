@@ -1,0 +1,180 @@
+//! Read-only views of a WAL directory for operator tools (`sluice wal inspect|verify|dump`).
+//! Safe to run while Sluice runs: it only reads, and reports the newest segment as "newest"
+//! (it may still be growing).
+
+use std::path::{Path, PathBuf};
+
+use crate::cursor::{cursor_dir, read_cursor};
+use crate::error::StorageError;
+use crate::frame::{self, Decoded};
+use crate::position::Position;
+use crate::segment::{list_segments, scan_bytes, segment_path, SEGMENT_HEADER_LEN};
+
+#[derive(Debug)]
+pub struct SegmentInfo {
+    pub number: u64,
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub records: u64,
+    /// Where the first damage is, if any: offset and reason.
+    pub damage: Option<(u64, &'static str)>,
+    /// The damage is what a crash leaves at the end of the newest segment (recovery cuts it).
+    pub torn_tail: bool,
+    pub newest: bool,
+    /// Offsets at which records start (for lag computations).
+    record_starts: Vec<u64>,
+}
+
+#[derive(Debug)]
+pub struct CursorInfo {
+    pub sink: String,
+    pub position: Result<Position, String>,
+    /// Records on disk after the cursor.
+    pub lag_records: Option<u64>,
+}
+
+#[derive(Debug)]
+pub struct ShardInfo {
+    pub dir: PathBuf,
+    pub segments: Vec<SegmentInfo>,
+    pub cursors: Vec<CursorInfo>,
+}
+
+/// The `shard-<n>` directories under `data_dir`, by shard number.
+pub fn shard_dirs(data_dir: &Path) -> Result<Vec<(usize, PathBuf)>, StorageError> {
+    let entries = std::fs::read_dir(data_dir).map_err(|e| StorageError::io("list", data_dir, e))?;
+    let mut shards: Vec<(usize, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let n = e
+                .file_name()
+                .to_str()?
+                .strip_prefix("shard-")?
+                .parse()
+                .ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    shards.sort();
+    Ok(shards)
+}
+
+/// Scans every segment and cursor of one shard.
+pub fn inspect_shard(dir: &Path) -> Result<ShardInfo, StorageError> {
+    let numbers = list_segments(dir)?;
+    let mut segments = Vec::with_capacity(numbers.len());
+    for (i, &number) in numbers.iter().enumerate() {
+        let path = segment_path(dir, number);
+        let data = std::fs::read(&path).map_err(|e| StorageError::io("read", &path, e))?;
+        let scan = scan_bytes(&data, number);
+        segments.push(SegmentInfo {
+            number,
+            bytes: data.len() as u64,
+            records: scan.records,
+            damage: scan.damage.map(|r| (scan.valid_end, r)),
+            torn_tail: scan.damage.is_some()
+                && i + 1 == numbers.len()
+                && scan.valid_end >= SEGMENT_HEADER_LEN
+                && crate::recovery::is_torn_tail(&data[scan.valid_end as usize..]),
+            newest: i + 1 == numbers.len(),
+            record_starts: record_starts(&data, scan.valid_end),
+            path,
+        });
+    }
+    let mut cursors = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(cursor_dir(dir)) {
+        let mut sinks: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".cursor")
+                    .map(String::from)
+            })
+            .collect();
+        sinks.sort();
+        for sink in sinks {
+            let position = match read_cursor(dir, &sink) {
+                Ok(Some(p)) => Ok(p),
+                Ok(None) => continue,
+                Err(e) => Err(e.to_string()),
+            };
+            let lag_records = position.as_ref().ok().map(|p| lag(&segments, *p));
+            cursors.push(CursorInfo {
+                sink,
+                position,
+                lag_records,
+            });
+        }
+    }
+    Ok(ShardInfo {
+        dir: dir.to_path_buf(),
+        segments,
+        cursors,
+    })
+}
+
+fn record_starts(data: &[u8], valid_end: u64) -> Vec<u64> {
+    let mut starts = Vec::new();
+    let mut at = SEGMENT_HEADER_LEN as usize;
+    while (at as u64) < valid_end {
+        starts.push(at as u64);
+        match frame::decode(&data[at..]) {
+            Decoded::Record { frame_len, .. } => at += frame_len,
+            _ => break,
+        }
+    }
+    starts
+}
+
+fn lag(segments: &[SegmentInfo], cursor: Position) -> u64 {
+    segments
+        .iter()
+        .map(|s| match s.number.cmp(&cursor.segment) {
+            std::cmp::Ordering::Less => 0,
+            std::cmp::Ordering::Equal => s
+                .record_starts
+                .iter()
+                .filter(|&&o| o >= cursor.offset)
+                .count() as u64,
+            std::cmp::Ordering::Greater => s.records,
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::append_record;
+    use crate::segment::segment_header;
+
+    #[test]
+    fn counts_records_damage_and_lag() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut one = segment_header(1).to_vec();
+        let second_record;
+        append_record(&mut one, b"a");
+        second_record = one.len() as u64;
+        append_record(&mut one, b"b");
+        std::fs::write(segment_path(dir.path(), 1), &one).unwrap();
+        let mut two = segment_header(2).to_vec();
+        append_record(&mut two, b"c");
+        two.extend_from_slice(&[1, 2, 3]);
+        std::fs::write(segment_path(dir.path(), 2), &two).unwrap();
+        crate::write_cursor(
+            dir.path(),
+            "out",
+            Position {
+                segment: 1,
+                offset: second_record,
+            },
+        )
+        .unwrap();
+        let info = inspect_shard(dir.path()).unwrap();
+        assert_eq!(info.segments.len(), 2);
+        assert_eq!(info.segments[0].records, 2);
+        assert_eq!(info.segments[1].damage, Some((25, "record cut short")));
+        assert!(info.segments[1].newest);
+        assert_eq!(info.cursors[0].lag_records, Some(2));
+    }
+}
