@@ -152,9 +152,8 @@ mod tests {
     fn counts_records_damage_and_lag() {
         let dir = tempfile::tempdir().unwrap();
         let mut one = segment_header(1).to_vec();
-        let second_record;
         append_record(&mut one, b"a");
-        second_record = one.len() as u64;
+        let second_record = one.len() as u64;
         append_record(&mut one, b"b");
         std::fs::write(segment_path(dir.path(), 1), &one).unwrap();
         let mut two = segment_header(2).to_vec();
