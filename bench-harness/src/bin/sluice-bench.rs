@@ -25,6 +25,63 @@ struct Cli {
 enum Command {
     /// Send syslog over TCP as fast as the receiver takes it.
     Load(LoadArgs),
+    /// kill -9 Sluice at random moments under load, N times, then check nothing durable was lost.
+    CrashSoak(SoakCli),
+}
+
+#[derive(clap::Args)]
+struct SoakCli {
+    /// The sluice binary to run.
+    #[arg(long, default_value = "target/release/sluice")]
+    sluice: PathBuf,
+    #[arg(long, default_value_t = 100)]
+    iterations: u32,
+    /// Scratch directory (emptied first).
+    #[arg(long, default_value = "/tmp/sluice-crash-soak")]
+    work_dir: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Longest run between two kills, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    max_run_ms: u64,
+    /// Offered load in events per second over all connections (0: as fast as accepted).
+    #[arg(long, default_value_t = 200_000)]
+    rate: u64,
+}
+
+fn crash_soak(cli: SoakCli) -> Result<(), String> {
+    let args = bench_harness::soak::SoakArgs {
+        sluice: cli.sluice,
+        iterations: cli.iterations,
+        work_dir: cli.work_dir,
+        seed: cli.seed,
+        connections: cli.connections,
+        max_run: Duration::from_millis(cli.max_run_ms),
+        rate: cli.rate,
+    };
+    let started = Instant::now();
+    let r = bench_harness::soak::crash_soak(&args)?;
+    println!(
+        "crash soak: {} kills in {:.0}s; {} events sent, {} in the WAL at kill times, {} delivered (distinct), {} duplicates, {} missing, {} unrecognised lines",
+        r.kills,
+        started.elapsed().as_secs_f64(),
+        r.sent,
+        r.durable_at_kills,
+        r.delivered_distinct,
+        r.duplicates,
+        r.missing.len(),
+        r.unknown
+    );
+    if !r.missing.is_empty() || r.unknown > 0 {
+        let shown: Vec<_> = r.missing.iter().take(20).collect();
+        return Err(format!("durable events missing from the output: {shown:?}"));
+    }
+    if r.durable_at_kills == 0 {
+        return Err("no event was ever durable: the soak tested nothing".into());
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -215,6 +272,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Load(args) => load(args),
+        Command::CrashSoak(args) => crash_soak(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

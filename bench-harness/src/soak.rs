@@ -1,0 +1,235 @@
+//! Crash soak: continuous sequence-numbered load, `kill -9` at random moments, restart, and
+//! at the end the check that every event that was durable reached the output.
+//!
+//! "Durable" is read from the WAL itself: after each kill, before the restart, every complete
+//! record in the shard directories is a record that survived the crash (recovery keeps all of
+//! them), so its event must be delivered eventually. Events deleted from the WAL by retention
+//! had been delivered already. At the end Sluice is stopped gracefully and the file output is
+//! compared: every survivor present (duplicates allowed), nothing that was never sent.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct SoakArgs {
+    pub sluice: PathBuf,
+    pub iterations: u32,
+    pub work_dir: PathBuf,
+    pub seed: u64,
+    pub connections: usize,
+    /// Longest run between kills.
+    pub max_run: Duration,
+    /// Offered load, events per second over all connections (0: as fast as accepted).
+    pub rate: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct SoakReport {
+    pub kills: u32,
+    pub sent: u64,
+    pub durable_at_kills: u64,
+    pub delivered_distinct: u64,
+    pub duplicates: u64,
+    pub missing: Vec<u64>,
+    pub unknown: u64,
+}
+
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+}
+
+fn start(args: &SoakArgs, config: &Path) -> Result<Running, String> {
+    let mut child = Command::new(&args.sluice)
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("start {}: {e}", args.sluice.display()))?;
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(list) = line.split("tcp=tcp://").nth(1) {
+                let _ = tx.send(list.split_whitespace().next().unwrap_or("").to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .map_err(|_| "sluice did not become ready".to_string())?;
+    let addr = addr
+        .parse()
+        .map_err(|e| format!("bad address {addr}: {e}"))?;
+    Ok(Running { child, addr })
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on the PID of a child we started and have not reaped yet.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+const BATCH: u64 = 200;
+
+/// Sends numbered events until `stop`, at about `rate` per second (0: unpaced); every event
+/// gets a fresh number and is sent at most once.
+fn load(addr: SocketAddr, next: Arc<AtomicU64>, stop: Arc<AtomicBool>, rate: u64) {
+    let Ok(mut stream) = TcpStream::connect(addr) else {
+        return;
+    };
+    let mut buf = Vec::with_capacity(64 << 10);
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        if rate > 0 {
+            let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        sent += BATCH;
+        buf.clear();
+        let first = next.fetch_add(BATCH, Ordering::Relaxed);
+        for seq in first..first + BATCH {
+            let line = format!("<134>1 2026-11-23T08:00:00Z soak app - - - seq={seq} payload");
+            let _ = write!(buf, "{} {line}", line.len());
+        }
+        if stream.write_all(&buf).is_err() {
+            return; // Sluice died: the rest of this batch was never acknowledged.
+        }
+    }
+}
+
+fn seq_in(text: &[u8]) -> Option<u64> {
+    let at = text.windows(4).position(|w| w == b"seq=")? + 4;
+    let end = text[at..]
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .map_or(text.len(), |e| at + e);
+    std::str::from_utf8(&text[at..end]).ok()?.parse().ok()
+}
+
+/// Sequence numbers of every complete record in the data directory's WALs.
+fn wal_seqs(data_dir: &Path, into: &mut HashSet<u64>) -> Result<(), String> {
+    let end = storage::Position {
+        segment: storage::position::MAX_SEGMENT_NUMBER,
+        offset: 0,
+    };
+    for (_, dir) in storage::inspect::shard_dirs(data_dir).map_err(|e| e.to_string())? {
+        let mut reader = storage::WalReader::open(&dir, None).map_err(|e| e.to_string())?;
+        loop {
+            let batch = reader
+                .read_batch(end, 4 << 20, |p| {
+                    if let Some(seq) = ingest::EventView::decode(p)
+                        .ok()
+                        .and_then(|v| seq_in(v.frame))
+                    {
+                        into.insert(seq);
+                    }
+                })
+                .map_err(|e| e.to_string())?;
+            if batch.records == 0 {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn output_seqs(out_dir: &Path, report: &mut SoakReport) -> HashSet<u64> {
+    let mut seen = HashSet::new();
+    for entry in std::fs::read_dir(out_dir).into_iter().flatten().flatten() {
+        let Ok(text) = std::fs::read(entry.path()) else {
+            continue;
+        };
+        for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            match seq_in(line) {
+                Some(seq) if !seen.insert(seq) => report.duplicates += 1,
+                Some(_) => {}
+                None => report.unknown += 1,
+            }
+        }
+    }
+    seen
+}
+
+pub fn crash_soak(args: &SoakArgs) -> Result<SoakReport, String> {
+    let data = args.work_dir.join("data");
+    let out_dir = args.work_dir.join("out");
+    let _ = std::fs::remove_dir_all(&args.work_dir);
+    std::fs::create_dir_all(&args.work_dir).map_err(|e| e.to_string())?;
+    let config = args.work_dir.join("sluice.toml");
+    let text = format!(
+        "data_dir = \"{}\"\nshards = 2\nshutdown_timeout = \"600s\"\n[wal]\nfsync = \"5ms\"\nsegment_size = \"1MiB\"\n\
+         [sources.tcp]\ntype = \"syslog\"\nmode = \"tcp\"\naddress = \"127.0.0.1:0\"\n\
+         [sinks.out]\ntype = \"file\"\npath = \"{}\"\nencoding = \"json\"\nrotate_size = \"64MiB\"\nkeep = 100000\n",
+        data.display(),
+        out_dir.join("events.ndjson").display()
+    );
+    std::fs::write(&config, text).map_err(|e| e.to_string())?;
+    fastrand::seed(args.seed);
+    let next = Arc::new(AtomicU64::new(0));
+    let mut durable = HashSet::new();
+    let mut report = SoakReport::default();
+    for i in 0..=args.iterations {
+        let running = start(args, &config)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let loaders: Vec<_> = (0..args.connections)
+            .map(|_| {
+                let (next, stop) = (Arc::clone(&next), Arc::clone(&stop));
+                let rate = args.rate / args.connections.max(1) as u64;
+                std::thread::spawn(move || load(running.addr, next, stop, rate))
+            })
+            .collect();
+        let run_for = args.max_run.mul_f64(fastrand::f64().max(0.05));
+        std::thread::sleep(run_for);
+        let mut child = running.child;
+        if i < args.iterations {
+            signal(&child, libc::SIGKILL);
+            let _ = child.wait();
+            stop.store(true, Ordering::Relaxed);
+            for l in loaders {
+                let _ = l.join();
+            }
+            wal_seqs(&data, &mut durable)?;
+            report.kills += 1;
+        } else {
+            // Last round: stop the load, then stop Sluice gracefully so it delivers all.
+            stop.store(true, Ordering::Relaxed);
+            for l in loaders {
+                let _ = l.join();
+            }
+            signal(&child, libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                    if !status.success() {
+                        return Err(format!("final stop exited with {status}"));
+                    }
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    return Err("final stop took longer than 120s".into());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    report.sent = next.load(Ordering::Relaxed);
+    report.durable_at_kills = durable.len() as u64;
+    let delivered = output_seqs(&out_dir, &mut report);
+    report.delivered_distinct = delivered.len() as u64;
+    let mut missing: Vec<u64> = durable.difference(&delivered).copied().collect();
+    missing.sort_unstable();
+    report.missing = missing;
+    Ok(report)
+}
