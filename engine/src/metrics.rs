@@ -24,6 +24,10 @@ pub struct ShardCounters {
     pub events_durable: AtomicU64,
     pub wal_bytes: AtomicU64,
     pub wal_fsyncs: AtomicU64,
+    /// Events whose WAL write or fdatasync failed (never durable).
+    pub wal_lost_records: AtomicU64,
+    /// WAL write/fdatasync failures (each blocked ingest until a new segment was started).
+    pub wal_io_failures: AtomicU64,
 }
 
 /// Per-read-batch tallies, added to the shard's counters in one go.
@@ -68,7 +72,8 @@ pub fn shard_summary(shards: &[std::sync::Arc<ShardCounters>]) -> String {
     format!(
         "events_received={} events_durable={} bytes_received={} parse_errors={} frames_oversize={} \
          frames_bad_length={} frames_incomplete={} connections_accepted={} connections_rejected={} \
-         udp_datagrams={} events_dropped_wal={} wal_bytes={} wal_fsyncs={}",
+         udp_datagrams={} events_dropped_wal={} wal_bytes={} wal_fsyncs={} wal_lost_records={} \
+         wal_io_failures={}",
         sum(|s| s.events_received.load(Relaxed)),
         sum(|s| s.events_durable.load(Relaxed)),
         sum(|s| s.bytes_received.load(Relaxed)),
@@ -82,5 +87,7 @@ pub fn shard_summary(shards: &[std::sync::Arc<ShardCounters>]) -> String {
         sum(|s| s.events_dropped_wal.load(Relaxed)),
         sum(|s| s.wal_bytes.load(Relaxed)),
         sum(|s| s.wal_fsyncs.load(Relaxed)),
+        sum(|s| s.wal_lost_records.load(Relaxed)),
+        sum(|s| s.wal_io_failures.load(Relaxed)),
     )
 }

@@ -34,7 +34,7 @@ use glommio::sync::Gate;
 use ingest::framing::{EofRemainder, FrameFlags, Framer};
 use ingest::{record, Format};
 use storage::io::GlommioFs;
-use storage::writer::AppendError;
+use storage::writer::{AppendError, WalStatus};
 use storage::{DurableWatermark, WalAppender, WalFlusher};
 
 use crate::config::{SourceMode, WalConfig};
@@ -114,6 +114,10 @@ impl Shard {
         c.wal_bytes
             .store(stats.written_bytes.get(), Ordering::Relaxed);
         c.wal_fsyncs.store(stats.fsyncs.get(), Ordering::Relaxed);
+        c.wal_lost_records
+            .store(stats.lost_records.get(), Ordering::Relaxed);
+        c.wal_io_failures
+            .store(stats.io_failures.get(), Ordering::Relaxed);
     }
 }
 
@@ -334,7 +338,17 @@ async fn ingest_frame(
             .try_append(len, |buf| record::encode(buf, &header, &parsed, frame))
         {
             Ok(()) => return,
-            Err(AppendError::Full) => shard.appender.wait_for_space().await,
+            Err(AppendError::Full) if shard.stopping.get() => {
+                if shard.appender.status() == WalStatus::Blocked {
+                    // Stopping while the disk refuses writes: this event cannot be kept.
+                    tally.dropped_wal += 1;
+                    return;
+                }
+                shard.appender.wait_for_space().await;
+            }
+            Err(AppendError::Full) => {
+                futures_lite::future::or(shard.appender.wait_for_space(), shard.stopped()).await;
+            }
             Err(AppendError::Stopped) => {
                 tally.dropped_wal += 1;
                 return;

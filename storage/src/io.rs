@@ -16,6 +16,13 @@ pub trait SegmentFile {
     /// Writes `buf` at `pos`; may write less than all of it (the caller loops).
     async fn write_at(&self, buf: Vec<u8>, pos: u64) -> io::Result<usize>;
     async fn fdatasync(&self) -> io::Result<()>;
+    /// Cuts the file to `len` bytes (used to drop what a failed commit left behind).
+    async fn truncate(&self, len: u64) -> io::Result<()>;
+    /// Reserves `len` bytes of disk without changing the file size (FALLOC_FL_KEEP_SIZE), so
+    /// a full disk shows at segment creation, not in the middle of a commit.
+    async fn preallocate(&self, len: u64) -> io::Result<()>;
+    /// Deletes the file (a segment whose creation failed half-way).
+    async fn remove(&self) -> io::Result<()>;
     async fn close(self) -> io::Result<()>;
 }
 
@@ -37,6 +44,26 @@ impl SegmentFile for BufferedFile {
     }
     async fn fdatasync(&self) -> io::Result<()> {
         Ok(BufferedFile::fdatasync(self).await?)
+    }
+    async fn truncate(&self, len: u64) -> io::Result<()> {
+        Ok(BufferedFile::truncate(self, len).await?)
+    }
+    async fn preallocate(&self, len: u64) -> io::Result<()> {
+        match BufferedFile::pre_allocate(self, len, true).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let e = io::Error::from(e);
+                // File systems without fallocate still work, just without the reservation.
+                if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+    async fn remove(&self) -> io::Result<()> {
+        Ok(BufferedFile::remove(self).await?)
     }
     async fn close(self) -> io::Result<()> {
         Ok(BufferedFile::close(self).await?)

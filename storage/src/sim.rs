@@ -23,6 +23,8 @@ pub enum Fault {
     WriteEio,
     WriteNoSpace,
     FsyncEio,
+    /// The disk is full when a new segment reserves its space.
+    PreallocateNoSpace,
 }
 
 #[derive(Debug, Default)]
@@ -107,6 +109,31 @@ impl SegmentFile for SimFile {
         let len = self.file.metadata()?.len();
         let mut state = self.fs.0.borrow_mut();
         state.files.entry(self.path.clone()).or_default().synced_len = len;
+        Ok(())
+    }
+
+    async fn preallocate(&self, _len: u64) -> io::Result<()> {
+        if self
+            .fs
+            .take_fault(|f| f == Fault::PreallocateNoSpace)
+            .is_some()
+        {
+            return Err(io::Error::from_raw_os_error(libc_enospc()));
+        }
+        Ok(())
+    }
+
+    async fn remove(&self) -> io::Result<()> {
+        std::fs::remove_file(&self.path)?;
+        self.fs.0.borrow_mut().files.remove(&self.path);
+        Ok(())
+    }
+
+    async fn truncate(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)?;
+        let mut state = self.fs.0.borrow_mut();
+        let file = state.files.entry(self.path.clone()).or_default();
+        file.synced_len = file.synced_len.min(len);
         Ok(())
     }
 

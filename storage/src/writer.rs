@@ -67,20 +67,28 @@ impl FromStr for FsyncPolicy {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WalStatus {
     Running,
+    /// A write or fdatasync failed: appends wait (backpressure) while the flusher retries
+    /// starting a new segment from the last durable point.
+    Blocked,
     /// Closing: the flusher commits what is pending, then stops.
     Draining,
     Stopped,
-    /// A write or fsync failed; nothing more is accepted.
+    /// Closed while blocked: what was pending could not be written (counted as lost).
     Failed,
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum AppendError {
-    /// The pending buffer is full: wait for space.
+    /// No room now (buffer full, or the WAL is blocked on a disk error): wait for space.
     Full,
-    /// The WAL accepts nothing more (failed or stopped).
+    /// The WAL accepts nothing more (closing, stopped or failed).
     Stopped,
 }
+
+/// How long a blocked WAL waits between attempts to start a new segment (default).
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+/// Lost record ranges remembered (for tests and tools); older ones are forgotten.
+const LOST_RANGES_KEPT: usize = 1024;
 
 /// Counters of one WAL (single writer: the shard's thread).
 #[derive(Debug, Default)]
@@ -92,6 +100,12 @@ pub struct WalStats {
     pub fsyncs: Cell<u64>,
     pub fsync_nanos: Cell<u64>,
     pub segments_created: Cell<u64>,
+    /// Records whose write or fdatasync failed: never durable, counted, never retried.
+    pub lost_records: Cell<u64>,
+    /// Write/fdatasync failures (each blocks ingest until a new segment could be started).
+    pub io_failures: Cell<u64>,
+    /// `[first, end)` append indices of lost records, in order (the latest ones only).
+    pub lost_ranges: RefCell<Vec<(u64, u64)>>,
 }
 
 /// The shard-local append side, shared (`Rc`) by every task of the shard.
@@ -140,8 +154,10 @@ impl WalAppender {
         payload_len: usize,
         fill: impl FnOnce(&mut Vec<u8>),
     ) -> Result<(), AppendError> {
-        if self.status.get() != WalStatus::Running {
-            return Err(AppendError::Stopped);
+        match self.status.get() {
+            WalStatus::Running => {}
+            WalStatus::Blocked => return Err(AppendError::Full),
+            _ => return Err(AppendError::Stopped),
         }
         debug_assert!(payload_len <= MAX_RECORD_LEN);
         let mut buf = self.pending.borrow_mut();
@@ -168,26 +184,26 @@ impl WalAppender {
         Ok(())
     }
 
-    /// Resolves when the pending buffer has room again or the WAL stopped accepting.
+    /// Waits until the pending buffer may have room again or the WAL's status changed
+    /// (blocked, unblocked, closing). Callers retry their append after it.
     pub async fn wait_for_space(&self) {
-        loop {
-            let listener = self.space.listen();
-            if self.status.get() != WalStatus::Running || self.pending.borrow().is_empty() {
-                return;
-            }
-            listener.await;
+        let listener = self.space.listen();
+        match self.status.get() {
+            WalStatus::Running if self.pending.borrow().is_empty() => {}
+            WalStatus::Running | WalStatus::Blocked => listener.await,
+            _ => {}
         }
     }
 
-    /// Resolves once every record appended before the call is durable (or the WAL stopped).
+    /// Resolves once every record appended before the call is settled: durable, or lost to a
+    /// failed write (or the WAL stopped).
     pub async fn wait_durable(&self) {
         let target = self.stats.appended_records.get();
         loop {
             let listener = self.durable.listen();
             let status = self.status.get();
-            if self.stats.durable_records.get() >= target
-                || matches!(status, WalStatus::Stopped | WalStatus::Failed)
-            {
+            let settled = self.stats.durable_records.get() + self.stats.lost_records.get();
+            if settled >= target || matches!(status, WalStatus::Stopped | WalStatus::Failed) {
                 return;
             }
             self.wake_flusher.notify(1);
@@ -197,7 +213,7 @@ impl WalAppender {
 
     /// Stops accepting; the flusher commits what is pending and stops.
     pub fn close(&self) {
-        if self.status.get() == WalStatus::Running {
+        if matches!(self.status.get(), WalStatus::Running | WalStatus::Blocked) {
             self.status.set(WalStatus::Draining);
         }
         self.wake_flusher.notify(usize::MAX);
@@ -211,12 +227,42 @@ impl WalAppender {
         (buf, records)
     }
 
-    fn fail(&self, error: &StorageError) {
-        tracing::error!(%error, "WAL write failed: this shard accepts no more events");
+    /// A commit of `records` starting at append index `first` failed: they are lost (never
+    /// durable); appends wait until the flusher has a new segment.
+    fn block(&self, error: &StorageError, first: u64, records: u64) {
+        let stats = &self.stats;
+        stats.io_failures.set(stats.io_failures.get() + 1);
+        self.lose(first, records);
+        tracing::error!(%error, lost_records = records,
+            "WAL write failed: ingest blocked until a new segment can be started");
         *self.failure.borrow_mut() = Some(error.to_string());
-        self.status.set(WalStatus::Failed);
-        self.space.notify(usize::MAX);
+        if self.status.get() == WalStatus::Running {
+            self.status.set(WalStatus::Blocked);
+        }
         self.durable.notify(usize::MAX);
+        self.space.notify(usize::MAX);
+    }
+
+    fn lose(&self, first: u64, records: u64) {
+        if records == 0 {
+            return;
+        }
+        let stats = &self.stats;
+        stats.lost_records.set(stats.lost_records.get() + records);
+        let mut ranges = stats.lost_ranges.borrow_mut();
+        if ranges.len() == LOST_RANGES_KEPT {
+            ranges.remove(0);
+        }
+        ranges.push((first, first + records));
+    }
+
+    fn unblock(&self) {
+        if self.status.get() == WalStatus::Blocked {
+            self.status.set(WalStatus::Running);
+            tracing::info!("WAL writable again: ingest resumes");
+        }
+        self.space.notify(usize::MAX);
+        self.wake_flusher.notify(1);
     }
 }
 
@@ -231,6 +277,9 @@ pub struct WalFlusher<F: SegmentFs> {
     segment: u64,
     file: Option<F::File>,
     offset: u64,
+    /// Append index of the next record the flusher takes.
+    taken: u64,
+    retry_interval: Duration,
 }
 
 impl<F: SegmentFs> WalFlusher<F> {
@@ -254,23 +303,32 @@ impl<F: SegmentFs> WalFlusher<F> {
             segment: first_segment,
             file: None,
             offset: 0,
+            taken: 0,
+            retry_interval: RETRY_INTERVAL,
         };
         flusher.start_segment().await?;
         Ok(flusher)
     }
 
-    /// Commits pending records until the appender is closed (then commits the rest) or a write
-    /// fails (then the appender is marked failed and the error returned).
+    /// How long to wait between attempts to start a new segment after a failure.
+    pub fn with_retry_interval(mut self, interval: Duration) -> Self {
+        self.retry_interval = interval;
+        self
+    }
+
+    /// Commits pending records until the appender is closed (then commits the rest). A failed
+    /// write or fdatasync loses that one batch (counted), blocks appends, and retries starting
+    /// a new segment every retry interval; closing while blocked loses what is pending and
+    /// returns the error.
     pub async fn run(mut self) -> Result<(), StorageError> {
         loop {
             self.wait_for_work().await;
             let draining = self.appender.status() == WalStatus::Draining;
             let (buf, records) = self.appender.take_pending();
+            let first = self.taken;
+            self.taken += records;
             if !buf.is_empty() {
-                if let Err(e) = self.commit(buf, records).await {
-                    self.appender.fail(&e);
-                    return Err(e);
-                }
+                self.commit_until_settled(buf, first, records).await?;
             }
             if draining && self.appender.pending.borrow().is_empty() {
                 break;
@@ -287,6 +345,98 @@ impl<F: SegmentFs> WalFlusher<F> {
         Ok(())
     }
 
+    /// Commits one taken batch. If the disk refused it before any byte was handed over (a new
+    /// segment could not be created or reserved: the disk is full), the batch is kept and
+    /// committed once a segment exists again: nothing lost. If a write or fdatasync failed,
+    /// the batch is lost (counted). Either way appends wait while the WAL is blocked.
+    async fn commit_until_settled(
+        &mut self,
+        mut buf: Vec<u8>,
+        first: u64,
+        records: u64,
+    ) -> Result<(), StorageError> {
+        loop {
+            match self.commit(buf, records).await {
+                Ok(()) => return Ok(()),
+                Err(CommitFailure {
+                    error,
+                    unwritten: Some(kept),
+                }) => {
+                    self.appender.block(&error, first, 0);
+                    self.recover_from_failure(error, Some((first, records)))
+                        .await?;
+                    buf = kept;
+                }
+                Err(CommitFailure {
+                    error,
+                    unwritten: None,
+                }) => {
+                    self.appender.block(&error, first, records);
+                    return self.recover_from_failure(error, None).await;
+                }
+            }
+        }
+    }
+
+    /// After a failed commit: give up the segment (cut back to its durable end, best effort),
+    /// then retry starting the next one until it works. Closing while blocked gets one last
+    /// attempt; if that fails too, the kept batch and what is pending are lost (counted) and
+    /// the error returned.
+    async fn recover_from_failure(
+        &mut self,
+        error: StorageError,
+        kept: Option<(u64, u64)>,
+    ) -> Result<(), StorageError> {
+        self.abandon_segment().await;
+        loop {
+            let draining = self.appender.status() == WalStatus::Draining;
+            if !draining {
+                let listener = self.appender.wake_flusher.listen();
+                futures_lite::future::or(glommio::timer::sleep(self.retry_interval), async {
+                    listener.await;
+                })
+                .await;
+            }
+            match self.start_segment().await {
+                Ok(()) => {
+                    self.appender.unblock();
+                    return Ok(());
+                }
+                Err(e) if draining => {
+                    if let Some((first, records)) = kept {
+                        self.appender.lose(first, records);
+                    }
+                    let (_, pending) = self.appender.take_pending();
+                    self.appender.lose(self.taken, pending);
+                    self.taken += pending;
+                    self.appender.status.set(WalStatus::Failed);
+                    self.appender.durable.notify(usize::MAX);
+                    self.appender.space.notify(usize::MAX);
+                    tracing::error!(lost_records = pending, error = %e, "closed while the WAL was blocked");
+                    return Err(error);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "still cannot start a new WAL segment; retrying");
+                    self.abandon_segment().await;
+                }
+            }
+        }
+    }
+
+    /// Drops the current segment after a failure and moves to the next number. Its bytes past
+    /// the last durable offset were never durable: cutting them off keeps readers from meeting
+    /// a torn record there. If even that fails, readers skip the damage and count it.
+    async fn abandon_segment(&mut self) {
+        if let Some(file) = self.file.take() {
+            let durable = self.offset;
+            if let Err(e) = file.truncate(durable).await {
+                tracing::warn!(segment = self.segment, error = %e, "cannot cut the failed segment back");
+            }
+            let _ = file.close().await;
+            self.segment += 1;
+        }
+    }
+
     async fn wait_for_work(&self) {
         let interval = match self.appender.policy {
             FsyncPolicy::Always => None,
@@ -296,7 +446,10 @@ impl<F: SegmentFs> WalFlusher<F> {
         loop {
             let listener = self.appender.wake_flusher.listen();
             let pending = !self.appender.pending.borrow().is_empty();
-            if self.appender.status() != WalStatus::Running {
+            if !matches!(
+                self.appender.status(),
+                WalStatus::Running | WalStatus::Blocked
+            ) {
                 return;
             }
             match interval {
@@ -317,14 +470,28 @@ impl<F: SegmentFs> WalFlusher<F> {
         }
     }
 
-    async fn commit(&mut self, buf: Vec<u8>, records: u64) -> Result<(), StorageError> {
-        if self.offset > SEGMENT_HEADER_LEN && self.offset + buf.len() as u64 > self.segment_size {
-            self.rotate().await?;
+    async fn commit(&mut self, buf: Vec<u8>, records: u64) -> Result<(), CommitFailure> {
+        let needs_segment = self.file.is_none()
+            || (self.offset > SEGMENT_HEADER_LEN
+                && self.offset + buf.len() as u64 > self.segment_size);
+        if needs_segment {
+            if let Err(error) = self.rotate().await {
+                return Err(CommitFailure {
+                    error,
+                    unwritten: Some(buf),
+                });
+            }
         }
         let len = buf.len() as u64;
-        self.write_all(buf).await?;
-        if self.appender.policy.syncs() {
-            self.sync().await?;
+        let written = match self.write_all(buf).await {
+            Ok(()) if self.appender.policy.syncs() => self.sync().await,
+            other => other,
+        };
+        if let Err(error) = written {
+            return Err(CommitFailure {
+                error,
+                unwritten: None,
+            });
         }
         self.offset += len;
         let stats = &self.appender.stats;
@@ -387,17 +554,21 @@ impl<F: SegmentFs> WalFlusher<F> {
         Ok(())
     }
 
+    /// Seals the current segment (if any) and starts the next one.
     async fn rotate(&mut self) -> Result<(), StorageError> {
         if let Some(file) = self.file.take() {
             let path = segment_path(&self.dir, self.segment);
             file.close()
                 .await
                 .map_err(|e| StorageError::io("close", path, e))?;
+            self.segment += 1;
         }
-        self.segment += 1;
         self.start_segment().await
     }
 
+    /// Creates segment `self.segment`: reserve its space, write and sync its header, sync the
+    /// directory, publish it. On failure the half-made file is removed (best effort) and the
+    /// number stays free for the next attempt.
     async fn start_segment(&mut self) -> Result<(), StorageError> {
         let path = segment_path(&self.dir, self.segment);
         let file = self
@@ -405,11 +576,24 @@ impl<F: SegmentFs> WalFlusher<F> {
             .create(&path)
             .await
             .map_err(|e| StorageError::io("create", &path, e))?;
+        if let Err(e) = file.preallocate(self.segment_size).await {
+            let _ = file.remove().await;
+            let _ = file.close().await;
+            return Err(StorageError::io("reserve space for", &path, e));
+        }
         self.file = Some(file);
         self.offset = 0;
-        self.write_all(segment_header(self.segment).to_vec())
-            .await?;
-        self.sync().await?;
+        let started = match self.write_all(segment_header(self.segment).to_vec()).await {
+            Ok(()) => self.sync().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = started {
+            if let Some(file) = self.file.take() {
+                let _ = file.remove().await;
+                let _ = file.close().await;
+            }
+            return Err(e);
+        }
         self.fs
             .sync_dir(&self.dir)
             .await
@@ -420,4 +604,10 @@ impl<F: SegmentFs> WalFlusher<F> {
         self.publish();
         Ok(())
     }
+}
+
+/// A commit that failed, with the batch if no byte of it reached the kernel.
+struct CommitFailure {
+    error: StorageError,
+    unwritten: Option<Vec<u8>>,
 }

@@ -1,14 +1,17 @@
 //! Model-based property test of the WAL: random appends, syncs, output acks, injected I/O
-//! faults, power-loss crashes (with torn tails) and reopens, against a simple model.
+//! faults (EIO, ENOSPC, failed fdatasync), power-loss crashes with torn tails and reopens,
+//! against a simple model of which records are durable.
 //!
 //! Checked after every step:
-//! - an output only ever reads records that were reported durable, in append order, once;
-//! - after every reopen, what is deliverable from the output's cursor is exactly the durable,
-//!   not yet acknowledged records, followed by at most a prefix of records that were written
-//!   but never reported durable (a crash may keep some of those; it never reorders or corrupts).
+//! - an output only reads durable records, in append order, each once;
+//! - a failed write or fdatasync loses only the batch it carried (counted), and the WAL goes on
+//!   (after starting a new segment) without reordering anything;
+//! - after every reopen, what is deliverable from the output's cursor contains every durable,
+//!   not yet acknowledged record, in order, and nothing that was never appended.
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement, Task};
 use proptest::prelude::*;
@@ -16,7 +19,7 @@ use storage::sim::{Fault, SimFs};
 use storage::writer::{AppendError, WalStatus};
 use storage::{
     read_cursor, recover_shard, write_cursor, DurableWatermark, FsyncPolicy, Position,
-    StorageError, WalAppender, WalFlusher, WalReader,
+    RecoveryMode, StorageError, WalAppender, WalFlusher, WalReader,
 };
 
 #[derive(Clone, Debug)]
@@ -34,7 +37,13 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (1u8..30).prop_map(Op::Append),
         3 => Just(Op::Sync),
         3 => Just(Op::Ack),
-        1 => prop_oneof![Just(Fault::WriteEio), Just(Fault::WriteNoSpace), Just(Fault::FsyncEio)].prop_map(Op::Fail),
+        2 => prop_oneof![
+            Just(Fault::WriteEio),
+            Just(Fault::WriteNoSpace),
+            Just(Fault::FsyncEio),
+            Just(Fault::PreallocateNoSpace),
+        ]
+        .prop_map(Op::Fail),
         1 => (0u16..600).prop_map(Op::Crash),
         1 => Just(Op::Reopen),
     ]
@@ -50,7 +59,7 @@ struct Wal {
 
 async fn open(dir: &std::path::Path, sim: &SimFs) -> Wal {
     loop {
-        let report = recover_shard(dir, storage::RecoveryMode::default())
+        let report = recover_shard(dir, RecoveryMode::default())
             .expect("recovery never fails on torn tails");
         let appender = WalAppender::new(1024, FsyncPolicy::Always);
         let watermark = Arc::new(DurableWatermark::new());
@@ -66,11 +75,12 @@ async fn open(dir: &std::path::Path, sim: &SimFs) -> Wal {
         .await;
         match opened {
             Ok(flusher) => {
+                let flusher = flusher.with_retry_interval(Duration::from_millis(1));
                 return Wal {
                     appender,
                     task: glommio::spawn_local(flusher.run()),
                     watermark,
-                }
+                };
             }
             // A queued fault hit segment creation: that start failed; power-cycle and retry.
             Err(_) => sim.crash(0).unwrap(),
@@ -85,12 +95,9 @@ fn payload(id: u64) -> Vec<u8> {
 }
 
 fn id_of(p: &[u8]) -> u64 {
-    assert_eq!(
-        p,
-        payload(u64::from_le_bytes(p[..8].try_into().unwrap())),
-        "record corrupted"
-    );
-    u64::from_le_bytes(p[..8].try_into().unwrap())
+    let id = u64::from_le_bytes(p[..8].try_into().unwrap());
+    assert_eq!(p, payload(id), "record corrupted");
+    id
 }
 
 /// Everything readable from the output's cursor up to `durable`.
@@ -110,12 +117,35 @@ fn read_from_cursor(dir: &std::path::Path, durable: Position) -> (Vec<u64>, Posi
 #[derive(Default, Debug)]
 struct Model {
     next_id: u64,
-    /// Accepted by the appender, in order (after a crash: only what survived).
+    /// Ids accepted by appenders, ascending (after a reopen: only what survived).
     appended: Vec<u64>,
-    /// `appended[..durable]` was reported durable.
-    durable: usize,
-    /// `appended[..acked]` was delivered and its cursor written.
+    /// Whether `appended[i]` is known durable.
+    durable: Vec<bool>,
+    /// `appended[..acked]` were delivered (or skipped as lost) and the cursor written.
     acked: usize,
+    /// Where the current WAL instance's appends start in `appended`.
+    instance_base: usize,
+}
+
+impl Model {
+    /// Marks what the current instance reports: settled records are durable unless lost.
+    fn observe(&mut self, appender: &WalAppender) {
+        let stats = &appender.stats;
+        let settled = (stats.durable_records.get() + stats.lost_records.get()) as usize;
+        let lost = stats.lost_ranges.borrow();
+        for i in 0..settled {
+            let is_lost = lost.iter().any(|&(a, b)| (a..b).contains(&(i as u64)));
+            if let Some(flag) = self.durable.get_mut(self.instance_base + i) {
+                *flag = !is_lost;
+            }
+        }
+    }
+
+    fn index_of(&self, id: u64) -> usize {
+        self.appended
+            .binary_search(&id)
+            .unwrap_or_else(|_| panic!("record {id} was never appended"))
+    }
 }
 
 fn run_case(ops: Vec<Op>) {
@@ -126,7 +156,6 @@ fn run_case(ops: Vec<Op>) {
             let sim = SimFs::new();
             let mut wal = open(&dir, &sim).await;
             let mut model = Model::default();
-            let mut base = 0; // durable records before this WAL instance
             for op in ops {
                 match op {
                     Op::Append(n) => {
@@ -142,55 +171,54 @@ fn run_case(ops: Vec<Op>) {
                                     Err(AppendError::Stopped) => break false,
                                 }
                             };
-                            if accepted {
-                                model.appended.push(model.next_id);
-                            }
+                            assert!(accepted, "a running or blocked WAL never refuses");
+                            model.appended.push(model.next_id);
+                            model.durable.push(false);
                             model.next_id += 1;
                         }
                     }
-                    Op::Sync => wal.appender.wait_durable().await,
+                    Op::Sync => {
+                        wal.appender.wait_durable().await;
+                        model.observe(&wal.appender);
+                        let stats = &wal.appender.stats;
+                        let settled = stats.durable_records.get() + stats.lost_records.get();
+                        assert_eq!(
+                            settled,
+                            stats.appended_records.get(),
+                            "everything settled after a sync"
+                        );
+                    }
                     Op::Fail(fault) => sim.inject(fault),
                     Op::Ack => {
+                        model.observe(&wal.appender);
                         let (ids, pos) = read_from_cursor(&dir, wal.watermark.load());
-                        let durable = base + wal.appender.stats.durable_records.get() as usize;
-                        assert!(
-                            model.acked + ids.len() <= durable,
-                            "read past the durable point"
-                        );
-                        assert_eq!(
-                            ids,
-                            model.appended[model.acked..model.acked + ids.len()],
-                            "in order, once"
-                        );
-                        model.acked += ids.len();
+                        for id in ids {
+                            let i = model.index_of(id);
+                            assert!(i >= model.acked, "record {id} delivered twice");
+                            assert!(model.durable[i], "record {id} read before it was durable");
+                            model.acked = i + 1;
+                        }
                         write_cursor(&dir, SINK, pos).unwrap();
                     }
                     Op::Crash(torn) => {
-                        model.durable = base + wal.appender.stats.durable_records.get() as usize;
+                        model.observe(&wal.appender);
                         drop(wal);
                         sim.crash(u64::from(torn)).unwrap();
                         wal = reopen_check(&dir, &sim, &mut model).await;
-                        base = model.durable;
                     }
                     Op::Reopen => {
-                        let closed_cleanly = wal.appender.status() == WalStatus::Running && {
+                        if matches!(
+                            wal.appender.status(),
+                            WalStatus::Running | WalStatus::Blocked
+                        ) {
                             wal.appender.close();
-                            (&mut wal.task).await.is_ok()
-                        };
-                        model.durable = base + wal.appender.stats.durable_records.get() as usize;
-                        if closed_cleanly {
-                            assert_eq!(
-                                model.durable,
-                                model.appended.len(),
-                                "a clean close makes everything durable"
-                            );
-                        } else {
-                            // A failed WAL cannot close cleanly: it goes down like a crash.
-                            drop(wal);
-                            sim.crash(0).unwrap();
+                            let _ = (&mut wal.task).await;
                         }
+                        model.observe(&wal.appender);
+                        drop(wal);
+                        // Whatever the close left unsynced goes the way a crash takes it.
+                        sim.crash(0).unwrap();
                         wal = reopen_check(&dir, &sim, &mut model).await;
-                        base = model.durable;
                     }
                 }
             }
@@ -204,32 +232,42 @@ fn run_case(ops: Vec<Op>) {
 async fn reopen_check(dir: &std::path::Path, sim: &SimFs, model: &mut Model) -> Wal {
     let wal = open(dir, sim).await;
     let (ids, _) = read_from_cursor(dir, wal.watermark.load());
-    let must = &model.appended[model.acked..model.durable];
-    assert!(
-        ids.len() >= must.len(),
-        "durable records lost: have {ids:?}, need {must:?}"
-    );
-    assert_eq!(
-        &ids[..must.len()],
-        must,
-        "durable records intact and in order"
-    );
-    let extra = &ids[must.len()..];
-    let maybe = &model.appended[model.durable..];
-    assert!(
-        extra.len() <= maybe.len() && extra == &maybe[..extra.len()],
-        "only a prefix of unsynced records may survive: {extra:?} of {maybe:?}"
-    );
-    model.appended.truncate(model.durable);
-    model.appended.extend_from_slice(extra);
-    // Recovery made the survivors durable (it syncs what it keeps).
-    model.durable = model.appended.len();
+    let mut next_required = model.acked;
+    let mut last = None;
+    for &id in &ids {
+        let i = model.index_of(id);
+        assert!(
+            i >= model.acked && last.is_none_or(|l| i > l),
+            "{id}: out of order or already acked"
+        );
+        for j in next_required..i {
+            assert!(
+                !model.durable[j],
+                "durable record {} lost",
+                model.appended[j]
+            );
+        }
+        next_required = i + 1;
+        last = Some(i);
+    }
+    for j in next_required..model.appended.len() {
+        assert!(
+            !model.durable[j],
+            "durable record {} lost",
+            model.appended[j]
+        );
+    }
+    // Survivors are durable now (recovery syncs what it keeps); the rest is gone.
+    model.appended.truncate(model.acked);
+    model.appended.extend_from_slice(&ids);
+    model.durable = vec![true; model.appended.len()];
+    model.instance_base = model.appended.len();
     wal
 }
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 96,
+        cases: 128,
         failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::Direct(
             "tests/model.proptest-regressions",
         ))),

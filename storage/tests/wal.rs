@@ -169,3 +169,56 @@ fn reader_skips_missing_segments_without_walking_every_number() {
     assert_eq!(pos.segment, far.segment);
     assert!(wm.segment < far.segment);
 }
+
+#[test]
+fn disk_full_at_rotation_blocks_then_resumes_losing_nothing() {
+    use storage::sim::{Fault, SimFs};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(move || async move {
+            let sim = SimFs::new();
+            let appender = WalAppender::new(4096, FsyncPolicy::Always);
+            let watermark = Arc::new(DurableWatermark::new());
+            let flusher = WalFlusher::open(
+                sim.clone(),
+                &path,
+                1,
+                8192,
+                Rc::clone(&appender),
+                Arc::clone(&watermark),
+                Box::new(|| {}),
+            )
+            .await
+            .unwrap()
+            .with_retry_interval(Duration::from_millis(5));
+            let task = glommio::spawn_local(flusher.run());
+            // The next segment cannot reserve its space, twice: the disk is full.
+            sim.inject(Fault::PreallocateNoSpace);
+            sim.inject(Fault::PreallocateNoSpace);
+            let all = payloads(300, 9);
+            for p in &all {
+                while appender
+                    .try_append(p.len(), |b| b.extend_from_slice(p))
+                    .is_err()
+                {
+                    appender.wait_for_space().await;
+                }
+            }
+            appender.wait_durable().await;
+            assert_eq!(
+                appender.stats.io_failures.get(),
+                1,
+                "one blocking episode (two refused attempts)"
+            );
+            assert_eq!(appender.stats.lost_records.get(), 0, "nothing lost");
+            assert_eq!(appender.stats.durable_records.get(), 300);
+            appender.close();
+            task.await.unwrap();
+            let (got, _) = read_all(&path, None, watermark.load());
+            assert_eq!(got, all);
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}

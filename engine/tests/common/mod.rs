@@ -311,8 +311,12 @@ pub struct Receiver {
 
 impl Receiver {
     pub fn start(pause_after: usize) -> Receiver {
+        Self::start_at("127.0.0.1:0", pause_after)
+    }
+
+    pub fn start_at(addr: &str, pause_after: usize) -> Receiver {
         use std::sync::atomic::{AtomicBool, Ordering};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = std::net::TcpListener::bind(addr).unwrap();
         let addr = listener.local_addr().unwrap();
         let seqs: Arc<Mutex<HashMap<u64, usize>>> = Arc::default();
         let paused = Arc::new(AtomicBool::new(false));
