@@ -91,6 +91,7 @@ fn full_disk_blocks_ingest_then_resumes_losing_nothing() {
         sluice.log().contains("WAL writable again")
     });
     let receiver = Receiver::start_at(&format!("127.0.0.1:{port}"), 0);
+    wait_for("the sender to finish", || sender.is_finished());
     sender.join().unwrap();
     wait_for("every event delivered", || {
         receiver.distinct() as u64 >= TOTAL

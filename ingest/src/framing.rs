@@ -230,9 +230,10 @@ impl Framer {
                 self.emit_delimited(&buf[..end], emit);
                 Some(end + 1)
             }
-            None if buf.len() >= self.max_frame => {
-                self.pending_flags |= FrameFlags::TRUNCATED;
-                self.emit_delimited(&buf[..self.max_frame], emit);
+            // Only a line known to be longer than max_frame (line-end CRs aside, as when the
+            // delimiter is there) is oversize: otherwise the delimiter may come next read.
+            None if trim_line_end(buf).len() > self.max_frame => {
+                self.emit_delimited(buf, emit);
                 self.discard_line = true;
                 Some(buf.len())
             }
@@ -348,6 +349,11 @@ mod tests {
     #[test]
     fn oversize_delimited_frame_is_truncated_then_resyncs() {
         let mut f = Framer::with_mode(FramingMode::Delimited, 4);
+        let (out, used) = frames(&mut f, b"abcd");
+        assert!(
+            out.is_empty() && used == 0,
+            "exactly max_frame: wait for the delimiter"
+        );
         let (out, used) = frames(&mut f, b"abcdefgh");
         assert_eq!(out, [(b"abcd".to_vec(), FrameFlags::TRUNCATED)]);
         assert_eq!(used, 8);

@@ -142,21 +142,33 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
     }
     let mut out = Vec::with_capacity(BATCH_BYTES * 2);
     let mut scratch = Vec::new();
+    // Shards whose latest confirmed position is not persisted yet (a cursor write failed).
+    let mut unsaved = vec![false; spec.shards.len()];
     loop {
         let stopping = spec.control.stopping();
         let mut delivered_any = false;
-        for (shard, reader) in spec.shards.iter().zip(readers.iter_mut()) {
+        for (i, (shard, reader)) in spec.shards.iter().zip(readers.iter_mut()).enumerate() {
+            if unsaved[i] {
+                unsaved[i] = !save_cursor(&spec, shard, reader.position());
+            }
             out.clear();
             let mut undecodable = 0u64;
             let durable = shard.watermark.load();
-            let batch = reader
-                .read_batch(durable, BATCH_BYTES, |payload| {
-                    if !encode_record(payload, shard.id, encoding, framing, &mut out, &mut scratch)
-                    {
-                        undecodable += 1;
-                    }
-                })
-                .map_err(|e| e.to_string())?;
+            let batch = reader.read_batch(durable, BATCH_BYTES, |payload| {
+                if !encode_record(payload, shard.id, encoding, framing, &mut out, &mut scratch) {
+                    undecodable += 1;
+                }
+            });
+            let batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    // Could not read the WAL (I/O error): nothing was delivered; try again.
+                    spec.counters.errors.fetch_add(1, Relaxed);
+                    tracing::error!(sink = %spec.name, shard = shard.id, error = %e, "cannot read the WAL; retrying");
+                    std::thread::sleep(backoff.next_delay());
+                    continue;
+                }
+            };
             if undecodable > 0 {
                 spec.counters.undecodable.fetch_add(undecodable, Relaxed);
                 tracing::error!(sink = %spec.name, shard = shard.id, undecodable, "WAL records that are not events were skipped");
@@ -168,9 +180,7 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
                 tracing::warn!(sink = %spec.name, "shutdown timeout reached: undelivered records stay in the WAL for the next start");
                 return Ok(());
             }
-            storage::write_cursor(&shard.dir, &spec.name, reader.position())
-                .map_err(|e| e.to_string())?;
-            retain(&spec, shard, reader.position().segment);
+            unsaved[i] = !save_cursor(&spec, shard, reader.position());
             spec.counters
                 .events_sent
                 .fetch_add(batch.records as u64 - undecodable, Relaxed);
@@ -180,10 +190,31 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
             delivered_any = true;
         }
         if !delivered_any {
-            if stopping {
+            if stopping && !unsaved.contains(&true) {
+                return Ok(());
+            }
+            if stopping && spec.control.past_deadline() {
+                tracing::warn!(sink = %spec.name, "shutdown timeout reached with a cursor unsaved: that batch will be delivered again");
                 return Ok(());
             }
             std::thread::park_timeout(IDLE_PARK);
+        }
+    }
+}
+
+/// Persists the cursor after a confirmed batch, then lets retention follow it. A failed write
+/// (a full disk, say) is counted and retried later: the output keeps delivering, retention
+/// waits for the persisted position, and a crash meanwhile only means duplicates.
+fn save_cursor(spec: &OutputSpec, shard: &ShardLog, position: storage::Position) -> bool {
+    match storage::write_cursor(&shard.dir, &spec.name, position) {
+        Ok(()) => {
+            retain(spec, shard, position.segment);
+            true
+        }
+        Err(e) => {
+            spec.counters.errors.fetch_add(1, Relaxed);
+            tracing::warn!(sink = %spec.name, shard = shard.id, error = %e, "cannot save the cursor; will retry");
+            false
         }
     }
 }
