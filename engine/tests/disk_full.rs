@@ -91,7 +91,15 @@ fn full_disk_blocks_ingest_then_resumes_losing_nothing() {
         sluice.log().contains("WAL writable again")
     });
     let receiver = Receiver::start_at(&format!("127.0.0.1:{port}"), 0);
-    wait_for("the sender to finish", || sender.is_finished());
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !sender.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sender never finished; sluice log:\n{}",
+            sluice.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     sender.join().unwrap();
     wait_for("every event delivered", || {
         receiver.distinct() as u64 >= TOTAL

@@ -1,20 +1,25 @@
 //! Output cursors: where an output has confirmed delivery up to, per shard.
 //!
-//! A cursor file is 32 bytes: `"SLCUR001" | segment u64 | offset u64 | crc32c(first 24) u32 |
-//! 4 zero bytes`. It is replaced atomically: written to a temporary file, fdatasync'd, renamed
-//! over the old one, and the directory fsync'd. A torn or damaged cursor is reported, never
-//! trusted.
+//! A cursor file is 1024 bytes holding two slots, at offsets 0 and 512 (separate sectors):
+//! `"SLCUR002" | sequence u64 | segment u64 | offset u64 | crc32c(first 32 bytes) u32`.
+//! An update overwrites the older slot in place with the next sequence number and
+//! fdatasyncs: it needs no new disk block (so it still works on a full disk, where a cursor
+//! must advance for retention to free space), and a torn write only damages the slot being
+//! written; the other still holds the previous position. Reading takes the valid slot with
+//! the higher sequence; with no valid slot the cursor is reported damaged, never trusted.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::StorageError;
 use crate::position::Position;
 use crate::recovery::sync_dir;
 
-const MAGIC: &[u8; 8] = b"SLCUR001";
-const CURSOR_LEN: usize = 32;
+const MAGIC: &[u8; 8] = b"SLCUR002";
+const SLOT_LEN: usize = 36;
+const SLOT_STRIDE: u64 = 512;
+const FILE_LEN: usize = 1024;
 
 pub fn cursor_dir(shard_dir: &Path) -> PathBuf {
     shard_dir.join("cursors")
@@ -25,14 +30,39 @@ pub fn cursor_path(shard_dir: &Path, sink: &str) -> PathBuf {
     cursor_dir(shard_dir).join(format!("{sink}.cursor"))
 }
 
-fn encode(pos: Position) -> [u8; CURSOR_LEN] {
-    let mut b = [0u8; CURSOR_LEN];
+fn encode_slot(sequence: u64, pos: Position) -> [u8; SLOT_LEN] {
+    let mut b = [0u8; SLOT_LEN];
     b[..8].copy_from_slice(MAGIC);
-    b[8..16].copy_from_slice(&pos.segment.to_le_bytes());
-    b[16..24].copy_from_slice(&pos.offset.to_le_bytes());
-    let crc = crc32c::crc32c(&b[..24]);
-    b[24..28].copy_from_slice(&crc.to_le_bytes());
+    b[8..16].copy_from_slice(&sequence.to_le_bytes());
+    b[16..24].copy_from_slice(&pos.segment.to_le_bytes());
+    b[24..32].copy_from_slice(&pos.offset.to_le_bytes());
+    let crc = crc32c::crc32c(&b[..32]);
+    b[32..36].copy_from_slice(&crc.to_le_bytes());
     b
+}
+
+/// `(sequence, position)` of a valid slot.
+fn decode_slot(b: &[u8]) -> Option<(u64, Position)> {
+    let b = b.get(..SLOT_LEN)?;
+    if &b[..8] != MAGIC || crc32c::crc32c(&b[..32]).to_le_bytes() != b[32..36] {
+        return None;
+    }
+    let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
+    Some((
+        u64_at(8),
+        Position {
+            segment: u64_at(16),
+            offset: u64_at(24),
+        },
+    ))
+}
+
+/// The newest valid slot of a cursor file's bytes.
+fn newest_slot(bytes: &[u8]) -> Option<(u64, Position)> {
+    [0, SLOT_STRIDE as usize]
+        .iter()
+        .filter_map(|&at| bytes.get(at..).and_then(decode_slot))
+        .max_by_key(|(seq, _)| *seq)
 }
 
 /// Reads the cursor of `sink`; `Ok(None)` when the output has none yet.
@@ -43,25 +73,58 @@ pub fn read_cursor(shard_dir: &Path, sink: &str) -> Result<Option<Position>, Sto
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(StorageError::io("read", path, e)),
     };
-    let valid = bytes.len() == CURSOR_LEN
-        && &bytes[..8] == MAGIC
-        && crc32c::crc32c(&bytes[..24]).to_le_bytes() == bytes[24..28];
-    if !valid {
-        return Err(StorageError::Corrupt {
+    match newest_slot(&bytes) {
+        Some((_, pos)) => Ok(Some(pos)),
+        None => Err(StorageError::Corrupt {
             path,
             offset: 0,
             reason: "cursor file damaged",
-        });
+        }),
     }
-    let u64_at = |at: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&bytes[at..at + 8]);
-        u64::from_le_bytes(b)
+}
+
+/// Records `pos` as the cursor of `sink`, durably, overwriting the older slot in place.
+pub fn write_cursor(shard_dir: &Path, sink: &str, pos: Position) -> Result<(), StorageError> {
+    let path = cursor_path(shard_dir, sink);
+    let mut current = [0u8; FILE_LEN];
+    let file = match OpenOptions::new().read(true).write(true).open(&path) {
+        Ok(f) => {
+            // A short file (damaged) just reads as no valid slot.
+            let _ = f.read_at(&mut current, 0);
+            f
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return create_cursor(shard_dir, &path, pos)
+        }
+        Err(e) => return Err(StorageError::io("open", path, e)),
     };
-    Ok(Some(Position {
-        segment: u64_at(8),
-        offset: u64_at(16),
-    }))
+    let sequence = newest_slot(&current).map_or(1, |(seq, _)| seq + 1);
+    let at = (sequence % 2) * SLOT_STRIDE;
+    file.write_all_at(&encode_slot(sequence, pos), at)
+        .map_err(|e| StorageError::io("write", &path, e))?;
+    file.sync_data()
+        .map_err(|e| StorageError::io("fdatasync", &path, e))
+}
+
+/// First write: the whole file (both slots' space) then the directory entry, durably.
+fn create_cursor(shard_dir: &Path, path: &Path, pos: Position) -> Result<(), StorageError> {
+    let dir = cursor_dir(shard_dir);
+    std::fs::create_dir_all(&dir).map_err(|e| StorageError::io("create directory", &dir, e))?;
+    let mut bytes = [0u8; FILE_LEN];
+    let sequence = 1u64;
+    let at = ((sequence % 2) * SLOT_STRIDE) as usize;
+    bytes[at..at + SLOT_LEN].copy_from_slice(&encode_slot(sequence, pos));
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| StorageError::io("create", path, e))?;
+    file.write_all_at(&bytes, 0)
+        .map_err(|e| StorageError::io("write", path, e))?;
+    file.sync_data()
+        .map_err(|e| StorageError::io("fdatasync", path, e))?;
+    sync_dir(&dir)
 }
 
 /// The highest segment any cursor file in the shard points into (damaged ones are skipped:
@@ -86,44 +149,38 @@ pub fn highest_cursor_segment(shard_dir: &Path) -> Result<Option<u64>, StorageEr
     Ok(highest)
 }
 
-/// Replaces the cursor of `sink` atomically and durably.
-pub fn write_cursor(shard_dir: &Path, sink: &str, pos: Position) -> Result<(), StorageError> {
-    let dir = cursor_dir(shard_dir);
-    std::fs::create_dir_all(&dir).map_err(|e| StorageError::io("create directory", &dir, e))?;
-    let path = cursor_path(shard_dir, sink);
-    let tmp = dir.join(format!("{sink}.cursor.tmp"));
-    let mut file: File = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(|e| StorageError::io("create", &tmp, e))?;
-    file.write_all(&encode(pos))
-        .map_err(|e| StorageError::io("write", &tmp, e))?;
-    file.sync_data()
-        .map_err(|e| StorageError::io("fdatasync", &tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| StorageError::io("rename", &path, e))?;
-    sync_dir(&dir)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn round_trip_and_damage() {
+    fn round_trip_alternating_slots_and_damage() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(read_cursor(dir.path(), "out").unwrap(), None);
-        let pos = Position {
-            segment: 3,
-            offset: 4096,
-        };
-        write_cursor(dir.path(), "out", pos).unwrap();
-        assert_eq!(read_cursor(dir.path(), "out").unwrap(), Some(pos));
+        for i in 1..=5u64 {
+            let pos = Position {
+                segment: i,
+                offset: 4096 * i,
+            };
+            write_cursor(dir.path(), "out", pos).unwrap();
+            assert_eq!(read_cursor(dir.path(), "out").unwrap(), Some(pos));
+        }
         let path = cursor_path(dir.path(), "out");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), FILE_LEN as u64);
+        // A torn write of the newest slot (seq 5, slot 1) leaves the previous position.
         let mut bytes = std::fs::read(&path).unwrap();
+        bytes[512 + 20] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(
+            read_cursor(dir.path(), "out").unwrap(),
+            Some(Position {
+                segment: 4,
+                offset: 16384
+            })
+        );
+        // Both slots damaged: reported, never trusted.
         bytes[9] ^= 1;
-        std::fs::write(&path, bytes).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
         assert!(matches!(
             read_cursor(dir.path(), "out"),
             Err(StorageError::Corrupt { .. })

@@ -13,7 +13,7 @@
 //! segment  = header record*
 //! header   = "SLUICEW1" (8 bytes) | segment number (u64 LE)                  16 bytes
 //! record   = length (u32 LE) | crc32c(length bytes ++ payload) (u32 LE) | payload
-//! cursor   = "SLCUR001" | segment (u64 LE) | offset (u64 LE) | crc32c of the previous 24 bytes
+//! cursor   = two 512-byte slots: "SLCUR002" | sequence | segment | offset (u64 LE) | crc32c
 //! ```
 //!
 //! # Durability contract
@@ -26,8 +26,9 @@
 //! - Recovery at start truncates only a torn tail of the newest segment (a record whose length,
 //!   bytes or checksum did not make it to disk); the writer then starts a new segment, so a
 //!   segment is never appended to by two processes' lifetimes.
-//! - A cursor moves only forward and only after its output confirmed; it is replaced
-//!   atomically (write, fdatasync, rename, fsync of the directory).
+//! - A cursor moves only forward and only after its output confirmed; it is updated in place
+//!   in the older of two checksummed slots and fdatasync'd (no allocation, so it works on a
+//!   full disk; a torn write keeps the previous position).
 //! - A segment is deleted only once every configured output's cursor is past it, and never
 //!   while it is the active segment ([`Retention`]).
 //!

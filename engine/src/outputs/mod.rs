@@ -137,6 +137,11 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
             }
         };
         let reader = WalReader::open(&shard.dir, cursor).map_err(|e| e.to_string())?;
+        if cursor.is_none() {
+            // Create the cursor file now, while there is disk space: later updates overwrite
+            // it in place and never need a new block, even on a full disk.
+            save_cursor(&spec, shard, reader.position());
+        }
         retain(&spec, shard, reader.position().segment);
         readers.push(reader);
     }
