@@ -301,10 +301,11 @@ fn start_shards(
             for (source, addr) in sources.iter_mut().zip(&bound) {
                 source.address = *addr;
             }
-            log_ready(&sources, counters.len());
         }
         running.push(RunningShard { id, handle });
     }
+    // Only now every shard listens: senders connecting after this spread over all of them.
+    log_ready(&sources, counters.len());
     Ok(running)
 }
 

@@ -149,6 +149,8 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
     let mut scratch = Vec::new();
     // Shards whose latest confirmed position is not persisted yet (a cursor write failed).
     let mut unsaved = vec![false; spec.shards.len()];
+    // The position last handed to `save_cursor`, per shard.
+    let mut saved: Vec<_> = readers.iter().map(|r| r.position()).collect();
     loop {
         let stopping = spec.control.stopping();
         let mut delivered_any = false;
@@ -179,6 +181,12 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
                 tracing::error!(sink = %spec.name, shard = shard.id, undecodable, "WAL records that are not events were skipped");
             }
             if batch.records == 0 {
+                // Moved over empty or damaged segments without a record: persist that too,
+                // or retention would keep them (and their reserved space) forever.
+                if reader.position() != saved[i] && !unsaved[i] {
+                    unsaved[i] = !save_cursor(&spec, shard, reader.position());
+                    saved[i] = reader.position();
+                }
                 continue;
             }
             if !deliver_with_retry(&spec, sink.as_mut(), &out, &mut backoff) {
@@ -186,6 +194,7 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
                 return Ok(());
             }
             unsaved[i] = !save_cursor(&spec, shard, reader.position());
+            saved[i] = reader.position();
             spec.counters
                 .events_sent
                 .fetch_add(batch.records as u64 - undecodable, Relaxed);
