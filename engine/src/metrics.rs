@@ -19,7 +19,8 @@ pub struct ShardCounters {
     pub connections_active: AtomicI64,
     pub connections_rejected: AtomicU64,
     pub udp_datagrams: AtomicU64,
-    /// Events read from a socket but refused by a failed WAL.
+    /// Events read from a socket that the WAL could not take: it was blocked on a disk error
+    /// while the shard was stopping, or had already failed.
     pub events_dropped_wal: AtomicU64,
     pub events_durable: AtomicU64,
     pub wal_bytes: AtomicU64,
