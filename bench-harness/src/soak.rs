@@ -119,27 +119,16 @@ fn seq_in(text: &[u8]) -> Option<u64> {
 
 /// Sequence numbers of every complete record in the data directory's WALs.
 fn wal_seqs(data_dir: &Path, into: &mut HashSet<u64>) -> Result<(), String> {
-    let end = storage::Position {
-        segment: storage::position::MAX_SEGMENT_NUMBER,
-        offset: 0,
-    };
     for (_, dir) in storage::inspect::shard_dirs(data_dir).map_err(|e| e.to_string())? {
-        let mut reader = storage::WalReader::open(&dir, None).map_err(|e| e.to_string())?;
-        loop {
-            let batch = reader
-                .read_batch(end, 4 << 20, |p| {
-                    if let Some(seq) = ingest::EventView::decode(p)
-                        .ok()
-                        .and_then(|v| seq_in(v.frame))
-                    {
-                        into.insert(seq);
-                    }
-                })
-                .map_err(|e| e.to_string())?;
-            if batch.records == 0 {
-                break;
+        storage::read_on_disk(&dir, None, |p| {
+            if let Some(seq) = ingest::EventView::decode(p)
+                .ok()
+                .and_then(|v| seq_in(v.frame))
+            {
+                into.insert(seq);
             }
-        }
+        })
+        .map_err(|e| e.to_string())?;
     }
     Ok(())
 }

@@ -369,11 +369,11 @@ struct Connection {
 impl Connection {
     /// Frames, parses and appends everything complete in the buffer; keeps the partial rest.
     async fn process(&mut self, shard: &Shard) {
+        self.frames.clear();
         let base = self.buf.as_ptr() as usize;
         let frames = &mut self.frames;
-        frames.clear();
         let consumed = self.framer.feed(&self.buf[..self.filled], |f| {
-            frames.push((f.bytes.as_ptr() as usize - base, f.bytes.len(), f.flags))
+            frames.push(frame_ref(base, &f))
         });
         self.append_frames(shard).await;
         self.buf.copy_within(consumed..self.filled, 0);
@@ -382,11 +382,11 @@ impl Connection {
 
     /// The peer closed (or we stop): a pending unterminated line is still an event.
     async fn finish(&mut self, shard: &Shard) {
+        self.frames.clear();
         let base = self.buf.as_ptr() as usize;
         let frames = &mut self.frames;
-        frames.clear();
         let remainder = self.framer.finish(&self.buf[..self.filled], |f| {
-            frames.push((f.bytes.as_ptr() as usize - base, f.bytes.len(), f.flags))
+            frames.push(frame_ref(base, &f))
         });
         self.append_frames(shard).await;
         if let EofRemainder::IncompleteFrame { bytes } = remainder {
@@ -411,6 +411,16 @@ impl Connection {
         }
         shard.counters.add(&tally);
     }
+}
+
+/// A frame as (offset in the connection's buffer, length, flags): the framer's slices borrow
+/// the buffer, which the appends that follow need back.
+fn frame_ref(buffer_start: usize, frame: &ingest::Frame) -> (usize, usize, FrameFlags) {
+    (
+        frame.bytes.as_ptr() as usize - buffer_start,
+        frame.bytes.len(),
+        frame.flags,
+    )
 }
 
 enum ReadOutcome {

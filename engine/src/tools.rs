@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::Path;
 
 use storage::inspect::{inspect_shard, shard_dirs, ShardInfo};
-use storage::{Position, WalReader};
+use storage::Position;
 
 use crate::config::Encoding;
 use crate::outputs::encode_record;
@@ -128,27 +128,21 @@ pub fn dump(
     if !dir.is_dir() {
         return Err(format!("{}: no such shard directory", dir.display()));
     }
-    let mut reader = WalReader::open(&dir, from).map_err(|e| e.to_string())?;
-    // Everything on disk counts: a tool reads the newest segment up to its last whole record.
-    let end = Position {
-        segment: storage::position::MAX_SEGMENT_NUMBER,
-        offset: 0,
-    };
     let (mut buf, mut scratch) = (Vec::new(), Vec::new());
-    let mut count = 0;
-    loop {
-        buf.clear();
-        let batch = reader
-            .read_batch(end, 4 << 20, |p| {
-                encode_record(p, shard, encoding, None, &mut buf, &mut scratch);
-            })
-            .map_err(|e| e.to_string())?;
-        if batch.records == 0 {
-            return Ok(count);
+    let mut write_error = None;
+    let count = storage::read_on_disk(&dir, from, |p| {
+        encode_record(p, shard, encoding, None, &mut buf, &mut scratch);
+        if buf.len() >= 1 << 20 && write_error.is_none() {
+            write_error = out.write_all(&buf).err();
+            buf.clear();
         }
-        count += batch.records as u64;
-        out.write_all(&buf).map_err(|e| format!("write: {e}"))?;
+    })
+    .map_err(|e| e.to_string())?;
+    match write_error {
+        None => out.write_all(&buf).map_err(|e| format!("write: {e}"))?,
+        Some(e) => return Err(format!("write: {e}")),
     }
+    Ok(count)
 }
 
 /// `SEGMENT` or `SEGMENT:OFFSET`.

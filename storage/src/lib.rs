@@ -55,7 +55,7 @@ pub use cursor::{read_cursor, write_cursor};
 pub use error::StorageError;
 pub use frame::MAX_RECORD_LEN;
 pub use position::{DurableWatermark, Position};
-pub use reader::WalReader;
+pub use reader::{read_on_disk, WalReader};
 pub use recovery::{recover_shard, RecoveryMode, RecoveryReport};
 pub use retention::Retention;
 pub use writer::{FsyncPolicy, WalAppender, WalFlusher, WalStatus};

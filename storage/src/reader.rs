@@ -212,6 +212,30 @@ impl WalReader {
     }
 }
 
+/// Calls `each` for every complete record of the shard in `dir` from `from` (or the oldest),
+/// reading as the files stand: every segment, the newest up to its last whole record. For
+/// tools and tests; a running writer's newest record may be cut off and is then skipped.
+/// Returns the records read.
+pub fn read_on_disk(
+    dir: &Path,
+    from: Option<Position>,
+    mut each: impl FnMut(&[u8]),
+) -> Result<u64, StorageError> {
+    let end = Position {
+        segment: crate::position::MAX_SEGMENT_NUMBER,
+        offset: 0,
+    };
+    let mut reader = WalReader::open(dir, from)?;
+    let mut records = 0;
+    loop {
+        let batch = reader.read_batch(end, 4 << 20, &mut each)?;
+        if batch.records == 0 {
+            return Ok(records);
+        }
+        records += batch.records as u64;
+    }
+}
+
 /// `pread` until `buf` is full or the file ends; returns the bytes read.
 fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
     let mut done = 0;

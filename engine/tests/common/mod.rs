@@ -269,23 +269,11 @@ fn memchr_count(bytes: &[u8]) -> usize {
 
 /// Complete records in every shard's WAL under `data_dir`, read as the files stand.
 pub fn wal_record_count(data_dir: &Path) -> usize {
-    let end = storage::Position {
-        segment: storage::position::MAX_SEGMENT_NUMBER,
-        offset: 0,
-    };
-    let mut total = 0;
-    for entry in std::fs::read_dir(data_dir).into_iter().flatten().flatten() {
-        if !entry.file_name().to_string_lossy().starts_with("shard-") {
-            continue;
-        }
-        let mut reader = storage::WalReader::open(&entry.path(), None).unwrap();
-        while let Ok(batch) = reader.read_batch(end, 4 << 20, |_| total += 1) {
-            if batch.records == 0 {
-                break;
-            }
-        }
-    }
-    total
+    storage::inspect::shard_dirs(data_dir)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(_, dir)| storage::read_on_disk(&dir, None, |_| {}).unwrap_or(0) as usize)
+        .sum()
 }
 
 /// The `seq=N` number in a message or frame.
