@@ -120,7 +120,7 @@ fn seq_in(text: &[u8]) -> Option<u64> {
 /// Sequence numbers of every complete record in the data directory's WALs.
 fn wal_seqs(data_dir: &Path, into: &mut HashSet<u64>) -> Result<(), String> {
     for (_, dir) in storage::inspect::shard_dirs(data_dir).map_err(|e| e.to_string())? {
-        storage::read_on_disk(&dir, None, |p| {
+        storage::read_on_disk(&dir, None, |_, p| {
             if let Some(seq) = ingest::EventView::decode(p)
                 .ok()
                 .and_then(|v| seq_in(v.frame))

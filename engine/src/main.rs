@@ -43,13 +43,13 @@ enum WalCommand {
     Inspect { data_dir: PathBuf },
     /// Check every record and cursor: exit 0 if clean, 65 if damaged (each place printed).
     Verify { data_dir: PathBuf },
-    /// Print one shard's records, oldest first (or from SEGMENT[:OFFSET]).
+    /// Print one shard's records, oldest first (or from record id ID, as `inspect` shows).
     Dump {
         data_dir: PathBuf,
         #[arg(long)]
         shard: usize,
-        #[arg(long)]
-        from: Option<String>,
+        #[arg(long, value_name = "ID")]
+        from: Option<u64>,
         #[arg(long, value_enum, default_value = "json")]
         encoding: DumpEncoding,
     },
@@ -82,10 +82,6 @@ fn wal_command(command: WalCommand) -> Result<ExitCode, String> {
             from,
             encoding,
         } => {
-            let from = from
-                .as_deref()
-                .map(engine::tools::parse_position)
-                .transpose()?;
             let encoding = match encoding {
                 DumpEncoding::Json => engine::config::Encoding::Json,
                 DumpEncoding::Raw => engine::config::Encoding::Raw,

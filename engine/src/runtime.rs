@@ -100,7 +100,7 @@ pub fn run(config: &Config) -> Result<(), EngineError> {
     })?;
     let log_count = shard_count.max(existing_shard_dirs(data_dir)?);
     let mut logs = Vec::with_capacity(log_count);
-    let mut next_segments = Vec::with_capacity(log_count);
+    let mut wal_starts = Vec::with_capacity(log_count);
     for id in 0..log_count {
         let dir = shard_dir(data_dir, id);
         let report = recover_shard(&dir, config.wal.recovery)?;
@@ -118,7 +118,7 @@ pub fn run(config: &Config) -> Result<(), EngineError> {
             tail_records = report.tail_records,
             "WAL recovered"
         );
-        next_segments.push(report.next_segment());
+        wal_starts.push(report.start());
         let retention = Arc::new(Retention::new(&dir, config.sinks.len()));
         logs.push(ShardLog {
             id,
@@ -137,7 +137,7 @@ pub fn run(config: &Config) -> Result<(), EngineError> {
     let started = start_shards(
         config,
         &logs,
-        &next_segments,
+        &wal_starts,
         &shard_counters,
         &stop,
         &wakers,
@@ -232,7 +232,7 @@ fn stop_outputs(outputs: Outputs, wakers: &OutputWakers, deadline: Instant) {
 fn start_shards(
     config: &Config,
     logs: &[ShardLog],
-    next_segments: &[u64],
+    wal_starts: &[storage::WalStart],
     counters: &[Arc<ShardCounters>],
     stop: &Arc<AtomicBool>,
     wakers: &Arc<OutputWakers>,
@@ -259,7 +259,7 @@ fn start_shards(
         let spec = ShardSpec {
             id,
             dir: logs[id].dir.clone(),
-            next_segment: next_segments[id],
+            wal_start: wal_starts[id],
             wal: config.wal.clone(),
             sources: sources.clone(),
             watermark: Arc::clone(&logs[id].watermark),

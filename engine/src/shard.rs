@@ -75,7 +75,8 @@ impl OutputWakers {
 pub struct ShardSpec {
     pub id: usize,
     pub dir: PathBuf,
-    pub next_segment: u64,
+    /// Where the WAL writer starts (after recovery).
+    pub wal_start: storage::WalStart,
     pub wal: WalConfig,
     pub sources: Vec<SourceSpec>,
     pub watermark: Arc<DurableWatermark>,
@@ -137,7 +138,7 @@ pub async fn run(
     let flusher = WalFlusher::open(
         GlommioFs,
         &spec.dir,
-        spec.next_segment,
+        spec.wal_start,
         spec.wal.segment_size,
         Rc::clone(&appender),
         Arc::clone(&spec.watermark),

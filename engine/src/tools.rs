@@ -5,7 +5,6 @@ use std::io::Write;
 use std::path::Path;
 
 use storage::inspect::{inspect_shard, shard_dirs, ShardInfo};
-use storage::Position;
 
 use crate::config::Encoding;
 use crate::outputs::encode_record;
@@ -44,7 +43,16 @@ pub fn inspect(data_dir: &Path, out: &mut impl Write) -> Result<(), String> {
             shard.segments.len()
         );
         for s in &shard.segments {
-            let state = if s.newest { "newest" } else { "sealed" };
+            let state = match (s.compressed, s.footer.is_some()) {
+                (true, _) => "compressed",
+                (false, true) => "sealed",
+                (false, false) if s.newest => "active",
+                (false, false) => "unsealed",
+            };
+            let ids = match (s.first_id, s.records) {
+                (Some(first), n) if n > 0 => format!("  ids {first}..={}", first + n - 1),
+                _ => String::new(),
+            };
             let damage = match s.damage {
                 None => String::new(),
                 Some((at, why)) if s.torn_tail => format!("  torn tail at {at} ({why})"),
@@ -52,7 +60,7 @@ pub fn inspect(data_dir: &Path, out: &mut impl Write) -> Result<(), String> {
             };
             let _ = writeln!(
                 out,
-                "  segment {:>20}  {state:<6} {:>12} bytes {:>10} records{damage}",
+                "  segment {:>20}  {state:<10} {:>12} bytes {:>10} records{ids}{damage}",
                 s.number, s.bytes, s.records
             );
         }
@@ -62,8 +70,8 @@ pub fn inspect(data_dir: &Path, out: &mut impl Write) -> Result<(), String> {
                     let lag = c.lag_records.unwrap_or(0);
                     let _ = writeln!(
                         out,
-                        "  cursor {:<20} at {}:{}  lag {lag} records",
-                        c.sink, p.segment, p.offset
+                        "  cursor {:<20} at {}:{} (next id {})  lag {lag} records",
+                        c.sink, p.position.segment, p.position.offset, p.next_id
                     );
                 }
                 Err(e) => {
@@ -75,7 +83,8 @@ pub fn inspect(data_dir: &Path, out: &mut impl Write) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks every record of every segment and every cursor; prints each problem with its place.
+/// Checks every record and footer of every segment (compressed ones decompressed) and every
+/// cursor; prints each problem with its place.
 pub fn verify(data_dir: &Path, out: &mut impl Write) -> Result<Verdict, String> {
     let mut verdict = Verdict::Clean;
     let mut records = 0;
@@ -93,6 +102,9 @@ pub fn verify(data_dir: &Path, out: &mut impl Write) -> Result<Verdict, String> 
                         "shard-{n}: {}: DAMAGED at offset {at}: {why}",
                         s.path.display()
                     );
+                }
+                None if s.footer.is_none() && !s.newest => {
+                    let _ = writeln!(out, "shard-{n}: {}: not sealed (left open by a failed write); records checked one by one", s.path.display());
                 }
                 None => {}
             }
@@ -120,7 +132,7 @@ pub fn verify(data_dir: &Path, out: &mut impl Write) -> Result<Verdict, String> 
 pub fn dump(
     data_dir: &Path,
     shard: usize,
-    from: Option<Position>,
+    from_id: Option<u64>,
     encoding: Encoding,
     out: &mut impl Write,
 ) -> Result<u64, String> {
@@ -130,7 +142,7 @@ pub fn dump(
     }
     let (mut buf, mut scratch) = (Vec::new(), Vec::new());
     let mut write_error = None;
-    let count = storage::read_on_disk(&dir, from, |p| {
+    let count = storage::read_on_disk(&dir, from_id, |_, p| {
         encode_record(p, shard, encoding, None, &mut buf, &mut scratch);
         if buf.len() >= 1 << 20 && write_error.is_none() {
             write_error = out.write_all(&buf).err();
@@ -143,17 +155,4 @@ pub fn dump(
         Some(e) => return Err(format!("write: {e}")),
     }
     Ok(count)
-}
-
-/// `SEGMENT` or `SEGMENT:OFFSET`.
-pub fn parse_position(s: &str) -> Result<Position, String> {
-    let (segment, offset) = s.split_once(':').unwrap_or((s, "16"));
-    let parse = |v: &str| {
-        v.parse::<u64>()
-            .map_err(|_| format!("expected SEGMENT[:OFFSET], got {s:?}"))
-    };
-    Ok(Position {
-        segment: parse(segment)?,
-        offset: parse(offset)?,
-    })
 }

@@ -161,6 +161,10 @@ fn wal_tools_inspect_dump_and_verify() {
         "{text}"
     );
     assert!(
+        text.contains("sealed") && text.contains("ids 1..=50"),
+        "a clean stop seals the segment with its footer: {text}"
+    );
+    assert!(
         text.contains("cursor out") && text.contains("lag 0 records"),
         "{text}"
     );
@@ -168,6 +172,9 @@ fn wal_tools_inspect_dump_and_verify() {
     let (code, text) = run(&["dump", "--shard", "0", "--encoding", "raw"]);
     assert_eq!(code, Some(0));
     assert_eq!(text.lines().collect::<Vec<_>>(), lines);
+    let (code, text) = run(&["dump", "--shard", "0", "--encoding", "raw", "--from", "41"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(text.lines().collect::<Vec<_>>(), lines[40..]);
     let (_, text) = run(&["dump", "--shard", "0"]);
     let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(first["appname"], "nginx");

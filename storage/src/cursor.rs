@@ -1,7 +1,8 @@
 //! Output cursors: where an output has confirmed delivery up to, per shard.
 //!
 //! A cursor file is 1024 bytes holding two slots, at offsets 0 and 512 (separate sectors):
-//! `"SLCUR002" | sequence u64 | segment u64 | offset u64 | crc32c(first 32 bytes) u32`.
+//! `"SLCUR003" | sequence u64 | segment u64 | offset u64 | next record id u64 |
+//! crc32c(first 40 bytes) u32`.
 //! An update overwrites the older slot in place with the next sequence number and
 //! fdatasyncs: it needs no new disk block (so it still works on a full disk, where a cursor
 //! must advance for retention to free space), and a torn write only damages the slot being
@@ -16,10 +17,18 @@ use crate::error::StorageError;
 use crate::position::Position;
 use crate::recovery::sync_dir;
 
-const MAGIC: &[u8; 8] = b"SLCUR002";
-const SLOT_LEN: usize = 36;
+const MAGIC: &[u8; 8] = b"SLCUR003";
+const SLOT_LEN: usize = 44;
 const SLOT_STRIDE: u64 = 512;
 const FILE_LEN: usize = 1024;
+
+/// How far an output got in one shard: the position after the last confirmed record and
+/// the id of the next record (for lag in events and `wal dump --from ID`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    pub position: Position,
+    pub next_id: u64,
+}
 
 pub fn cursor_dir(shard_dir: &Path) -> PathBuf {
     shard_dir.join("cursors")
@@ -30,35 +39,39 @@ pub fn cursor_path(shard_dir: &Path, sink: &str) -> PathBuf {
     cursor_dir(shard_dir).join(format!("{sink}.cursor"))
 }
 
-fn encode_slot(sequence: u64, pos: Position) -> [u8; SLOT_LEN] {
+fn encode_slot(sequence: u64, c: Cursor) -> [u8; SLOT_LEN] {
     let mut b = [0u8; SLOT_LEN];
     b[..8].copy_from_slice(MAGIC);
     b[8..16].copy_from_slice(&sequence.to_le_bytes());
-    b[16..24].copy_from_slice(&pos.segment.to_le_bytes());
-    b[24..32].copy_from_slice(&pos.offset.to_le_bytes());
-    let crc = crc32c::crc32c(&b[..32]);
-    b[32..36].copy_from_slice(&crc.to_le_bytes());
+    b[16..24].copy_from_slice(&c.position.segment.to_le_bytes());
+    b[24..32].copy_from_slice(&c.position.offset.to_le_bytes());
+    b[32..40].copy_from_slice(&c.next_id.to_le_bytes());
+    let crc = crc32c::crc32c(&b[..40]);
+    b[40..44].copy_from_slice(&crc.to_le_bytes());
     b
 }
 
-/// `(sequence, position)` of a valid slot.
-fn decode_slot(b: &[u8]) -> Option<(u64, Position)> {
+/// `(sequence, cursor)` of a valid slot.
+fn decode_slot(b: &[u8]) -> Option<(u64, Cursor)> {
     let b = b.get(..SLOT_LEN)?;
-    if &b[..8] != MAGIC || crc32c::crc32c(&b[..32]).to_le_bytes() != b[32..36] {
+    if &b[..8] != MAGIC || crc32c::crc32c(&b[..40]).to_le_bytes() != b[40..44] {
         return None;
     }
     let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
     Some((
         u64_at(8),
-        Position {
-            segment: u64_at(16),
-            offset: u64_at(24),
+        Cursor {
+            position: Position {
+                segment: u64_at(16),
+                offset: u64_at(24),
+            },
+            next_id: u64_at(32),
         },
     ))
 }
 
 /// The newest valid slot of a cursor file's bytes.
-fn newest_slot(bytes: &[u8]) -> Option<(u64, Position)> {
+fn newest_slot(bytes: &[u8]) -> Option<(u64, Cursor)> {
     [0, SLOT_STRIDE as usize]
         .iter()
         .filter_map(|&at| bytes.get(at..).and_then(decode_slot))
@@ -66,7 +79,7 @@ fn newest_slot(bytes: &[u8]) -> Option<(u64, Position)> {
 }
 
 /// Reads the cursor of `sink`; `Ok(None)` when the output has none yet.
-pub fn read_cursor(shard_dir: &Path, sink: &str) -> Result<Option<Position>, StorageError> {
+pub fn read_cursor(shard_dir: &Path, sink: &str) -> Result<Option<Cursor>, StorageError> {
     let path = cursor_path(shard_dir, sink);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
@@ -74,7 +87,7 @@ pub fn read_cursor(shard_dir: &Path, sink: &str) -> Result<Option<Position>, Sto
         Err(e) => return Err(StorageError::io("read", path, e)),
     };
     match newest_slot(&bytes) {
-        Some((_, pos)) => Ok(Some(pos)),
+        Some((_, cursor)) => Ok(Some(cursor)),
         None => Err(StorageError::Corrupt {
             path,
             offset: 0,
@@ -84,7 +97,7 @@ pub fn read_cursor(shard_dir: &Path, sink: &str) -> Result<Option<Position>, Sto
 }
 
 /// Records `pos` as the cursor of `sink`, durably, overwriting the older slot in place.
-pub fn write_cursor(shard_dir: &Path, sink: &str, pos: Position) -> Result<(), StorageError> {
+pub fn write_cursor(shard_dir: &Path, sink: &str, pos: Cursor) -> Result<(), StorageError> {
     let path = cursor_path(shard_dir, sink);
     let mut current = [0u8; FILE_LEN];
     let file = match OpenOptions::new().read(true).write(true).open(&path) {
@@ -107,7 +120,7 @@ pub fn write_cursor(shard_dir: &Path, sink: &str, pos: Position) -> Result<(), S
 }
 
 /// First write: the whole file (both slots' space) then the directory entry, durably.
-fn create_cursor(shard_dir: &Path, path: &Path, pos: Position) -> Result<(), StorageError> {
+fn create_cursor(shard_dir: &Path, path: &Path, pos: Cursor) -> Result<(), StorageError> {
     let dir = cursor_dir(shard_dir);
     std::fs::create_dir_all(&dir).map_err(|e| StorageError::io("create directory", &dir, e))?;
     let mut bytes = [0u8; FILE_LEN];
@@ -127,23 +140,29 @@ fn create_cursor(shard_dir: &Path, path: &Path, pos: Position) -> Result<(), Sto
     sync_dir(&dir)
 }
 
-/// The highest segment any cursor file in the shard points into (damaged ones are skipped:
-/// they are reported when their output opens them).
-pub fn highest_cursor_segment(shard_dir: &Path) -> Result<Option<u64>, StorageError> {
+/// The highest segment and the highest record id of any cursor file in the shard (damaged
+/// ones are skipped: they are reported when their output opens them).
+pub fn highest_cursors(shard_dir: &Path) -> Result<Option<Cursor>, StorageError> {
     let dir = cursor_dir(shard_dir);
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(StorageError::io("list", dir, e)),
     };
-    let mut highest = None;
+    let mut highest: Option<Cursor> = None;
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(sink) = name.to_str().and_then(|n| n.strip_suffix(".cursor")) else {
             continue;
         };
-        if let Ok(Some(pos)) = read_cursor(shard_dir, sink) {
-            highest = highest.max(Some(pos.segment));
+        if let Ok(Some(c)) = read_cursor(shard_dir, sink) {
+            highest = Some(match highest {
+                None => c,
+                Some(h) => Cursor {
+                    position: h.position.max(c.position),
+                    next_id: h.next_id.max(c.next_id),
+                },
+            });
         }
     }
     Ok(highest)
@@ -158,9 +177,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(read_cursor(dir.path(), "out").unwrap(), None);
         for i in 1..=5u64 {
-            let pos = Position {
-                segment: i,
-                offset: 4096 * i,
+            let pos = Cursor {
+                position: Position {
+                    segment: i,
+                    offset: 4096 * i,
+                },
+                next_id: 100 * i,
             };
             write_cursor(dir.path(), "out", pos).unwrap();
             assert_eq!(read_cursor(dir.path(), "out").unwrap(), Some(pos));
@@ -171,13 +193,9 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[512 + 20] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(
-            read_cursor(dir.path(), "out").unwrap(),
-            Some(Position {
-                segment: 4,
-                offset: 16384
-            })
-        );
+        let previous = read_cursor(dir.path(), "out").unwrap().unwrap();
+        assert_eq!(previous.position.segment, 4);
+        assert_eq!(previous.next_id, 400);
         // Both slots damaged: reported, never trusted.
         bytes[9] ^= 1;
         std::fs::write(&path, &bytes).unwrap();

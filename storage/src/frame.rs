@@ -2,10 +2,14 @@
 //!
 //! The checksum covers the length so a torn or zeroed length is caught, not trusted. A zero
 //! length is never written, so zero-filled space after a torn write reads as "end".
+//! A length word with [`FOOTER_FLAG`] set marks a sealed segment's footer frame (same
+//! checksum rule); records never have it (they are far below 2 GiB).
 
 pub const FRAME_HEADER_LEN: usize = 8;
 /// Upper bound on one payload; larger lengths are treated as damage, never allocated.
 pub const MAX_RECORD_LEN: usize = 64 << 20;
+/// Set in the length word of a footer frame.
+pub const FOOTER_FLAG: u32 = 1 << 31;
 
 /// Starts a record in `buf`: reserves the frame header; the caller then appends the payload
 /// and calls [`finish_record`] with the returned start.
@@ -32,10 +36,21 @@ pub fn append_record(buf: &mut Vec<u8>, payload: &[u8]) {
     finish_record(buf, start);
 }
 
+/// Appends a footer frame holding `payload` (see `segment::Footer`).
+pub fn append_footer(buf: &mut Vec<u8>, payload: &[u8]) {
+    let len_bytes = (payload.len() as u32 | FOOTER_FLAG).to_le_bytes();
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&len_bytes), payload);
+    buf.extend_from_slice(&len_bytes);
+    buf.extend_from_slice(&crc.to_le_bytes());
+    buf.extend_from_slice(payload);
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decoded<'a> {
     /// A whole, checksummed record and the total bytes it took.
     Record { payload: &'a [u8], frame_len: usize },
+    /// A whole, checksummed footer frame: the segment ends here.
+    Footer { payload: &'a [u8], frame_len: usize },
     /// The buffer ends inside a record: read more (or, at the end of a file, a torn tail).
     Incomplete,
     /// Not a record: zero/oversize length or checksum mismatch.
@@ -47,7 +62,9 @@ pub fn decode(buf: &[u8]) -> Decoded<'_> {
     if buf.len() < FRAME_HEADER_LEN {
         return Decoded::Incomplete;
     }
-    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    let word = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    let footer = word & FOOTER_FLAG != 0;
+    let len = (word & !FOOTER_FLAG) as usize;
     let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
     if len == 0 {
         return Decoded::Damaged("zero length");
@@ -61,9 +78,11 @@ pub fn decode(buf: &[u8]) -> Decoded<'_> {
     if crc32c::crc32c_append(crc32c::crc32c(&buf[..4]), payload) != crc {
         return Decoded::Damaged("checksum mismatch");
     }
-    Decoded::Record {
-        payload,
-        frame_len: FRAME_HEADER_LEN + len,
+    let frame_len = FRAME_HEADER_LEN + len;
+    if footer {
+        Decoded::Footer { payload, frame_len }
+    } else {
+        Decoded::Record { payload, frame_len }
     }
 }
 

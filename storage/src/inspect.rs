@@ -4,18 +4,29 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cursor::{cursor_dir, read_cursor};
+use crate::cursor::{cursor_dir, read_cursor, Cursor};
 use crate::error::StorageError;
 use crate::frame::{self, Decoded};
 use crate::position::Position;
-use crate::segment::{list_segments, scan_bytes, segment_path, SEGMENT_HEADER_LEN};
+use crate::segment::{
+    compressed_path, list_segments, read_segment, scan_bytes, segment_path, Footer,
+    SEGMENT_HEADER_LEN,
+};
 
 #[derive(Debug)]
 pub struct SegmentInfo {
     pub number: u64,
     pub path: PathBuf,
+    /// Bytes on disk (compressed size for a compressed segment).
     pub bytes: u64,
+    /// Bytes of the segment itself (uncompressed).
+    pub segment_bytes: u64,
+    pub compressed: bool,
     pub records: u64,
+    /// Id of the first record (from the header).
+    pub first_id: Option<u64>,
+    /// The footer of a sealed segment, checked against the records.
+    pub footer: Option<Footer>,
     /// Where the first damage is, if any: offset and reason.
     pub damage: Option<(u64, &'static str)>,
     /// The damage is what a crash leaves at the end of the newest segment (recovery cuts it).
@@ -28,7 +39,7 @@ pub struct SegmentInfo {
 #[derive(Debug)]
 pub struct CursorInfo {
     pub sink: String,
-    pub position: Result<Position, String>,
+    pub position: Result<Cursor, String>,
     /// Records on disk after the cursor.
     pub lag_records: Option<u64>,
 }
@@ -64,13 +75,31 @@ pub fn inspect_shard(dir: &Path) -> Result<ShardInfo, StorageError> {
     let numbers = list_segments(dir)?;
     let mut segments = Vec::with_capacity(numbers.len());
     for (i, &number) in numbers.iter().enumerate() {
-        let path = segment_path(dir, number);
-        let data = std::fs::read(&path).map_err(|e| StorageError::io("read", &path, e))?;
+        let plain = segment_path(dir, number);
+        let compressed = !plain.exists();
+        let path = if compressed {
+            compressed_path(dir, number)
+        } else {
+            plain
+        };
+        let bytes = std::fs::metadata(&path)
+            .map_err(|e| StorageError::io("stat", &path, e))?
+            .len();
+        let data = match read_segment(dir, number) {
+            Ok(d) => d,
+            // An unreadable compressed file shows as a segment with no valid header.
+            Err(_) if compressed => Vec::new(),
+            Err(e) => return Err(e),
+        };
         let scan = scan_bytes(&data, number);
         segments.push(SegmentInfo {
             number,
-            bytes: data.len() as u64,
+            bytes,
+            segment_bytes: data.len() as u64,
+            compressed,
             records: scan.records,
+            first_id: scan.first_id,
+            footer: scan.footer,
             damage: scan.damage.map(|r| (scan.valid_end, r)),
             torn_tail: scan.damage.is_some()
                 && i + 1 == numbers.len()
@@ -99,7 +128,7 @@ pub fn inspect_shard(dir: &Path) -> Result<ShardInfo, StorageError> {
                 Ok(None) => continue,
                 Err(e) => Err(e.to_string()),
             };
-            let lag_records = position.as_ref().ok().map(|p| lag(&segments, *p));
+            let lag_records = position.as_ref().ok().map(|c| lag(&segments, c.position));
             cursors.push(CursorInfo {
                 sink,
                 position,
@@ -151,28 +180,32 @@ mod tests {
     #[test]
     fn counts_records_damage_and_lag() {
         let dir = tempfile::tempdir().unwrap();
-        let mut one = segment_header(1).to_vec();
+        let mut one = segment_header(1, 1).to_vec();
         append_record(&mut one, b"a");
         let second_record = one.len() as u64;
         append_record(&mut one, b"b");
         std::fs::write(segment_path(dir.path(), 1), &one).unwrap();
-        let mut two = segment_header(2).to_vec();
+        let mut two = segment_header(2, 3).to_vec();
         append_record(&mut two, b"c");
         two.extend_from_slice(&[1, 2, 3]);
         std::fs::write(segment_path(dir.path(), 2), &two).unwrap();
         crate::write_cursor(
             dir.path(),
             "out",
-            Position {
-                segment: 1,
-                offset: second_record,
+            Cursor {
+                position: Position {
+                    segment: 1,
+                    offset: second_record,
+                },
+                next_id: 2,
             },
         )
         .unwrap();
         let info = inspect_shard(dir.path()).unwrap();
         assert_eq!(info.segments.len(), 2);
         assert_eq!(info.segments[0].records, 2);
-        assert_eq!(info.segments[1].damage, Some((25, "record cut short")));
+        assert_eq!(info.segments[1].damage, Some((41, "record cut short")));
+        assert_eq!(info.segments[1].first_id, Some(3));
         assert!(info.segments[1].newest);
         assert_eq!(info.cursors[0].lag_records, Some(2));
     }

@@ -38,6 +38,7 @@
 //! - A record never spans two segments.
 //! - Nothing here depends on the engine.
 
+pub mod compress;
 pub mod cursor;
 pub mod error;
 pub mod frame;
@@ -51,11 +52,11 @@ pub mod segment;
 pub mod sim;
 pub mod writer;
 
-pub use cursor::{read_cursor, write_cursor};
+pub use cursor::{read_cursor, write_cursor, Cursor};
 pub use error::StorageError;
 pub use frame::MAX_RECORD_LEN;
 pub use position::{DurableWatermark, Position};
 pub use reader::{read_on_disk, WalReader};
 pub use recovery::{recover_shard, RecoveryMode, RecoveryReport};
 pub use retention::Retention;
-pub use writer::{FsyncPolicy, WalAppender, WalFlusher, WalStatus};
+pub use writer::{FsyncPolicy, WalAppender, WalFlusher, WalStart, WalStatus};

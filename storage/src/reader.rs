@@ -3,22 +3,57 @@
 //! The reader reads with positional reads (`pread`) through the page cache and never past the
 //! shard's [`DurableWatermark`]: in a segment older than the watermark's, every byte is durable
 //! (the writer syncs a segment before it moves on); in the watermark's segment, bytes up to its
-//! offset are.
+//! offset are. A sealed segment may have been compressed meanwhile (`<n>.wal.zst`): the
+//! reader then reads the same bytes through [`CompressedSegment`], at the same offsets.
+//! A segment ends at its footer (or, for the active one, at the watermark).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::compress::CompressedSegment;
+use crate::cursor::Cursor;
 use crate::error::StorageError;
 use crate::frame::{self, Decoded, FRAME_HEADER_LEN};
 use crate::position::Position;
-use crate::segment::{list_segments, segment_header, segment_path, SEGMENT_HEADER_LEN};
+use crate::segment::{
+    compressed_path, list_segments, parse_header, segment_path, SEGMENT_HEADER_LEN,
+};
+
+/// A segment's bytes, plain or compressed.
+enum Source {
+    Plain(File),
+    Compressed(Box<CompressedSegment>),
+}
+
+impl Source {
+    /// `pread` until `buf` is full or the segment ends; returns the bytes read.
+    fn read_full_at(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            let at = offset + done as u64;
+            let read = match self {
+                Source::Plain(f) => f.read_at(&mut buf[done..], at),
+                Source::Compressed(c) => c.read_at(&mut buf[done..], at),
+            };
+            match read {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+}
 
 /// Reads records from a position onwards.
 pub struct WalReader {
     dir: PathBuf,
     pos: Position,
-    file: Option<(u64, File)>,
+    /// Id of the record at `pos`; 0 while unknown (after damage, until the next segment).
+    next_id: u64,
+    source: Option<(u64, Source)>,
     buf: Vec<u8>,
     /// Records skipped because they were damaged (counted, never delivered).
     pub damaged_skips: u64,
@@ -33,18 +68,22 @@ pub struct Batch {
 
 impl WalReader {
     /// A reader starting at `from` (a cursor), or at the oldest segment when `None`.
-    pub fn open(dir: &Path, from: Option<Position>) -> Result<Self, StorageError> {
-        let pos = match from {
-            Some(p) => p,
-            None => Position {
-                segment: list_segments(dir)?.first().copied().unwrap_or(1),
-                offset: SEGMENT_HEADER_LEN,
-            },
+    pub fn open(dir: &Path, from: Option<Cursor>) -> Result<Self, StorageError> {
+        let (pos, next_id) = match from {
+            Some(c) => (c.position, c.next_id),
+            None => (
+                Position {
+                    segment: list_segments(dir)?.first().copied().unwrap_or(1),
+                    offset: SEGMENT_HEADER_LEN,
+                },
+                0,
+            ),
         };
         Ok(WalReader {
             dir: dir.to_path_buf(),
             pos,
-            file: None,
+            next_id,
+            source: None,
             buf: Vec::new(),
             damaged_skips: 0,
         })
@@ -53,6 +92,25 @@ impl WalReader {
     /// Position after the last record returned.
     pub fn position(&self) -> Position {
         self.pos
+    }
+
+    /// Id of the next record (0 while unknown: after damage, until the next segment starts).
+    /// The records of a batch have consecutive ids starting with this.
+    pub fn next_id(&mut self) -> Result<u64, StorageError> {
+        if self.next_id == 0 {
+            // Opening the segment reads its header, which knows the first id.
+            let path = segment_path(&self.dir, self.pos.segment);
+            self.open_segment_file(&path)?;
+        }
+        Ok(self.next_id)
+    }
+
+    /// What to persist for this reader's output.
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            position: self.pos,
+            next_id: self.next_id,
+        }
     }
 
     /// Calls `each(payload)` for durable records after the current position, about `max_bytes`
@@ -96,11 +154,17 @@ impl WalReader {
             return Ok(Batch::default());
         }
         self.buf.resize(want.max(FRAME_HEADER_LEN), 0);
-        let Some((_, file)) = &self.file else {
+        let Some((_, source)) = &mut self.source else {
             return Ok(Batch::default());
         };
-        let got = read_full_at(file, &mut self.buf[..want], self.pos.offset)
-            .map_err(|e| StorageError::io("read", &path, e))?;
+        let got = match source.read_full_at(&mut self.buf[..want], self.pos.offset) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                self.skip_damage(&path, "compressed segment damaged");
+                return Ok(Batch::default());
+            }
+            Err(e) => return Err(StorageError::io("read", &path, e)),
+        };
         if got == 0 {
             return Ok(Batch::default());
         }
@@ -113,6 +177,8 @@ impl WalReader {
                     at += frame_len;
                     batch.records += 1;
                 }
+                // The segment's end; a sealed one is left on the next call (no records).
+                Decoded::Footer { .. } => break,
                 Decoded::Incomplete if at > 0 => break,
                 Decoded::Incomplete => {
                     // One record larger than the window: widen it, or note a cut-off tail.
@@ -130,11 +196,15 @@ impl WalReader {
                     // rest of this segment, loudly; never deliver a record we cannot verify.
                     self.pos.offset += at as u64;
                     self.skip_damage(&path, reason);
+                    batch.bytes = at;
                     return Ok(batch);
                 }
             }
         }
         self.pos.offset += at as u64;
+        if self.next_id != 0 {
+            self.next_id += batch.records as u64;
+        }
         batch.bytes = at;
         Ok(batch)
     }
@@ -144,12 +214,15 @@ impl WalReader {
         path: &Path,
         limit: Option<u64>,
     ) -> Result<Option<usize>, StorageError> {
-        let Some((_, file)) = &self.file else {
+        let Some((_, source)) = &mut self.source else {
             return Ok(None);
         };
         let mut header = [0u8; FRAME_HEADER_LEN];
-        let got = read_full_at(file, &mut header, self.pos.offset)
-            .map_err(|e| StorageError::io("read", path, e))?;
+        let got = match source.read_full_at(&mut header, self.pos.offset) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return Ok(None),
+            Err(e) => return Err(StorageError::io("read", path, e)),
+        };
         if got < FRAME_HEADER_LEN {
             return Ok(None);
         }
@@ -169,30 +242,49 @@ impl WalReader {
         );
         // Past any real offset; read_batch moves to the next segment once this one is sealed.
         self.pos.offset = u64::MAX >> 28;
+        self.next_id = 0;
     }
 
-    /// Opens the current segment's file if it is not open yet; false if it does not exist.
+    /// Opens the current segment (plain, else compressed) if it is not open yet and checks
+    /// its header; false if it does not exist.
     fn open_segment_file(&mut self, path: &Path) -> Result<bool, StorageError> {
-        if self.file.as_ref().map(|(n, _)| *n) == Some(self.pos.segment) {
+        if self.source.as_ref().map(|(n, _)| *n) == Some(self.pos.segment) {
             return Ok(true);
         }
-        match File::open(path) {
-            Ok(f) => {
-                let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
-                let got = read_full_at(&f, &mut header, 0)
-                    .map_err(|e| StorageError::io("read", path, e))?;
-                self.file = Some((self.pos.segment, f));
-                if got == header.len() && header != segment_header(self.pos.segment) {
-                    self.skip_damage(path, "segment header does not match its file name");
-                }
-                Ok(true)
-            }
+        self.source = None;
+        let mut source = match File::open(path) {
+            Ok(f) => Source::Plain(f),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.file = None;
-                Ok(false)
+                let zst = compressed_path(&self.dir, self.pos.segment);
+                match CompressedSegment::open(&zst) {
+                    Ok(c) => Source::Compressed(Box::new(c)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                        self.skip_damage(&zst, "compressed segment damaged");
+                        return Ok(true);
+                    }
+                    Err(e) => return Err(StorageError::io("open", zst, e)),
+                }
             }
-            Err(e) => Err(StorageError::io("open", path, e)),
+            Err(e) => return Err(StorageError::io("open", path, e)),
+        };
+        let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
+        let got = source.read_full_at(&mut header, 0);
+        self.source = Some((self.pos.segment, source));
+        match got {
+            // A header still being written (a new segment before its watermark) is not damage.
+            Ok(n) if n < header.len() => {}
+            Ok(_) => match parse_header(&header, self.pos.segment) {
+                Ok(first_id) if self.pos.offset == SEGMENT_HEADER_LEN => self.next_id = first_id,
+                Ok(_) => {}
+                Err(reason) => self.skip_damage(path, reason),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                self.skip_damage(path, "compressed segment damaged");
+            }
+            Err(e) => return Err(StorageError::io("read", path, e)),
         }
+        Ok(true)
     }
 
     /// Moves to the oldest segment after the current one, or to `newest` (the watermark's,
@@ -207,45 +299,66 @@ impl WalReader {
             segment: next,
             offset: SEGMENT_HEADER_LEN,
         };
-        self.file = None;
+        self.source = None;
+        self.next_id = 0;
         Ok(())
     }
 }
 
-/// Calls `each` for every complete record of the shard in `dir` from `from` (or the oldest),
-/// reading as the files stand: every segment, the newest up to its last whole record. For
-/// tools and tests; a running writer's newest record may be cut off and is then skipped.
-/// Returns the records read.
+/// Calls `each(id, payload)` for every complete record of the shard in `dir` with an id at
+/// or above `from_id` (all when `None`), reading as the files stand: every segment, the newest
+/// up to its last whole record. For tools and tests; a running writer's newest record may be
+/// cut off and is then skipped. Returns the records passed to `each`.
 pub fn read_on_disk(
     dir: &Path,
-    from: Option<Position>,
-    mut each: impl FnMut(&[u8]),
+    from_id: Option<u64>,
+    mut each: impl FnMut(u64, &[u8]),
 ) -> Result<u64, StorageError> {
     let end = Position {
         segment: crate::position::MAX_SEGMENT_NUMBER,
         offset: 0,
     };
-    let mut reader = WalReader::open(dir, from)?;
+    let from_id = from_id.unwrap_or(0);
+    let start = first_segment_with(dir, from_id)?;
+    let mut reader = WalReader::open(dir, start)?;
     let mut records = 0;
     loop {
-        let batch = reader.read_batch(end, 4 << 20, &mut each)?;
+        let mut id = reader.next_id()?;
+        let batch = reader.read_batch(end, 4 << 20, |p| {
+            if id >= from_id {
+                each(id, p);
+                records += 1;
+            }
+            id += 1;
+        })?;
         if batch.records == 0 {
             return Ok(records);
         }
-        records += batch.records as u64;
     }
 }
 
-/// `pread` until `buf` is full or the file ends; returns the bytes read.
-fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match file.read_at(&mut buf[done..], offset + done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+/// A cursor at the start of the newest segment whose first id is at or below `id` (`None`:
+/// from the oldest).
+fn first_segment_with(dir: &Path, id: u64) -> Result<Option<Cursor>, StorageError> {
+    let mut start = None;
+    for n in list_segments(dir)? {
+        let header = match crate::segment::read_segment_header(dir, n) {
+            Ok(h) => h,
+            Err(_) => continue,
+        };
+        match parse_header(&header, n) {
+            Ok(first) if first <= id => {
+                start = Some(Cursor {
+                    position: Position {
+                        segment: n,
+                        offset: SEGMENT_HEADER_LEN,
+                    },
+                    next_id: first,
+                })
+            }
+            Ok(_) => break,
+            Err(_) => {}
         }
     }
-    Ok(done)
+    Ok(start)
 }

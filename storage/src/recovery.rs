@@ -14,12 +14,20 @@
 //! Damage in older segments is found by readers, which skip and count it (recovery does not
 //! read every segment at start). Whatever recovery keeps is fsync'd before anything builds on
 //! it, and the next segment is numbered above every segment and every cursor.
+//!
+//! After recovery every segment on disk is sealed (a newest segment left open by a crash gets
+//! its footer now), and the writer's first record id follows the newest segment's last id
+//! (or the highest id a cursor has seen, when delivered segments were deleted).
 
 use std::fs::OpenOptions;
 use std::path::Path;
 
 use crate::error::StorageError;
-use crate::segment::{list_segments, segment_path, SEGMENT_HEADER_LEN};
+use crate::segment::{
+    compressed_path, list_segments, read_segment, scan_bytes, segment_path, Footer,
+    SEGMENT_HEADER_LEN,
+};
+use crate::writer::WalStart;
 
 /// How recovery treats damage it finds (see the module table).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -56,50 +64,87 @@ pub struct RecoveryReport {
     pub damage_mid_segment: bool,
     /// Segment files renamed to `*.corrupt`.
     pub set_aside: Vec<u64>,
+    /// The newest segment had no footer (a crash) and was sealed now.
+    pub sealed_newest: bool,
+    /// Leftovers of an interrupted compression that were removed.
+    pub compression_leftovers: usize,
     /// The number the writer's next segment gets.
     pub next_segment: u64,
+    /// The id the writer's next record gets.
+    pub next_record_id: u64,
 }
 
 impl RecoveryReport {
     pub fn next_segment(&self) -> u64 {
         self.next_segment
     }
+
+    /// Where the writer starts.
+    pub fn start(&self) -> WalStart {
+        WalStart {
+            segment: self.next_segment,
+            record_id: self.next_record_id,
+        }
+    }
 }
 
 /// Creates `dir` if needed and repairs the newest segment according to `mode`.
 pub fn recover_shard(dir: &Path, mode: RecoveryMode) -> Result<RecoveryReport, StorageError> {
     std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create directory", dir, e))?;
+    let compression_leftovers = crate::compress::clean_up(dir)?;
     let mut report = RecoveryReport {
         segments: list_segments(dir)?,
+        compression_leftovers,
         ..RecoveryReport::default()
     };
+    let mut next_id = None;
     if let Some(&newest) = report.segments.last() {
-        recover_newest(dir, newest, mode, &mut report)?;
+        next_id = recover_newest(dir, newest, mode, &mut report)?;
     }
-    let highest_cursor = crate::cursor::highest_cursor_segment(dir)?;
+    // The newest was set aside: the id sequence continues after the newest readable one.
+    for &n in report.segments.iter().rev() {
+        if next_id.is_some() {
+            break;
+        }
+        next_id = read_segment(dir, n)
+            .ok()
+            .and_then(|d| scan_bytes(&d, n).next_id());
+    }
+    let highest = crate::cursor::highest_cursors(dir)?;
     report.next_segment = report
         .segments
         .last()
         .copied()
-        .max(highest_cursor)
+        .max(highest.map(|c| c.position.segment))
         .map_or(1, |n| n + 1);
+    report.next_record_id = next_id.max(highest.map(|c| c.next_id)).unwrap_or(1).max(1);
     Ok(report)
 }
 
+/// Repairs the newest segment; returns the id after its last record if it is readable.
 fn recover_newest(
     dir: &Path,
     newest: u64,
     mode: RecoveryMode,
     report: &mut RecoveryReport,
-) -> Result<(), StorageError> {
+) -> Result<Option<u64>, StorageError> {
     let path = segment_path(dir, newest);
+    if !path.exists() {
+        return recover_compressed_newest(dir, newest, mode, report);
+    }
     let data = std::fs::read(&path).map_err(|e| StorageError::io("read", &path, e))?;
     let scan = crate::segment::scan_bytes(&data, newest);
     report.tail_records = scan.records;
     let Some(reason) = scan.damage else {
-        // Bytes written but never synced before a crash are accepted now: make them durable
-        // before anything (a cursor, a new segment) builds on them.
-        return sync_file(&path);
+        if scan.footer.is_none() {
+            seal(&path, &data, scan.valid_end, scan.records, scan.first_id)?;
+            report.sealed_newest = true;
+        } else {
+            // Written but perhaps never synced before a crash (fsync = "never"): make it
+            // durable before anything (a cursor, a new segment) builds on it.
+            sync_file(&path)?;
+        }
+        return Ok(scan.next_id());
     };
     report.tail_damage = Some(reason);
     if scan.valid_end < SEGMENT_HEADER_LEN {
@@ -108,20 +153,11 @@ fn recover_newest(
             std::fs::remove_file(&path).map_err(|e| StorageError::io("remove", &path, e))?;
             report.truncated_bytes = data.len() as u64;
         } else {
-            if mode == RecoveryMode::Strict {
-                return Err(StorageError::Corrupt {
-                    path,
-                    offset: 0,
-                    reason,
-                });
-            }
-            let aside = path.with_extension("wal.corrupt");
-            std::fs::rename(&path, &aside).map_err(|e| StorageError::io("rename", &aside, e))?;
-            report.set_aside.push(newest);
-            tracing::error!(segment = %path.display(), reason, "not a valid segment: set aside as *.corrupt");
+            set_aside(&path, newest, mode, reason, report)?;
         }
         report.segments.pop();
-        return sync_dir(dir);
+        sync_dir(dir)?;
+        return Ok(None);
     }
     let tail = &data[scan.valid_end as usize..];
     report.damage_mid_segment = !is_torn_tail(tail);
@@ -133,22 +169,96 @@ fn recover_newest(
         });
     }
     report.truncated_bytes = tail.len() as u64;
-    let file = OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .map_err(|e| StorageError::io("open", &path, e))?;
-    file.set_len(scan.valid_end)
-        .map_err(|e| StorageError::io("truncate", &path, e))?;
-    file.sync_all()
-        .map_err(|e| StorageError::io("fsync", &path, e))?;
-    sync_dir(dir)?;
+    seal(&path, &data, scan.valid_end, scan.records, scan.first_id)?;
+    report.sealed_newest = true;
     if report.damage_mid_segment {
         tracing::error!(segment = %path.display(), offset = scan.valid_end, discarded_bytes = tail.len(), reason,
             "damage inside the newest segment: cut it back to the last good record");
     } else {
         tracing::warn!(segment = %path.display(), truncated_bytes = tail.len(), reason, "recovery cut a torn tail");
     }
+    Ok(scan.next_id())
+}
+
+/// A compressed newest segment was sealed and verified before it was compressed: any damage
+/// in it is real damage, never a torn write.
+fn recover_compressed_newest(
+    dir: &Path,
+    newest: u64,
+    mode: RecoveryMode,
+    report: &mut RecoveryReport,
+) -> Result<Option<u64>, StorageError> {
+    let path = compressed_path(dir, newest);
+    let scan = match read_segment(dir, newest) {
+        Ok(data) => scan_bytes(&data, newest),
+        Err(_) => scan_bytes(&[], newest),
+    };
+    report.tail_records = scan.records;
+    match scan.damage {
+        None if scan.footer.is_some() => Ok(scan.next_id()),
+        damage => {
+            let reason = damage.unwrap_or("compressed segment without a footer");
+            report.tail_damage = Some(reason);
+            set_aside(&path, newest, mode, reason, report)?;
+            report.segments.pop();
+            sync_dir(dir)?;
+            Ok(None)
+        }
+    }
+}
+
+fn set_aside(
+    path: &Path,
+    number: u64,
+    mode: RecoveryMode,
+    reason: &'static str,
+    report: &mut RecoveryReport,
+) -> Result<(), StorageError> {
+    if mode == RecoveryMode::Strict {
+        return Err(StorageError::Corrupt {
+            path: path.to_path_buf(),
+            offset: 0,
+            reason,
+        });
+    }
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".corrupt");
+    std::fs::rename(path, &aside).map_err(|e| StorageError::io("rename", path, e))?;
+    report.set_aside.push(number);
+    tracing::error!(segment = %path.display(), reason, "not a valid segment: set aside as *.corrupt");
     Ok(())
+}
+
+/// Cuts the segment to its valid records, appends the footer, syncs file and directory.
+fn seal(
+    path: &Path,
+    data: &[u8],
+    valid_end: u64,
+    records: u64,
+    first_id: Option<u64>,
+) -> Result<(), StorageError> {
+    let footer = Footer {
+        records,
+        first_id: first_id.unwrap_or(1),
+        data_end: valid_end,
+        checksum: crc32c::crc32c(&data[..valid_end as usize]),
+    };
+    let frame = footer.frame();
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| StorageError::io("open", path, e))?;
+    use std::os::unix::fs::FileExt;
+    file.set_len(valid_end)
+        .map_err(|e| StorageError::io("truncate", path, e))?;
+    file.write_all_at(&frame, valid_end)
+        .map_err(|e| StorageError::io("write footer", path, e))?;
+    file.sync_all()
+        .map_err(|e| StorageError::io("fsync", path, e))?;
+    match path.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
+    }
 }
 
 /// A crash leaves a tail that is a cut-off record, zeros, or one last record whose declared

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::StorageError;
 use crate::recovery::sync_dir;
-use crate::segment::{list_segments, segment_path};
+use crate::segment::{compressed_path, list_segments, segment_path};
 
 #[derive(Debug)]
 pub struct Retention {
@@ -54,12 +54,8 @@ impl Retention {
             .into_iter()
             .take_while(|&n| n < passed)
         {
-            let path = segment_path(&self.dir, number);
-            match std::fs::remove_file(&path) {
-                Ok(()) => deleted.push(number),
-                // Another output deleted it at the same moment.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StorageError::io("remove", path, e)),
+            if remove_segment(&self.dir, number)? > 0 {
+                deleted.push(number);
             }
         }
         if !deleted.is_empty() {
@@ -67,6 +63,36 @@ impl Retention {
             tracing::debug!(dir = %self.dir.display(), ?deleted, "deleted delivered segments");
         }
         Ok(deleted)
+    }
+}
+
+/// Deletes segment `number` in whichever forms exist (plain, compressed); returns the bytes
+/// freed (0 if it was gone already, e.g. another output deleted it at the same moment).
+pub fn remove_segment(dir: &Path, number: u64) -> Result<u64, StorageError> {
+    let mut freed = 0;
+    for path in [segment_path(dir, number), compressed_path(dir, number)] {
+        let len = match std::fs::metadata(&path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(StorageError::io("stat", path, e)),
+        };
+        match std::fs::remove_file(&path) {
+            Ok(()) => freed += len.max(1),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StorageError::io("remove", path, e)),
+        }
+    }
+    Ok(freed)
+}
+
+impl Retention {
+    /// The segment the slowest output is in (0: some output has not started yet).
+    pub fn slowest_segment(&self) -> u64 {
+        self.cursor_segments
+            .iter()
+            .map(|s| s.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(u64::MAX)
     }
 }
 
@@ -79,7 +105,7 @@ mod tests {
     fn deletes_only_what_every_output_passed() {
         let dir = tempfile::tempdir().unwrap();
         for n in 1..=5 {
-            std::fs::write(segment_path(dir.path(), n), segment_header(n)).unwrap();
+            std::fs::write(segment_path(dir.path(), n), segment_header(n, 1)).unwrap();
         }
         let r = Retention::new(dir.path(), 2);
         assert!(

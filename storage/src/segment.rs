@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use crate::error::StorageError;
 use crate::frame::{self, Decoded, FRAME_HEADER_LEN, MAX_RECORD_LEN};
 
-pub const SEGMENT_MAGIC: &[u8; 8] = b"SLUICEW1";
-pub const SEGMENT_HEADER_LEN: u64 = 16;
+pub const SEGMENT_MAGIC: &[u8; 8] = b"SLUICEW2";
+pub const SEGMENT_HEADER_LEN: u64 = 32;
 const SUFFIX: &str = ".wal";
+/// Suffix of a sealed segment compressed with zstd (see [`crate::compress`]).
+pub const COMPRESSED_SUFFIX: &str = ".wal.zst";
 
 pub fn segment_file_name(number: u64) -> String {
     format!("{number:020}{SUFFIX}")
@@ -19,21 +21,110 @@ pub fn segment_path(dir: &Path, number: u64) -> PathBuf {
     dir.join(segment_file_name(number))
 }
 
-pub fn segment_header(number: u64) -> [u8; SEGMENT_HEADER_LEN as usize] {
+pub fn compressed_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:020}{COMPRESSED_SUFFIX}"))
+}
+
+/// `magic | segment number | first record id | reserved (zero) | crc32c(first 28 bytes)`.
+pub fn segment_header(number: u64, first_id: u64) -> [u8; SEGMENT_HEADER_LEN as usize] {
     let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
     h[..8].copy_from_slice(SEGMENT_MAGIC);
-    h[8..].copy_from_slice(&number.to_le_bytes());
+    h[8..16].copy_from_slice(&number.to_le_bytes());
+    h[16..24].copy_from_slice(&first_id.to_le_bytes());
+    let crc = crc32c::crc32c(&h[..28]);
+    h[28..].copy_from_slice(&crc.to_le_bytes());
     h
 }
 
-/// The segment numbers present in `dir`, ascending. Other files are ignored.
+/// The first record id of segment `number` from its header bytes, or why they are not its
+/// header.
+pub fn parse_header(bytes: &[u8], number: u64) -> Result<u64, &'static str> {
+    let Some(h) = bytes.get(..SEGMENT_HEADER_LEN as usize) else {
+        return Err("segment header incomplete");
+    };
+    if &h[..8] != SEGMENT_MAGIC || crc32c::crc32c(&h[..28]).to_le_bytes() != h[28..32] {
+        return Err("segment header damaged or not a segment");
+    }
+    if u64_at(h, 8) != number {
+        return Err("segment header does not match its file name");
+    }
+    Ok(u64_at(h, 16))
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut v = [0u8; 8];
+    v.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(v)
+}
+
+/// What a sealed segment's last frame (a footer frame, see [`frame::FOOTER_FLAG`]) says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Footer {
+    pub records: u64,
+    /// Id of the first record (for an empty segment: the id the next record gets).
+    pub first_id: u64,
+    /// Offset at which the footer starts (= end of the records).
+    pub data_end: u64,
+    /// crc32c of the segment's bytes before the footer (header and records).
+    pub checksum: u32,
+}
+
+const FOOTER_MAGIC: &[u8; 8] = b"SLFOOTR1";
+pub const FOOTER_PAYLOAD_LEN: usize = 44;
+
+impl Footer {
+    /// Id of the last record; `None` for an empty segment.
+    pub fn last_id(&self) -> Option<u64> {
+        (self.records > 0).then(|| self.first_id + self.records - 1)
+    }
+
+    /// `magic | records | first id | last id | data end (u64 LE) | checksum (u32 LE)`.
+    pub fn encode(&self) -> [u8; FOOTER_PAYLOAD_LEN] {
+        let mut b = [0u8; FOOTER_PAYLOAD_LEN];
+        b[..8].copy_from_slice(FOOTER_MAGIC);
+        b[8..16].copy_from_slice(&self.records.to_le_bytes());
+        b[16..24].copy_from_slice(&self.first_id.to_le_bytes());
+        let last = (self.first_id + self.records).wrapping_sub(1);
+        b[24..32].copy_from_slice(&last.to_le_bytes());
+        b[32..40].copy_from_slice(&self.data_end.to_le_bytes());
+        b[40..44].copy_from_slice(&self.checksum.to_le_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Option<Footer> {
+        if b.len() != FOOTER_PAYLOAD_LEN || &b[..8] != FOOTER_MAGIC {
+            return None;
+        }
+        let footer = Footer {
+            records: u64_at(b, 8),
+            first_id: u64_at(b, 16),
+            data_end: u64_at(b, 32),
+            checksum: u32::from_le_bytes([b[40], b[41], b[42], b[43]]),
+        };
+        let last = (footer.first_id + footer.records).wrapping_sub(1);
+        (u64_at(b, 24) == last).then_some(footer)
+    }
+
+    /// The whole footer frame, ready to append.
+    pub fn frame(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(frame::FRAME_HEADER_LEN + FOOTER_PAYLOAD_LEN);
+        frame::append_footer(&mut buf, &self.encode());
+        buf
+    }
+}
+
+/// The segment numbers present in `dir` (plain or compressed), ascending. Other files are
+/// ignored.
 pub fn list_segments(dir: &Path) -> Result<Vec<u64>, StorageError> {
     let entries = std::fs::read_dir(dir).map_err(|e| StorageError::io("list", dir, e))?;
     let mut numbers = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| StorageError::io("list", dir, e))?;
         let name = entry.file_name();
-        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(SUFFIX)) else {
+        let Some(stem) = name.to_str().and_then(|n| {
+            n.strip_suffix(SUFFIX)
+                .or_else(|| n.strip_suffix(COMPRESSED_SUFFIX))
+        }) else {
             continue;
         };
         if stem.len() == 20 {
@@ -43,6 +134,8 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u64>, StorageError> {
         }
     }
     numbers.sort_unstable();
+    // A segment can be present in both forms for a moment while it is being compressed.
+    numbers.dedup();
     Ok(numbers)
 }
 
@@ -52,37 +145,91 @@ pub struct ScanEnd {
     /// Offset just past the last whole, valid record.
     pub valid_end: u64,
     pub records: u64,
+    /// Id of the first record, from the header (`None` if the header is not valid).
+    pub first_id: Option<u64>,
+    /// The footer, if the segment is sealed and its footer matches what was scanned.
+    pub footer: Option<Footer>,
     /// Why the scan stopped before the end of the file, if it did.
     pub damage: Option<&'static str>,
     pub file_len: u64,
 }
 
-/// Reads a whole segment, checking the header and every record.
-pub fn scan_segment(path: &Path, number: u64) -> Result<ScanEnd, StorageError> {
-    let mut file = File::open(path).map_err(|e| StorageError::io("open", path, e))?;
-    let mut data = Vec::new();
-    file.read_to_end(&mut data)
-        .map_err(|e| StorageError::io("read", path, e))?;
+impl ScanEnd {
+    /// Id the record after this segment's last one gets.
+    pub fn next_id(&self) -> Option<u64> {
+        self.first_id.map(|id| id + self.records)
+    }
+}
+
+/// Reads a whole segment (plain or compressed), checking the header, every record and the
+/// footer.
+pub fn scan_segment(dir: &Path, number: u64) -> Result<ScanEnd, StorageError> {
+    let data = read_segment(dir, number)?;
     Ok(scan_bytes(&data, number))
 }
 
-/// Scans segment bytes (header then records).
+/// The bytes of segment `number`: the plain file, or the compressed one decompressed.
+pub fn read_segment(dir: &Path, number: u64) -> Result<Vec<u8>, StorageError> {
+    let path = segment_path(dir, number);
+    match File::open(&path) {
+        Ok(mut file) => {
+            let mut data = Vec::new();
+            file.read_to_end(&mut data)
+                .map_err(|e| StorageError::io("read", &path, e))?;
+            Ok(data)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            crate::compress::decompress_file(&compressed_path(dir, number))
+        }
+        Err(e) => Err(StorageError::io("open", &path, e)),
+    }
+}
+
+/// The header bytes of segment `number` (plain or compressed).
+pub fn read_segment_header(dir: &Path, number: u64) -> Result<Vec<u8>, StorageError> {
+    let path = segment_path(dir, number);
+    let mut header = vec![0u8; SEGMENT_HEADER_LEN as usize];
+    match File::open(&path) {
+        Ok(mut file) => {
+            let n = file
+                .read(&mut header)
+                .map_err(|e| StorageError::io("read", &path, e))?;
+            header.truncate(n);
+            Ok(header)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let zst = compressed_path(dir, number);
+            let mut c = crate::compress::CompressedSegment::open(&zst)
+                .map_err(|e| StorageError::io("open", &zst, e))?;
+            let n = c
+                .read_at(&mut header, 0)
+                .map_err(|e| StorageError::io("read", &zst, e))?;
+            header.truncate(n);
+            Ok(header)
+        }
+        Err(e) => Err(StorageError::io("open", &path, e)),
+    }
+}
+
+/// Scans segment bytes (header, records, footer).
 pub fn scan_bytes(data: &[u8], number: u64) -> ScanEnd {
     let file_len = data.len() as u64;
-    if data.len() < SEGMENT_HEADER_LEN as usize || data[..16] != segment_header(number) {
-        return ScanEnd {
-            valid_end: 0,
-            records: 0,
-            damage: Some(if data.len() < 16 {
-                "segment header incomplete"
-            } else {
-                "segment header does not match its file name"
-            }),
-            file_len,
-        };
-    }
+    let first_id = match parse_header(data, number) {
+        Ok(id) => id,
+        Err(reason) => {
+            return ScanEnd {
+                valid_end: 0,
+                records: 0,
+                first_id: None,
+                footer: None,
+                damage: Some(reason),
+                file_len,
+            }
+        }
+    };
     let mut at = SEGMENT_HEADER_LEN as usize;
     let mut records = 0;
+    let mut footer = None;
     let damage = loop {
         if at == data.len() {
             break None;
@@ -92,6 +239,22 @@ pub fn scan_bytes(data: &[u8], number: u64) -> ScanEnd {
                 at += frame_len;
                 records += 1;
             }
+            Decoded::Footer { payload, frame_len } => {
+                let expected = Footer {
+                    records,
+                    first_id,
+                    data_end: at as u64,
+                    checksum: crc32c::crc32c(&data[..at]),
+                };
+                if Footer::decode(payload) != Some(expected) {
+                    break Some("footer does not match the segment");
+                }
+                if at + frame_len != data.len() {
+                    break Some("data after the footer");
+                }
+                footer = Some(expected);
+                break None;
+            }
             Decoded::Incomplete => break Some("record cut short"),
             Decoded::Damaged(reason) => break Some(reason),
         }
@@ -99,6 +262,8 @@ pub fn scan_bytes(data: &[u8], number: u64) -> ScanEnd {
     ScanEnd {
         valid_end: at as u64,
         records,
+        first_id: Some(first_id),
+        footer,
         damage,
         file_len,
     }
@@ -114,7 +279,7 @@ mod tests {
 
     #[test]
     fn torn_tail_is_found() {
-        let mut data = segment_header(7).to_vec();
+        let mut data = segment_header(7, 1).to_vec();
         append_record(&mut data, b"one");
         append_record(&mut data, b"two");
         let whole = data.len() as u64;
@@ -124,9 +289,41 @@ mod tests {
         assert_eq!(end.valid_end, whole);
         assert_eq!(end.records, 2);
         assert_eq!(end.damage, Some("record cut short"));
+        assert_eq!(end.next_id(), Some(3));
         assert_eq!(
             scan_bytes(&data, 8).damage,
             Some("segment header does not match its file name")
         );
+    }
+
+    #[test]
+    fn footer_is_checked() {
+        let mut data = segment_header(3, 10).to_vec();
+        append_record(&mut data, b"one");
+        append_record(&mut data, b"two");
+        let footer = Footer {
+            records: 2,
+            first_id: 10,
+            data_end: data.len() as u64,
+            checksum: crc32c::crc32c(&data),
+        };
+        assert_eq!(footer.last_id(), Some(11));
+        let records_end = data.len();
+        data.extend_from_slice(&footer.frame());
+        let end = scan_bytes(&data, 3);
+        assert_eq!((end.footer, end.damage), (Some(footer), None));
+        assert_eq!(end.valid_end, records_end as u64);
+        // A footer that disagrees with the records (here: a record flipped under it whose
+        // checksum was recomputed) is damage.
+        let mut other = data.clone();
+        other[SEGMENT_HEADER_LEN as usize + 8] = b'O';
+        let start = SEGMENT_HEADER_LEN as usize;
+        crate::frame::finish_record(&mut other[..start + 11], start);
+        assert_eq!(
+            scan_bytes(&other, 3).damage,
+            Some("footer does not match the segment")
+        );
+        data.push(0);
+        assert_eq!(scan_bytes(&data, 3).damage, Some("data after the footer"));
     }
 }

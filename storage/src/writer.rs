@@ -24,7 +24,7 @@ use crate::error::StorageError;
 use crate::frame::{begin_record, finish_record, FRAME_HEADER_LEN, MAX_RECORD_LEN};
 use crate::io::{SegmentFile, SegmentFs};
 use crate::position::{DurableWatermark, Position, MAX_SEGMENT_SIZE};
-use crate::segment::{segment_header, segment_path, SEGMENT_HEADER_LEN};
+use crate::segment::{segment_header, segment_path, Footer, SEGMENT_HEADER_LEN};
 
 /// When appended records are made durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -277,17 +277,30 @@ pub struct WalFlusher<F: SegmentFs> {
     segment: u64,
     file: Option<F::File>,
     offset: u64,
+    /// Id of the first record of the current segment.
+    segment_first_id: u64,
+    /// Id the next durable record gets (ids are dense over what is durable).
+    next_id: u64,
+    /// crc32c of the current segment's bytes so far (for its footer).
+    segment_crc: u32,
     /// Append index of the next record the flusher takes.
     taken: u64,
     retry_interval: Duration,
 }
 
+/// Where a writer starts: the segment number and record id after everything recovered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalStart {
+    pub segment: u64,
+    pub record_id: u64,
+}
+
 impl<F: SegmentFs> WalFlusher<F> {
-    /// Creates segment `first_segment` (the one after those recovered) and publishes it.
+    /// Creates segment `start.segment` (the one after those recovered) and publishes it.
     pub async fn open(
         fs: F,
         dir: &Path,
-        first_segment: u64,
+        start: WalStart,
         segment_size: u64,
         appender: Rc<WalAppender>,
         watermark: Arc<DurableWatermark>,
@@ -300,9 +313,12 @@ impl<F: SegmentFs> WalFlusher<F> {
             segment_size: segment_size.clamp(SEGMENT_HEADER_LEN + 1, MAX_SEGMENT_SIZE / 2),
             watermark,
             on_durable,
-            segment: first_segment,
+            segment: start.segment,
             file: None,
             offset: 0,
+            segment_first_id: start.record_id,
+            next_id: start.record_id,
+            segment_crc: 0,
             taken: 0,
             retry_interval: RETRY_INTERVAL,
         };
@@ -334,11 +350,12 @@ impl<F: SegmentFs> WalFlusher<F> {
                 break;
             }
         }
-        if let Some(file) = self.file.take() {
-            let path = segment_path(&self.dir, self.segment);
-            file.close()
-                .await
-                .map_err(|e| StorageError::io("close", path, e))?;
+        if self.file.is_some() {
+            if let Err(e) = self.seal().await {
+                // Everything was durable before the footer: recovery seals it at next start.
+                tracing::warn!(error = %e, "cannot seal the last segment; recovery will");
+                self.abandon_segment().await;
+            }
         }
         self.appender.status.set(WalStatus::Stopped);
         self.appender.durable.notify(usize::MAX);
@@ -483,6 +500,7 @@ impl<F: SegmentFs> WalFlusher<F> {
             }
         }
         let len = buf.len() as u64;
+        let crc = crc32c::crc32c_append(self.segment_crc, &buf);
         let written = match self.write_all(buf).await {
             Ok(()) if self.appender.policy.syncs() => self.sync().await,
             other => other,
@@ -494,6 +512,8 @@ impl<F: SegmentFs> WalFlusher<F> {
             });
         }
         self.offset += len;
+        self.segment_crc = crc;
+        self.next_id += records;
         let stats = &self.appender.stats;
         stats.written_bytes.set(stats.written_bytes.get() + len);
         stats
@@ -556,14 +576,41 @@ impl<F: SegmentFs> WalFlusher<F> {
 
     /// Seals the current segment (if any) and starts the next one.
     async fn rotate(&mut self) -> Result<(), StorageError> {
-        if let Some(file) = self.file.take() {
-            let path = segment_path(&self.dir, self.segment);
-            file.close()
-                .await
-                .map_err(|e| StorageError::io("close", path, e))?;
+        if self.file.is_some() {
+            self.seal().await?;
             self.segment += 1;
         }
         self.start_segment().await
+    }
+
+    /// Appends the footer (record count, ids, checksum), gives back the space reserved past
+    /// it, syncs and closes. On failure the file stays open, so the caller's
+    /// [`Self::abandon_segment`] cuts the partial footer off again.
+    async fn seal(&mut self) -> Result<(), StorageError> {
+        let footer = Footer {
+            records: self.next_id - self.segment_first_id,
+            first_id: self.segment_first_id,
+            data_end: self.offset,
+            checksum: self.segment_crc,
+        };
+        let frame = footer.frame();
+        let end = self.offset + frame.len() as u64;
+        let path = segment_path(&self.dir, self.segment);
+        self.write_all(frame).await?;
+        if let Some(file) = &self.file {
+            file.truncate(end)
+                .await
+                .map_err(|e| StorageError::io("truncate", &path, e))?;
+        }
+        if self.appender.policy.syncs() {
+            self.sync().await?;
+        }
+        if let Some(file) = self.file.take() {
+            file.close()
+                .await
+                .map_err(|e| StorageError::io("close", path, e))?;
+        }
+        Ok(())
     }
 
     /// Creates segment `self.segment`: reserve its space, write and sync its header, sync the
@@ -583,7 +630,8 @@ impl<F: SegmentFs> WalFlusher<F> {
         }
         self.file = Some(file);
         self.offset = 0;
-        let started = match self.write_all(segment_header(self.segment).to_vec()).await {
+        let header = segment_header(self.segment, self.next_id);
+        let started = match self.write_all(header.to_vec()).await {
             Ok(()) => self.sync().await,
             Err(e) => Err(e),
         };
@@ -599,6 +647,8 @@ impl<F: SegmentFs> WalFlusher<F> {
             .await
             .map_err(|e| StorageError::io("fsync directory", &self.dir, e))?;
         self.offset = SEGMENT_HEADER_LEN;
+        self.segment_first_id = self.next_id;
+        self.segment_crc = crc32c::crc32c(&header);
         let stats = &self.appender.stats;
         stats.segments_created.set(stats.segments_created.get() + 1);
         self.publish();

@@ -4,14 +4,15 @@
 use std::path::Path;
 
 use storage::frame::append_record;
-use storage::segment::{segment_header, segment_path};
+use storage::segment::{segment_header, segment_path, SEGMENT_HEADER_LEN};
 use storage::{
-    read_cursor, recover_shard, write_cursor, Position, RecoveryMode, StorageError, WalReader,
+    read_cursor, recover_shard, write_cursor, Cursor, Position, RecoveryMode, StorageError,
+    WalReader,
 };
 
 /// Writes segment `n` holding `records` (payloads "n-i"); returns the record start offsets.
 fn make_segment(dir: &Path, n: u64, records: usize) -> Vec<usize> {
-    let mut data = segment_header(n).to_vec();
+    let mut data = segment_header(n, n * 1000).to_vec();
     let mut starts = Vec::new();
     for i in 0..records {
         starts.push(data.len());
@@ -31,12 +32,12 @@ fn edit(dir: &Path, n: u64, f: impl FnOnce(&mut Vec<u8>)) {
 /// Recovers, then reads everything from `cursor` as an output would after a restart.
 fn recover_and_deliver(
     dir: &Path,
-    cursor: Option<Position>,
+    cursor: Option<Cursor>,
 ) -> (Vec<String>, u64, storage::RecoveryReport) {
     let report = recover_shard(dir, RecoveryMode::TolerateCorruptTail).unwrap();
     let durable = Position {
         segment: report.next_segment(),
-        offset: 16,
+        offset: SEGMENT_HEADER_LEN,
     };
     let mut reader = WalReader::open(dir, cursor).unwrap();
     let mut out = Vec::new();
@@ -178,12 +179,16 @@ fn missing_or_damaged_cursor_means_redelivery_not_loss() {
     assert_eq!(read_cursor(dir.path(), "out").unwrap(), None);
     let (got, _, _) = recover_and_deliver(dir.path(), None);
     assert_eq!(got, names(1, 0..3));
+    let start = Position {
+        segment: 1,
+        offset: SEGMENT_HEADER_LEN,
+    };
     write_cursor(
         dir.path(),
         "out",
-        Position {
-            segment: 1,
-            offset: 16,
+        Cursor {
+            position: start,
+            next_id: 1000,
         },
     )
     .unwrap();
@@ -199,9 +204,12 @@ fn missing_or_damaged_cursor_means_redelivery_not_loss() {
 fn cursor_past_the_end_does_not_strand_new_records() {
     let dir = tempfile::tempdir().unwrap();
     make_segment(dir.path(), 1, 2);
-    let cursor = Position {
-        segment: 99,
-        offset: 16,
+    let cursor = Cursor {
+        position: Position {
+            segment: 99,
+            offset: SEGMENT_HEADER_LEN,
+        },
+        next_id: 5000,
     };
     write_cursor(dir.path(), "out", cursor).unwrap();
     let report = recover_shard(dir.path(), RecoveryMode::TolerateCorruptTail).unwrap();
@@ -210,13 +218,17 @@ fn cursor_past_the_end_does_not_strand_new_records() {
         100,
         "the writer starts above every cursor"
     );
+    assert_eq!(
+        report.next_record_id, 5000,
+        "and above every id a cursor saw"
+    );
     // New records land in segment 100 and reach the output.
     make_segment(dir.path(), 100, 2);
     let mut reader = WalReader::open(dir.path(), Some(cursor)).unwrap();
     let mut got = Vec::new();
     let durable = Position {
         segment: 101,
-        offset: 16,
+        offset: SEGMENT_HEADER_LEN,
     };
     while reader
         .read_batch(durable, 1 << 20, |p| {

@@ -18,7 +18,7 @@ use proptest::prelude::*;
 use storage::sim::{Fault, SimFs};
 use storage::writer::{AppendError, WalStatus};
 use storage::{
-    read_cursor, recover_shard, write_cursor, DurableWatermark, FsyncPolicy, Position,
+    read_cursor, recover_shard, write_cursor, Cursor, DurableWatermark, FsyncPolicy, Position,
     RecoveryMode, StorageError, WalAppender, WalFlusher, WalReader,
 };
 
@@ -66,7 +66,7 @@ async fn open(dir: &std::path::Path, sim: &SimFs) -> Wal {
         let opened = WalFlusher::open(
             sim.clone(),
             dir,
-            report.next_segment(),
+            report.start(),
             2048,
             Rc::clone(&appender),
             Arc::clone(&watermark),
@@ -101,7 +101,7 @@ fn id_of(p: &[u8]) -> u64 {
 }
 
 /// Everything readable from the output's cursor up to `durable`.
-fn read_from_cursor(dir: &std::path::Path, durable: Position) -> (Vec<u64>, Position) {
+fn read_from_cursor(dir: &std::path::Path, durable: Position) -> (Vec<u64>, Cursor) {
     let cursor = read_cursor(dir, SINK).unwrap();
     let mut reader = WalReader::open(dir, cursor).unwrap();
     let mut ids = Vec::new();
@@ -111,7 +111,7 @@ fn read_from_cursor(dir: &std::path::Path, durable: Position) -> (Vec<u64>, Posi
         .records
         > 0
     {}
-    (ids, reader.position())
+    (ids, reader.cursor())
 }
 
 #[derive(Default, Debug)]

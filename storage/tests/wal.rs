@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
 use storage::io::GlommioFs;
-use storage::segment::{list_segments, segment_path};
+use storage::segment::{list_segments, segment_path, SEGMENT_HEADER_LEN};
 use storage::writer::AppendError;
 use storage::RecoveryMode;
 use storage::{
-    recover_shard, DurableWatermark, FsyncPolicy, Position, WalAppender, WalFlusher, WalReader,
+    recover_shard, Cursor, DurableWatermark, FsyncPolicy, Position, WalAppender, WalFlusher,
+    WalReader, WalStart,
 };
 
 /// Appends `payloads` through a real flusher and closes the WAL; returns the final watermark.
@@ -29,7 +30,7 @@ fn write_all(
             let flusher = WalFlusher::open(
                 GlommioFs,
                 &dir,
-                report.next_segment(),
+                report.start(),
                 segment_size,
                 Rc::clone(&appender),
                 Arc::clone(&watermark),
@@ -63,9 +64,9 @@ fn write_all(
 
 fn read_all(
     dir: &std::path::Path,
-    from: Option<Position>,
+    from: Option<Cursor>,
     durable: Position,
-) -> (Vec<Vec<u8>>, Position) {
+) -> (Vec<Vec<u8>>, Cursor) {
     let mut reader = WalReader::open(dir, from).unwrap();
     let mut out = Vec::new();
     while reader
@@ -74,7 +75,7 @@ fn read_all(
         .records
         > 0
     {}
-    (out, reader.position())
+    (out, reader.cursor())
 }
 
 fn payloads(n: usize, tag: u8) -> Vec<Vec<u8>> {
@@ -123,7 +124,7 @@ fn reader_never_passes_the_watermark() {
     let mut reader = WalReader::open(dir.path(), None).unwrap();
     let half = Position {
         segment: wm.segment,
-        offset: 16 + 8 + all[0].len() as u64,
+        offset: SEGMENT_HEADER_LEN + 8 + all[0].len() as u64,
     };
     reader
         .read_batch(half, 1 << 20, |p| positions.push(p.to_vec()))
@@ -139,16 +140,27 @@ fn torn_tail_is_cut_and_earlier_records_kept() {
     let last = *list_segments(dir.path()).unwrap().last().unwrap();
     let path = segment_path(dir.path(), last);
     let mut bytes = std::fs::read(&path).unwrap();
+    // A crash: no footer yet, and half a record after the last whole one.
+    let footer = storage::segment::scan_bytes(&bytes, last).footer.unwrap();
+    assert_eq!((footer.records, footer.first_id), (100, 1));
+    bytes.truncate(footer.data_end as usize);
     bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3, 4, 5]);
     std::fs::write(&path, &bytes).unwrap();
     let report = recover_shard(dir.path(), RecoveryMode::default()).unwrap();
     assert_eq!(report.truncated_bytes, 9);
+    assert!(
+        report.sealed_newest,
+        "recovery seals what the crash left open"
+    );
+    assert_eq!(report.next_record_id, 101);
+    let rescanned = storage::segment::scan_segment(dir.path(), last).unwrap();
+    assert_eq!((rescanned.footer, rescanned.damage), (Some(footer), None));
     let (got, _) = read_all(
         dir.path(),
         None,
         Position {
             segment: last + 1,
-            offset: 16,
+            offset: SEGMENT_HEADER_LEN,
         },
     );
     assert_eq!(got, first);
@@ -166,7 +178,7 @@ fn reader_skips_missing_segments_without_walking_every_number() {
     };
     let (got, pos) = read_all(dir.path(), None, far);
     assert_eq!(got, first);
-    assert_eq!(pos.segment, far.segment);
+    assert_eq!(pos.position.segment, far.segment);
     assert!(wm.segment < far.segment);
 }
 
@@ -183,7 +195,10 @@ fn disk_full_at_rotation_blocks_then_resumes_losing_nothing() {
             let flusher = WalFlusher::open(
                 sim.clone(),
                 &path,
-                1,
+                WalStart {
+                    segment: 1,
+                    record_id: 1,
+                },
                 8192,
                 Rc::clone(&appender),
                 Arc::clone(&watermark),

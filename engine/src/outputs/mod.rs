@@ -140,7 +140,7 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
         if cursor.is_none() {
             // Create the cursor file now, while there is disk space: later updates overwrite
             // it in place and never need a new block, even on a full disk.
-            save_cursor(&spec, shard, reader.position());
+            save_cursor(&spec, shard, reader.cursor());
         }
         retain(&spec, shard, reader.position().segment);
         readers.push(reader);
@@ -156,7 +156,7 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
         let mut delivered_any = false;
         for (i, (shard, reader)) in spec.shards.iter().zip(readers.iter_mut()).enumerate() {
             if unsaved[i] {
-                unsaved[i] = !save_cursor(&spec, shard, reader.position());
+                unsaved[i] = !save_cursor(&spec, shard, reader.cursor());
             }
             out.clear();
             let mut undecodable = 0u64;
@@ -184,7 +184,7 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
                 // Moved over empty or damaged segments without a record: persist that too,
                 // or retention would keep them (and their reserved space) forever.
                 if reader.position() != saved[i] && !unsaved[i] {
-                    unsaved[i] = !save_cursor(&spec, shard, reader.position());
+                    unsaved[i] = !save_cursor(&spec, shard, reader.cursor());
                     saved[i] = reader.position();
                 }
                 continue;
@@ -193,7 +193,7 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
                 tracing::warn!(sink = %spec.name, "shutdown timeout reached: undelivered records stay in the WAL for the next start");
                 return Ok(());
             }
-            unsaved[i] = !save_cursor(&spec, shard, reader.position());
+            unsaved[i] = !save_cursor(&spec, shard, reader.cursor());
             saved[i] = reader.position();
             spec.counters
                 .events_sent
@@ -219,10 +219,10 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
 /// Persists the cursor after a confirmed batch, then lets retention follow it. A failed write
 /// (a full disk, say) is counted and retried later: the output keeps delivering, retention
 /// waits for the persisted position, and a crash meanwhile only means duplicates.
-fn save_cursor(spec: &OutputSpec, shard: &ShardLog, position: storage::Position) -> bool {
-    match storage::write_cursor(&shard.dir, &spec.name, position) {
+fn save_cursor(spec: &OutputSpec, shard: &ShardLog, cursor: storage::Cursor) -> bool {
+    match storage::write_cursor(&shard.dir, &spec.name, cursor) {
         Ok(()) => {
-            retain(spec, shard, position.segment);
+            retain(spec, shard, cursor.position.segment);
             true
         }
         Err(e) => {

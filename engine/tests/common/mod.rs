@@ -272,7 +272,7 @@ pub fn wal_record_count(data_dir: &Path) -> usize {
     storage::inspect::shard_dirs(data_dir)
         .unwrap_or_default()
         .into_iter()
-        .map(|(_, dir)| storage::read_on_disk(&dir, None, |_| {}).unwrap_or(0) as usize)
+        .map(|(_, dir)| storage::read_on_disk(&dir, None, |_, _| {}).unwrap_or(0) as usize)
         .sum()
 }
 
