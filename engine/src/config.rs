@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{de, Deserialize, Deserializer};
-use storage::{FsyncPolicy, RecoveryMode};
+use storage::{FsyncPolicy, FullPolicy, MinFree, RecoveryMode};
 
 /// The configuration `sluice run` uses when no `--config` is given.
 pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
@@ -111,6 +111,22 @@ pub struct WalConfig {
     /// What recovery does with damage: `"tolerate-corrupt-tail"` or `"strict"`.
     #[serde(default, deserialize_with = "de_from_str")]
     pub recovery: RecoveryMode,
+    /// Compression of sealed segments outputs have not reached yet: `"zstd"` or `"none"`.
+    #[serde(default, deserialize_with = "de_from_str")]
+    pub compression: Compression,
+    /// zstd level, 1 (fastest) to 19.
+    #[serde(default = "default_compression_level")]
+    pub compression_level: i32,
+    /// Most bytes of segments in data_dir, all shards together (unset: no limit).
+    #[serde(default, deserialize_with = "de_opt_bytes")]
+    pub max_disk: Option<u64>,
+    /// Free space to leave on data_dir's file system: a size or a percentage like `"5%"`.
+    #[serde(default = "default_min_free_disk", deserialize_with = "de_from_str")]
+    pub min_free_disk: MinFree,
+    /// At a limit: `"block"` (stop reading sockets) or `"drop_oldest"` (delete the oldest
+    /// undelivered segment, counting its events).
+    #[serde(default, deserialize_with = "de_from_str")]
+    pub when_full: FullPolicy,
 }
 
 impl Default for WalConfig {
@@ -120,8 +136,40 @@ impl Default for WalConfig {
             segment_size: default_segment_size(),
             buffer_size: default_wal_buffer(),
             recovery: RecoveryMode::default(),
+            compression: Compression::default(),
+            compression_level: default_compression_level(),
+            max_disk: None,
+            min_free_disk: default_min_free_disk(),
+            when_full: FullPolicy::default(),
         }
     }
+}
+
+/// `[wal] compression`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    #[default]
+    Zstd,
+}
+
+impl FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "zstd" => Ok(Compression::Zstd),
+            "none" => Ok(Compression::None),
+            other => Err(format!("expected \"zstd\" or \"none\", got {other:?}")),
+        }
+    }
+}
+
+fn default_compression_level() -> i32 {
+    3
+}
+/// A floor that keeps the host usable when outputs stall for long.
+fn default_min_free_disk() -> MinFree {
+    MinFree::Bytes(256 << 20)
 }
 
 fn default_fsync() -> FsyncPolicy {
@@ -421,6 +469,15 @@ impl Config {
         }
         if !(64 << 10..=256 << 20).contains(&wal.buffer_size) {
             return invalid("wal.buffer_size".into(), "must be between 64KiB and 256MiB");
+        }
+        if !(1..=19).contains(&wal.compression_level) {
+            return invalid("wal.compression_level".into(), "must be between 1 and 19");
+        }
+        if wal.max_disk.is_some_and(|m| m < 2 * wal.segment_size) {
+            return invalid(
+                "wal.max_disk".into(),
+                "must hold at least two segments (2 × wal.segment_size); (shards + 1) × segment_size keeps every shard writing",
+            );
         }
         let mut bound = Vec::new();
         for (name, source) in &self.sources {

@@ -22,6 +22,9 @@ pub struct ShardCounters {
     /// Events read from a socket that the WAL could not take: it was blocked on a disk error
     /// while the shard was stopping, or had already failed.
     pub events_dropped_wal: AtomicU64,
+    /// UDP datagrams read and dropped while the WAL was blocked (disk full, budget, I/O
+    /// error): UDP has no backpressure, so they are counted here rather than lost unseen.
+    pub udp_dropped_blocked: AtomicU64,
     pub events_durable: AtomicU64,
     pub wal_bytes: AtomicU64,
     pub wal_fsyncs: AtomicU64,
@@ -29,6 +32,8 @@ pub struct ShardCounters {
     pub wal_lost_records: AtomicU64,
     /// WAL write/fdatasync failures (each blocked ingest until a new segment was started).
     pub wal_io_failures: AtomicU64,
+    /// Times the disk budget blocked this shard's ingest.
+    pub wal_budget_blocks: AtomicU64,
 }
 
 /// Per-read-batch tallies, added to the shard's counters in one go.
@@ -68,13 +73,17 @@ pub struct OutputCounters {
 }
 
 /// A plain snapshot for logs and tests.
-pub fn shard_summary(shards: &[std::sync::Arc<ShardCounters>]) -> String {
+pub fn shard_summary(
+    shards: &[std::sync::Arc<ShardCounters>],
+    budget: &storage::DiskBudget,
+) -> String {
     let sum = |f: fn(&ShardCounters) -> u64| shards.iter().map(|s| f(s)).sum::<u64>();
     format!(
         "events_received={} events_durable={} bytes_received={} parse_errors={} frames_oversize={} \
          frames_bad_length={} frames_incomplete={} connections_accepted={} connections_rejected={} \
          udp_datagrams={} events_dropped_wal={} wal_bytes={} wal_fsyncs={} wal_lost_records={} \
-         wal_io_failures={}",
+         wal_io_failures={} udp_dropped_blocked={} wal_budget_blocks={} wal_dropped_segments={} \
+         wal_dropped_records={} wal_disk_bytes={}",
         sum(|s| s.events_received.load(Relaxed)),
         sum(|s| s.events_durable.load(Relaxed)),
         sum(|s| s.bytes_received.load(Relaxed)),
@@ -90,5 +99,10 @@ pub fn shard_summary(shards: &[std::sync::Arc<ShardCounters>]) -> String {
         sum(|s| s.wal_fsyncs.load(Relaxed)),
         sum(|s| s.wal_lost_records.load(Relaxed)),
         sum(|s| s.wal_io_failures.load(Relaxed)),
+        sum(|s| s.udp_dropped_blocked.load(Relaxed)),
+        sum(|s| s.wal_budget_blocks.load(Relaxed)),
+        budget.dropped_segments.load(Relaxed),
+        budget.dropped_records.load(Relaxed),
+        budget.used(),
     )
 }

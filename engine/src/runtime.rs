@@ -20,7 +20,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
-use storage::{recover_shard, DurableWatermark, Position, Retention};
+use storage::compress::{CompactShard, Compactor};
+use storage::{recover_shard, DiskBudget, DurableWatermark, Position, Retention};
+
+use crate::config::Compression;
 
 use crate::config::{Config, SourceMode};
 use crate::error::EngineError;
@@ -99,19 +102,19 @@ pub fn run(config: &Config) -> Result<(), EngineError> {
         source,
     })?;
     let log_count = shard_count.max(existing_shard_dirs(data_dir)?);
+    let budget = disk_budget(config, data_dir, shard_count)?;
     let mut logs = Vec::with_capacity(log_count);
     let mut wal_starts = Vec::with_capacity(log_count);
     for id in 0..log_count {
         let dir = shard_dir(data_dir, id);
         let report = recover_shard(&dir, config.wal.recovery)?;
+        // Everything recovered is readable now, before the shard's writer has a segment
+        // (it may have to wait for the disk budget, which only delivery can free).
         let watermark = Arc::new(DurableWatermark::new());
-        if id >= shard_count {
-            // Not running any more: everything it holds is final.
-            watermark.publish(Position {
-                segment: report.next_segment(),
-                offset: 0,
-            });
-        }
+        watermark.publish(Position {
+            segment: report.next_segment(),
+            offset: 0,
+        });
         tracing::info!(
             shard = id,
             segments = report.segments.len(),
@@ -119,7 +122,11 @@ pub fn run(config: &Config) -> Result<(), EngineError> {
             "WAL recovered"
         );
         wal_starts.push(report.start());
-        let retention = Arc::new(Retention::new(&dir, config.sinks.len()));
+        let retention = Arc::new(Retention::new(
+            &dir,
+            config.sinks.len(),
+            Arc::clone(&budget),
+        ));
         logs.push(ShardLog {
             id,
             dir,
@@ -129,6 +136,7 @@ pub fn run(config: &Config) -> Result<(), EngineError> {
     }
 
     let (outputs, wakers) = start_outputs(config, &logs)?;
+    let compactor = start_compactor(config, &logs)?;
     let stop = Arc::new(AtomicBool::new(false));
     let shard_counters: Vec<_> = (0..shard_count)
         .map(|_| Arc::new(ShardCounters::default()))
@@ -142,11 +150,13 @@ pub fn run(config: &Config) -> Result<(), EngineError> {
         &stop,
         &wakers,
         &exit_tx,
+        &budget,
     );
     let shards = match started {
         Ok(s) => s,
         Err(e) => {
             stop.store(true, Ordering::Release);
+            stop_compactor(compactor);
             stop_outputs(outputs, &wakers, Instant::now());
             return Err(e);
         }
@@ -169,14 +179,91 @@ pub fn run(config: &Config) -> Result<(), EngineError> {
             }),
         }
     }
+    stop_compactor(compactor);
     stop_outputs(outputs, &wakers, Instant::now() + config.shutdown_timeout);
-    tracing::info!(summary = %shard_summary(&shard_counters), "stopped");
+    tracing::info!(summary = %shard_summary(&shard_counters, &budget), "stopped");
     if let Some(id) = early_exit {
         tracing::error!(shard = id, "a shard stopped on its own");
     }
     match failures.into_iter().next() {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// The data directory's disk budget; warns when `max_disk` cannot give every shard a segment
+/// plus one to rotate into.
+fn disk_budget(
+    config: &Config,
+    data_dir: &Path,
+    shards: usize,
+) -> Result<Arc<DiskBudget>, EngineError> {
+    let wal = &config.wal;
+    if let Some(max) = wal.max_disk {
+        let needed = (shards as u64 + 1) * wal.segment_size;
+        if max < needed {
+            tracing::warn!(max_disk = max, needed, "wal.max_disk is below (shards + 1) × segment_size: some shards will block until outputs free space");
+        }
+    }
+    let budget = DiskBudget::new(
+        data_dir,
+        wal.max_disk,
+        Some(wal.min_free_disk),
+        wal.when_full,
+    )?;
+    Ok(Arc::new(budget))
+}
+
+/// The background thread compressing backlog segments (none with `compression = "none"`).
+struct CompactorThread {
+    stop: crossbeam_channel::Sender<()>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+const COMPACT_INTERVAL: Duration = Duration::from_secs(1);
+
+fn start_compactor(
+    config: &Config,
+    logs: &[ShardLog],
+) -> Result<Option<CompactorThread>, EngineError> {
+    if config.wal.compression == Compression::None {
+        return Ok(None);
+    }
+    let shards = logs
+        .iter()
+        .map(|l| CompactShard {
+            watermark: Arc::clone(&l.watermark),
+            retention: Arc::clone(&l.retention),
+        })
+        .collect();
+    let mut compactor = Compactor::new(shards, config.wal.compression_level);
+    let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
+    let handle = std::thread::Builder::new()
+        .name("wal-compress".into())
+        .spawn(move || loop {
+            let stop_now = || !stopped.is_empty();
+            if let Err(e) = compactor.run_once(&stop_now) {
+                tracing::warn!(error = %e, "compressing backlog segments failed; retrying later");
+            }
+            match stopped.recv_timeout(COMPACT_INTERVAL) {
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                _ => return,
+            }
+        })
+        .map_err(|source| EngineError::Io {
+            op: "start thread",
+            path: "wal-compress".into(),
+            source,
+        })?;
+    Ok(Some(CompactorThread { stop, handle }))
+}
+
+fn stop_compactor(compactor: Option<CompactorThread>) {
+    if let Some(c) = compactor {
+        let _ = c.stop.send(());
+        if c.handle.join().is_err() {
+            tracing::error!("compression thread panicked");
+        }
     }
 }
 
@@ -237,6 +324,7 @@ fn start_shards(
     stop: &Arc<AtomicBool>,
     wakers: &Arc<OutputWakers>,
     exit_tx: &mpsc::Sender<usize>,
+    budget: &Arc<DiskBudget>,
 ) -> Result<Vec<RunningShard>, EngineError> {
     let cpus: Vec<usize> = core_affinity::get_core_ids()
         .map(|ids| ids.into_iter().map(|c| c.id).collect())
@@ -266,6 +354,7 @@ fn start_shards(
             counters: Arc::clone(&counters[id]),
             stop: Arc::clone(stop),
             wakers: Arc::clone(wakers),
+            budget: Arc::clone(budget),
         };
         let placement = match cpus.get(id % cpus.len().max(1)) {
             Some(&cpu) => Placement::Fixed(cpu),

@@ -83,6 +83,8 @@ pub struct ShardSpec {
     pub counters: Arc<ShardCounters>,
     pub stop: Arc<AtomicBool>,
     pub wakers: Arc<OutputWakers>,
+    /// The data directory's disk budget, shared by all shards.
+    pub budget: Arc<storage::DiskBudget>,
 }
 
 /// The addresses a shard bound, in source order.
@@ -119,6 +121,8 @@ impl Shard {
             .store(stats.lost_records.get(), Ordering::Relaxed);
         c.wal_io_failures
             .store(stats.io_failures.get(), Ordering::Relaxed);
+        c.wal_budget_blocks
+            .store(stats.budget_blocks.get(), Ordering::Relaxed);
     }
 }
 
@@ -135,7 +139,7 @@ pub async fn run(
 ) -> Result<(), String> {
     let appender = WalAppender::new(spec.wal.buffer_size as usize, spec.wal.fsync);
     let wakers = Arc::clone(&spec.wakers);
-    let flusher = WalFlusher::open(
+    let flusher = WalFlusher::open_with_budget(
         GlommioFs,
         &spec.dir,
         spec.wal_start,
@@ -143,6 +147,7 @@ pub async fn run(
         Rc::clone(&appender),
         Arc::clone(&spec.watermark),
         Box::new(move || wakers.wake_all()),
+        Arc::clone(&spec.budget),
     )
     .await;
     let flusher = match flusher {
@@ -552,6 +557,14 @@ fn is_timeout(e: &std::io::Error) -> bool {
 /// One datagram is one event: trailing line ends are stripped, an oversize one is truncated.
 async fn ingest_datagram(shard: &Shard, source: &SourceSpec, datagram: &[u8], ip: IpAddr) {
     shard.counters.udp_datagrams.fetch_add(1, Ordering::Relaxed);
+    if shard.appender.status() == WalStatus::Blocked {
+        // Waiting would only move the loss into the kernel's socket buffer, uncounted.
+        shard
+            .counters
+            .udp_dropped_blocked
+            .fetch_add(1, Ordering::Relaxed);
+        return;
+    }
     let mut frame = datagram;
     while let [rest @ .., b'\n' | b'\r' | 0] = frame {
         frame = rest;

@@ -316,6 +316,88 @@ pub fn clean_up(dir: &Path) -> Result<usize, StorageError> {
     Ok(removed)
 }
 
+/// One shard as the compactor sees it.
+pub struct CompactShard {
+    /// The active segment is the watermark's; only older ones are compressed.
+    pub watermark: std::sync::Arc<crate::DurableWatermark>,
+    /// The shard's directory, slowest output cursor and disk budget.
+    pub retention: std::sync::Arc<crate::Retention>,
+}
+
+/// Compresses every shard's backlog (see the module docs), one pass at a time; run by a
+/// background thread, never a shard.
+pub struct Compactor {
+    shards: Vec<CompactShard>,
+    level: i32,
+    /// Segments left uncompressed on purpose (damaged or unsealed), not retried.
+    skipped: std::collections::HashSet<(usize, u64)>,
+    pub segments_compressed: u64,
+    pub bytes_saved: u64,
+}
+
+impl Compactor {
+    pub fn new(shards: Vec<CompactShard>, level: i32) -> Self {
+        Compactor {
+            shards,
+            level,
+            skipped: Default::default(),
+            segments_compressed: 0,
+            bytes_saved: 0,
+        }
+    }
+
+    /// Sealed segments of shard `i` that outputs have not started on yet.
+    fn candidates(&self, i: usize) -> Result<Vec<u64>, StorageError> {
+        let shard = &self.shards[i];
+        let active = shard.watermark.load().segment;
+        let after = match shard.retention.slowest_segment() {
+            // An output has not opened its reader yet: wait for it.
+            Some(0) => return Ok(Vec::new()),
+            Some(slowest) => slowest,
+            None => 0,
+        };
+        let dir = shard.retention.dir();
+        Ok(crate::segment::list_segments(dir)?
+            .into_iter()
+            .filter(|&n| n > after && n < active && !self.skipped.contains(&(i, n)))
+            .filter(|&n| segment_path(dir, n).exists())
+            .collect())
+    }
+
+    /// One pass over every shard; `stop` is checked between segments. Returns the segments
+    /// compressed.
+    pub fn run_once(&mut self, stop: &dyn Fn() -> bool) -> Result<usize, StorageError> {
+        let mut done = 0;
+        for i in 0..self.shards.len() {
+            for n in self.candidates(i)? {
+                if stop() {
+                    return Ok(done);
+                }
+                let retention = std::sync::Arc::clone(&self.shards[i].retention);
+                match compress_segment(retention.dir(), n, self.level)? {
+                    Compressed::Done {
+                        plain_bytes,
+                        compressed_bytes,
+                    } => {
+                        let saved = plain_bytes.saturating_sub(compressed_bytes);
+                        retention.budget().release(saved);
+                        self.segments_compressed += 1;
+                        self.bytes_saved += saved;
+                        done += 1;
+                        tracing::debug!(dir = %retention.dir().display(), segment = n, plain_bytes, compressed_bytes, "compressed a backlog segment");
+                    }
+                    Compressed::Skipped(reason) => {
+                        tracing::warn!(dir = %retention.dir().display(), segment = n, reason, "segment left uncompressed");
+                        self.skipped.insert((i, n));
+                    }
+                    Compressed::Missing => {}
+                }
+            }
+        }
+        Ok(done)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

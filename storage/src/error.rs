@@ -18,6 +18,8 @@ pub enum StorageError {
     },
     #[error("the WAL stopped after an earlier failure and accepts no more writes: {0}")]
     Failed(String),
+    #[error("disk budget: {0}")]
+    Budget(#[from] crate::budget::BudgetFull),
     #[error("record of {len} bytes exceeds the limit of {max} bytes")]
     RecordTooLarge { len: usize, max: usize },
 }

@@ -38,6 +38,7 @@
 //! - A record never spans two segments.
 //! - Nothing here depends on the engine.
 
+pub mod budget;
 pub mod compress;
 pub mod cursor;
 pub mod error;
@@ -52,6 +53,7 @@ pub mod segment;
 pub mod sim;
 pub mod writer;
 
+pub use budget::{DiskBudget, FullPolicy, MinFree};
 pub use cursor::{read_cursor, write_cursor, Cursor};
 pub use error::StorageError;
 pub use frame::MAX_RECORD_LEN;

@@ -7,7 +7,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
+use crate::budget::DiskBudget;
 use crate::error::StorageError;
 use crate::recovery::sync_dir;
 use crate::segment::{compressed_path, list_segments, segment_path};
@@ -19,15 +21,27 @@ pub struct Retention {
     cursor_segments: Vec<AtomicU64>,
     /// Everything below this was deleted already.
     deleted_below: AtomicU64,
+    budget: Arc<DiskBudget>,
 }
 
 impl Retention {
-    pub fn new(dir: &Path, outputs: usize) -> Self {
+    /// Retention of the shard in `dir` for `outputs` outputs; space freed goes back to
+    /// `budget`.
+    pub fn new(dir: &Path, outputs: usize, budget: Arc<DiskBudget>) -> Self {
         Retention {
             dir: dir.to_path_buf(),
             cursor_segments: (0..outputs).map(|_| AtomicU64::new(0)).collect(),
             deleted_below: AtomicU64::new(0),
+            budget,
         }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn budget(&self) -> &Arc<DiskBudget> {
+        &self.budget
     }
 
     /// Records that `output`'s cursor is now in `segment` and deletes what every output passed,
@@ -54,7 +68,9 @@ impl Retention {
             .into_iter()
             .take_while(|&n| n < passed)
         {
-            if remove_segment(&self.dir, number)? > 0 {
+            let freed = remove_segment(&self.dir, number)?;
+            if freed > 0 {
+                self.budget.release(freed);
                 deleted.push(number);
             }
         }
@@ -86,13 +102,13 @@ pub fn remove_segment(dir: &Path, number: u64) -> Result<u64, StorageError> {
 }
 
 impl Retention {
-    /// The segment the slowest output is in (0: some output has not started yet).
-    pub fn slowest_segment(&self) -> u64 {
+    /// The segment the slowest output's cursor is in: `None` without outputs, `Some(0)` while
+    /// an output has not opened its reader yet.
+    pub fn slowest_segment(&self) -> Option<u64> {
         self.cursor_segments
             .iter()
             .map(|s| s.load(Ordering::Acquire))
             .min()
-            .unwrap_or(u64::MAX)
     }
 }
 
@@ -107,7 +123,8 @@ mod tests {
         for n in 1..=5 {
             std::fs::write(segment_path(dir.path(), n), segment_header(n, 1)).unwrap();
         }
-        let r = Retention::new(dir.path(), 2);
+        let budget = Arc::new(DiskBudget::unlimited(dir.path()));
+        let r = Retention::new(dir.path(), 2, budget);
         assert!(
             r.advance(0, 4, 5).unwrap().is_empty(),
             "output 1 not started"

@@ -185,6 +185,31 @@ pub fn read_segment(dir: &Path, number: u64) -> Result<Vec<u8>, StorageError> {
     }
 }
 
+/// Records in segment `number`: from its footer when it has one (two small reads), else by
+/// scanning it.
+pub fn record_count(dir: &Path, number: u64) -> Result<u64, StorageError> {
+    use std::os::unix::fs::FileExt;
+    let path = segment_path(dir, number);
+    if let Ok(file) = File::open(&path) {
+        let len = file
+            .metadata()
+            .map_err(|e| StorageError::io("stat", &path, e))?
+            .len();
+        let frame_len = (frame::FRAME_HEADER_LEN + FOOTER_PAYLOAD_LEN) as u64;
+        let mut tail = vec![0u8; frame_len as usize];
+        if len >= SEGMENT_HEADER_LEN + frame_len
+            && file.read_exact_at(&mut tail, len - frame_len).is_ok()
+        {
+            if let Decoded::Footer { payload, .. } = frame::decode(&tail) {
+                if let Some(footer) = Footer::decode(payload) {
+                    return Ok(footer.records);
+                }
+            }
+        }
+    }
+    Ok(scan_segment(dir, number)?.records)
+}
+
 /// The header bytes of segment `number` (plain or compressed).
 pub fn read_segment_header(dir: &Path, number: u64) -> Result<Vec<u8>, StorageError> {
     let path = segment_path(dir, number);

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use event_listener::Event;
 
+use crate::budget::{DiskBudget, FullPolicy};
 use crate::error::StorageError;
 use crate::frame::{begin_record, finish_record, FRAME_HEADER_LEN, MAX_RECORD_LEN};
 use crate::io::{SegmentFile, SegmentFs};
@@ -104,6 +105,8 @@ pub struct WalStats {
     pub lost_records: Cell<u64>,
     /// Write/fdatasync failures (each blocks ingest until a new segment could be started).
     pub io_failures: Cell<u64>,
+    /// Times the disk budget (`max_disk`, `min_free_disk`) blocked ingest.
+    pub budget_blocks: Cell<u64>,
     /// `[first, end)` append indices of lost records, in order (the latest ones only).
     pub lost_ranges: RefCell<Vec<(u64, u64)>>,
 }
@@ -231,10 +234,15 @@ impl WalAppender {
     /// durable); appends wait until the flusher has a new segment.
     fn block(&self, error: &StorageError, first: u64, records: u64) {
         let stats = &self.stats;
-        stats.io_failures.set(stats.io_failures.get() + 1);
+        if matches!(error, StorageError::Budget(_)) {
+            stats.budget_blocks.set(stats.budget_blocks.get() + 1);
+            tracing::warn!(%error, "WAL disk budget reached: ingest blocked until outputs deliver and space is freed");
+        } else {
+            stats.io_failures.set(stats.io_failures.get() + 1);
+            tracing::error!(%error, lost_records = records,
+                "WAL write failed: ingest blocked until a new segment can be started");
+        }
         self.lose(first, records);
-        tracing::error!(%error, lost_records = records,
-            "WAL write failed: ingest blocked until a new segment can be started");
         *self.failure.borrow_mut() = Some(error.to_string());
         if self.status.get() == WalStatus::Running {
             self.status.set(WalStatus::Blocked);
@@ -286,6 +294,7 @@ pub struct WalFlusher<F: SegmentFs> {
     /// Append index of the next record the flusher takes.
     taken: u64,
     retry_interval: Duration,
+    budget: Arc<DiskBudget>,
 }
 
 /// Where a writer starts: the segment number and record id after everything recovered.
@@ -306,6 +315,35 @@ impl<F: SegmentFs> WalFlusher<F> {
         watermark: Arc<DurableWatermark>,
         on_durable: Box<dyn Fn()>,
     ) -> Result<Self, StorageError> {
+        let budget = Arc::new(DiskBudget::unlimited(dir));
+        let opened = Self::open_with_budget(
+            fs,
+            dir,
+            start,
+            segment_size,
+            appender,
+            watermark,
+            on_durable,
+            budget,
+        );
+        // Without limits a budget error cannot happen: any start failure is returned.
+        opened.await
+    }
+
+    /// Like [`Self::open`], but accounting segments against `budget`. When the budget is
+    /// already exhausted, the writer starts without a segment and blocks at its first commit
+    /// until outputs free space (it must not fail: only delivery can free the space).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn open_with_budget(
+        fs: F,
+        dir: &Path,
+        start: WalStart,
+        segment_size: u64,
+        appender: Rc<WalAppender>,
+        watermark: Arc<DurableWatermark>,
+        on_durable: Box<dyn Fn()>,
+        budget: Arc<DiskBudget>,
+    ) -> Result<Self, StorageError> {
         let mut flusher = WalFlusher {
             fs,
             dir: dir.to_path_buf(),
@@ -321,8 +359,15 @@ impl<F: SegmentFs> WalFlusher<F> {
             segment_crc: 0,
             taken: 0,
             retry_interval: RETRY_INTERVAL,
+            budget,
         };
-        flusher.start_segment().await?;
+        match flusher.start_segment().await {
+            Ok(()) => {}
+            Err(StorageError::Budget(full)) => {
+                tracing::warn!(error = %full, dir = %dir.display(), "disk budget exhausted at start: ingest waits until outputs free space");
+            }
+            Err(e) => return Err(e),
+        }
         Ok(flusher)
     }
 
@@ -446,6 +491,8 @@ impl<F: SegmentFs> WalFlusher<F> {
     async fn abandon_segment(&mut self) {
         if let Some(file) = self.file.take() {
             let durable = self.offset;
+            self.budget
+                .release(self.segment_size.saturating_sub(durable));
             if let Err(e) = file.truncate(durable).await {
                 tracing::warn!(segment = self.segment, error = %e, "cannot cut the failed segment back");
             }
@@ -605,6 +652,7 @@ impl<F: SegmentFs> WalFlusher<F> {
         if self.appender.policy.syncs() {
             self.sync().await?;
         }
+        self.budget.release(self.segment_size.saturating_sub(end));
         if let Some(file) = self.file.take() {
             file.close()
                 .await
@@ -613,10 +661,52 @@ impl<F: SegmentFs> WalFlusher<F> {
         Ok(())
     }
 
+    /// Reserves the next segment's space in the disk budget; under `drop_oldest`, deletes
+    /// this shard's oldest segments (counting their records) until it fits.
+    fn reserve_segment(&self) -> Result<(), StorageError> {
+        loop {
+            let full = match self.budget.reserve(self.segment_size) {
+                Ok(()) => return Ok(()),
+                Err(full) => full,
+            };
+            if self.budget.policy != FullPolicy::DropOldest || !self.drop_oldest()? {
+                return Err(full.into());
+            }
+        }
+    }
+
+    /// Deletes this shard's oldest segment (all are sealed: the next is being created).
+    /// Blocking file-system calls on the shard thread: rare (only at a full budget).
+    fn drop_oldest(&self) -> Result<bool, StorageError> {
+        let Some(&oldest) = crate::segment::list_segments(&self.dir)?
+            .iter()
+            .find(|&&n| n < self.segment)
+        else {
+            return Ok(false);
+        };
+        let records = crate::segment::record_count(&self.dir, oldest).unwrap_or(0);
+        let freed = crate::retention::remove_segment(&self.dir, oldest)?;
+        crate::recovery::sync_dir(&self.dir)?;
+        self.budget.release(freed);
+        self.budget.count_drop(records);
+        tracing::error!(dir = %self.dir.display(), segment = oldest, dropped_events = records,
+            "disk budget full (when_full = \"drop_oldest\"): deleted the oldest undelivered segment");
+        Ok(true)
+    }
+
     /// Creates segment `self.segment`: reserve its space, write and sync its header, sync the
     /// directory, publish it. On failure the half-made file is removed (best effort) and the
     /// number stays free for the next attempt.
     async fn start_segment(&mut self) -> Result<(), StorageError> {
+        self.reserve_segment()?;
+        let started = self.create_segment().await;
+        if started.is_err() {
+            self.budget.release(self.segment_size);
+        }
+        started
+    }
+
+    async fn create_segment(&mut self) -> Result<(), StorageError> {
         let path = segment_path(&self.dir, self.segment);
         let file = self
             .fs
