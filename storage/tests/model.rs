@@ -1,6 +1,7 @@
 //! Model-based property test of the WAL: random appends, syncs, output acks, injected I/O
-//! faults (EIO, ENOSPC, failed fdatasync), power-loss crashes with torn tails and reopens,
-//! against a simple model of which records are durable.
+//! faults (EIO, ENOSPC, failed fdatasync), sealing (small segments rotate often), compression
+//! of sealed segments, retention deleting what the output passed, power-loss crashes with torn
+//! tails and reopens, against a simple model of which records are durable.
 //!
 //! Checked after every step:
 //! - an output only reads durable records, in append order, each once;
@@ -30,6 +31,10 @@ enum Op {
     Fail(Fault),
     Crash(u16),
     Reopen,
+    /// Compress every sealed segment (what the background compactor does to a backlog).
+    Compress,
+    /// Retention: delete the segments the output's persisted cursor has passed.
+    Delete,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -46,6 +51,8 @@ fn op() -> impl Strategy<Value = Op> {
         .prop_map(Op::Fail),
         1 => (0u16..600).prop_map(Op::Crash),
         1 => Just(Op::Reopen),
+        1 => Just(Op::Compress),
+        1 => Just(Op::Delete),
     ]
 }
 
@@ -189,6 +196,22 @@ fn run_case(ops: Vec<Op>) {
                         );
                     }
                     Op::Fail(fault) => sim.inject(fault),
+                    Op::Compress => {
+                        let active = wal.watermark.load().segment;
+                        for n in storage::segment::list_segments(&dir).unwrap() {
+                            if n < active {
+                                storage::compress::compress_segment(&dir, n, 1).unwrap();
+                            }
+                        }
+                    }
+                    Op::Delete => {
+                        if let Some(cursor) = read_cursor(&dir, SINK).unwrap() {
+                            let budget = Arc::new(storage::DiskBudget::unlimited(&dir));
+                            storage::Retention::new(&dir, 1, budget)
+                                .advance(0, cursor.position.segment, wal.watermark.load().segment)
+                                .unwrap();
+                        }
+                    }
                     Op::Ack => {
                         model.observe(&wal.appender);
                         let (ids, pos) = read_from_cursor(&dir, wal.watermark.load());
