@@ -70,6 +70,24 @@ pub struct OutputCounters {
     pub errors: AtomicU64,
     /// WAL records that did not decode as events (never delivered, counted).
     pub undecodable: AtomicU64,
+    /// Damaged places in the WAL this output skipped (each logged with segment and offset).
+    pub wal_damaged_skips: AtomicU64,
+    /// Records a sealed segment's footer says were there but damage made unreadable.
+    pub wal_damaged_records: AtomicU64,
+}
+
+impl OutputCounters {
+    pub fn summary(&self) -> String {
+        format!(
+            "events_sent={} bytes_sent={} errors={} undecodable={} wal_damaged_skips={} wal_damaged_records={}",
+            self.events_sent.load(Relaxed),
+            self.bytes_sent.load(Relaxed),
+            self.errors.load(Relaxed),
+            self.undecodable.load(Relaxed),
+            self.wal_damaged_skips.load(Relaxed),
+            self.wal_damaged_records.load(Relaxed),
+        )
+    }
 }
 
 /// A plain snapshot for logs and tests.

@@ -271,6 +271,7 @@ type Outputs = Vec<(
     String,
     Arc<OutputControl>,
     std::thread::JoinHandle<Result<(), String>>,
+    Arc<OutputCounters>,
 )>;
 
 fn start_outputs(
@@ -280,13 +281,14 @@ fn start_outputs(
     let mut outputs = Vec::new();
     for (index, (name, sink)) in config.sinks.iter().enumerate() {
         let control = Arc::new(OutputControl::default());
+        let counters = Arc::new(OutputCounters::default());
         let spec = OutputSpec {
             name: name.clone(),
             index,
             config: sink.clone(),
             shards: logs.to_vec(),
             control: Arc::clone(&control),
-            counters: Arc::new(OutputCounters::default()),
+            counters: Arc::clone(&counters),
         };
         let handle = std::thread::Builder::new()
             .name(format!("sink-{name}"))
@@ -295,23 +297,29 @@ fn start_outputs(
                 sink: name.clone(),
                 message: e.to_string(),
             })?;
-        outputs.push((name.clone(), control, handle));
+        outputs.push((name.clone(), control, handle, counters));
     }
-    let wakers = OutputWakers(outputs.iter().map(|(_, _, h)| h.thread().clone()).collect());
+    let wakers = OutputWakers(
+        outputs
+            .iter()
+            .map(|(_, _, h, _)| h.thread().clone())
+            .collect(),
+    );
     Ok((outputs, Arc::new(wakers)))
 }
 
 fn stop_outputs(outputs: Outputs, wakers: &OutputWakers, deadline: Instant) {
-    for (_, control, _) in &outputs {
+    for (_, control, _, _) in &outputs {
         control.stop(deadline);
     }
     wakers.wake_all();
-    for (name, _, handle) in outputs {
+    for (name, _, handle, counters) in outputs {
         match handle.join() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(sink = %name, error = %e, "sink stopped with an error"),
             Err(_) => tracing::error!(sink = %name, "sink thread panicked"),
         }
+        tracing::info!(sink = %name, summary = %counters.summary(), "sink stopped");
     }
 }
 

@@ -17,7 +17,7 @@ use crate::error::StorageError;
 use crate::frame::{self, Decoded, FRAME_HEADER_LEN};
 use crate::position::Position;
 use crate::segment::{
-    compressed_path, list_segments, parse_header, segment_path, SEGMENT_HEADER_LEN,
+    compressed_path, list_segments, parse_header, segment_path, Footer, SEGMENT_HEADER_LEN,
 };
 
 /// A segment's bytes, plain or compressed.
@@ -55,9 +55,19 @@ pub struct WalReader {
     next_id: u64,
     source: Option<(u64, Source)>,
     buf: Vec<u8>,
-    /// Records skipped because they were damaged (counted, never delivered).
+    /// Damaged places met (each skipped, never delivered).
     pub damaged_skips: u64,
+    /// Records known lost to damage: a sealed segment's footer count minus what was read of
+    /// it (known when the segment was read from its start).
+    pub damaged_records: u64,
+    /// Records read in the current segment, if reading started at its first record.
+    read_in_current: Option<u64>,
 }
+
+/// Longest record a resync after damage considers (longer ones behind damage are skipped
+/// with it): bounds the checksum work per byte of garbage.
+const RESYNC_MAX_RECORD: usize = 1 << 20;
+const RESYNC_WINDOW: usize = 4 << 20;
 
 /// What one call to [`WalReader::read_batch`] returned.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -86,6 +96,8 @@ impl WalReader {
             source: None,
             buf: Vec::new(),
             damaged_skips: 0,
+            damaged_records: 0,
+            read_in_current: (pos.offset == SEGMENT_HEADER_LEN).then_some(0),
         })
     }
 
@@ -178,7 +190,11 @@ impl WalReader {
                     batch.records += 1;
                 }
                 // The segment's end; a sealed one is left on the next call (no records).
-                Decoded::Footer { .. } => break,
+                Decoded::Footer { payload, .. } => {
+                    let footer = Footer::decode(payload);
+                    self.count_damaged_records(batch.records as u64, footer);
+                    break;
+                }
                 Decoded::Incomplete if at > 0 => break,
                 Decoded::Incomplete => {
                     // One record larger than the window: widen it, or note a cut-off tail.
@@ -192,21 +208,112 @@ impl WalReader {
                     break;
                 }
                 Decoded::Damaged(reason) => {
-                    // Below the watermark this cannot be a torn write: it is damage. Skip the
-                    // rest of this segment, loudly; never deliver a record we cannot verify.
+                    // Below the watermark this cannot be a torn write: it is damage. Skip to
+                    // the next record that checks out, loudly; never deliver one that does not.
                     self.pos.offset += at as u64;
-                    self.skip_damage(&path, reason);
+                    self.note_read(batch.records as u64);
                     batch.bytes = at;
+                    self.resync(&path, limit, reason)?;
                     return Ok(batch);
                 }
             }
         }
         self.pos.offset += at as u64;
-        if self.next_id != 0 {
-            self.next_id += batch.records as u64;
-        }
+        self.note_read(batch.records as u64);
         batch.bytes = at;
         Ok(batch)
+    }
+
+    fn note_read(&mut self, records: u64) {
+        if self.next_id != 0 {
+            self.next_id += records;
+        }
+        if let Some(n) = &mut self.read_in_current {
+            *n += records;
+        }
+    }
+
+    /// At a sealed segment's footer: records it holds that were not read were lost to damage.
+    fn count_damaged_records(&mut self, in_batch: u64, footer: Option<Footer>) {
+        let (Some(read), Some(footer)) = (self.read_in_current.take(), footer) else {
+            return;
+        };
+        let lost = footer.records.saturating_sub(read + in_batch);
+        if lost > 0 {
+            self.damaged_records += lost;
+            tracing::error!(
+                segment = self.pos.segment,
+                lost_records = lost,
+                "records lost to damage in a sealed segment"
+            );
+        }
+    }
+
+    /// After damage at the current offset: moves to the next offset (below `limit`) where a
+    /// whole, checksummed record or footer starts, searching byte by byte; or, if there is
+    /// none, past the segment. Record ids are unknown until the next segment.
+    fn resync(
+        &mut self,
+        path: &Path,
+        limit: Option<u64>,
+        reason: &'static str,
+    ) -> Result<(), StorageError> {
+        let damaged_at = self.pos.offset;
+        match self.next_valid_frame(path, damaged_at + 1, limit)? {
+            Some(at) => {
+                self.damaged_skips += 1;
+                self.next_id = 0;
+                self.pos.offset = at;
+                tracing::error!(segment = %path.display(), offset = damaged_at, reason,
+                    skipped_bytes = at - damaged_at, "damaged WAL record: skipped to the next valid one");
+            }
+            None => self.skip_damage(path, reason),
+        }
+        Ok(())
+    }
+
+    fn next_valid_frame(
+        &mut self,
+        path: &Path,
+        mut from: u64,
+        limit: Option<u64>,
+    ) -> Result<Option<u64>, StorageError> {
+        let Some((_, source)) = &mut self.source else {
+            return Ok(None);
+        };
+        let mut window = vec![0u8; RESYNC_WINDOW];
+        loop {
+            let want = limit.map_or(RESYNC_WINDOW as u64, |l| {
+                l.saturating_sub(from).min(RESYNC_WINDOW as u64)
+            }) as usize;
+            let got = match source.read_full_at(&mut window[..want], from) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return Ok(None),
+                Err(e) => return Err(StorageError::io("read", path, e)),
+            };
+            if got < FRAME_HEADER_LEN {
+                return Ok(None);
+            }
+            let data = &window[..got];
+            for i in 0..=got - FRAME_HEADER_LEN {
+                let word = u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]);
+                let len = (word & !frame::FOOTER_FLAG) as usize;
+                if len == 0 || len > RESYNC_MAX_RECORD {
+                    continue;
+                }
+                if matches!(
+                    frame::decode(&data[i..]),
+                    Decoded::Record { .. } | Decoded::Footer { .. }
+                ) {
+                    return Ok(Some(from + i as u64));
+                }
+            }
+            if got < RESYNC_WINDOW {
+                return Ok(None);
+            }
+            // Overlap so that a record starting near the end is tried whole next time.
+            from += (got - RESYNC_MAX_RECORD - FRAME_HEADER_LEN) as u64;
+        }
     }
 
     fn whole_record_len(
@@ -301,6 +408,7 @@ impl WalReader {
         };
         self.source = None;
         self.next_id = 0;
+        self.read_in_current = Some(0);
         Ok(())
     }
 }

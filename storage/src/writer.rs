@@ -88,6 +88,8 @@ pub enum AppendError {
 
 /// How long a blocked WAL waits between attempts to start a new segment (default).
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a WAL blocked by the disk budget checks it again.
+const BUDGET_POLL: Duration = Duration::from_millis(10);
 /// Lost record ranges remembered (for tests and tools); older ones are forgotten.
 const LOST_RANGES_KEPT: usize = 1024;
 
@@ -450,11 +452,19 @@ impl<F: SegmentFs> WalFlusher<F> {
         kept: Option<(u64, u64)>,
     ) -> Result<(), StorageError> {
         self.abandon_segment().await;
+        let mut budget_wait = matches!(error, StorageError::Budget(_));
         loop {
             let draining = self.appender.status() == WalStatus::Draining;
             if !draining {
+                // Budget checks are a few atomics and a statfs: poll them often, so ingest
+                // resumes as soon as delivery frees space. Disk errors retry slower.
+                let interval = if budget_wait {
+                    BUDGET_POLL.min(self.retry_interval)
+                } else {
+                    self.retry_interval
+                };
                 let listener = self.appender.wake_flusher.listen();
-                futures_lite::future::or(glommio::timer::sleep(self.retry_interval), async {
+                futures_lite::future::or(glommio::timer::sleep(interval), async {
                     listener.await;
                 })
                 .await;
@@ -478,7 +488,10 @@ impl<F: SegmentFs> WalFlusher<F> {
                     return Err(error);
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "still cannot start a new WAL segment; retrying");
+                    budget_wait = matches!(e, StorageError::Budget(_));
+                    if !budget_wait {
+                        tracing::warn!(error = %e, "still cannot start a new WAL segment; retrying");
+                    }
                     self.abandon_segment().await;
                 }
             }

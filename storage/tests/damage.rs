@@ -22,6 +22,19 @@ fn make_segment(dir: &Path, n: u64, records: usize) -> Vec<usize> {
     starts
 }
 
+/// Appends the footer a writer puts on a sealed segment.
+fn seal(dir: &Path, n: u64, records: u64) {
+    edit(dir, n, |d| {
+        let footer = storage::segment::Footer {
+            records,
+            first_id: n * 1000,
+            data_end: d.len() as u64,
+            checksum: crc32c::crc32c(d),
+        };
+        d.extend_from_slice(&footer.frame());
+    });
+}
+
 fn edit(dir: &Path, n: u64, f: impl FnOnce(&mut Vec<u8>)) {
     let path = segment_path(dir, n);
     let mut data = std::fs::read(&path).unwrap();
@@ -110,7 +123,8 @@ fn damage_inside_the_newest_segment() {
 #[test]
 fn damage_in_a_sealed_segment_is_skipped_and_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let starts = make_segment(dir.path(), 1, 3);
+    let starts = make_segment(dir.path(), 1, 4);
+    seal(dir.path(), 1, 4);
     make_segment(dir.path(), 2, 2);
     edit(dir.path(), 1, |d| d[starts[1] + 9] ^= 0x01);
     let (got, skips, report) = recover_and_deliver(dir.path(), None);
@@ -120,8 +134,36 @@ fn damage_in_a_sealed_segment_is_skipped_and_counted() {
     );
     assert_eq!(
         got,
-        [names(1, 0..1), names(2, 0..2)].concat(),
-        "never the damaged record"
+        [names(1, 0..1), names(1, 2..4), names(2, 0..2)].concat(),
+        "never the damaged record; the records after it are found again"
+    );
+    assert_eq!(skips, 1);
+    // The footer tells how many records the damage took.
+    let mut reader = WalReader::open(dir.path(), None).unwrap();
+    let end = Position {
+        segment: 3,
+        offset: 0,
+    };
+    while reader.read_batch(end, 1 << 20, |_| {}).unwrap().records > 0 {}
+    assert_eq!(reader.damaged_records, 1);
+}
+
+#[test]
+fn garbage_in_the_middle_of_a_sealed_segment_is_skipped_to_the_next_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let starts = make_segment(dir.path(), 1, 5);
+    seal(dir.path(), 1, 5);
+    make_segment(dir.path(), 2, 1);
+    // Overwrite records 1 and 2 (and the start of 3) with noise.
+    edit(dir.path(), 1, |d| {
+        for (i, b) in d[starts[1]..starts[3] + 3].iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(151) ^ 0x5a;
+        }
+    });
+    let (got, skips, _) = recover_and_deliver(dir.path(), None);
+    assert_eq!(
+        got,
+        [names(1, 0..1), names(1, 4..5), names(2, 0..1)].concat()
     );
     assert_eq!(skips, 1);
 }

@@ -151,6 +151,8 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
     let mut unsaved = vec![false; spec.shards.len()];
     // The position last handed to `save_cursor`, per shard.
     let mut saved: Vec<_> = readers.iter().map(|r| r.position()).collect();
+    // (damaged skips, damaged records) already added to the counters, per shard.
+    let mut damage_seen = vec![(0u64, 0u64); spec.shards.len()];
     loop {
         let stopping = spec.control.stopping();
         let mut delivered_any = false;
@@ -176,6 +178,7 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
                     continue;
                 }
             };
+            publish_damage(&spec, reader, &mut damage_seen[i]);
             if undecodable > 0 {
                 spec.counters.undecodable.fetch_add(undecodable, Relaxed);
                 tracing::error!(sink = %spec.name, shard = shard.id, undecodable, "WAL records that are not events were skipped");
@@ -213,6 +216,17 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
             }
             std::thread::park_timeout(IDLE_PARK);
         }
+    }
+}
+
+/// Adds the reader's new damage findings to the output's counters.
+fn publish_damage(spec: &OutputSpec, reader: &WalReader, seen: &mut (u64, u64)) {
+    let now = (reader.damaged_skips, reader.damaged_records);
+    if now != *seen {
+        let c = &spec.counters;
+        c.wal_damaged_skips.fetch_add(now.0 - seen.0, Relaxed);
+        c.wal_damaged_records.fetch_add(now.1 - seen.1, Relaxed);
+        *seen = now;
     }
 }
 
