@@ -27,6 +27,41 @@ enum Command {
     Load(LoadArgs),
     /// kill -9 Sluice at random moments under load, N times, then check nothing durable was lost.
     CrashSoak(SoakCli),
+    /// What the disk under a directory does: synced sequential bandwidth and fdatasync latency.
+    Disk(DiskCli),
+}
+
+#[derive(clap::Args)]
+struct DiskCli {
+    /// A directory on the file system to measure (e.g. the data_dir's parent).
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// Seconds per measurement (two measurements).
+    #[arg(long, default_value_t = 3)]
+    seconds: u64,
+    /// Bytes per write in the bandwidth measurement (each followed by fdatasync).
+    #[arg(long, default_value = "1MiB")]
+    write_size: bytesize::ByteSize,
+}
+
+fn disk(cli: DiskCli) -> Result<(), String> {
+    let p = tuning::disk::probe(
+        &cli.dir,
+        std::time::Duration::from_secs(cli.seconds),
+        cli.write_size.as_u64() as usize,
+    )
+    .map_err(|e| format!("{}: {e}", cli.dir.display()))?;
+    println!(
+        "{}: {}-byte writes + fdatasync: {:.0} MiB/s ({:.0} fdatasyncs/s); 4KiB write + fdatasync: p50 {} us, p99 {} us ({:.0}/s)",
+        cli.dir.display(),
+        cli.write_size.as_u64(),
+        p.synced_bytes_per_sec / (1 << 20) as f64,
+        p.synced_writes_per_sec,
+        p.small_sync_p50_us,
+        p.small_sync_p99_us,
+        p.small_syncs_per_sec
+    );
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -273,6 +308,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Load(args) => load(args),
         Command::CrashSoak(args) => crash_soak(args),
+        Command::Disk(args) => disk(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

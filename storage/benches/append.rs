@@ -1,0 +1,33 @@
+//! ns/event for the WAL's part of ingest: appending one ~290-byte event record (a 200-byte line
+//! plus the event header) into the shard's group-commit buffer, CRC32C included. The write
+//! and fdatasync are per batch (group commit), measured by the load benchmarks instead.
+//! `cargo bench -p storage`.
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use storage::{FsyncPolicy, WalAppender};
+
+const EVENTS: usize = 10_000;
+const RECORD: usize = 292;
+
+fn append(c: &mut Criterion) {
+    let payload: Vec<u8> = (0..RECORD).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut g = c.benchmark_group("wal_append");
+    g.throughput(Throughput::Elements(EVENTS as u64));
+    g.bench_function("292B_record", |b| {
+        b.iter_batched(
+            // A fresh buffer per batch, as the flusher leaves one after each take.
+            || WalAppender::new(EVENTS * (RECORD + 8), FsyncPolicy::Never),
+            |appender| {
+                for _ in 0..EVENTS {
+                    let _ = appender.try_append(RECORD, |buf| buf.extend_from_slice(&payload));
+                }
+                appender
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, append);
+criterion_main!(benches);
