@@ -6,15 +6,20 @@
 //! # On-disk layout
 //! ```text
 //! data_dir/shard-<n>/
-//!   00000000000000000001.wal       sealed segment
-//!   00000000000000000002.wal       active segment (the newest)
+//!   00000000000000000001.wal.zst   sealed segment, compressed (backlog; see `compress`)
+//!   00000000000000000002.wal       sealed segment
+//!   00000000000000000003.wal       active segment (the newest)
 //!   cursors/<sink>.cursor          one per output: position after the last confirmed record
 //!
-//! segment  = header record*
-//! header   = "SLUICEW1" (8 bytes) | segment number (u64 LE)                  16 bytes
-//! record   = length (u32 LE) | crc32c(length bytes ++ payload) (u32 LE) | payload
-//! cursor   = two 512-byte slots: "SLCUR002" | sequence | segment | offset (u64 LE) | crc32c
+//! segment  = header record* [footer]
+//! header   = "SLUICEW2" | segment number (u64) | first record id (u64) | 0 (u32) | crc32c  32 bytes
+//! record   = length (u32) | crc32c(length bytes ++ payload) (u32) | payload
+//! footer   = length | 1<<31 (u32) | crc32c (u32) | "SLFOOTR1" | records | first id | last id |
+//!            data end (u64 each) | crc32c of the segment before the footer (u32)
+//! cursor   = two 512-byte slots: "SLCUR003" | sequence | segment | offset | next record id |
+//!            crc32c
 //! ```
+//! (All integers little-endian.) Record ids are dense per shard, starting at 1.
 //!
 //! # Durability contract
 //! - A record is *durable* once the fdatasync covering it completed (policy `never`: once the
@@ -30,7 +35,10 @@
 //!   in the older of two checksummed slots and fdatasync'd (no allocation, so it works on a
 //!   full disk; a torn write keeps the previous position).
 //! - A segment is deleted only once every configured output's cursor is past it, and never
-//!   while it is the active segment ([`Retention`]).
+//!   while it is the active segment ([`Retention`]), or, with `drop_oldest`, when the disk
+//!   budget is full (counted: [`DiskBudget`]).
+//! - Every segment but the active one is sealed with a footer; only sealed, verified segments
+//!   are compressed, and a compressed segment reads exactly like the plain one.
 //!
 //! # Invariants
 //! - Records are appended into one caller-visible buffer (no copy per event besides the one

@@ -1,7 +1,7 @@
 //! Reading durable records of one shard, for outputs (on their own threads, never a shard's).
 //!
 //! The reader reads with positional reads (`pread`) through the page cache and never past the
-//! shard's [`DurableWatermark`]: in a segment older than the watermark's, every byte is durable
+//! shard's [`DurableWatermark`](crate::DurableWatermark): in a segment older than the watermark's, every byte is durable
 //! (the writer syncs a segment before it moves on); in the watermark's segment, bytes up to its
 //! offset are. A sealed segment may have been compressed meanwhile (`<n>.wal.zst`): the
 //! reader then reads the same bytes through [`CompressedSegment`], at the same offsets.

@@ -332,6 +332,40 @@ fn interrupted_compression_is_cleaned_up_by_recovery() {
     assert_eq!(got, all);
 }
 
+type Started = (
+    Rc<WalAppender>,
+    Arc<DurableWatermark>,
+    glommio::Task<Result<(), storage::StorageError>>,
+);
+
+/// A running writer on real files whose segments count against `budget`.
+async fn start_budgeted(
+    path: &std::path::Path,
+    segment_size: u64,
+    budget: &Arc<storage::DiskBudget>,
+) -> Started {
+    let appender = WalAppender::new(4096, FsyncPolicy::Always);
+    let watermark = Arc::new(DurableWatermark::new());
+    let flusher = WalFlusher::open_with_budget(
+        GlommioFs,
+        path,
+        WalStart {
+            segment: 1,
+            record_id: 1,
+        },
+        segment_size,
+        Rc::clone(&appender),
+        Arc::clone(&watermark),
+        Box::new(|| {}),
+        Arc::clone(budget),
+    )
+    .await
+    .unwrap()
+    .with_retry_interval(Duration::from_millis(1));
+    let task = glommio::spawn_local(flusher.run());
+    (appender, watermark, task)
+}
+
 #[test]
 fn budget_blocks_until_retention_frees_space_losing_nothing() {
     use storage::{DiskBudget, FullPolicy, Retention};
@@ -344,25 +378,7 @@ fn budget_blocks_until_retention_frees_space_losing_nothing() {
                 DiskBudget::new(&path, Some(3 * SEGMENT), None, FullPolicy::Block).unwrap(),
             );
             let retention = Retention::new(&path, 1, Arc::clone(&budget));
-            let appender = WalAppender::new(4096, FsyncPolicy::Always);
-            let watermark = Arc::new(DurableWatermark::new());
-            let flusher = WalFlusher::open_with_budget(
-                GlommioFs,
-                &path,
-                WalStart {
-                    segment: 1,
-                    record_id: 1,
-                },
-                SEGMENT,
-                Rc::clone(&appender),
-                Arc::clone(&watermark),
-                Box::new(|| {}),
-                Arc::clone(&budget),
-            )
-            .await
-            .unwrap()
-            .with_retry_interval(Duration::from_millis(1));
-            let task = glommio::spawn_local(flusher.run());
+            let (appender, watermark, task) = start_budgeted(&path, SEGMENT, &budget).await;
             let all = payloads(1500, 10);
             let writer = {
                 let (appender, all) = (Rc::clone(&appender), all.clone());
@@ -422,24 +438,7 @@ fn drop_oldest_deletes_whole_segments_and_counts_their_records() {
             let budget = Arc::new(
                 DiskBudget::new(&path, Some(3 * SEGMENT), None, FullPolicy::DropOldest).unwrap(),
             );
-            let appender = WalAppender::new(4096, FsyncPolicy::Always);
-            let watermark = Arc::new(DurableWatermark::new());
-            let flusher = WalFlusher::open_with_budget(
-                GlommioFs,
-                &path,
-                WalStart {
-                    segment: 1,
-                    record_id: 1,
-                },
-                SEGMENT,
-                Rc::clone(&appender),
-                Arc::clone(&watermark),
-                Box::new(|| {}),
-                Arc::clone(&budget),
-            )
-            .await
-            .unwrap();
-            let task = glommio::spawn_local(flusher.run());
+            let (appender, watermark, task) = start_budgeted(&path, SEGMENT, &budget).await;
             let all = payloads(1500, 11);
             for p in &all {
                 while appender
