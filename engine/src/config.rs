@@ -45,8 +45,13 @@ pub struct Config {
     /// (nothing is lost: undelivered records stay in the WAL for the next start).
     #[serde(default = "default_shutdown_timeout", deserialize_with = "de_duration")]
     pub shutdown_timeout: Duration,
+    /// How often a status line (events in and out, lag, disk) is logged; `"0s"`: never.
+    #[serde(default = "default_status_interval", deserialize_with = "de_duration")]
+    pub status_interval: Duration,
     #[serde(default)]
     pub wal: WalConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
     #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
     #[serde(default, rename = "sinks")]
@@ -54,6 +59,56 @@ pub struct Config {
     /// The sinks, typed (filled by validation).
     #[serde(skip)]
     pub sinks: BTreeMap<String, SinkConfig>,
+    /// The text this config was parsed from (served by `GET /config`).
+    #[serde(skip)]
+    pub source_text: String,
+}
+
+fn default_status_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// `[api]`: the admin HTTP API (metrics, health, readiness, config).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// `"host:port"` (loopback by default) or `"off"`.
+    #[serde(default = "default_api_listen", deserialize_with = "de_from_str")]
+    pub address: ApiListen,
+    /// When set, requests other than `GET /health` need `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            address: default_api_listen(),
+            token: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiListen {
+    Off,
+    On(SocketAddr),
+}
+
+impl FromStr for ApiListen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "off" {
+            return Ok(ApiListen::Off);
+        }
+        s.parse()
+            .map(ApiListen::On)
+            .map_err(|_| format!("expected \"host:port\" or \"off\", got {s:?}"))
+    }
+}
+
+fn default_api_listen() -> ApiListen {
+    ApiListen::On(SocketAddr::from(([127, 0, 0, 1], 9514)))
 }
 
 fn default_data_dir() -> PathBuf {
@@ -445,6 +500,7 @@ impl Config {
                 key,
                 message,
             })?;
+        config.source_text = text.to_string();
         Ok(config)
     }
 
@@ -469,6 +525,9 @@ impl Config {
         }
         if !(64 << 10..=256 << 20).contains(&wal.buffer_size) {
             return invalid("wal.buffer_size".into(), "must be between 64KiB and 256MiB");
+        }
+        if self.api.token.as_deref().is_some_and(|t| t.len() < 16) {
+            return invalid("api.token".into(), "must be at least 16 characters");
         }
         if !(1..=19).contains(&wal.compression_level) {
             return invalid("wal.compression_level".into(), "must be between 1 and 19");

@@ -28,6 +28,8 @@ pub enum EngineError {
     Executor { shard: usize, message: String },
     #[error("shard {shard}: {message}")]
     Shard { shard: usize, message: String },
+    #[error("admin API: {0}")]
+    Admin(String),
     #[error("sink {sink}: {message}")]
     Output { sink: String, message: String },
     #[error("{op} {}: {source}", path.display())]

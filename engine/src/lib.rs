@@ -2,6 +2,7 @@
 //!
 //! See `docs/ARCHITECTURE.md` for the bird's-eye view and invariants.
 
+pub mod admin;
 pub mod config;
 pub mod error;
 pub mod limits;

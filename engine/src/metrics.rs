@@ -34,6 +34,9 @@ pub struct ShardCounters {
     pub wal_io_failures: AtomicU64,
     /// Times the disk budget blocked this shard's ingest.
     pub wal_budget_blocks: AtomicU64,
+    /// fdatasync latency histogram (per bucket of `storage::writer::FSYNC_BUCKETS_SECONDS`).
+    pub wal_fsync_buckets: [AtomicU64; storage::writer::FSYNC_BUCKETS_SECONDS.len() + 1],
+    pub wal_fsync_nanos: AtomicU64,
 }
 
 /// Per-read-batch tallies, added to the shard's counters in one go.
@@ -74,9 +77,18 @@ pub struct OutputCounters {
     pub wal_damaged_skips: AtomicU64,
     /// Records a sealed segment's footer says were there but damage made unreadable.
     pub wal_damaged_records: AtomicU64,
+    /// Per shard: the record id after the last persisted cursor (0: unknown).
+    pub cursor_next_ids: Vec<AtomicU64>,
 }
 
 impl OutputCounters {
+    pub fn new(shards: usize) -> Self {
+        OutputCounters {
+            cursor_next_ids: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            ..OutputCounters::default()
+        }
+    }
+
     pub fn summary(&self) -> String {
         format!(
             "events_sent={} bytes_sent={} errors={} undecodable={} wal_damaged_skips={} wal_damaged_records={}",

@@ -14,7 +14,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +23,8 @@ use glommio::{LocalExecutorBuilder, Placement};
 use storage::compress::{CompactShard, Compactor};
 use storage::{recover_shard, DiskBudget, DurableWatermark, Position, Retention};
 
-use crate::config::Compression;
+use crate::admin::{AdminServer, AdminState, Counters};
+use crate::config::{ApiListen, Compression};
 
 use crate::config::{Config, SourceMode};
 use crate::error::EngineError;
@@ -101,6 +102,39 @@ pub fn run(config: &Config) -> Result<(), EngineError> {
         path: config.data_dir.clone(),
         source,
     })?;
+    let admin_state = Arc::new(AdminState {
+        config_text: config.source_text.clone(),
+        ..AdminState::default()
+    });
+    let admin = start_admin(config, &admin_state)?;
+    let result = run_with(config, data_dir, shard_count, &admin_state, admin.as_ref());
+    if let Some(server) = admin {
+        server.stop();
+    }
+    result
+}
+
+fn start_admin(
+    config: &Config,
+    state: &Arc<AdminState>,
+) -> Result<Option<AdminServer>, EngineError> {
+    match config.api.address {
+        ApiListen::Off => Ok(None),
+        ApiListen::On(address) => {
+            AdminServer::start(address, config.api.token.clone(), Arc::clone(state))
+                .map(Some)
+                .map_err(EngineError::Admin)
+        }
+    }
+}
+
+fn run_with(
+    config: &Config,
+    data_dir: &Path,
+    shard_count: usize,
+    admin_state: &Arc<AdminState>,
+    admin: Option<&AdminServer>,
+) -> Result<(), EngineError> {
     let log_count = shard_count.max(existing_shard_dirs(data_dir)?);
     let budget = disk_budget(config, data_dir, shard_count)?;
     let mut logs = Vec::with_capacity(log_count);
@@ -132,11 +166,16 @@ pub fn run(config: &Config) -> Result<(), EngineError> {
             dir,
             watermark,
             retention,
+            next_record_id: Arc::new(AtomicU64::new(report.next_record_id)),
         });
     }
 
     let (outputs, wakers) = start_outputs(config, &logs)?;
     let compactor = start_compactor(config, &logs)?;
+    let output_counters = outputs
+        .iter()
+        .map(|(name, _, _, c)| (name.clone(), Arc::clone(c)))
+        .collect();
     let stop = Arc::new(AtomicBool::new(false));
     let shard_counters: Vec<_> = (0..shard_count)
         .map(|_| Arc::new(ShardCounters::default()))
@@ -152,7 +191,7 @@ pub fn run(config: &Config) -> Result<(), EngineError> {
         &exit_tx,
         &budget,
     );
-    let shards = match started {
+    let (shards, listening) = match started {
         Ok(s) => s,
         Err(e) => {
             stop.store(true, Ordering::Release);
@@ -162,7 +201,19 @@ pub fn run(config: &Config) -> Result<(), EngineError> {
         }
     };
 
-    let early_exit = wait_for_stop(&exit_rx)?;
+    let counters = admin_state.parts.get_or_init(|| Counters {
+        shards: shard_counters.clone(),
+        next_record_ids: logs.iter().map(|l| Arc::clone(&l.next_record_id)).collect(),
+        outputs: output_counters,
+        budget: Arc::clone(&budget),
+    });
+    admin_state.ready.store(true, Ordering::Release);
+    log_ready(&listening, shard_count, admin.map(|a| a.address));
+    notify_systemd(&[sd_notify::NotifyState::Ready]);
+
+    let early_exit = wait_for_stop(&exit_rx, config.status_interval, counters)?;
+    admin_state.ready.store(false, Ordering::Release);
+    notify_systemd(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("stopping: draining sockets, committing the WAL, delivering");
     stop.store(true, Ordering::Release);
     let mut failures = Vec::new();
@@ -281,7 +332,7 @@ fn start_outputs(
     let mut outputs = Vec::new();
     for (index, (name, sink)) in config.sinks.iter().enumerate() {
         let control = Arc::new(OutputControl::default());
-        let counters = Arc::new(OutputCounters::default());
+        let counters = Arc::new(OutputCounters::new(logs.len()));
         let spec = OutputSpec {
             name: name.clone(),
             index,
@@ -333,7 +384,7 @@ fn start_shards(
     wakers: &Arc<OutputWakers>,
     exit_tx: &mpsc::Sender<usize>,
     budget: &Arc<DiskBudget>,
-) -> Result<Vec<RunningShard>, EngineError> {
+) -> Result<(Vec<RunningShard>, Listening), EngineError> {
     let cpus: Vec<usize> = core_affinity::get_core_ids()
         .map(|ids| ids.into_iter().map(|c| c.id).collect())
         .unwrap_or_default();
@@ -363,6 +414,7 @@ fn start_shards(
             stop: Arc::clone(stop),
             wakers: Arc::clone(wakers),
             budget: Arc::clone(budget),
+            next_record_id: Arc::clone(&logs[id].next_record_id),
         };
         let placement = match cpus.get(id % cpus.len().max(1)) {
             Some(&cpu) => Placement::Fixed(cpu),
@@ -402,8 +454,21 @@ fn start_shards(
         running.push(RunningShard { id, handle });
     }
     // Only now every shard listens: senders connecting after this spread over all of them.
-    log_ready(&sources, counters.len());
-    Ok(running)
+    let listening = sources
+        .iter()
+        .map(|s| (s.name.clone(), s.mode, s.address))
+        .collect();
+    Ok((running, listening))
+}
+
+/// What the sources are bound to: name, mode, address (port 0 resolved).
+type Listening = Vec<(String, SourceMode, SocketAddr)>;
+
+/// Tells systemd (`Type=notify`) about a state change; a no-op outside systemd.
+fn notify_systemd(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
 }
 
 fn executor_error(shard: usize, message: &str) -> EngineError {
@@ -418,22 +483,32 @@ fn executor_error(shard: usize, message: &str) -> EngineError {
     }
 }
 
-fn log_ready(sources: &[SourceSpec], shards: usize) {
-    let listening: Vec<String> = sources
+/// The line tests and operators wait for: every shard bound, every WAL recovered, outputs and
+/// the API running.
+fn log_ready(sources: &Listening, shards: usize, api: Option<SocketAddr>) {
+    let mut listening: Vec<String> = sources
         .iter()
-        .map(|s| {
-            let scheme = match s.mode {
+        .map(|(name, mode, address)| {
+            let scheme = match mode {
                 SourceMode::Tcp => "tcp",
                 SourceMode::Udp => "udp",
             };
-            format!("{}={scheme}://{}", s.name, s.address)
+            format!("{name}={scheme}://{address}")
         })
         .collect();
+    if let Some(api) = api {
+        listening.push(format!("api=http://{api}"));
+    }
     tracing::info!(shards, "ready; listening on {}", listening.join(" "));
 }
 
-/// Blocks until SIGINT/SIGTERM (→ `None`) or a shard exits on its own (→ its id).
-fn wait_for_stop(exits: &mpsc::Receiver<usize>) -> Result<Option<usize>, EngineError> {
+/// Blocks until SIGINT/SIGTERM (→ `None`) or a shard exits on its own (→ its id); logs the
+/// status line every `status_interval` and pets the systemd watchdog when it is enabled.
+fn wait_for_stop(
+    exits: &mpsc::Receiver<usize>,
+    status_interval: Duration,
+    counters: &Counters,
+) -> Result<Option<usize>, EngineError> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(|source| {
         EngineError::Io {
@@ -442,6 +517,9 @@ fn wait_for_stop(exits: &mpsc::Receiver<usize>) -> Result<Option<usize>, EngineE
             source,
         }
     })?;
+    let mut status = StatusLine::new(status_interval, counters);
+    let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+    let mut last_pet = Instant::now();
     loop {
         if let Some(signal) = signals.pending().next() {
             tracing::info!(signal, "signal received");
@@ -450,7 +528,49 @@ fn wait_for_stop(exits: &mpsc::Receiver<usize>) -> Result<Option<usize>, EngineE
         if let Ok(id) = exits.try_recv() {
             return Ok(Some(id));
         }
+        status.tick(counters);
+        if watchdog.is_some_and(|every| last_pet.elapsed() >= every) {
+            notify_systemd(&[sd_notify::NotifyState::Watchdog]);
+            last_pet = Instant::now();
+        }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The periodic status line: rates in and out since the last line, lag, disk.
+struct StatusLine {
+    interval: Duration,
+    last: Instant,
+    durable: u64,
+    sent: u64,
+}
+
+impl StatusLine {
+    fn new(interval: Duration, counters: &Counters) -> Self {
+        StatusLine {
+            interval,
+            last: Instant::now(),
+            durable: counters.events_durable(),
+            sent: counters.events_sent(),
+        }
+    }
+
+    fn tick(&mut self, counters: &Counters) {
+        let elapsed = self.last.elapsed();
+        if self.interval.is_zero() || elapsed < self.interval {
+            return;
+        }
+        let (durable, sent) = (counters.events_durable(), counters.events_sent());
+        let per_sec =
+            |now: u64, before: u64| (now - before.min(now)) as f64 / elapsed.as_secs_f64();
+        tracing::info!(
+            durable_per_sec = per_sec(durable, self.durable) as u64,
+            sent_per_sec = per_sec(sent, self.sent) as u64,
+            lag_events = counters.lag_events(),
+            wal_disk_bytes = counters.budget.used(),
+            "status"
+        );
+        (self.last, self.durable, self.sent) = (Instant::now(), durable, sent);
     }
 }
 

@@ -85,6 +85,8 @@ pub struct ShardSpec {
     pub wakers: Arc<OutputWakers>,
     /// The data directory's disk budget, shared by all shards.
     pub budget: Arc<storage::DiskBudget>,
+    /// The id the shard's next durable record gets (outputs compute their lag from it).
+    pub next_record_id: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The addresses a shard bound, in source order.
@@ -123,6 +125,11 @@ impl Shard {
             .store(stats.io_failures.get(), Ordering::Relaxed);
         c.wal_budget_blocks
             .store(stats.budget_blocks.get(), Ordering::Relaxed);
+        c.wal_fsync_nanos
+            .store(stats.fsync_nanos.get(), Ordering::Relaxed);
+        for (to, from) in c.wal_fsync_buckets.iter().zip(&stats.fsync_buckets) {
+            to.store(from.get(), Ordering::Relaxed);
+        }
     }
 }
 
@@ -139,6 +146,7 @@ pub async fn run(
 ) -> Result<(), String> {
     let appender = WalAppender::new(spec.wal.buffer_size as usize, spec.wal.fsync);
     let wakers = Arc::clone(&spec.wakers);
+    let next_record_id = Arc::clone(&spec.next_record_id);
     let flusher = WalFlusher::open_with_budget(
         GlommioFs,
         &spec.dir,
@@ -146,7 +154,10 @@ pub async fn run(
         spec.wal.segment_size,
         Rc::clone(&appender),
         Arc::clone(&spec.watermark),
-        Box::new(move || wakers.wake_all()),
+        Box::new(move |next_id| {
+            next_record_id.store(next_id, Ordering::Release);
+            wakers.wake_all();
+        }),
         Arc::clone(&spec.budget),
     )
     .await;

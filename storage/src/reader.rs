@@ -379,8 +379,9 @@ impl WalReader {
         let got = source.read_full_at(&mut header, 0);
         self.source = Some((self.pos.segment, source));
         match got {
-            // A header still being written (a new segment before its watermark) is not damage.
-            Ok(n) if n < header.len() => {}
+            // A header still being written (a new segment before its watermark) is not
+            // damage; open it again next time, when its header (and first id) is there.
+            Ok(n) if n < header.len() => self.source = None,
             Ok(_) => match parse_header(&header, self.pos.segment) {
                 Ok(first_id) if self.pos.offset == SEGMENT_HEADER_LEN => self.next_id = first_id,
                 Ok(_) => {}

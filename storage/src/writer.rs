@@ -93,6 +93,12 @@ const BUDGET_POLL: Duration = Duration::from_millis(10);
 /// Lost record ranges remembered (for tests and tools); older ones are forgotten.
 const LOST_RANGES_KEPT: usize = 1024;
 
+/// Upper bounds (seconds) of the fdatasync latency histogram's buckets; one more bucket counts
+/// everything slower.
+pub const FSYNC_BUCKETS_SECONDS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
 /// Counters of one WAL (single writer: the shard's thread).
 #[derive(Debug, Default)]
 pub struct WalStats {
@@ -102,6 +108,8 @@ pub struct WalStats {
     pub written_bytes: Cell<u64>,
     pub fsyncs: Cell<u64>,
     pub fsync_nanos: Cell<u64>,
+    /// fdatasync latencies by [`FSYNC_BUCKETS_SECONDS`] (not cumulative; last: slower).
+    pub fsync_buckets: [Cell<u64>; FSYNC_BUCKETS_SECONDS.len() + 1],
     pub segments_created: Cell<u64>,
     /// Records whose write or fdatasync failed: never durable, counted, never retried.
     pub lost_records: Cell<u64>,
@@ -283,7 +291,8 @@ pub struct WalFlusher<F: SegmentFs> {
     appender: Rc<WalAppender>,
     segment_size: u64,
     watermark: Arc<DurableWatermark>,
-    on_durable: Box<dyn Fn()>,
+    /// Called after each publish with the id the next record will get (= durable count + 1).
+    on_durable: Box<dyn Fn(u64)>,
     segment: u64,
     file: Option<F::File>,
     offset: u64,
@@ -315,7 +324,7 @@ impl<F: SegmentFs> WalFlusher<F> {
         segment_size: u64,
         appender: Rc<WalAppender>,
         watermark: Arc<DurableWatermark>,
-        on_durable: Box<dyn Fn()>,
+        on_durable: Box<dyn Fn(u64)>,
     ) -> Result<Self, StorageError> {
         let budget = Arc::new(DiskBudget::unlimited(dir));
         let opened = Self::open_with_budget(
@@ -343,7 +352,7 @@ impl<F: SegmentFs> WalFlusher<F> {
         segment_size: u64,
         appender: Rc<WalAppender>,
         watermark: Arc<DurableWatermark>,
-        on_durable: Box<dyn Fn()>,
+        on_durable: Box<dyn Fn(u64)>,
         budget: Arc<DiskBudget>,
     ) -> Result<Self, StorageError> {
         let mut flusher = WalFlusher {
@@ -589,7 +598,7 @@ impl<F: SegmentFs> WalFlusher<F> {
             offset: self.offset,
         });
         self.appender.durable.notify(usize::MAX);
-        (self.on_durable)();
+        (self.on_durable)(self.next_id);
     }
 
     /// Writes the whole buffer at the current offset. glommio takes the buffer by value, so a
@@ -628,9 +637,13 @@ impl<F: SegmentFs> WalFlusher<F> {
             .map_err(|e| StorageError::io("fdatasync", &path, e))?;
         let stats = &self.appender.stats;
         stats.fsyncs.set(stats.fsyncs.get() + 1);
+        let elapsed = started.elapsed();
         stats
             .fsync_nanos
-            .set(stats.fsync_nanos.get() + started.elapsed().as_nanos() as u64);
+            .set(stats.fsync_nanos.get() + elapsed.as_nanos() as u64);
+        let bucket = FSYNC_BUCKETS_SECONDS.partition_point(|&b| b < elapsed.as_secs_f64());
+        let cell = &stats.fsync_buckets[bucket];
+        cell.set(cell.get() + 1);
         Ok(())
     }
 

@@ -77,7 +77,7 @@ async fn open(dir: &std::path::Path, sim: &SimFs) -> Wal {
             2048,
             Rc::clone(&appender),
             Arc::clone(&watermark),
-            Box::new(|| {}),
+            Box::new(|_| {}),
         )
         .await;
         match opened {

@@ -34,7 +34,7 @@ fn write_all(
                 segment_size,
                 Rc::clone(&appender),
                 Arc::clone(&watermark),
-                Box::new(|| {}),
+                Box::new(|_| {}),
             )
             .await
             .unwrap();
@@ -202,7 +202,7 @@ fn disk_full_at_rotation_blocks_then_resumes_losing_nothing() {
                 8192,
                 Rc::clone(&appender),
                 Arc::clone(&watermark),
-                Box::new(|| {}),
+                Box::new(|_| {}),
             )
             .await
             .unwrap()
@@ -356,7 +356,7 @@ async fn start_budgeted(
         segment_size,
         Rc::clone(&appender),
         Arc::clone(&watermark),
-        Box::new(|| {}),
+        Box::new(|_| {}),
         Arc::clone(budget),
     )
     .await

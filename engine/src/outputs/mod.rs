@@ -52,6 +52,8 @@ pub struct ShardLog {
     pub watermark: Arc<DurableWatermark>,
     /// Shared by every output: deletes segments all of them have passed.
     pub retention: Arc<Retention>,
+    /// The id the shard's next durable record gets.
+    pub next_record_id: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Set by the runtime to stop an output once it has delivered everything.
@@ -190,6 +192,9 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
                     unsaved[i] = !save_cursor(&spec, shard, reader.cursor());
                     saved[i] = reader.position();
                 }
+                if !unsaved[i] {
+                    publish_caught_up(&spec, shard, reader);
+                }
                 continue;
             }
             if !deliver_with_retry(&spec, sink.as_mut(), &out, &mut backoff) {
@@ -219,6 +224,17 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
     }
 }
 
+/// Caught up and persisted: the lag metric needs the id of the next record, which a reader
+/// that has read nothing yet learns from the segment header.
+fn publish_caught_up(spec: &OutputSpec, shard: &ShardLog, reader: &mut WalReader) {
+    if let (Ok(id @ 1..), Some(slot)) = (
+        reader.next_id(),
+        spec.counters.cursor_next_ids.get(shard.id),
+    ) {
+        slot.store(id, Relaxed);
+    }
+}
+
 /// Adds the reader's new damage findings to the output's counters.
 fn publish_damage(spec: &OutputSpec, reader: &WalReader, seen: &mut (u64, u64)) {
     let now = (reader.damaged_skips, reader.damaged_records);
@@ -236,6 +252,9 @@ fn publish_damage(spec: &OutputSpec, reader: &WalReader, seen: &mut (u64, u64)) 
 fn save_cursor(spec: &OutputSpec, shard: &ShardLog, cursor: storage::Cursor) -> bool {
     match storage::write_cursor(&shard.dir, &spec.name, cursor) {
         Ok(()) => {
+            if let Some(slot) = spec.counters.cursor_next_ids.get(shard.id) {
+                slot.store(cursor.next_id, Relaxed);
+            }
             retain(spec, shard, cursor.position.segment);
             true
         }

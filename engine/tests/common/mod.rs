@@ -143,6 +143,8 @@ shutdown_timeout = "30s"
 [wal]
 fsync = "5ms"
 segment_size = "4MiB"
+[api]
+address = "127.0.0.1:0"
 [sources.tcp]
 type = "syslog"
 mode = "tcp"

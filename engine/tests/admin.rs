@@ -1,0 +1,186 @@
+//! The admin API against the real binary: metrics by their contract names, moving under load;
+//! readiness; the bearer token; the running config.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+
+use common::*;
+
+/// One HTTP/1.1 request (connection closed after); returns status and body.
+fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: sluice\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+/// The value of the sample `name{labels}` (or `name` without labels) in a metrics page.
+fn sample(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+const CONTRACT: [&str; 14] = [
+    "sluice_events_received_total",
+    "sluice_events_durable_total",
+    "sluice_bytes_received_total",
+    "sluice_parse_errors_total",
+    "sluice_frames_oversize_total",
+    "sluice_connections_active",
+    "sluice_connections_rejected_total",
+    "sluice_wal_bytes_total",
+    "sluice_wal_fsync_seconds_bucket",
+    "sluice_wal_disk_bytes",
+    "sluice_output_events_sent_total",
+    "sluice_output_errors_total",
+    "sluice_output_lag_events",
+    "sluice_events_dropped_total",
+];
+
+#[test]
+fn metrics_follow_the_contract_and_move_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 2, &file_sink(dir.path()))
+        .replace("shards = 2\n", "shards = 2\nstatus_interval = \"50ms\"\n");
+    let sluice = Sluice::start(dir.path(), &cfg);
+    let api = sluice.addr("api");
+    assert_eq!(http(api, "GET", "/health", None).0, 200);
+    assert_eq!(
+        http(api, "GET", "/ready", None).0,
+        200,
+        "ready once the ready line is out"
+    );
+
+    const EVENTS: u64 = 3000;
+    let lines: String = (0..EVENTS)
+        .map(|i| format!("{}\n", rfc5424_line("metrics", i)))
+        .collect();
+    send_tcp(sluice.addr("tcp"), lines.as_bytes());
+    wait_for("every event delivered", || {
+        count_output_lines(dir.path()) as u64 >= EVENTS
+    });
+
+    let mut page = String::new();
+    wait_for("the counters to reach the API", || {
+        page = http(api, "GET", "/metrics", None).1;
+        let durable: f64 = (0..2)
+            .filter_map(|s| {
+                sample(
+                    &page,
+                    &format!("sluice_events_durable_total{{shard=\"{s}\"}}"),
+                )
+            })
+            .sum();
+        let sent = sample(&page, "sluice_output_events_sent_total{sink=\"out\"}").unwrap_or(0.0);
+        durable >= EVENTS as f64 && sent >= EVENTS as f64
+    });
+    for name in CONTRACT {
+        assert!(page.contains(name), "{name} missing from:\n{page}");
+    }
+    for reason in [
+        "wal_write_failed",
+        "udp_while_blocked",
+        "disk_full_drop_oldest",
+        "wal_damaged",
+    ] {
+        let series = format!("sluice_events_dropped_total{{reason=\"{reason}\"}}");
+        assert_eq!(sample(&page, &series), Some(0.0), "{series}");
+    }
+    let fsyncs: f64 = (0..2)
+        .filter_map(|s| {
+            sample(
+                &page,
+                &format!("sluice_wal_fsync_seconds_count{{shard=\"{s}\"}}"),
+            )
+        })
+        .sum();
+    assert!(fsyncs >= 1.0, "fdatasyncs are timed:\n{page}");
+    wait_for("the lag to reach zero", || {
+        let page = http(api, "GET", "/metrics", None).1;
+        (0..2).all(|s| {
+            let series = format!("sluice_output_lag_events{{sink=\"out\",shard=\"{s}\"}}");
+            sample(&page, &series) == Some(0.0)
+        })
+    });
+    wait_for("a status line", || {
+        sluice
+            .log()
+            .lines()
+            .any(|l| l.contains(" status ") && l.contains("lag_events="))
+    });
+    let (status, log) = sluice.stop();
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn token_config_and_unknown_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "s3cret-token-for-tests";
+    let cfg = config(dir.path(), 1, &file_sink(dir.path())).replace(
+        "[api]\naddress = \"127.0.0.1:0\"",
+        &format!("[api]\naddress = \"127.0.0.1:0\"\ntoken = \"{token}\""),
+    );
+    let sluice = Sluice::start(dir.path(), &cfg);
+    let api = sluice.addr("api");
+    assert_eq!(
+        http(api, "GET", "/health", None).0,
+        200,
+        "health needs no token"
+    );
+    assert_eq!(http(api, "GET", "/metrics", None).0, 401);
+    assert_eq!(
+        http(api, "GET", "/metrics", Some("wrong-token-wrong-token")).0,
+        401
+    );
+    assert_eq!(http(api, "GET", "/metrics", Some(token)).0, 200);
+    let (status, body) = http(api, "GET", "/config", Some(token));
+    assert_eq!(status, 200);
+    assert_eq!(body, cfg, "the running config's text");
+    assert_eq!(http(api, "GET", "/nope", Some(token)).0, 404);
+    assert_eq!(http(api, "DELETE", "/metrics", Some(token)).0, 405);
+    let (status, log) = sluice.stop();
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn an_api_address_in_use_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let cfg = config(dir.path(), 1, &file_sink(dir.path())).replace(
+        "[api]\naddress = \"127.0.0.1:0\"",
+        &format!("[api]\naddress = \"127.0.0.1:{port}\""),
+    );
+    let path = dir.path().join("sluice.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let out = std::process::Command::new(sluice_bin())
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("api.address") && stderr.contains(&port.to_string()),
+        "{stderr}"
+    );
+}
