@@ -54,8 +54,18 @@ fn start(args: &SoakArgs, config: &Path) -> Result<Running, String> {
         .map_err(|e| format!("start {}: {e}", args.sluice.display()))?;
     let stderr = child.stderr.take().ok_or("no stderr")?;
     let (tx, rx) = std::sync::mpsc::channel();
+    // Every run's log, appended, for post-mortems: work_dir/sluice.log.
+    let log_path = args.work_dir.join("sluice.log");
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| format!("open {}: {e}", log_path.display()))?;
     std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = writeln!(log, "---- sluice started ----");
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = writeln!(log, "{line}");
             if let Some(list) = line.split("tcp=tcp://").nth(1) {
                 let _ = tx.send(list.split_whitespace().next().unwrap_or("").to_string());
             }
@@ -140,7 +150,10 @@ fn output_seqs(out_dir: &Path, report: &mut SoakReport) -> HashSet<u64> {
             continue;
         };
         for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            match seq_in(line) {
+            // A line holding two events (half a line glued to the next) is damage, not one
+            // event: it must never happen, so it is counted, not parsed.
+            let events = line.windows(4).filter(|w| w == b"seq=").count();
+            match seq_in(line).filter(|_| events == 1) {
                 Some(seq) if !seen.insert(seq) => report.duplicates += 1,
                 Some(_) => {}
                 None => report.unknown += 1,

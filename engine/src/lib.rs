@@ -8,6 +8,7 @@ pub mod error;
 pub mod limits;
 pub mod metrics;
 pub mod outputs;
+pub mod preflight;
 pub mod runtime;
 pub mod shard;
 pub mod tools;

@@ -8,6 +8,9 @@ use engine::{Config, EngineError};
 
 /// Exit code for an invalid configuration (EX_CONFIG, as Vector's `validate` uses).
 const EXIT_CONFIG: u8 = 78;
+/// Exit code of `validate` when the config is valid but the host is not ready for it
+/// (EX_UNAVAILABLE): data_dir not writable, a port not bindable, locked memory too low.
+const EXIT_ENVIRONMENT: u8 = 69;
 const EXIT_FAILURE: u8 = 1;
 
 #[derive(Parser)]
@@ -28,8 +31,15 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Check a config file: exit 0 if valid, 78 with the key and line if not.
-    Validate { file: PathBuf },
+    /// Check a config file and the host: exit 0 if both are fine, 78 (with key and line) if
+    /// the config is invalid, 69 if the host is not ready for it (each problem printed).
+    Validate {
+        file: PathBuf,
+        /// Check the file only: not data_dir, ports or locked memory (e.g. before a reload,
+        /// while Sluice holds the ports).
+        #[arg(long)]
+        no_environment: bool,
+    },
     /// Print the embedded default config.
     DefaultConfig,
     /// Look into a data directory's write-ahead logs (read-only).
@@ -121,11 +131,11 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
-        Command::Validate { file } => match Config::load(&file) {
-            Ok(_) => {
-                println!("{}: valid", file.display());
-                ExitCode::SUCCESS
-            }
+        Command::Validate {
+            file,
+            no_environment,
+        } => match Config::load(&file) {
+            Ok(config) => validate_environment(&file, &config, no_environment),
             Err(e) => fail(&EngineError::Config(e)),
         },
         Command::DefaultConfig => {
@@ -137,6 +147,22 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_FAILURE)
         }),
     }
+}
+
+fn validate_environment(file: &std::path::Path, config: &Config, skip: bool) -> ExitCode {
+    let problems = if skip {
+        Vec::new()
+    } else {
+        engine::preflight::check_environment(config)
+    };
+    if problems.is_empty() {
+        println!("{}: valid", file.display());
+        return ExitCode::SUCCESS;
+    }
+    for p in &problems {
+        eprintln!("sluice: {}: {}: {}", file.display(), p.check, p.message);
+    }
+    ExitCode::from(EXIT_ENVIRONMENT)
 }
 
 fn fail(error: &EngineError) -> ExitCode {

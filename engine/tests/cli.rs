@@ -87,12 +87,56 @@ fn embedded_default_config_is_printed_and_valid() {
     assert!(out.status.success());
     let path = dir.path().join("default.toml");
     std::fs::write(&path, &out.stdout).unwrap();
+    // The file only: its ports and relative data_dir are not this test's to take.
+    let out = Command::new(sluice_bin())
+        .args(["validate", "--no-environment"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn validate_checks_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, b"a file").unwrap();
+    let text = config(dir.path(), 1, &file_sink(dir.path()))
+        .replace(
+            &format!("data_dir = \"{}\"", dir.path().join("data").display()),
+            &format!("data_dir = \"{}\"", blocker.join("data").display()),
+        )
+        .replacen(
+            "mode = \"tcp\"\naddress = \"127.0.0.1:0\"",
+            &format!("mode = \"tcp\"\naddress = \"127.0.0.1:{port}\""),
+            1,
+        );
+    let path = dir.path().join("env.toml");
+    std::fs::write(&path, text).unwrap();
     let out = Command::new(sluice_bin())
         .arg("validate")
         .arg(&path)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert!(
+        stderr.contains("data_dir") && stderr.contains("cannot create"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("sources.tcp.address 127.0.0.1:{port}"))
+            && stderr.contains("another process"),
+        "{stderr}"
+    );
+    let out = Command::new(sluice_bin())
+        .args(["validate", "--no-environment"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "the file itself is valid");
 }
 
 #[test]

@@ -4,7 +4,10 @@
 //! is newer), the directory synced, and a new file created. A crash at any step leaves every
 //! delivered line in exactly one file; the cursor is behind, so at worst a batch repeats.
 //! A failed write is undone (the file is cut back to its size before the batch) so a retry
-//! never leaves half a line behind.
+//! never leaves half a line behind. A crash in the middle of a write can leave half a line at
+//! the end: every confirmed batch ends with a newline, so whatever follows the last newline
+//! was never confirmed (it is delivered again); it is cut off when the file is opened, before
+//! anything is appended to it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -22,6 +25,30 @@ pub struct FileOutput {
     rotate_size: u64,
     keep: u32,
     fsync: SinkFsync,
+}
+
+/// Cuts the file back to just after its last newline (see the module docs); returns its size.
+fn cut_unconfirmed_tail(file: &File) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut chunk = vec![0u8; 64 << 10];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let part = &mut chunk[..(end - start) as usize];
+        file.read_exact_at(part, start)?;
+        if let Some(at) = memchr::memrchr(b'\n', part) {
+            end = start + at as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    if end < len {
+        file.set_len(end)?;
+        file.sync_data()?;
+        tracing::warn!(cut_bytes = len - end, "output file ended in half a line (a crash during a write): cut it; those events are delivered again");
+    }
+    Ok(end)
 }
 
 fn with_path(op: &str, path: &Path, e: io::Error) -> io::Error {
@@ -52,13 +79,12 @@ impl FileOutput {
         if self.file.is_none() {
             let file = OpenOptions::new()
                 .create(true)
+                .read(true)
                 .append(true)
                 .open(&self.path)
                 .map_err(|e| with_path("open", &self.path, e))?;
-            self.size = file
-                .metadata()
-                .map_err(|e| with_path("stat", &self.path, e))?
-                .len();
+            self.size =
+                cut_unconfirmed_tail(&file).map_err(|e| with_path("repair", &self.path, e))?;
             self.file = Some(file);
         }
         Ok(self.file.as_mut().expect("opened above"))
@@ -186,5 +212,30 @@ mod tests {
                 .len(),
             1024
         );
+    }
+
+    #[test]
+    fn half_a_line_left_by_a_crash_is_cut_before_appending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.log");
+        let sink = |path: &Path| FileSink {
+            path: path.to_path_buf(),
+            encoding: crate::config::Encoding::Raw,
+            rotate_size: 1 << 20,
+            keep: 2,
+            fsync: SinkFsync::Always,
+        };
+        // A long tail (over one read chunk) without a newline after two whole lines.
+        let mut torn = b"one\ntwo\n".to_vec();
+        torn.extend(std::iter::repeat_n(b'x', 100_000));
+        std::fs::write(&path, &torn).unwrap();
+        let mut out = FileOutput::open(&sink(&path)).unwrap();
+        out.deliver(b"three\n").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"one\ntwo\nthree\n");
+        // No newline at all: nothing in it was confirmed.
+        let other = dir.path().join("other.log");
+        std::fs::write(&other, b"half").unwrap();
+        FileOutput::open(&sink(&other)).unwrap();
+        assert_eq!(std::fs::read(&other).unwrap(), b"");
     }
 }

@@ -1,0 +1,77 @@
+//! `sluice validate`'s environment checks: what the config needs from this host, checked
+//! without starting anything. Each check names what failed and how to fix it.
+//!
+//! - data_dir: can be created, written and fsync'd (a probe file, removed again);
+//! - every source address and the API address can be bound now (so a running Sluice holding
+//!   them makes validation fail: use `--no-environment` to check a config for a reload);
+//! - the locked-memory limit is enough for the io_uring executors.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::Path;
+
+use crate::config::{ApiListen, Config, SourceMode};
+
+/// One failed check: what, and the message.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub check: String,
+    pub message: String,
+}
+
+/// Runs every check; an empty list means the host is ready for this config.
+pub fn check_environment(config: &Config) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if let Err(message) = check_data_dir(&config.data_dir) {
+        problems.push(Problem {
+            check: format!("data_dir {}", config.data_dir.display()),
+            message,
+        });
+    }
+    for (name, source) in &config.sources {
+        if let Err(message) = check_bind(source.mode, source.address) {
+            problems.push(Problem {
+                check: format!("sources.{name}.address {}", source.address),
+                message,
+            });
+        }
+    }
+    if let ApiListen::On(address) = config.api.address {
+        if let Err(message) = check_bind(SourceMode::Tcp, address) {
+            problems.push(Problem {
+                check: format!("api.address {address}"),
+                message,
+            });
+        }
+    }
+    if let Err(e) = crate::runtime::check_memlock() {
+        problems.push(Problem {
+            check: "locked memory".into(),
+            message: e.to_string(),
+        });
+    }
+    problems
+}
+
+fn check_data_dir(dir: &Path) -> Result<(), String> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create it: {e}"))?;
+    let probe = dir.join(".sluice-validate-probe");
+    let written = std::fs::File::create(&probe)
+        .and_then(|mut f| f.write_all(b"probe").and_then(|()| f.sync_all()));
+    let _ = std::fs::remove_file(&probe);
+    written.map_err(|e| format!("not writable by this user: {e}"))
+}
+
+fn check_bind(mode: SourceMode, address: SocketAddr) -> Result<(), String> {
+    let bound = match mode {
+        SourceMode::Tcp => TcpListener::bind(address).map(drop),
+        SourceMode::Udp => UdpSocket::bind(address).map(drop),
+    };
+    bound.map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            format!("{e}: ports below 1024 need CAP_NET_BIND_SERVICE (the systemd unit grants it)")
+        }
+        std::io::ErrorKind::AddrInUse => format!("{e}: another process holds it"),
+        _ => e.to_string(),
+    })
+}
