@@ -156,11 +156,8 @@ fn run_with(
             "WAL recovered"
         );
         wal_starts.push(report.start());
-        let retention = Arc::new(Retention::new(
-            &dir,
-            config.sinks.len(),
-            Arc::clone(&budget),
-        ));
+        let sinks: Vec<&str> = config.sinks.keys().map(String::as_str).collect();
+        let retention = Arc::new(Retention::new(&dir, &sinks, Arc::clone(&budget)));
         logs.push(ShardLog {
             id,
             dir,

@@ -1,13 +1,16 @@
 //! Retention: a segment is deleted once every output's cursor has moved past it.
 //!
-//! Each output publishes the segment its cursor is in (one atomic slot per output per shard;
+//! Each output publishes the segment its cursor is in (one slot per output per shard, by name;
 //! 0 = not known yet, which blocks deletion). Any output that advances computes the minimum and
 //! deletes the sealed segments below it. The active segment (the watermark's) is never deleted.
-//! Cursor files of outputs no longer configured do not hold segments back.
+//! Outputs are registered before they start (so a new one holds segments back from the start)
+//! and unregistered when a reload removes them: cursor files of outputs no longer configured do
+//! not hold segments back.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::budget::DiskBudget;
 use crate::error::StorageError;
@@ -17,23 +20,44 @@ use crate::segment::{compressed_path, list_segments, segment_path};
 #[derive(Debug)]
 pub struct Retention {
     dir: PathBuf,
-    /// Cursor segment per output; 0 until that output has opened its reader.
-    cursor_segments: Vec<AtomicU64>,
+    /// Cursor segment per output (by name); 0 until that output has opened its reader.
+    cursor_segments: Mutex<BTreeMap<String, u64>>,
     /// Everything below this was deleted already.
     deleted_below: AtomicU64,
     budget: Arc<DiskBudget>,
 }
 
 impl Retention {
-    /// Retention of the shard in `dir` for `outputs` outputs; space freed goes back to
+    /// Retention of the shard in `dir` for the named outputs; space freed goes back to
     /// `budget`.
-    pub fn new(dir: &Path, outputs: usize, budget: Arc<DiskBudget>) -> Self {
-        Retention {
+    pub fn new(dir: &Path, outputs: &[&str], budget: Arc<DiskBudget>) -> Self {
+        let r = Retention {
             dir: dir.to_path_buf(),
-            cursor_segments: (0..outputs).map(|_| AtomicU64::new(0)).collect(),
+            cursor_segments: Mutex::new(BTreeMap::new()),
             deleted_below: AtomicU64::new(0),
             budget,
+        };
+        for name in outputs {
+            r.register(name);
         }
+        r
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
+        // A panic while holding this lock cannot leave the map half-updated: recover it.
+        self.cursor_segments
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Adds an output (before it starts): it holds every segment back until it advances.
+    pub fn register(&self, output: &str) {
+        self.slots().entry(output.to_string()).or_insert(0);
+    }
+
+    /// Removes an output (a reload dropped it): it no longer holds segments back.
+    pub fn unregister(&self, output: &str) {
+        self.slots().remove(output);
     }
 
     pub fn dir(&self) -> &Path {
@@ -48,18 +72,18 @@ impl Retention {
     /// never `active_segment` or later. Returns the segments deleted.
     pub fn advance(
         &self,
-        output: usize,
+        output: &str,
         segment: u64,
         active_segment: u64,
     ) -> Result<Vec<u64>, StorageError> {
-        self.cursor_segments[output].store(segment, Ordering::Release);
-        let passed = self
-            .cursor_segments
-            .iter()
-            .map(|s| s.load(Ordering::Acquire))
-            .min()
-            .unwrap_or(0)
-            .min(active_segment);
+        let passed = {
+            let mut slots = self.slots();
+            match slots.get_mut(output) {
+                Some(slot) => *slot = segment,
+                None => return Ok(Vec::new()), // Unregistered meanwhile.
+            }
+            slots.values().copied().min().unwrap_or(0).min(active_segment)
+        };
         if passed <= self.deleted_below.fetch_max(passed, Ordering::AcqRel) {
             return Ok(Vec::new());
         }
@@ -105,10 +129,7 @@ impl Retention {
     /// The segment the slowest output's cursor is in: `None` without outputs, `Some(0)` while
     /// an output has not opened its reader yet.
     pub fn slowest_segment(&self) -> Option<u64> {
-        self.cursor_segments
-            .iter()
-            .map(|s| s.load(Ordering::Acquire))
-            .min()
+        self.slots().values().copied().min()
     }
 }
 
@@ -124,16 +145,20 @@ mod tests {
             std::fs::write(segment_path(dir.path(), n), segment_header(n, 1)).unwrap();
         }
         let budget = Arc::new(DiskBudget::unlimited(dir.path()));
-        let r = Retention::new(dir.path(), 2, budget);
+        let r = Retention::new(dir.path(), &["a", "b"], budget);
         assert!(
-            r.advance(0, 4, 5).unwrap().is_empty(),
-            "output 1 not started"
+            r.advance("a", 4, 5).unwrap().is_empty(),
+            "output b not started"
         );
-        assert_eq!(r.advance(1, 2, 5).unwrap(), vec![1]);
-        assert_eq!(r.advance(1, 9, 5).unwrap(), vec![2, 3]);
-        assert!(r.advance(0, 4, 5).unwrap().is_empty());
+        assert_eq!(r.advance("b", 2, 5).unwrap(), vec![1]);
+        // A new output holds back what it has not passed, from before it starts.
+        r.register("c");
+        assert!(r.advance("b", 9, 5).unwrap().is_empty());
+        r.unregister("c");
+        assert_eq!(r.advance("b", 9, 5).unwrap(), vec![2, 3]);
+        assert!(r.advance("a", 4, 5).unwrap().is_empty());
         assert_eq!(
-            r.advance(0, 9, 5).unwrap(),
+            r.advance("a", 9, 5).unwrap(),
             vec![4],
             "never the active segment"
         );

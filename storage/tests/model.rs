@@ -207,8 +207,8 @@ fn run_case(ops: Vec<Op>) {
                     Op::Delete => {
                         if let Some(cursor) = read_cursor(&dir, SINK).unwrap() {
                             let budget = Arc::new(storage::DiskBudget::unlimited(&dir));
-                            storage::Retention::new(&dir, 1, budget)
-                                .advance(0, cursor.position.segment, wal.watermark.load().segment)
+                            storage::Retention::new(&dir, &[SINK], budget)
+                                .advance(SINK, cursor.position.segment, wal.watermark.load().segment)
                                 .unwrap();
                         }
                     }

@@ -377,7 +377,7 @@ fn budget_blocks_until_retention_frees_space_losing_nothing() {
             let budget = Arc::new(
                 DiskBudget::new(&path, Some(3 * SEGMENT), None, FullPolicy::Block).unwrap(),
             );
-            let retention = Retention::new(&path, 1, Arc::clone(&budget));
+            let retention = Retention::new(&path, &["out"], Arc::clone(&budget));
             let (appender, watermark, task) = start_budgeted(&path, SEGMENT, &budget).await;
             let all = payloads(1500, 10);
             let writer = {
@@ -406,7 +406,7 @@ fn budget_blocks_until_retention_frees_space_losing_nothing() {
                     .read_batch(wm, 1 << 20, |p| got.push(p.to_vec()))
                     .unwrap();
                 retention
-                    .advance(0, reader.position().segment, wm.segment)
+                    .advance("out", reader.position().segment, wm.segment)
                     .unwrap();
                 if batch.records == 0 {
                     glommio::timer::sleep(Duration::from_millis(1)).await;

@@ -270,7 +270,7 @@ fn save_cursor(spec: &OutputSpec, shard: &ShardLog, cursor: storage::Cursor) -> 
 /// (they cost disk, not data) and retried at the next advance.
 fn retain(spec: &OutputSpec, shard: &ShardLog, cursor_segment: u64) {
     let active = shard.watermark.load().segment;
-    if let Err(e) = shard.retention.advance(spec.index, cursor_segment, active) {
+    if let Err(e) = shard.retention.advance(&spec.name, cursor_segment, active) {
         tracing::warn!(sink = %spec.name, shard = shard.id, error = %e, "cannot delete delivered segments");
     }
 }
