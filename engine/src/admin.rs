@@ -15,7 +15,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -34,7 +34,32 @@ use crate::metrics::{OutputCounters, ShardCounters};
 pub struct AdminState {
     pub ready: AtomicBool,
     pub parts: std::sync::OnceLock<Counters>,
-    pub config_text: String,
+    /// The running configuration's text (a reload replaces it).
+    pub config_text: RwLock<String>,
+    /// Where `POST /config` and `POST /reload` go (the main thread applies them).
+    pub reloads: std::sync::OnceLock<crossbeam_channel::Sender<ReloadRequest>>,
+}
+
+/// A reload asked for over the API: new config text, or `None` to re-read the file. The reply
+/// says what changed, or why the new config was refused (the old one keeps running).
+pub struct ReloadRequest {
+    pub text: Option<String>,
+    pub reply: crossbeam_channel::Sender<Result<String, String>>,
+}
+
+impl std::fmt::Debug for ReloadRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReloadRequest")
+    }
+}
+
+/// Largest config a `POST /config` may carry.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// Longest a reload request waits for the main thread (a removed output drains first).
+const RELOAD_WAIT: Duration = Duration::from_secs(600);
+
+fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Every counter the API and the status line read.
@@ -43,7 +68,8 @@ pub struct Counters {
     pub shards: Vec<Arc<ShardCounters>>,
     /// The id each WAL's next durable record gets (all shard logs, running or retired).
     pub next_record_ids: Vec<Arc<std::sync::atomic::AtomicU64>>,
-    pub outputs: Vec<(String, Arc<OutputCounters>)>,
+    /// By sink name; a reload adds and removes entries.
+    pub outputs: RwLock<Vec<(String, Arc<OutputCounters>)>>,
     pub budget: Arc<storage::DiskBudget>,
 }
 
@@ -56,7 +82,7 @@ impl Counters {
     }
 
     pub fn events_sent(&self) -> u64 {
-        self.outputs
+        read_lock(&self.outputs)
             .iter()
             .map(|(_, c)| c.events_sent.load(Relaxed))
             .sum()
@@ -64,7 +90,7 @@ impl Counters {
 
     /// Durable events not yet confirmed, summed over outputs and shards (where known).
     pub fn lag_events(&self) -> u64 {
-        self.outputs
+        read_lock(&self.outputs)
             .iter()
             .flat_map(|(_, c)| c.cursor_next_ids.iter().zip(&self.next_record_ids))
             .map(|(cursor, next)| match cursor.load(Relaxed) {
@@ -129,12 +155,12 @@ impl AdminServer {
 }
 
 fn respond(
-    request: tiny_http::Request,
+    mut request: tiny_http::Request,
     state: &AdminState,
     registry: &Registry,
     token: Option<&str>,
 ) {
-    let (status, content_type, body) = route(&request, state, registry, token);
+    let (status, content_type, body) = route(&mut request, state, registry, token);
     let mut response = tiny_http::Response::from_string(body).with_status_code(status);
     if let Ok(h) = tiny_http::Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes()) {
         response.add_header(h);
@@ -148,13 +174,14 @@ const TEXT: &str = "text/plain; charset=utf-8";
 const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 fn route(
-    request: &tiny_http::Request,
+    request: &mut tiny_http::Request,
     state: &AdminState,
     registry: &Registry,
     token: Option<&str>,
 ) -> (u16, &'static str, String) {
     use tiny_http::Method;
-    let path = request.url().split('?').next().unwrap_or("");
+    let path = request.url().split('?').next().unwrap_or("").to_string();
+    let path = path.as_str();
     if path == "/health" && *request.method() == Method::Get {
         return (200, TEXT, "ok\n".into());
     }
@@ -178,11 +205,51 @@ fn route(
                 Err(_) => (500, TEXT, "cannot encode metrics\n".into()),
             }
         }
-        (Method::Get, "/config") => (200, "application/toml", state.config_text.clone()),
-        (_, "/health" | "/ready" | "/metrics" | "/config") => {
+        (Method::Get, "/config") => (
+            200,
+            "application/toml",
+            read_lock(&state.config_text).clone(),
+        ),
+        (Method::Post, "/config") => match read_body(request) {
+            Ok(text) => reload(state, Some(text)),
+            Err(e) => (400, TEXT, format!("{e}\n")),
+        },
+        (Method::Post, "/reload") => reload(state, None),
+        (_, "/health" | "/ready" | "/metrics" | "/config" | "/reload") => {
             (405, TEXT, "method not allowed\n".into())
         }
         _ => (404, TEXT, "not found\n".into()),
+    }
+}
+
+fn read_body(request: &mut tiny_http::Request) -> Result<String, String> {
+    use std::io::Read;
+    let mut text = String::new();
+    request
+        .as_reader()
+        .take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read the body as UTF-8 text: {e}"))?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!("config larger than {MAX_CONFIG_BYTES} bytes"));
+    }
+    Ok(text)
+}
+
+/// Hands a reload to the main thread and waits for its verdict: 200 with what changed, 400
+/// with why it was refused (the running config continues).
+fn reload(state: &AdminState, text: Option<String>) -> (u16, &'static str, String) {
+    let Some(reloads) = state.reloads.get() else {
+        return (503, TEXT, "still starting\n".into());
+    };
+    let (reply, verdict) = crossbeam_channel::bounded(1);
+    if reloads.send(ReloadRequest { text, reply }).is_err() {
+        return (503, TEXT, "stopping\n".into());
+    }
+    match verdict.recv_timeout(RELOAD_WAIT) {
+        Ok(Ok(done)) => (200, TEXT, format!("{done}\n")),
+        Ok(Err(refused)) => (400, TEXT, format!("{refused}\n")),
+        Err(_) => (503, TEXT, "no answer from the control plane\n".into()),
     }
 }
 
@@ -320,13 +387,14 @@ fn encode_outputs(
     s: &Counters,
     encoder: &mut DescriptorEncoder<'_>,
 ) -> Result<(), std::fmt::Error> {
+    let outputs = read_lock(&s.outputs);
     let sink = |name: &str| vec![("sink", name.to_string())];
     family(
         encoder,
         "sluice_output_events_sent",
         "Events an output delivered (confirmed)",
         MetricType::Counter,
-        s.outputs
+        outputs
             .iter()
             .map(|(n, c)| (sink(n), ConstCounter::new(c.events_sent.load(Relaxed)))),
     )?;
@@ -335,11 +403,11 @@ fn encode_outputs(
         "sluice_output_errors",
         "Output delivery, read and cursor errors (each retried)",
         MetricType::Counter,
-        s.outputs
+        outputs
             .iter()
             .map(|(n, c)| (sink(n), ConstCounter::new(c.errors.load(Relaxed)))),
     )?;
-    let lags = s.outputs.iter().flat_map(|(n, c)| {
+    let lags = outputs.iter().flat_map(|(n, c)| {
         c.cursor_next_ids
             .iter()
             .zip(&s.next_record_ids)
@@ -368,8 +436,7 @@ fn encode_dropped(
     encoder: &mut DescriptorEncoder<'_>,
 ) -> Result<(), std::fmt::Error> {
     let sum = |f: fn(&ShardCounters) -> u64| s.shards.iter().map(|c| f(c)).sum::<u64>();
-    let damaged: u64 = s
-        .outputs
+    let damaged: u64 = read_lock(&s.outputs)
         .iter()
         .map(|(_, c)| c.wal_damaged_records.load(Relaxed))
         .sum();

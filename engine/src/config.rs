@@ -152,7 +152,7 @@ impl<'de> Deserialize<'de> for Shards {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WalConfig {
     /// `"always"`, `"never"` or a group-commit interval like `"5ms"`.
@@ -251,7 +251,7 @@ pub enum SourceMode {
     Udp,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     #[serde(rename = "type")]
@@ -327,7 +327,7 @@ pub enum SinkType {
     Tcp,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SinkConfig {
     File(FileSink),
     Tcp(TcpSink),
@@ -399,7 +399,7 @@ pub enum SinkFsync {
     Never,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FileSink {
     pub path: PathBuf,
     pub encoding: Encoding,
@@ -417,7 +417,7 @@ pub enum TcpFraming {
     Newline,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TcpSink {
     /// `host:port` of the receiver (resolved at each connect).
     pub address: String,

@@ -9,6 +9,7 @@ pub mod limits;
 pub mod metrics;
 pub mod outputs;
 pub mod preflight;
+pub mod reload;
 pub mod runtime;
 pub mod shard;
 pub mod tools;

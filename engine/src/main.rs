@@ -117,8 +117,8 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config } => {
-            let loaded = match &config {
+        Command::Run { config: path } => {
+            let loaded = match &path {
                 Some(path) => Config::load(path),
                 None => Config::embedded_default(),
             };
@@ -126,7 +126,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail(&EngineError::Config(e)),
             };
-            match engine::runtime::run(&config) {
+            match engine::runtime::run(&config, path.as_deref()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
             }

@@ -23,10 +23,8 @@ use glommio::{LocalExecutorBuilder, Placement};
 use storage::compress::{CompactShard, Compactor};
 use storage::{recover_shard, DiskBudget, DurableWatermark, Position, Retention};
 
-use crate::admin::{AdminServer, AdminState, Counters};
-use crate::config::{ApiListen, Compression};
-
-use crate::config::{Config, SourceMode};
+use crate::admin::{AdminServer, AdminState, Counters, ReloadRequest};
+use crate::config::{ApiListen, Compression, Config, SinkConfig, SourceConfig, SourceMode};
 use crate::error::EngineError;
 use crate::limits::ConnectionLimits;
 use crate::metrics::{shard_summary, OutputCounters, ShardCounters};
@@ -88,7 +86,9 @@ struct RunningShard {
 }
 
 /// Runs until SIGINT/SIGTERM, then drains and returns.
-pub fn run(config: &Config) -> Result<(), EngineError> {
+/// `config_path`: the file `config` came from (SIGHUP and `POST /reload` re-read it); `None`
+/// for the embedded default.
+pub fn run(config: &Config, config_path: Option<&Path>) -> Result<(), EngineError> {
     check_memlock()?;
     let shard_count = config.shard_count();
     std::fs::create_dir_all(&config.data_dir).map_err(|source| EngineError::Io {
@@ -103,11 +103,18 @@ pub fn run(config: &Config) -> Result<(), EngineError> {
         source,
     })?;
     let admin_state = Arc::new(AdminState {
-        config_text: config.source_text.clone(),
+        config_text: config.source_text.clone().into(),
         ..AdminState::default()
     });
     let admin = start_admin(config, &admin_state)?;
-    let result = run_with(config, data_dir, shard_count, &admin_state, admin.as_ref());
+    let result = run_with(
+        config,
+        config_path,
+        data_dir,
+        shard_count,
+        &admin_state,
+        admin.as_ref(),
+    );
     if let Some(server) = admin {
         server.stop();
     }
@@ -130,6 +137,7 @@ fn start_admin(
 
 fn run_with(
     config: &Config,
+    config_path: Option<&Path>,
     data_dir: &Path,
     shard_count: usize,
     admin_state: &Arc<AdminState>,
@@ -167,48 +175,69 @@ fn run_with(
         });
     }
 
-    let (outputs, wakers) = start_outputs(config, &logs)?;
-    let compactor = start_compactor(config, &logs)?;
-    let output_counters = outputs
-        .iter()
-        .map(|(name, _, _, c)| (name.clone(), Arc::clone(c)))
-        .collect();
-    let stop = Arc::new(AtomicBool::new(false));
     let shard_counters: Vec<_> = (0..shard_count)
         .map(|_| Arc::new(ShardCounters::default()))
         .collect();
+    let counters = admin_state.parts.get_or_init(|| Counters {
+        shards: shard_counters.clone(),
+        next_record_ids: logs.iter().map(|l| Arc::clone(&l.next_record_id)).collect(),
+        outputs: Default::default(),
+        budget: Arc::clone(&budget),
+    });
+    let mut outputs = OutputSet::new(&logs);
+    for (name, sink) in &config.sinks {
+        if let Err(e) = outputs.start(name, sink, counters) {
+            outputs.stop_all(Instant::now());
+            return Err(e);
+        }
+    }
+    let compactor = match start_compactor(config, &logs) {
+        Ok(c) => c,
+        Err(e) => {
+            outputs.stop_all(Instant::now());
+            return Err(e);
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
     let (exit_tx, exit_rx) = mpsc::channel::<usize>();
+    let (command_txs, command_rxs): (Vec<_>, Vec<_>) = (0..shard_count)
+        .map(|_| crossbeam_channel::unbounded())
+        .unzip();
     let started = start_shards(
         config,
         &logs,
         &wal_starts,
         &shard_counters,
         &stop,
-        &wakers,
+        &outputs.wakers,
         &exit_tx,
         &budget,
+        command_rxs,
     );
     let (shards, listening) = match started {
         Ok(s) => s,
         Err(e) => {
             stop.store(true, Ordering::Release);
             stop_compactor(compactor);
-            stop_outputs(outputs, &wakers, Instant::now());
+            outputs.stop_all(Instant::now());
             return Err(e);
         }
     };
 
-    let counters = admin_state.parts.get_or_init(|| Counters {
-        shards: shard_counters.clone(),
-        next_record_ids: logs.iter().map(|l| Arc::clone(&l.next_record_id)).collect(),
-        outputs: output_counters,
-        budget: Arc::clone(&budget),
-    });
+    let (reload_tx, reload_rx) = crossbeam_channel::bounded(4);
+    let _ = admin_state.reloads.set(reload_tx);
     admin_state.ready.store(true, Ordering::Release);
     log_ready(&listening, shard_count, admin.map(|a| a.address));
     notify_systemd(&[sd_notify::NotifyState::Ready]);
 
-    let early_exit = wait_for_stop(&exit_rx, config.status_interval, counters)?;
+    let mut live = Live {
+        config: config.clone(),
+        config_path: config_path.map(Path::to_path_buf),
+        outputs,
+        shard_commands: command_txs,
+        admin_state: Arc::clone(admin_state),
+    };
+    let early_exit = live.wait_for_stop(&exit_rx, &reload_rx, counters)?;
     admin_state.ready.store(false, Ordering::Release);
     notify_systemd(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("stopping: draining sockets, committing the WAL, delivering");
@@ -228,7 +257,8 @@ fn run_with(
         }
     }
     stop_compactor(compactor);
-    stop_outputs(outputs, &wakers, Instant::now() + config.shutdown_timeout);
+    let deadline = Instant::now() + live.config.shutdown_timeout;
+    live.outputs.stop_all(deadline);
     tracing::info!(summary = %shard_summary(&shard_counters, &budget), "stopped");
     if let Some(id) = early_exit {
         tracing::error!(shard = id, "a shard stopped on its own");
@@ -236,6 +266,171 @@ fn run_with(
     match failures.into_iter().next() {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// What the main thread changes while running: the config, the outputs, the sources (through
+/// the shards' command channels).
+struct Live {
+    config: Config,
+    config_path: Option<PathBuf>,
+    outputs: OutputSet,
+    shard_commands: Vec<crossbeam_channel::Sender<shard::ShardCommand>>,
+    admin_state: Arc<AdminState>,
+}
+
+/// Longest a reload waits for a shard to take a source command.
+const SHARD_COMMAND_WAIT: Duration = Duration::from_secs(10);
+
+impl Live {
+    /// Blocks until SIGINT/SIGTERM (→ `None`) or a shard exits on its own (→ its id); applies
+    /// reloads (SIGHUP, the API), logs the status line every `status_interval` and pets the
+    /// systemd watchdog when it is enabled.
+    fn wait_for_stop(
+        &mut self,
+        exits: &mpsc::Receiver<usize>,
+        reloads: &crossbeam_channel::Receiver<ReloadRequest>,
+        counters: &Counters,
+    ) -> Result<Option<usize>, EngineError> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals =
+            signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|source| {
+                EngineError::Io {
+                    op: "install signal handlers",
+                    path: PathBuf::new(),
+                    source,
+                }
+            })?;
+        let mut status = StatusLine::new(counters);
+        let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+        let mut last_pet = Instant::now();
+        loop {
+            for signal in signals.pending() {
+                if signal == SIGHUP {
+                    tracing::info!("SIGHUP: reloading the config file");
+                    let _ = self.reload(None, counters);
+                } else {
+                    tracing::info!(signal, "signal received");
+                    return Ok(None);
+                }
+            }
+            if let Ok(id) = exits.try_recv() {
+                return Ok(Some(id));
+            }
+            while let Ok(request) = reloads.try_recv() {
+                let verdict = self.reload(request.text, counters);
+                let _ = request.reply.send(verdict);
+            }
+            status.tick(self.config.status_interval, counters);
+            if watchdog.is_some_and(|every| last_pet.elapsed() >= every) {
+                notify_systemd(&[sd_notify::NotifyState::Watchdog]);
+                last_pet = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Applies a new config (`text`, or the file again) or refuses it; the running config
+    /// continues when refused. See [`crate::reload`] for what changes how.
+    fn reload(&mut self, text: Option<String>, counters: &Counters) -> Result<String, String> {
+        let result = self.try_reload(text, counters);
+        match &result {
+            Ok(done) => tracing::info!("{done}"),
+            Err(why) => {
+                tracing::error!(error = %why, "reload refused: the running config continues")
+            }
+        }
+        result
+    }
+
+    fn try_reload(&mut self, text: Option<String>, counters: &Counters) -> Result<String, String> {
+        let new = match (text, &self.config_path) {
+            (Some(text), _) => Config::parse(&text, "the posted config"),
+            (None, Some(path)) => Config::load(path),
+            (None, None) => {
+                return Err(
+                    "running on the embedded default config: there is no file to reload".into(),
+                )
+            }
+        }
+        .map_err(|e| e.to_string())?;
+        let plan = crate::reload::plan(&self.config, &new)?;
+        self.check_new_addresses(&plan)?;
+        for name in &plan.sources_removed {
+            self.remove_source(name)?;
+        }
+        for (name, source) in &plan.sources_added {
+            self.add_source(name, source)?;
+        }
+        let deadline = Instant::now() + new.shutdown_timeout;
+        for name in &plan.sinks_removed {
+            let gone = !new.sinks.contains_key(name);
+            self.outputs.stop(name, deadline, counters, gone);
+        }
+        for (name, sink) in &plan.sinks_added {
+            self.outputs
+                .start(name, sink, counters)
+                .map_err(|e| e.to_string())?;
+        }
+        *write_lock(&self.admin_state.config_text) = new.source_text.clone();
+        self.config = new;
+        Ok(plan.describe())
+    }
+
+    /// A new source address another process holds would fail half-way through a reload:
+    /// refuse it before anything changes.
+    fn check_new_addresses(&self, plan: &crate::reload::Plan) -> Result<(), String> {
+        let ours: Vec<SocketAddr> = self.config.sources.values().map(|s| s.address).collect();
+        for (name, source) in &plan.sources_added {
+            if source.address.port() == 0 || ours.contains(&source.address) {
+                continue;
+            }
+            let free = match source.mode {
+                SourceMode::Tcp => std::net::TcpListener::bind(source.address).map(drop),
+                SourceMode::Udp => std::net::UdpSocket::bind(source.address).map(drop),
+            };
+            free.map_err(|e| format!("sources.{name}.address {}: {e}", source.address))?;
+        }
+        Ok(())
+    }
+
+    fn remove_source(&self, name: &str) -> Result<(), String> {
+        for (shard, commands) in self.shard_commands.iter().enumerate() {
+            let (reply, done) = crossbeam_channel::bounded(1);
+            let command = shard::ShardCommand::RemoveSource {
+                name: name.to_string(),
+                reply,
+            };
+            commands
+                .send(command)
+                .map_err(|_| format!("shard {shard} is not running"))?;
+            done.recv_timeout(SHARD_COMMAND_WAIT)
+                .map_err(|_| format!("shard {shard} did not remove source {name}"))?;
+        }
+        Ok(())
+    }
+
+    /// Binds on shard 0 first (resolving port 0), then on the others at the same address.
+    fn add_source(&self, name: &str, source: &SourceConfig) -> Result<(), String> {
+        let mut spec = source_spec(name, source);
+        for (shard, commands) in self.shard_commands.iter().enumerate() {
+            let (reply, bound) = crossbeam_channel::bounded(1);
+            let command = shard::ShardCommand::AddSource {
+                spec: spec.clone(),
+                reply,
+            };
+            commands
+                .send(command)
+                .map_err(|_| format!("shard {shard} is not running"))?;
+            let address = bound
+                .recv_timeout(SHARD_COMMAND_WAIT)
+                .map_err(|_| format!("shard {shard} did not add source {name}"))??;
+            spec.address = address;
+            if shard == 0 {
+                tracing::info!(source = %name, %address, "source listening");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -315,26 +510,44 @@ fn stop_compactor(compactor: Option<CompactorThread>) {
     }
 }
 
-type Outputs = Vec<(
-    String,
-    Arc<OutputControl>,
-    std::thread::JoinHandle<Result<(), String>>,
-    Arc<OutputCounters>,
-)>;
+/// The running outputs, one thread each; a reload stops and starts them by name.
+struct OutputSet {
+    logs: Vec<ShardLog>,
+    wakers: Arc<OutputWakers>,
+    running: std::collections::BTreeMap<String, RunningOutput>,
+}
 
-fn start_outputs(
-    config: &Config,
-    logs: &[ShardLog],
-) -> Result<(Outputs, Arc<OutputWakers>), EngineError> {
-    let mut outputs = Vec::new();
-    for (index, (name, sink)) in config.sinks.iter().enumerate() {
+struct RunningOutput {
+    control: Arc<OutputControl>,
+    handle: std::thread::JoinHandle<Result<(), String>>,
+    counters: Arc<OutputCounters>,
+}
+
+impl OutputSet {
+    fn new(logs: &[ShardLog]) -> Self {
+        OutputSet {
+            logs: logs.to_vec(),
+            wakers: Arc::new(OutputWakers::default()),
+            running: Default::default(),
+        }
+    }
+
+    /// Starts output `name`: it holds WAL segments back from now on, and appears in metrics.
+    fn start(
+        &mut self,
+        name: &str,
+        sink: &SinkConfig,
+        registry: &Counters,
+    ) -> Result<(), EngineError> {
+        for log in &self.logs {
+            log.retention.register(name);
+        }
         let control = Arc::new(OutputControl::default());
-        let counters = Arc::new(OutputCounters::new(logs.len()));
+        let counters = Arc::new(OutputCounters::new(self.logs.len()));
         let spec = OutputSpec {
-            name: name.clone(),
-            index,
+            name: name.to_string(),
             config: sink.clone(),
-            shards: logs.to_vec(),
+            shards: self.logs.clone(),
             control: Arc::clone(&control),
             counters: Arc::clone(&counters),
         };
@@ -342,32 +555,75 @@ fn start_outputs(
             .name(format!("sink-{name}"))
             .spawn(move || run_output(spec))
             .map_err(|e| EngineError::Output {
-                sink: name.clone(),
+                sink: name.to_string(),
                 message: e.to_string(),
             })?;
-        outputs.push((name.clone(), control, handle, counters));
+        self.wakers.add(name, handle.thread().clone());
+        write_lock(&registry.outputs).push((name.to_string(), Arc::clone(&counters)));
+        self.running.insert(
+            name.to_string(),
+            RunningOutput {
+                control,
+                handle,
+                counters,
+            },
+        );
+        Ok(())
     }
-    let wakers = OutputWakers(
-        outputs
-            .iter()
-            .map(|(_, _, h, _)| h.thread().clone())
-            .collect(),
-    );
-    Ok((outputs, Arc::new(wakers)))
+
+    /// Stops output `name` after it delivered what was durable when asked (bounded by
+    /// `deadline`). `forget`: it is gone from the config, so it stops holding segments back.
+    fn stop(&mut self, name: &str, deadline: Instant, registry: &Counters, forget: bool) {
+        let Some(output) = self.running.remove(name) else {
+            return;
+        };
+        output.control.stop(deadline);
+        output.handle.thread().unpark();
+        join_output(name, output);
+        self.wakers.remove(name);
+        write_lock(&registry.outputs).retain(|(n, _)| n != name);
+        if forget {
+            for log in &self.logs {
+                log.retention.unregister(name);
+            }
+        }
+    }
+
+    /// Shutdown: every output delivers up to the final watermarks, bounded by `deadline`.
+    fn stop_all(mut self, deadline: Instant) {
+        for output in self.running.values() {
+            output.control.stop(deadline);
+        }
+        self.wakers.wake_all();
+        for (name, output) in std::mem::take(&mut self.running) {
+            join_output(&name, output);
+        }
+    }
 }
 
-fn stop_outputs(outputs: Outputs, wakers: &OutputWakers, deadline: Instant) {
-    for (_, control, _, _) in &outputs {
-        control.stop(deadline);
+fn join_output(name: &str, output: RunningOutput) {
+    match output.handle.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(sink = %name, error = %e, "sink stopped with an error"),
+        Err(_) => tracing::error!(sink = %name, "sink thread panicked"),
     }
-    wakers.wake_all();
-    for (name, _, handle, counters) in outputs {
-        match handle.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(sink = %name, error = %e, "sink stopped with an error"),
-            Err(_) => tracing::error!(sink = %name, "sink thread panicked"),
-        }
-        tracing::info!(sink = %name, summary = %counters.summary(), "sink stopped");
+    tracing::info!(sink = %name, summary = %output.counters.summary(), "sink stopped");
+}
+
+fn write_lock<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A source as shards run it.
+fn source_spec(name: &str, s: &SourceConfig) -> SourceSpec {
+    SourceSpec {
+        name: name.to_string(),
+        mode: s.mode,
+        address: s.address,
+        max_frame: s.max_frame as usize,
+        read_buffer: s.read_buffer as usize,
+        receive_buffer: s.receive_buffer as usize,
+        limits: ConnectionLimits::new(s.max_connections, s.max_connections_per_ip),
     }
 }
 
@@ -381,22 +637,16 @@ fn start_shards(
     wakers: &Arc<OutputWakers>,
     exit_tx: &mpsc::Sender<usize>,
     budget: &Arc<DiskBudget>,
+    commands: Vec<crossbeam_channel::Receiver<shard::ShardCommand>>,
 ) -> Result<(Vec<RunningShard>, Listening), EngineError> {
+    let mut commands = commands.into_iter();
     let cpus: Vec<usize> = core_affinity::get_core_ids()
         .map(|ids| ids.into_iter().map(|c| c.id).collect())
         .unwrap_or_default();
     let mut sources: Vec<SourceSpec> = config
         .sources
         .iter()
-        .map(|(name, s)| SourceSpec {
-            name: name.clone(),
-            mode: s.mode,
-            address: s.address,
-            max_frame: s.max_frame as usize,
-            read_buffer: s.read_buffer as usize,
-            receive_buffer: s.receive_buffer as usize,
-            limits: ConnectionLimits::new(s.max_connections, s.max_connections_per_ip),
-        })
+        .map(|(name, s)| source_spec(name, s))
         .collect();
     let mut running = Vec::with_capacity(counters.len());
     for id in 0..counters.len() {
@@ -412,6 +662,9 @@ fn start_shards(
             wakers: Arc::clone(wakers),
             budget: Arc::clone(budget),
             next_record_id: Arc::clone(&logs[id].next_record_id),
+            commands: commands
+                .next()
+                .unwrap_or_else(crossbeam_channel::never),
         };
         let placement = match cpus.get(id % cpus.len().max(1)) {
             Some(&cpu) => Placement::Fixed(cpu),
@@ -499,62 +752,25 @@ fn log_ready(sources: &Listening, shards: usize, api: Option<SocketAddr>) {
     tracing::info!(shards, "ready; listening on {}", listening.join(" "));
 }
 
-/// Blocks until SIGINT/SIGTERM (→ `None`) or a shard exits on its own (→ its id); logs the
-/// status line every `status_interval` and pets the systemd watchdog when it is enabled.
-fn wait_for_stop(
-    exits: &mpsc::Receiver<usize>,
-    status_interval: Duration,
-    counters: &Counters,
-) -> Result<Option<usize>, EngineError> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(|source| {
-        EngineError::Io {
-            op: "install signal handlers",
-            path: PathBuf::new(),
-            source,
-        }
-    })?;
-    let mut status = StatusLine::new(status_interval, counters);
-    let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
-    let mut last_pet = Instant::now();
-    loop {
-        if let Some(signal) = signals.pending().next() {
-            tracing::info!(signal, "signal received");
-            return Ok(None);
-        }
-        if let Ok(id) = exits.try_recv() {
-            return Ok(Some(id));
-        }
-        status.tick(counters);
-        if watchdog.is_some_and(|every| last_pet.elapsed() >= every) {
-            notify_systemd(&[sd_notify::NotifyState::Watchdog]);
-            last_pet = Instant::now();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The periodic status line: rates in and out since the last line, lag, disk.
 struct StatusLine {
-    interval: Duration,
     last: Instant,
     durable: u64,
     sent: u64,
 }
 
 impl StatusLine {
-    fn new(interval: Duration, counters: &Counters) -> Self {
+    fn new(counters: &Counters) -> Self {
         StatusLine {
-            interval,
             last: Instant::now(),
             durable: counters.events_durable(),
             sent: counters.events_sent(),
         }
     }
 
-    fn tick(&mut self, counters: &Counters) {
+    fn tick(&mut self, interval: Duration, counters: &Counters) {
         let elapsed = self.last.elapsed();
-        if self.interval.is_zero() || elapsed < self.interval {
+        if interval.is_zero() || elapsed < interval {
             return;
         }
         let (durable, sent) = (counters.events_durable(), counters.events_sent());

@@ -60,15 +60,28 @@ pub struct SourceSpec {
     pub limits: Arc<ConnectionLimits>,
 }
 
-/// Threads to unpark when new records became durable (the outputs).
+/// Threads to unpark when new records became durable (the outputs; a reload changes them).
+/// Read once per commit by each shard, written only by a reload.
 #[derive(Debug, Default)]
-pub struct OutputWakers(pub Vec<std::thread::Thread>);
+pub struct OutputWakers(std::sync::RwLock<Vec<(String, std::thread::Thread)>>);
 
 impl OutputWakers {
     pub fn wake_all(&self) {
-        for t in &self.0 {
+        let threads = self.0.read().unwrap_or_else(|p| p.into_inner());
+        for (_, t) in threads.iter() {
             t.unpark();
         }
+    }
+
+    pub fn add(&self, name: &str, thread: std::thread::Thread) {
+        let mut threads = self.0.write().unwrap_or_else(|p| p.into_inner());
+        threads.retain(|(n, _)| n != name);
+        threads.push((name.to_string(), thread));
+    }
+
+    pub fn remove(&self, name: &str) {
+        let mut threads = self.0.write().unwrap_or_else(|p| p.into_inner());
+        threads.retain(|(n, _)| n != name);
     }
 }
 
@@ -87,30 +100,80 @@ pub struct ShardSpec {
     pub budget: Arc<storage::DiskBudget>,
     /// The id the shard's next durable record gets (outputs compute their lag from it).
     pub next_record_id: Arc<std::sync::atomic::AtomicU64>,
+    /// Reload commands (sources added and removed while running).
+    pub commands: crossbeam_channel::Receiver<ShardCommand>,
 }
 
 /// The addresses a shard bound, in source order.
 pub type Bound = Vec<SocketAddr>;
 
-struct Shard {
-    id: usize,
-    appender: Rc<WalAppender>,
-    counters: Arc<ShardCounters>,
+/// A stop signal on the shard's thread: the whole shard's, or one source's (a reload removed
+/// it). Tasks drain what the kernel holds when it fires, like at shutdown.
+#[derive(Default)]
+struct Stopper {
     stopping: Cell<bool>,
-    stop_event: Event,
+    event: Event,
 }
 
-impl Shard {
+impl Stopper {
+    fn stop(&self) {
+        self.stopping.set(true);
+        self.event.notify(usize::MAX);
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.get()
+    }
+
     async fn stopped(&self) {
         loop {
-            let listener = self.stop_event.listen();
+            let listener = self.event.listen();
             if self.stopping.get() {
                 return;
             }
             listener.await;
         }
     }
+}
 
+/// What a source's tasks watch: the shard's stop and their own source's.
+struct SourceRun {
+    spec: SourceSpec,
+    stop: Stopper,
+}
+
+impl SourceRun {
+    async fn stopped(&self, shard: &Shard) {
+        futures_lite::future::or(shard.stop.stopped(), self.stop.stopped()).await;
+    }
+
+    fn is_stopping(&self, shard: &Shard) -> bool {
+        shard.stop.is_stopping() || self.stop.is_stopping()
+    }
+}
+
+/// Commands a shard takes from the control plane (reload), checked every `CONTROL_POLL`.
+pub enum ShardCommand {
+    /// Bind and serve a source; replies with the bound address.
+    AddSource {
+        spec: SourceSpec,
+        reply: crossbeam_channel::Sender<Result<SocketAddr, String>>,
+    },
+    /// Stop a source: its listener closes, its connections drain what the kernel holds.
+    RemoveSource {
+        name: String,
+        reply: crossbeam_channel::Sender<()>,
+    },
+}
+
+struct Shard {
+    id: usize,
+    appender: Rc<WalAppender>,
+    counters: Arc<ShardCounters>,
+    stop: Stopper,
+}
+
+impl Shard {
     fn publish_wal_counters(&self) {
         let stats = &self.appender.stats;
         let c = &self.counters;
@@ -180,39 +243,32 @@ pub async fn run(
     };
     let addresses = listeners
         .iter()
-        .map(|l| match l {
-            Listener::Tcp(t) => t.local_addr(),
-            Listener::Udp(u) => u.local_addr(),
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
+        .map(Listener::local_addr)
+        .collect::<Result<Vec<_>, _>>()?;
     let _ = bound.send(Ok(addresses));
 
     let shard = Rc::new(Shard {
         id: spec.id,
         appender: Rc::clone(&appender),
         counters: Arc::clone(&spec.counters),
-        stopping: Cell::new(false),
-        stop_event: Event::new(),
+        stop: Stopper::default(),
     });
     let gate = Rc::new(Gate::new());
+    let mut running = std::collections::HashMap::new();
     for (listener, source) in listeners.into_iter().zip(spec.sources) {
-        let source = Rc::new(source);
-        let (shard, gate2) = (Rc::clone(&shard), Rc::clone(&gate));
-        let spawned = match listener {
-            Listener::Tcp(l) => gate.spawn(accept_loop(shard, source, l, gate2)),
-            Listener::Udp(u) => gate.spawn(udp_loop(shard, source, u)),
-        };
-        spawned.map_err(|e| e.to_string())?.detach();
+        let name = source.name.clone();
+        running.insert(name, serve_source(&shard, &gate, source, listener)?);
     }
 
     while !spec.stop.load(Ordering::Acquire) {
         glommio::timer::sleep(CONTROL_POLL).await;
         shard.publish_wal_counters();
+        while let Ok(command) = spec.commands.try_recv() {
+            run_command(&shard, &gate, &mut running, command);
+        }
     }
     tracing::debug!(shard = spec.id, "stopping: draining connections");
-    shard.stopping.set(true);
-    shard.stop_event.notify(usize::MAX);
+    shard.stop.stop();
     gate.close().await.map_err(|e| e.to_string())?;
     appender.close();
     let flushed = flusher_task.await;
@@ -220,22 +276,84 @@ pub async fn run(
     flushed.map_err(|e| e.to_string())
 }
 
-fn bind_all(sources: &[SourceSpec]) -> Result<Vec<Listener>, String> {
-    sources
-        .iter()
-        .map(|s| {
-            let bound = match s.mode {
-                SourceMode::Tcp => TcpListener::bind(s.address).map(Listener::Tcp),
-                SourceMode::Udp => UdpSocket::bind(s.address).map(Listener::Udp),
-            };
-            let listener =
-                bound.map_err(|e| format!("source {}: cannot bind {}: {e}", s.name, s.address))?;
-            if let Listener::Udp(u) = &listener {
-                set_receive_buffer(u, s);
+/// Spawns a bound source's accept or receive loop; returns what stops it.
+fn serve_source(
+    shard: &Rc<Shard>,
+    gate: &Rc<Gate>,
+    spec: SourceSpec,
+    listener: Listener,
+) -> Result<Rc<SourceRun>, String> {
+    let source = Rc::new(SourceRun {
+        spec,
+        stop: Stopper::default(),
+    });
+    let (shard2, source2, gate2) = (Rc::clone(shard), Rc::clone(&source), Rc::clone(gate));
+    let spawned = match listener {
+        Listener::Tcp(l) => gate.spawn(accept_loop(shard2, source2, l, gate2)),
+        Listener::Udp(u) => gate.spawn(udp_loop(shard2, source2, u)),
+    };
+    spawned.map_err(|e| e.to_string())?.detach();
+    Ok(source)
+}
+
+fn run_command(
+    shard: &Rc<Shard>,
+    gate: &Rc<Gate>,
+    running: &mut std::collections::HashMap<String, Rc<SourceRun>>,
+    command: ShardCommand,
+) {
+    match command {
+        ShardCommand::AddSource { spec, reply } => {
+            let name = spec.name.clone();
+            let added = bind(&spec).and_then(|listener| {
+                let address = listener.local_addr()?;
+                let source = serve_source(shard, gate, spec, listener)?;
+                Ok((address, source))
+            });
+            let result = added.map(|(address, source)| {
+                if let Some(old) = running.insert(name.clone(), source) {
+                    old.stop.stop();
+                }
+                tracing::info!(shard = shard.id, source = %name, %address, "source added");
+                address
+            });
+            let _ = reply.send(result);
+        }
+        ShardCommand::RemoveSource { name, reply } => {
+            if let Some(source) = running.remove(&name) {
+                source.stop.stop();
+                tracing::info!(shard = shard.id, source = %name, "source removed: draining its connections");
             }
-            Ok(listener)
-        })
-        .collect()
+            let _ = reply.send(());
+        }
+    }
+}
+
+fn bind_all(sources: &[SourceSpec]) -> Result<Vec<Listener>, String> {
+    sources.iter().map(bind).collect()
+}
+
+fn bind(s: &SourceSpec) -> Result<Listener, String> {
+    let bound = match s.mode {
+        SourceMode::Tcp => TcpListener::bind(s.address).map(Listener::Tcp),
+        SourceMode::Udp => UdpSocket::bind(s.address).map(Listener::Udp),
+    };
+    let listener =
+        bound.map_err(|e| format!("source {}: cannot bind {}: {e}", s.name, s.address))?;
+    if let Listener::Udp(u) = &listener {
+        set_receive_buffer(u, s);
+    }
+    Ok(listener)
+}
+
+impl Listener {
+    fn local_addr(&self) -> Result<SocketAddr, String> {
+        match self {
+            Listener::Tcp(t) => t.local_addr(),
+            Listener::Udp(u) => u.local_addr(),
+        }
+        .map_err(|e| e.to_string())
+    }
 }
 
 /// SO_RCVBUFFORCE where permitted (it may exceed `net.core.rmem_max`), else SO_RCVBUF.
@@ -261,15 +379,11 @@ fn set_receive_buffer(socket: &UdpSocket, source: &SourceSpec) {
     }
 }
 
-async fn accept_loop(
-    shard: Rc<Shard>,
-    source: Rc<SourceSpec>,
-    listener: TcpListener,
-    gate: Rc<Gate>,
-) {
+async fn accept_loop(shard: Rc<Shard>, run: Rc<SourceRun>, listener: TcpListener, gate: Rc<Gate>) {
+    let source = &run.spec;
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            shard.stopped().await;
+            run.stopped(&shard).await;
             None
         })
         .await;
@@ -302,7 +416,7 @@ async fn accept_loop(
             .counters
             .connections_accepted
             .fetch_add(1, Ordering::Relaxed);
-        let task = serve_tcp(Rc::clone(&shard), Rc::clone(&source), stream, peer, slot);
+        let task = serve_tcp(Rc::clone(&shard), Rc::clone(&run), stream, peer, slot);
         match gate.spawn(task) {
             Ok(t) => t.detach(),
             Err(_) => return, // The gate is closing: we are stopping.
@@ -355,7 +469,7 @@ async fn ingest_frame(
             .try_append(len, |buf| record::encode(buf, &header, &parsed, frame))
         {
             Ok(()) => return,
-            Err(AppendError::Full) if shard.stopping.get() => {
+            Err(AppendError::Full) if shard.stop.is_stopping() => {
                 if shard.appender.status() == WalStatus::Blocked {
                     // Stopping while the disk refuses writes: this event cannot be kept.
                     tally.dropped_wal += 1;
@@ -364,7 +478,8 @@ async fn ingest_frame(
                 shard.appender.wait_for_space().await;
             }
             Err(AppendError::Full) => {
-                futures_lite::future::or(shard.appender.wait_for_space(), shard.stopped()).await;
+                futures_lite::future::or(shard.appender.wait_for_space(), shard.stop.stopped())
+                    .await;
             }
             Err(AppendError::Stopped) => {
                 tally.dropped_wal += 1;
@@ -447,11 +562,12 @@ enum ReadOutcome {
 
 async fn serve_tcp(
     shard: Rc<Shard>,
-    source: Rc<SourceSpec>,
+    run: Rc<SourceRun>,
     mut stream: TcpStream,
     peer: SocketAddr,
     _slot: ConnectionSlot,
 ) {
+    let source = &run.spec;
     shard
         .counters
         .connections_active
@@ -471,7 +587,7 @@ async fn serve_tcp(
         let outcome = futures_lite::future::or(
             async { ReadOutcome::Data(stream.read(&mut conn.buf[filled..]).await) },
             async {
-                shard.stopped().await;
+                run.stopped(&shard).await;
                 ReadOutcome::Stop
             },
         )
@@ -513,15 +629,16 @@ async fn drain_ready(shard: &Shard, stream: &mut TcpStream, conn: &mut Connectio
     }
 }
 
-async fn udp_loop(shard: Rc<Shard>, source: Rc<SourceSpec>, socket: UdpSocket) {
+async fn udp_loop(shard: Rc<Shard>, run: Rc<SourceRun>, socket: UdpSocket) {
+    let source = &run.spec;
     if let Err(e) = socket.set_read_timeout(Some(UDP_POLL)) {
         tracing::error!(source = %source.name, error = %e, "cannot set UDP read timeout");
         return;
     }
     let mut buf = vec![0u8; UDP_MAX_DATAGRAM];
-    while !shard.stopping.get() {
+    while !run.is_stopping(&shard) {
         match socket.recv_from(&mut buf).await {
-            Ok((n, peer)) => ingest_datagram(&shard, &source, &buf[..n], peer.ip()).await,
+            Ok((n, peer)) => ingest_datagram(&shard, source, &buf[..n], peer.ip()).await,
             Err(e) => {
                 let e = std::io::Error::from(e);
                 if !is_timeout(&e) {
@@ -544,7 +661,7 @@ async fn udp_loop(shard: Rc<Shard>, source: Rc<SourceSpec>, socket: UdpSocket) {
                 let ip = peer
                     .as_socket()
                     .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-                ingest_datagram(&shard, &source, &buf[..n], ip).await;
+                ingest_datagram(&shard, source, &buf[..n], ip).await;
             }
             Err(_) => return,
         }

@@ -82,7 +82,12 @@ impl Retention {
                 Some(slot) => *slot = segment,
                 None => return Ok(Vec::new()), // Unregistered meanwhile.
             }
-            slots.values().copied().min().unwrap_or(0).min(active_segment)
+            slots
+                .values()
+                .copied()
+                .min()
+                .unwrap_or(0)
+                .min(active_segment)
         };
         if passed <= self.deleted_below.fetch_max(passed, Ordering::AcqRel) {
             return Ok(Vec::new());

@@ -208,7 +208,11 @@ fn run_case(ops: Vec<Op>) {
                         if let Some(cursor) = read_cursor(&dir, SINK).unwrap() {
                             let budget = Arc::new(storage::DiskBudget::unlimited(&dir));
                             storage::Retention::new(&dir, &[SINK], budget)
-                                .advance(SINK, cursor.position.segment, wal.watermark.load().segment)
+                                .advance(
+                                    SINK,
+                                    cursor.position.segment,
+                                    wal.watermark.load().segment,
+                                )
                                 .unwrap();
                         }
                     }

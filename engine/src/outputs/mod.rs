@@ -80,9 +80,8 @@ impl OutputControl {
 }
 
 pub struct OutputSpec {
+    /// Also its slot in every shard's [`Retention`] and its cursor files' name.
     pub name: String,
-    /// This output's slot in every shard's [`Retention`].
-    pub index: usize,
     pub config: SinkConfig,
     pub shards: Vec<ShardLog>,
     pub control: Arc<OutputControl>,
@@ -155,8 +154,14 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
     let mut saved: Vec<_> = readers.iter().map(|r| r.position()).collect();
     // (damaged skips, damaged records) already added to the counters, per shard.
     let mut damage_seen = vec![(0u64, 0u64); spec.shards.len()];
+    // When told to stop: what was durable at that moment is what remains to deliver (a
+    // reload stops an output while ingest goes on).
+    let mut final_watermarks: Option<Vec<storage::Position>> = None;
     loop {
         let stopping = spec.control.stopping();
+        if stopping && final_watermarks.is_none() {
+            final_watermarks = Some(spec.shards.iter().map(|s| s.watermark.load()).collect());
+        }
         let mut delivered_any = false;
         for (i, (shard, reader)) in spec.shards.iter().zip(readers.iter_mut()).enumerate() {
             if unsaved[i] {
@@ -164,7 +169,10 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
             }
             out.clear();
             let mut undecodable = 0u64;
-            let durable = shard.watermark.load();
+            let durable = match &final_watermarks {
+                Some(last) => last[i].min(shard.watermark.load()),
+                None => shard.watermark.load(),
+            };
             let batch = reader.read_batch(durable, BATCH_BYTES, |payload| {
                 if !encode_record(payload, shard.id, encoding, framing, &mut out, &mut scratch) {
                     undecodable += 1;
