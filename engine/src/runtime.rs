@@ -662,9 +662,7 @@ fn start_shards(
             wakers: Arc::clone(wakers),
             budget: Arc::clone(budget),
             next_record_id: Arc::clone(&logs[id].next_record_id),
-            commands: commands
-                .next()
-                .unwrap_or_else(crossbeam_channel::never),
+            commands: commands.next().unwrap_or_else(crossbeam_channel::never),
         };
         let placement = match cpus.get(id % cpus.len().max(1)) {
             Some(&cpu) => Placement::Fixed(cpu),
