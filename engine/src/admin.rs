@@ -469,3 +469,40 @@ fn encode_dropped(
             .map(|(reason, v)| (vec![("reason", reason.to_string())], ConstCounter::new(*v))),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn get(addr: SocketAddr, path: &str) -> u16 {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The runtime starts the API before recovery and sets `ready` only once every shard is
+    /// bound, every WAL recovered and the outputs run: until then `/ready` is 503 while
+    /// `/health` and `/metrics` already answer.
+    #[test]
+    fn ready_is_503_until_the_runtime_says_so() {
+        let state = Arc::new(AdminState::default());
+        let server =
+            AdminServer::start("127.0.0.1:0".parse().unwrap(), None, Arc::clone(&state)).unwrap();
+        assert_eq!(get(server.address, "/health"), 200);
+        assert_eq!(get(server.address, "/ready"), 503);
+        assert_eq!(get(server.address, "/metrics"), 200);
+        state.ready.store(true, Relaxed);
+        assert_eq!(get(server.address, "/ready"), 200);
+        server.stop();
+    }
+}

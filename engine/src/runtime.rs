@@ -224,6 +224,8 @@ fn run_with(
         }
     };
 
+    // Installed before "ready": a signal sent right after it is handled, not fatal.
+    let mut signals = install_signal_handlers()?;
     let (reload_tx, reload_rx) = crossbeam_channel::bounded(4);
     let _ = admin_state.reloads.set(reload_tx);
     admin_state.ready.store(true, Ordering::Release);
@@ -237,7 +239,7 @@ fn run_with(
         shard_commands: command_txs,
         admin_state: Arc::clone(admin_state),
     };
-    let early_exit = live.wait_for_stop(&exit_rx, &reload_rx, counters)?;
+    let early_exit = live.wait_for_stop(&mut signals, &exit_rx, &reload_rx, counters)?;
     admin_state.ready.store(false, Ordering::Release);
     notify_systemd(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("stopping: draining sockets, committing the WAL, delivering");
@@ -269,6 +271,17 @@ fn run_with(
     }
 }
 
+fn install_signal_handlers() -> Result<signal_hook::iterator::Signals, EngineError> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|source| {
+        EngineError::Io {
+            op: "install signal handlers",
+            path: PathBuf::new(),
+            source,
+        }
+    })
+}
+
 /// What the main thread changes while running: the config, the outputs, the sources (through
 /// the shards' command channels).
 struct Live {
@@ -288,19 +301,12 @@ impl Live {
     /// systemd watchdog when it is enabled.
     fn wait_for_stop(
         &mut self,
+        signals: &mut signal_hook::iterator::Signals,
         exits: &mpsc::Receiver<usize>,
         reloads: &crossbeam_channel::Receiver<ReloadRequest>,
         counters: &Counters,
     ) -> Result<Option<usize>, EngineError> {
-        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-        let mut signals =
-            signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|source| {
-                EngineError::Io {
-                    op: "install signal handlers",
-                    path: PathBuf::new(),
-                    source,
-                }
-            })?;
+        use signal_hook::consts::SIGHUP;
         let mut status = StatusLine::new(counters);
         let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
         let mut last_pet = Instant::now();

@@ -198,3 +198,53 @@ fn post_config_validates_then_applies_and_post_reload_rereads_the_file() {
     let (status, log) = sluice.stop();
     assert!(status.success(), "{log}");
 }
+
+#[test]
+fn sigterm_under_load_drains_and_exits_zero_with_every_received_event_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.ndjson");
+    let sluice = Sluice::start(
+        dir.path(),
+        &format!(
+            "{}{}rotate_size = \"10GB\"\n",
+            config(dir.path(), 2, ""),
+            file_sink_at("out", &out)
+        ),
+    );
+    // Four senders that would go on for a while (bounded): Sluice stops in the middle.
+    let senders: Vec<_> = (0..4u64)
+        .map(|c| {
+            let addr = sluice.addr("tcp");
+            std::thread::spawn(move || {
+                let Ok(mut conn) = TcpStream::connect(addr) else {
+                    return;
+                };
+                for chunk in 0..150u64 {
+                    let mut batch = Vec::new();
+                    for i in 0..1000 {
+                        let seq = c * 1_000_000 + chunk * 1000 + i;
+                        batch.extend_from_slice(octet(&rfc5424_line("term", seq)).as_bytes());
+                    }
+                    if conn.write_all(&batch).is_err() {
+                        return; // Sluice stopped reading and closed: expected.
+                    }
+                }
+            })
+        })
+        .collect();
+    wait_for("load flowing", || seqs_in(&out).len() >= 20_000);
+    let (status, log) = sluice.stop();
+    assert!(status.success(), "{log}");
+    for s in senders {
+        s.join().unwrap();
+    }
+    let received = summary_value(&log, "events_received");
+    assert!(received >= 20_000);
+    let lines = std::fs::read_to_string(&out).unwrap().lines().count() as u64;
+    assert_eq!(
+        seqs_in(&out).len() as u64,
+        received,
+        "every received event delivered"
+    );
+    assert_eq!(lines, received, "and each once (a clean stop)");
+}
