@@ -600,7 +600,10 @@ impl Config {
     pub fn shard_count(&self) -> usize {
         match self.shards {
             Shards::Count(n) => n,
-            Shards::Auto => core_affinity::get_core_ids().map_or(1, |ids| ids.len().max(1)),
+            // The rule `sluice tune` recommends, on the CPUs this process may use.
+            Shards::Auto => {
+                tuning::recommended_shards(core_affinity::get_core_ids().map_or(1, |ids| ids.len()))
+            }
         }
     }
 }

@@ -42,6 +42,23 @@ enum Command {
     },
     /// Print the embedded default config.
     DefaultConfig,
+    /// Check this host for Sluice: CPUs, NUMA, io_uring, limits, network sysctls, the disk
+    /// under data_dir (a few seconds of writes); prints a verdict per item, a recommended config
+    /// and sysctl lines. Exit 0 unless an item FAILs (69).
+    Tune {
+        /// Take data_dir from this config (default: the embedded default's).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Measure this directory's disk instead of the config's data_dir.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Seconds per disk measurement (two measurements).
+        #[arg(long, default_value_t = 2.0)]
+        probe_seconds: f64,
+        /// The ingest → durable latency the recommended fsync interval aims for.
+        #[arg(long, default_value = "10ms")]
+        target_latency: humantime::Duration,
+    },
     /// Look into a data directory's write-ahead logs (read-only).
     #[command(subcommand)]
     Wal(WalCommand),
@@ -138,6 +155,29 @@ fn main() -> ExitCode {
             Ok(config) => validate_environment(&file, &config, no_environment),
             Err(e) => fail(&EngineError::Config(e)),
         },
+        Command::Tune {
+            config,
+            data_dir,
+            probe_seconds,
+            target_latency,
+        } => {
+            let loaded = match &config {
+                Some(path) => Config::load(path),
+                None => Config::embedded_default(),
+            };
+            let config = match loaded {
+                Ok(c) => c,
+                Err(e) => return fail(&EngineError::Config(e)),
+            };
+            let dir = data_dir.unwrap_or(config.data_dir);
+            let probe = std::time::Duration::from_secs_f64(probe_seconds.clamp(0.01, 60.0));
+            let report = tuning::report::build(&dir, probe, *target_latency);
+            print!("{}", report.render());
+            match report.worst() {
+                tuning::report::Verdict::Fail => ExitCode::from(EXIT_ENVIRONMENT),
+                _ => ExitCode::SUCCESS,
+            }
+        }
         Command::DefaultConfig => {
             print!("{}", engine::config::DEFAULT_CONFIG);
             ExitCode::SUCCESS

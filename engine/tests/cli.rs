@@ -240,3 +240,48 @@ fn wal_tools_inspect_dump_and_verify() {
         "{text}"
     );
 }
+
+#[test]
+fn tune_reports_every_item_and_a_config_that_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(sluice_bin())
+        .args(["tune", "--probe-seconds", "0.05", "--data-dir"])
+        .arg(dir.path().join("probe"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for item in [
+        "io_uring",
+        "locked memory",
+        "net.core.rmem_max",
+        "disk",
+        "file system",
+    ] {
+        assert!(text.contains(item), "{item}:\n{text}");
+    }
+    let recommended = text
+        .split("# recommended config\n")
+        .nth(1)
+        .and_then(|t| t.split("# sysctls").next())
+        .unwrap();
+    // Top-level keys first, then the recommendation (shards, [wal]), then the rest.
+    let config_text = format!(
+        "data_dir = \"{}\"\n{recommended}\n[sources.tcp]\ntype = \"syslog\"\nmode = \"tcp\"\naddress = \"127.0.0.1:0\"\n{}",
+        dir.path().join("data").display(),
+        file_sink(dir.path())
+    );
+    let path = dir.path().join("tuned.toml");
+    std::fs::write(&path, &config_text).unwrap();
+    let out = Command::new(sluice_bin())
+        .args(["validate", "--no-environment"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{config_text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
