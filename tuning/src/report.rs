@@ -282,7 +282,7 @@ fn disk_item(data_dir: &Path, probe: Duration, target: Duration) -> (Item, Durat
 
 fn humantime_ms(d: Duration) -> String {
     let us = d.as_micros();
-    if us % 1000 == 0 {
+    if us.is_multiple_of(1000) {
         format!("{}ms", us / 1000)
     } else {
         format!("{us}us")
