@@ -36,6 +36,8 @@ pub struct AdminState {
     pub parts: std::sync::OnceLock<Counters>,
     /// The running configuration's text (a reload replaces it).
     pub config_text: RwLock<String>,
+    /// `api.token` (a reload may change it).
+    pub token: RwLock<Option<String>>,
     /// Where `POST /config` and `POST /reload` go (the main thread applies them).
     pub reloads: std::sync::OnceLock<crossbeam_channel::Sender<ReloadRequest>>,
 }
@@ -111,12 +113,8 @@ pub struct AdminServer {
 const POLL: Duration = Duration::from_millis(100);
 
 impl AdminServer {
-    /// Binds `address` and serves on a thread named `admin`.
-    pub fn start(
-        address: SocketAddr,
-        token: Option<String>,
-        state: Arc<AdminState>,
-    ) -> Result<AdminServer, String> {
+    /// Binds `address` and serves on a thread named `admin` (the token is `state.token`).
+    pub fn start(address: SocketAddr, state: Arc<AdminState>) -> Result<AdminServer, String> {
         let server =
             tiny_http::Server::http(address).map_err(|e| format!("api.address {address}: {e}"))?;
         let bound = server
@@ -132,7 +130,10 @@ impl AdminServer {
             .spawn(move || {
                 while !stop2.load(Relaxed) {
                     match server.recv_timeout(POLL) {
-                        Ok(Some(request)) => respond(request, &state, &registry, token.as_deref()),
+                        Ok(Some(request)) => {
+                            let token = read_lock(&state.token).clone();
+                            respond(request, &state, &registry, token.as_deref())
+                        }
                         Ok(None) => {}
                         Err(e) => tracing::warn!(error = %e, "admin API: receive failed"),
                     }
@@ -497,7 +498,7 @@ mod tests {
     fn ready_is_503_until_the_runtime_says_so() {
         let state = Arc::new(AdminState::default());
         let server =
-            AdminServer::start("127.0.0.1:0".parse().unwrap(), None, Arc::clone(&state)).unwrap();
+            AdminServer::start("127.0.0.1:0".parse().unwrap(), Arc::clone(&state)).unwrap();
         assert_eq!(get(server.address, "/health"), 200);
         assert_eq!(get(server.address, "/ready"), 503);
         assert_eq!(get(server.address, "/metrics"), 200);

@@ -104,6 +104,7 @@ pub fn run(config: &Config, config_path: Option<&Path>) -> Result<(), EngineErro
     })?;
     let admin_state = Arc::new(AdminState {
         config_text: config.source_text.clone().into(),
+        token: config.api.token.clone().into(),
         ..AdminState::default()
     });
     let admin = start_admin(config, &admin_state)?;
@@ -127,11 +128,9 @@ fn start_admin(
 ) -> Result<Option<AdminServer>, EngineError> {
     match config.api.address {
         ApiListen::Off => Ok(None),
-        ApiListen::On(address) => {
-            AdminServer::start(address, config.api.token.clone(), Arc::clone(state))
-                .map(Some)
-                .map_err(EngineError::Admin)
-        }
+        ApiListen::On(address) => AdminServer::start(address, Arc::clone(state))
+            .map(Some)
+            .map_err(EngineError::Admin),
     }
 }
 
@@ -379,6 +378,7 @@ impl Live {
                 .map_err(|e| e.to_string())?;
         }
         *write_lock(&self.admin_state.config_text) = new.source_text.clone();
+        *write_lock(&self.admin_state.token) = new.api.token.clone();
         self.config = new;
         Ok(plan.describe())
     }
