@@ -26,7 +26,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use storage::writer::FSYNC_BUCKETS_SECONDS;
 
-use crate::metrics::{OutputCounters, ShardCounters};
+use crate::metrics::{OutputCounters, ShardCounters, SourceCounters, SourceShardCounters};
 
 /// What the API reads; shared with the runtime. The API starts before recovery (so `/health`
 /// answers during a long one); the counters arrive once everything runs.
@@ -72,6 +72,8 @@ pub struct Counters {
     pub next_record_ids: Vec<Arc<std::sync::atomic::AtomicU64>>,
     /// By sink name; a reload adds and removes entries.
     pub outputs: RwLock<Vec<(String, Arc<OutputCounters>)>>,
+    /// By source name; a reload adds and removes entries.
+    pub sources: RwLock<Vec<(String, Arc<SourceCounters>)>>,
     pub budget: Arc<storage::DiskBudget>,
 }
 
@@ -261,6 +263,62 @@ struct SluiceCollector(Arc<AdminState>);
 type Labels = Vec<(&'static str, String)>;
 /// A per-shard counter: name (without `_total`), help, how to read it.
 type ShardCounter = (&'static str, &'static str, fn(&ShardCounters) -> u64);
+/// The same, per source and shard.
+type SourceCounter = (&'static str, &'static str, fn(&SourceShardCounters) -> u64);
+
+/// Ingest counters labelled `shard` and `source`.
+fn encode_sources(
+    s: &Counters,
+    encoder: &mut DescriptorEncoder<'_>,
+) -> Result<(), std::fmt::Error> {
+    let sources = read_lock(&s.sources);
+    let members = |f: fn(&SourceShardCounters) -> u64| {
+        sources.iter().flat_map(move |(name, c)| {
+            c.per_shard.iter().enumerate().map(move |(shard, c)| {
+                let labels = vec![("shard", shard.to_string()), ("source", name.clone())];
+                (labels, f(c))
+            })
+        })
+    };
+    let counters: [SourceCounter; 5] = [
+        ("sluice_events_received", "Events read from sockets", |c| {
+            c.events_received.load(Relaxed)
+        }),
+        (
+            "sluice_bytes_received",
+            "Frame bytes read from sockets",
+            |c| c.bytes_received.load(Relaxed),
+        ),
+        (
+            "sluice_parse_errors",
+            "Events that fit neither RFC (kept as raw)",
+            |c| c.parse_errors.load(Relaxed),
+        ),
+        (
+            "sluice_frames_oversize",
+            "Frames truncated at max_frame",
+            |c| c.frames_oversize.load(Relaxed),
+        ),
+        (
+            "sluice_connections_rejected",
+            "Connections closed at accept (limits)",
+            |c| c.connections_rejected.load(Relaxed),
+        ),
+    ];
+    for (name, help, f) in counters {
+        let values = members(f).map(|(l, v)| (l, ConstCounter::new(v)));
+        family(encoder, name, help, MetricType::Counter, values)?;
+    }
+    let active = members(|c| c.connections_active.load(Relaxed).max(0) as u64)
+        .map(|(l, v)| (l, ConstGauge::new(v as i64)));
+    family(
+        encoder,
+        "sluice_connections_active",
+        "Open TCP connections",
+        MetricType::Gauge,
+        active,
+    )
+}
 
 /// One metric family whose members are `(labels, value)`.
 fn family<M: EncodeMetric>(
@@ -292,34 +350,11 @@ impl Collector for SluiceCollector {
                 .enumerate()
                 .map(move |(i, c)| (shard_label(i), ConstCounter::new(f(c))))
         };
-        let counters: [ShardCounter; 7] = [
-            ("sluice_events_received", "Events read from sockets", |c| {
-                c.events_received.load(Relaxed)
-            }),
+        let counters: [ShardCounter; 2] = [
             (
                 "sluice_events_durable",
                 "Events made durable in the WAL",
                 |c| c.events_durable.load(Relaxed),
-            ),
-            (
-                "sluice_bytes_received",
-                "Frame bytes read from sockets",
-                |c| c.bytes_received.load(Relaxed),
-            ),
-            (
-                "sluice_parse_errors",
-                "Events that fit neither RFC (kept as raw)",
-                |c| c.parse_errors.load(Relaxed),
-            ),
-            (
-                "sluice_frames_oversize",
-                "Frames truncated at max_frame",
-                |c| c.frames_oversize.load(Relaxed),
-            ),
-            (
-                "sluice_connections_rejected",
-                "Connections closed at accept (limits)",
-                |c| c.connections_rejected.load(Relaxed),
             ),
             ("sluice_wal_bytes", "Bytes written to the WAL", |c| {
                 c.wal_bytes.load(Relaxed)
@@ -328,18 +363,7 @@ impl Collector for SluiceCollector {
         for (name, help, f) in counters {
             family(&mut encoder, name, help, MetricType::Counter, per_shard(f))?;
         }
-        family(
-            &mut encoder,
-            "sluice_connections_active",
-            "Open TCP connections",
-            MetricType::Gauge,
-            s.shards.iter().enumerate().map(|(i, c)| {
-                (
-                    shard_label(i),
-                    ConstGauge::new(c.connections_active.load(Relaxed)),
-                )
-            }),
-        )?;
+        encode_sources(s, &mut encoder)?;
         encode_fsync_histogram(s, &mut encoder)?;
         ConstGauge::new(s.budget.used() as i64).encode(encoder.encode_descriptor(
             "sluice_wal_disk_bytes",

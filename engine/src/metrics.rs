@@ -39,6 +39,52 @@ pub struct ShardCounters {
     pub wal_fsync_nanos: AtomicU64,
 }
 
+/// One source's counters, one set per shard (each written only by its shard's thread).
+#[derive(Debug)]
+pub struct SourceCounters {
+    pub per_shard: Vec<SourceShardCounters>,
+}
+
+#[derive(Debug, Default)]
+pub struct SourceShardCounters {
+    pub events_received: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub parse_errors: AtomicU64,
+    pub frames_oversize: AtomicU64,
+    pub connections_active: AtomicI64,
+    pub connections_rejected: AtomicU64,
+}
+
+impl SourceCounters {
+    pub fn new(shards: usize) -> Self {
+        SourceCounters {
+            per_shard: (0..shards)
+                .map(|_| SourceShardCounters::default())
+                .collect(),
+        }
+    }
+
+    /// Shard `shard`'s set (a spare set if the index is out of range, never a panic).
+    pub fn shard(&self, shard: usize) -> Option<&SourceShardCounters> {
+        self.per_shard.get(shard)
+    }
+}
+
+impl SourceShardCounters {
+    pub fn add(&self, t: &BatchTally) {
+        for (c, v) in [
+            (&self.events_received, t.events),
+            (&self.bytes_received, t.bytes),
+            (&self.parse_errors, t.parse_errors),
+            (&self.frames_oversize, t.oversize),
+        ] {
+            if v > 0 {
+                c.fetch_add(v, Relaxed);
+            }
+        }
+    }
+}
+
 /// Per-read-batch tallies, added to the shard's counters in one go.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct BatchTally {

@@ -27,7 +27,7 @@ use crate::admin::{AdminServer, AdminState, Counters, ReloadRequest};
 use crate::config::{ApiListen, Compression, Config, SinkConfig, SourceConfig, SourceMode};
 use crate::error::EngineError;
 use crate::limits::ConnectionLimits;
-use crate::metrics::{shard_summary, OutputCounters, ShardCounters};
+use crate::metrics::{shard_summary, OutputCounters, ShardCounters, SourceCounters};
 use crate::outputs::{run_output, OutputControl, OutputSpec, ShardLog};
 use crate::shard::{self, OutputWakers, ShardSpec, SourceSpec};
 
@@ -181,6 +181,7 @@ fn run_with(
         shards: shard_counters.clone(),
         next_record_ids: logs.iter().map(|l| Arc::clone(&l.next_record_id)).collect(),
         outputs: Default::default(),
+        sources: Default::default(),
         budget: Arc::clone(&budget),
     });
     let mut outputs = OutputSet::new(&logs);
@@ -223,6 +224,10 @@ fn run_with(
         }
     };
 
+    *write_lock(&counters.sources) = listening
+        .iter()
+        .map(|(name, _, _, c)| (name.clone(), Arc::clone(c)))
+        .collect();
     // Installed before "ready": a signal sent right after it is handled, not fatal.
     let mut signals = install_signal_handlers()?;
     let (reload_tx, reload_rx) = crossbeam_channel::bounded(4);
@@ -363,9 +368,11 @@ impl Live {
         self.check_new_addresses(&plan)?;
         for name in &plan.sources_removed {
             self.remove_source(name)?;
+            write_lock(&counters.sources).retain(|(n, _)| n != name);
         }
         for (name, source) in &plan.sources_added {
-            self.add_source(name, source)?;
+            let source_counters = self.add_source(name, source)?;
+            write_lock(&counters.sources).push((name.clone(), source_counters));
         }
         let deadline = Instant::now() + new.shutdown_timeout;
         for name in &plan.sinks_removed {
@@ -417,8 +424,8 @@ impl Live {
     }
 
     /// Binds on shard 0 first (resolving port 0), then on the others at the same address.
-    fn add_source(&self, name: &str, source: &SourceConfig) -> Result<(), String> {
-        let mut spec = source_spec(name, source);
+    fn add_source(&self, name: &str, source: &SourceConfig) -> Result<Arc<SourceCounters>, String> {
+        let mut spec = source_spec(name, source, self.shard_commands.len());
         for (shard, commands) in self.shard_commands.iter().enumerate() {
             let (reply, bound) = crossbeam_channel::bounded(1);
             let command = shard::ShardCommand::AddSource {
@@ -436,7 +443,7 @@ impl Live {
                 tracing::info!(source = %name, %address, "source listening");
             }
         }
-        Ok(())
+        Ok(spec.counters)
     }
 }
 
@@ -620,9 +627,10 @@ fn write_lock<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_,
     lock.write().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A source as shards run it.
-fn source_spec(name: &str, s: &SourceConfig) -> SourceSpec {
+/// A source as `shards` shards run it.
+fn source_spec(name: &str, s: &SourceConfig, shards: usize) -> SourceSpec {
     SourceSpec {
+        counters: Arc::new(SourceCounters::new(shards)),
         name: name.to_string(),
         mode: s.mode,
         address: s.address,
@@ -652,7 +660,7 @@ fn start_shards(
     let mut sources: Vec<SourceSpec> = config
         .sources
         .iter()
-        .map(|(name, s)| source_spec(name, s))
+        .map(|(name, s)| source_spec(name, s, counters.len()))
         .collect();
     let mut running = Vec::with_capacity(counters.len());
     for id in 0..counters.len() {
@@ -710,13 +718,13 @@ fn start_shards(
     // Only now every shard listens: senders connecting after this spread over all of them.
     let listening = sources
         .iter()
-        .map(|s| (s.name.clone(), s.mode, s.address))
+        .map(|s| (s.name.clone(), s.mode, s.address, Arc::clone(&s.counters)))
         .collect();
     Ok((running, listening))
 }
 
 /// What the sources are bound to: name, mode, address (port 0 resolved).
-type Listening = Vec<(String, SourceMode, SocketAddr)>;
+type Listening = Vec<(String, SourceMode, SocketAddr, Arc<SourceCounters>)>;
 
 /// Tells systemd (`Type=notify`) about a state change; a no-op outside systemd.
 fn notify_systemd(states: &[sd_notify::NotifyState]) {
@@ -742,7 +750,7 @@ fn executor_error(shard: usize, message: &str) -> EngineError {
 fn log_ready(sources: &Listening, shards: usize, api: Option<SocketAddr>) {
     let mut listening: Vec<String> = sources
         .iter()
-        .map(|(name, mode, address)| {
+        .map(|(name, mode, address, _)| {
             let scheme = match mode {
                 SourceMode::Tcp => "tcp",
                 SourceMode::Udp => "udp",

@@ -39,7 +39,7 @@ use storage::{DurableWatermark, WalAppender, WalFlusher};
 
 use crate::config::{SourceMode, WalConfig};
 use crate::limits::{ConnectionLimits, ConnectionSlot};
-use crate::metrics::{BatchTally, ShardCounters};
+use crate::metrics::{BatchTally, ShardCounters, SourceCounters, SourceShardCounters};
 
 /// How often a shard looks at the stop flag and publishes WAL counters.
 const CONTROL_POLL: Duration = Duration::from_millis(20);
@@ -58,6 +58,8 @@ pub struct SourceSpec {
     pub read_buffer: usize,
     pub receive_buffer: usize,
     pub limits: Arc<ConnectionLimits>,
+    /// Counters labelled with this source (one set per shard).
+    pub counters: Arc<SourceCounters>,
 }
 
 /// Threads to unpark when new records became durable (the outputs; a reload changes them).
@@ -408,6 +410,9 @@ async fn accept_loop(shard: Rc<Shard>, run: Rc<SourceRun>, listener: TcpListener
                     .counters
                     .connections_rejected
                     .fetch_add(1, Ordering::Relaxed);
+                if let Some(c) = source.counters.shard(shard.id) {
+                    c.connections_rejected.fetch_add(1, Ordering::Relaxed);
+                }
                 tracing::debug!(source = %source.name, %peer, ?refusal, "connection refused by limit");
                 continue; // Dropping the stream closes it.
             }
@@ -496,6 +501,7 @@ struct Connection {
     framer: Framer,
     frames: Vec<(usize, usize, FrameFlags)>,
     peer: IpAddr,
+    counters: Arc<SourceCounters>,
 }
 
 impl Connection {
@@ -542,6 +548,7 @@ impl Connection {
             ingest_frame(shard, frame, flags, &clock, self.peer, &mut tally).await;
         }
         shard.counters.add(&tally);
+        add_to_source(&self.counters, shard.id, &tally);
     }
 }
 
@@ -568,10 +575,14 @@ async fn serve_tcp(
     _slot: ConnectionSlot,
 ) {
     let source = &run.spec;
+    let source_counters = source.counters.shard(shard.id);
     shard
         .counters
         .connections_active
         .fetch_add(1, Ordering::Relaxed);
+    if let Some(c) = source_counters {
+        c.connections_active.fetch_add(1, Ordering::Relaxed);
+    }
     let size = source
         .read_buffer
         .max(Framer::min_buffer_len(source.max_frame));
@@ -581,6 +592,7 @@ async fn serve_tcp(
         framer: Framer::new(source.max_frame),
         frames: Vec::with_capacity(256),
         peer: peer.ip(),
+        counters: Arc::clone(&source.counters),
     };
     loop {
         let filled = conn.filled;
@@ -612,6 +624,9 @@ async fn serve_tcp(
         .counters
         .connections_active
         .fetch_sub(1, Ordering::Relaxed);
+    if let Some(c) = source_counters {
+        c.connections_active.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// On stop: take in whatever the kernel already holds for this connection, without waiting.
@@ -708,4 +723,11 @@ async fn ingest_datagram(shard: &Shard, source: &SourceSpec, datagram: &[u8], ip
     let mut tally = BatchTally::default();
     ingest_frame(shard, frame, flags, &BatchClock::now(), ip, &mut tally).await;
     shard.counters.add(&tally);
+    add_to_source(&source.counters, shard.id, &tally);
+}
+
+fn add_to_source(counters: &SourceCounters, shard: usize, tally: &BatchTally) {
+    if let Some(c) = counters.shard(shard) {
+        SourceShardCounters::add(c, tally);
+    }
 }

@@ -96,6 +96,16 @@ fn metrics_follow_the_contract_and_move_under_load() {
     for name in CONTRACT {
         assert!(page.contains(name), "{name} missing from:\n{page}");
     }
+    let received: f64 = (0..2)
+        .filter_map(|s| {
+            let series = format!("sluice_events_received_total{{shard=\"{s}\",source=\"tcp\"}}");
+            sample(&page, &series)
+        })
+        .sum();
+    assert_eq!(
+        received, EVENTS as f64,
+        "ingest counters carry the source:\n{page}"
+    );
     for reason in [
         "wal_write_failed",
         "udp_while_blocked",
@@ -183,4 +193,36 @@ fn an_api_address_in_use_is_a_clear_error() {
         stderr.contains("api.address") && stderr.contains(&port.to_string()),
         "{stderr}"
     );
+}
+
+/// systemd's notify protocol, with the test as the service manager: READY=1 comes after the
+/// ready line (bound, recovered, outputs running), STOPPING=1 when the drain starts.
+#[test]
+fn notifies_systemd_ready_then_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let manager = UnixDatagram::bind(&socket_path).unwrap();
+    manager
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let path = dir.path().join("sluice.toml");
+    std::fs::write(&path, config(dir.path(), 1, &file_sink(dir.path()))).unwrap();
+    let mut child = std::process::Command::new(sluice_bin())
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = manager.recv(&mut buf).expect("READY=1 within a minute");
+    assert_eq!(std::str::from_utf8(&buf[..n]).unwrap().trim(), "READY=1");
+    // SAFETY: SIGTERM to the child this test started.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let n = manager.recv(&mut buf).expect("STOPPING=1");
+    assert_eq!(std::str::from_utf8(&buf[..n]).unwrap().trim(), "STOPPING=1");
+    assert!(child.wait().unwrap().success());
 }
