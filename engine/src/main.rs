@@ -135,13 +135,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config: path } => {
-            let loaded = match &path {
-                Some(path) => Config::load(path),
-                None => Config::embedded_default(),
-            };
-            let config = match loaded {
+            let config = match load_or_default(path.as_deref()) {
                 Ok(c) => c,
-                Err(e) => return fail(&EngineError::Config(e)),
+                Err(code) => return code,
             };
             match engine::runtime::run(&config, path.as_deref()) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -161,13 +157,9 @@ fn main() -> ExitCode {
             probe_seconds,
             target_latency,
         } => {
-            let loaded = match &config {
-                Some(path) => Config::load(path),
-                None => Config::embedded_default(),
-            };
-            let config = match loaded {
+            let config = match load_or_default(config.as_deref()) {
                 Ok(c) => c,
-                Err(e) => return fail(&EngineError::Config(e)),
+                Err(code) => return code,
             };
             let dir = data_dir.unwrap_or(config.data_dir);
             let probe = std::time::Duration::from_secs_f64(probe_seconds.clamp(0.01, 60.0));
@@ -187,6 +179,15 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_FAILURE)
         }),
     }
+}
+
+/// The config at `path`, or the embedded default; an error is printed and becomes the exit code.
+fn load_or_default(path: Option<&std::path::Path>) -> Result<Config, ExitCode> {
+    match path {
+        Some(path) => Config::load(path),
+        None => Config::embedded_default(),
+    }
+    .map_err(|e| fail(&EngineError::Config(e)))
 }
 
 fn validate_environment(file: &std::path::Path, config: &Config, skip: bool) -> ExitCode {
