@@ -592,6 +592,13 @@ impl OutputSet {
         };
         output.control.stop(deadline);
         output.handle.thread().unpark();
+        // A reload waits here while the output drains: keep systemd's watchdog fed meanwhile.
+        while !output.handle.is_finished() {
+            if sd_notify::watchdog_enabled().is_some() {
+                notify_systemd(&[sd_notify::NotifyState::Watchdog]);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         join_output(name, output);
         self.wakers.remove(name);
         write_lock(&registry.outputs).retain(|(n, _)| n != name);
