@@ -1,6 +1,8 @@
 //! Benchmark harness: load generation and side-by-side comparison with rsyslog and syslog-ng.
 //!
-//! The load generator lives in `src/bin/sluice-bench.rs`, the crash soak in [`soak`]; the peer
-//! comparison comes with the bench-harness issue.
+//! [`firehose`]: the load generator's core; [`soak`]: the crash soak; [`compare`]: Sluice next
+//! to rsyslog and syslog-ng, same load, same machine, one run.
 
+pub mod compare;
+pub mod firehose;
 pub mod soak;

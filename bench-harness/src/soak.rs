@@ -118,14 +118,7 @@ fn load(addr: SocketAddr, next: Arc<AtomicU64>, stop: Arc<AtomicBool>, rate: u64
     }
 }
 
-fn seq_in(text: &[u8]) -> Option<u64> {
-    let at = text.windows(4).position(|w| w == b"seq=")? + 4;
-    let end = text[at..]
-        .iter()
-        .position(|b| !b.is_ascii_digit())
-        .map_or(text.len(), |e| at + e);
-    std::str::from_utf8(&text[at..end]).ok()?.parse().ok()
-}
+use crate::firehose::seq_in;
 
 /// Sequence numbers of every complete record in the data directory's WALs.
 fn wal_seqs(data_dir: &Path, into: &mut HashSet<u64>) -> Result<(), String> {

@@ -7,8 +7,8 @@
 //! With `--until-lines FILE` it also waits until FILE holds every event and reports the
 //! end-to-end rate (first byte sent → last event in the output).
 
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{Read, Seek, SeekFrom};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,60 @@ enum Command {
     CrashSoak(SoakCli),
     /// What the disk under a directory does: synced sequential bandwidth and fdatasync latency.
     Disk(DiskCli),
+    /// Sluice next to rsyslog and syslog-ng: same load, one after another; writes a table.
+    Compare(CompareCli),
+}
+
+#[derive(clap::Args)]
+struct CompareCli {
+    #[arg(long, default_value = "target/release/sluice")]
+    sluice: PathBuf,
+    #[arg(long, default_value_t = 2_000_000)]
+    count: u64,
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    #[arg(long, default_value_t = 200)]
+    size: usize,
+    /// Scratch directory (emptied first).
+    #[arg(long, default_value = "/tmp/sluice-compare")]
+    work_dir: PathBuf,
+    /// Where syslog-ng is unpacked (downloaded with apt-get the first time).
+    #[arg(long, default_value = "/tmp/sluice-peers")]
+    peers_dir: PathBuf,
+    /// Also write the table into this markdown file (between its markers).
+    #[arg(long)]
+    write: Option<PathBuf>,
+}
+
+const TABLE_START: &str = "<!-- compare:start -->";
+const TABLE_END: &str = "<!-- compare:end -->";
+
+fn compare(cli: CompareCli) -> Result<(), String> {
+    let rows = bench_harness::compare::compare(&bench_harness::compare::CompareArgs {
+        sluice: cli.sluice,
+        work_dir: cli.work_dir,
+        count: cli.count,
+        connections: cli.connections,
+        size: cli.size,
+        peers_dir: cli.peers_dir,
+    })?;
+    let table = bench_harness::compare::table(&rows);
+    print!("{table}");
+    if let Some(path) = cli.write {
+        let doc = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (Some(a), Some(b)) = (doc.find(TABLE_START), doc.find(TABLE_END)) else {
+            return Err(format!(
+                "{}: no {TABLE_START} … {TABLE_END} markers",
+                path.display()
+            ));
+        };
+        let updated = format!("{}{TABLE_START}\n{table}{}", &doc[..a], &doc[b..]);
+        std::fs::write(&path, updated).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if rows.iter().any(|r| r.missing > 0) {
+        return Err("a system lost events: see the missing column".into());
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -155,71 +209,6 @@ struct LoadArgs {
     timeout_secs: u64,
 }
 
-const SEQ_DIGITS: usize = 12;
-const MESSAGES_PER_BUFFER: u64 = 4096;
-
-/// One message of exactly `size` bytes with a `seq=` field of fixed width; returns the line and
-/// the offset of the sequence digits.
-fn template(format: Format, size: usize) -> (Vec<u8>, usize) {
-    let head = match format {
-        Format::Rfc5424 => {
-            "<134>1 2026-11-23T08:00:00.123456Z web-01.example.net nginx 4242 ACCESS - ".to_string()
-        }
-        Format::Rfc3164 => "<134>Nov 23 08:00:00 web-01 nginx[4242]: ".to_string(),
-    };
-    let mut line = format!(
-        "{head}seq={} GET /api/v1/items?page=3 HTTP/1.1 200 1532 ",
-        "0".repeat(SEQ_DIGITS)
-    );
-    while line.len() < size {
-        line.push('x');
-    }
-    line.truncate(size.max(head.len() + 4 + SEQ_DIGITS));
-    (line.into_bytes(), head.len() + 4)
-}
-
-/// A buffer of `MESSAGES_PER_BUFFER` framed messages and the offsets of their seq digits.
-fn build_buffer(args: &LoadArgs) -> (Vec<u8>, Vec<usize>) {
-    let (line, seq_at) = template(args.format, args.size);
-    let mut buf = Vec::new();
-    let mut offsets = Vec::new();
-    for _ in 0..MESSAGES_PER_BUFFER {
-        if let Framing::OctetCounting = args.framing {
-            buf.extend_from_slice(format!("{} ", line.len()).as_bytes());
-        }
-        offsets.push(buf.len() + seq_at);
-        buf.extend_from_slice(&line);
-        if let Framing::Newline = args.framing {
-            buf.push(b'\n');
-        }
-    }
-    (buf, offsets)
-}
-
-fn patch_seq(buf: &mut [u8], at: usize, mut seq: u64) {
-    for slot in buf[at..at + SEQ_DIGITS].iter_mut().rev() {
-        *slot = b'0' + (seq % 10) as u8;
-        seq /= 10;
-    }
-}
-
-fn send(args: &LoadArgs, conn: usize, first_seq: u64, count: u64) -> std::io::Result<()> {
-    let (mut buf, offsets) = build_buffer(args);
-    let per_message = buf.len() / MESSAGES_PER_BUFFER as usize;
-    let mut stream = TcpStream::connect(args.address)?;
-    let mut sent = 0;
-    while sent < count {
-        let n = (count - sent).min(MESSAGES_PER_BUFFER);
-        for (i, &at) in offsets.iter().take(n as usize).enumerate() {
-            patch_seq(&mut buf, at, first_seq + sent + i as u64);
-        }
-        stream.write_all(&buf[..n as usize * per_message])?;
-        sent += n;
-    }
-    let _ = conn;
-    Ok(())
-}
-
 fn cpu_seconds() -> f64 {
     // SAFETY: getrusage fills the struct we own.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -254,23 +243,23 @@ fn load(args: LoadArgs) -> Result<(), String> {
         }
         None => None,
     };
-    let per_conn = args.count / args.connections as u64;
-    let total = per_conn * args.connections as u64;
+    let firehose = bench_harness::firehose::Firehose {
+        address: args.address,
+        connections: args.connections,
+        count: args.count,
+        size: args.size,
+        framing: match args.framing {
+            Framing::OctetCounting => bench_harness::firehose::Framing::OctetCounting,
+            Framing::Newline => bench_harness::firehose::Framing::Newline,
+        },
+        format: match args.format {
+            Format::Rfc5424 => bench_harness::firehose::Format::Rfc5424,
+            Format::Rfc3164 => bench_harness::firehose::Format::Rfc3164,
+        },
+    };
     let started = Instant::now();
     let cpu_before = cpu_seconds();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..args.connections)
-            .map(|c| {
-                let args = &args;
-                s.spawn(move || send(args, c, c as u64 * per_conn, per_conn))
-            })
-            .collect();
-        handles.into_iter().try_for_each(|h| {
-            h.join()
-                .map_err(|_| "sender panicked".to_string())?
-                .map_err(|e| e.to_string())
-        })
-    })?;
+    let total = bench_harness::firehose::run(&firehose)?;
     let send_secs = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu_before;
     println!(
@@ -309,28 +298,13 @@ fn main() -> std::process::ExitCode {
         Command::Load(args) => load(args),
         Command::CrashSoak(args) => crash_soak(args),
         Command::Disk(args) => disk(args),
+        Command::Compare(args) => compare(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sluice-bench: {e}");
             std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn messages_have_the_requested_size_and_patchable_seq() {
-        for format in [Format::Rfc5424, Format::Rfc3164] {
-            let (mut line, at) = template(format, 200);
-            assert_eq!(line.len(), 200);
-            patch_seq(&mut line, at, 42);
-            let text = String::from_utf8(line).unwrap();
-            assert!(text.contains("seq=000000000042 "), "{text}");
         }
     }
 }
