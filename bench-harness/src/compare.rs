@@ -1,10 +1,13 @@
 //! `sluice-bench compare`: Sluice, rsyslog and syslog-ng, one after another, same load, same
 //! machine, same run; a markdown table with ratios to Sluice.
 //!
-//! Scenario `file`: TCP in (newline framing, N connections, fixed-size lines with `seq=`) →
-//! a file. The rate is end to end: first byte sent → last line in the output file. Sluice
-//! runs durable (WAL group commit every 5 ms, the file sink fdatasyncs before confirming);
-//! the peers as packaged, which never fsync. After every run the output is checked for
+//! Scenarios: `file` — TCP in (newline framing, N connections, fixed-size lines with `seq=`) →
+//! a file; `relay` — TCP in → TCP out to a receiver the harness runs (rsyslog through a
+//! disk-assisted queue, syslog-ng through `disk-buffer(reliable(yes))`, Sluice through its
+//! WAL). The rate is end to end: first byte sent → last line out. Each runs with the server on
+//! both cores, then with the server pinned to core 0 and the loader to core 1. Sluice runs
+//! durable (WAL group commit every 5 ms; the file sink fdatasyncs before confirming); the
+//! peers as packaged, which never fsync. After every run the output is checked for
 //! missing and duplicated sequence numbers; a run that lost events says so first.
 //!
 //! Peers: rsyslogd from Debian's package (installed with apt-get if missing and root);
@@ -31,10 +34,24 @@ pub struct CompareArgs {
     pub peers_dir: PathBuf,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    File,
+    Relay,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cores {
+    Both,
+    /// Server on core 0, loader (and relay receiver) on core 1.
+    Split,
+}
+
 #[derive(Debug, Clone)]
 pub struct Row {
     pub system: String,
     pub scenario: &'static str,
+    pub cores: &'static str,
     pub durable: &'static str,
     pub events_per_sec: f64,
     pub cpu_percent: f64,
@@ -54,8 +71,8 @@ impl System {
     fn name(self) -> &'static str {
         match self {
             System::Sluice => "Sluice",
-            System::Rsyslog => "rsyslog 8 (imptcp → omfile)",
-            System::SyslogNg => "syslog-ng 3 (network() → file())",
+            System::Rsyslog => "rsyslog 8",
+            System::SyslogNg => "syslog-ng 3",
         }
     }
 }
@@ -65,13 +82,44 @@ pub fn compare(args: &CompareArgs) -> Result<Vec<Row>, String> {
     let _ = std::fs::remove_dir_all(&args.work_dir);
     std::fs::create_dir_all(&args.work_dir).map_err(|e| e.to_string())?;
     let mut rows = Vec::new();
-    for system in [System::Sluice, System::Rsyslog, System::SyslogNg] {
-        match run_one(system, args) {
-            Ok(row) => rows.push(row),
-            Err(e) => eprintln!("{}: skipped: {e}", system.name()),
+    for cores in [Cores::Both, Cores::Split] {
+        for scenario in [Scenario::File, Scenario::Relay] {
+            for system in [System::Sluice, System::Rsyslog, System::SyslogNg] {
+                match run_one(system, scenario, cores, args) {
+                    Ok(row) => rows.push(row),
+                    Err(e) => eprintln!("{} {scenario:?} {cores:?}: skipped: {e}", system.name()),
+                }
+            }
         }
     }
+    pin_self(None);
     Ok(rows)
+}
+
+/// Restricts this process (the loader and receiver threads it starts afterwards) to `cpu`, or
+/// lifts the restriction.
+fn pin_self(cpu: Option<usize>) {
+    let cpus = match cpu {
+        Some(c) => vec![c],
+        None => (0..std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .max(64))
+            .collect(),
+    };
+    set_affinity(0, &cpus);
+}
+
+fn set_affinity(pid: libc::pid_t, cpus: &[usize]) {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it; sched_setaffinity reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            if c < libc::CPU_SETSIZE as usize {
+                libc::CPU_SET(c, &mut set);
+            }
+        }
+        libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
 }
 
 fn free_port() -> Result<u16, String> {
@@ -79,20 +127,126 @@ fn free_port() -> Result<u16, String> {
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
 }
 
-fn run_one(system: System, args: &CompareArgs) -> Result<Row, String> {
-    let dir = args.work_dir.join(match system {
-        System::Sluice => "sluice",
-        System::Rsyslog => "rsyslog",
-        System::SyslogNg => "syslog-ng",
-    });
+fn run_one(
+    system: System,
+    scenario: Scenario,
+    cores: Cores,
+    args: &CompareArgs,
+) -> Result<Row, String> {
+    let dir = args.work_dir.join(format!(
+        "{}-{scenario:?}-{cores:?}",
+        match system {
+            System::Sluice => "sluice",
+            System::Rsyslog => "rsyslog",
+            System::SyslogNg => "syslog-ng",
+        }
+    ));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    pin_self(match cores {
+        Cores::Both => None,
+        Cores::Split => Some(1),
+    });
+    let receiver = match scenario {
+        Scenario::File => None,
+        Scenario::Relay => Some(RelayReceiver::start()?),
+    };
     let port = free_port()?;
     let out = dir.join("out.log");
-    let mut child = start(system, args, &dir, port, &out)?;
+    let target = Target {
+        file: &out,
+        relay_port: receiver.as_ref().map(|r| r.port),
+    };
+    let server_cpus = match cores {
+        Cores::Both => None,
+        Cores::Split => Some(0),
+    };
+    let mut child = start(system, args, &dir, port, &target, server_cpus)?;
     let address: SocketAddr = ([127, 0, 0, 1], port).into();
-    let result = measure(system, args, &mut child, address, &out);
+    let result = measure(
+        system,
+        args,
+        &mut child,
+        address,
+        &target,
+        receiver.as_ref(),
+    );
     stop(&mut child);
-    result
+    result.map(|mut row| {
+        row.scenario = match scenario {
+            Scenario::File => "file",
+            Scenario::Relay => "relay",
+        };
+        row.cores = match cores {
+            Cores::Both => "both",
+            Cores::Split => "server on 1",
+        };
+        if scenario == Scenario::Relay && system != System::Sluice {
+            row.durable = "disk queue, no fsync";
+        }
+        row
+    })
+}
+
+/// Where a server's output goes.
+struct Target<'a> {
+    file: &'a Path,
+    relay_port: Option<u16>,
+}
+
+/// The relay scenario's downstream: accepts connections, counts newline-terminated lines and
+/// keeps their sequence numbers for the loss check.
+struct RelayReceiver {
+    port: u16,
+    lines: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    seqs: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+}
+
+impl RelayReceiver {
+    fn start() -> Result<Self, String> {
+        use std::io::Read;
+        use std::sync::atomic::Ordering::Relaxed;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let lines = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let seqs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (lines2, seqs2) = (lines.clone(), seqs.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (lines, seqs) = (lines2.clone(), seqs2.clone());
+                std::thread::spawn(move || {
+                    let mut conn = conn;
+                    let mut buf = vec![0u8; 1 << 20];
+                    let (mut filled, mut mine) = (0usize, Vec::new());
+                    loop {
+                        let n = match conn.read(&mut buf[filled..]) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        filled += n;
+                        let mut start = 0;
+                        let mut count = 0;
+                        while let Some(end) = buf[start..filled].iter().position(|&b| b == b'\n') {
+                            if let Some(seq) = firehose::seq_in(&buf[start..start + end]) {
+                                mine.push(seq);
+                            }
+                            start += end + 1;
+                            count += 1;
+                        }
+                        buf.copy_within(start..filled, 0);
+                        filled -= start;
+                        lines.fetch_add(count, Relaxed);
+                        if filled == buf.len() {
+                            filled = 0; // A line longer than the buffer: not ours.
+                        }
+                        // Handed over per read: the check may come before the server closes.
+                        seqs.lock().map(|mut s| s.append(&mut mine)).ok();
+                    }
+                    seqs.lock().map(|mut s| s.append(&mut mine)).ok();
+                });
+            }
+        });
+        Ok(RelayReceiver { port, lines, seqs })
+    }
 }
 
 fn start(
@@ -100,17 +254,22 @@ fn start(
     args: &CompareArgs,
     dir: &Path,
     port: u16,
-    out: &Path,
+    target: &Target,
+    cpu: Option<usize>,
 ) -> Result<Child, String> {
     let config = dir.join("config");
+    let out = target.file;
     let (text, mut command) = match system {
         System::Sluice => (
             format!(
                 "data_dir = \"{data}\"\nstatus_interval = \"0s\"\n[api]\naddress = \"off\"\n[wal]\nfsync = \"5ms\"\n\
                  [sources.tcp]\ntype = \"syslog\"\nmode = \"tcp\"\naddress = \"127.0.0.1:{port}\"\n\
-                 [sinks.file]\ntype = \"file\"\npath = \"{out}\"\nencoding = \"raw\"\nrotate_size = \"100GB\"\n",
+                 {sink}",
                 data = dir.join("data").display(),
-                out = out.display()
+                sink = match target.relay_port {
+                    None => format!("[sinks.file]\ntype = \"file\"\npath = \"{}\"\nencoding = \"raw\"\nrotate_size = \"100GB\"\n", out.display()),
+                    Some(p) => format!("[sinks.relay]\ntype = \"tcp\"\naddress = \"127.0.0.1:{p}\"\nframing = \"newline\"\nencoding = \"raw\"\n"),
+                }
             ),
             {
                 let mut c = Command::new(&args.sluice);
@@ -123,10 +282,12 @@ fn start(
             let text = format!(
                 "global(workDirectory=\"{dir}\")\nmodule(load=\"imptcp\")\n\
                  input(type=\"imptcp\" port=\"{port}\" address=\"127.0.0.1\")\n\
-                 template(name=\"raw\" type=\"string\" string=\"%rawmsg%\\n\")\n\
-                 action(type=\"omfile\" file=\"{out}\" template=\"raw\" asyncWriting=\"on\" ioBufferSize=\"1m\" flushOnTXEnd=\"off\")\n",
+                 template(name=\"raw\" type=\"string\" string=\"%rawmsg%\\n\")\n{action}\n",
                 dir = dir.display(),
-                out = out.display()
+                action = match target.relay_port {
+                    None => format!("action(type=\"omfile\" file=\"{}\" template=\"raw\" asyncWriting=\"on\" ioBufferSize=\"1m\" flushOnTXEnd=\"off\")", out.display()),
+                    Some(p) => format!("action(type=\"omfwd\" target=\"127.0.0.1\" port=\"{p}\" protocol=\"tcp\" template=\"raw\" queue.type=\"LinkedList\" queue.filename=\"fwdq\" queue.maxDiskSpace=\"4g\" queue.saveOnShutdown=\"on\")"),
+                }
             );
             let mut c = Command::new(rsyslogd);
             c.args(["-n", "-f"])
@@ -140,9 +301,12 @@ fn start(
             let text = format!(
                 "@version: 3.38\noptions {{ flush_lines(1000); stats_freq(0); }};\n\
                  source s {{ network(ip(\"127.0.0.1\") port({port}) transport(\"tcp\") flags(no-parse) max-connections(64) log_iw_size(100000) log_fetch_limit(1000)); }};\n\
-                 destination d {{ file(\"{out}\" template(\"${{MSG}}\\n\")); }};\n\
+                 destination d {{ {destination} }};\n\
                  log {{ source(s); destination(d); }};\n",
-                out = out.display()
+                destination = match target.relay_port {
+                    None => format!("file(\"{}\" template(\"${{MSG}}\\n\"));", out.display()),
+                    Some(p) => format!("network(\"127.0.0.1\" port({p}) transport(\"tcp\") template(\"${{MSG}}\\n\") disk-buffer(reliable(yes) disk-buf-size(4294967296) dir(\"{}\")));", dir.display()),
+                }
             );
             let lib = root.join("usr/lib/syslog-ng");
             let mut c = Command::new(root.join("usr/sbin/syslog-ng"));
@@ -169,6 +333,17 @@ fn start(
     };
     std::fs::write(&config, text).map_err(|e| e.to_string())?;
     let log = std::fs::File::create(dir.join("server.log")).map_err(|e| e.to_string())?;
+    if let Some(cpu) = cpu {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: runs in the forked child before exec; sched_setaffinity is async-signal-safe
+        // and every thread the server starts inherits the mask.
+        unsafe {
+            command.pre_exec(move || {
+                set_affinity(0, &[cpu]);
+                Ok(())
+            });
+        }
+    }
     let child = command
         .stdout(Stdio::null())
         .stderr(log)
@@ -192,7 +367,8 @@ fn measure(
     args: &CompareArgs,
     child: &mut Child,
     address: SocketAddr,
-    out: &Path,
+    target: &Target,
+    receiver: Option<&RelayReceiver>,
 ) -> Result<Row, String> {
     let pid = child.id();
     let firehose = Firehose {
@@ -206,13 +382,24 @@ fn measure(
     let cpu_before = process_cpu_seconds(pid);
     let started = Instant::now();
     let total = firehose::run(&firehose)?;
-    wait_for_lines(out, total, started + Duration::from_secs(300))?;
+    let deadline = started + Duration::from_secs(300);
+    match receiver {
+        None => wait_for_lines(target.file, total, deadline)?,
+        Some(r) => wait_for_relay(r, total, deadline)?,
+    }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = process_cpu_seconds(pid) - cpu_before;
-    let (missing, duplicates) = check_output(out, total)?;
+    let (missing, duplicates) = match receiver {
+        None => check_output(target.file, total)?,
+        Some(r) => {
+            let seqs = r.seqs.lock().map(|s| s.clone()).unwrap_or_default();
+            count_missing(seqs.into_iter(), total)
+        }
+    };
     Ok(Row {
         system: system.name().to_string(),
         scenario: "file",
+        cores: "both",
         durable: if system == System::Sluice {
             "yes (fsync)"
         } else {
@@ -270,20 +457,36 @@ fn wait_for_lines(out: &Path, total: u64, deadline: Instant) -> Result<(), Strin
     }
 }
 
+fn wait_for_relay(r: &RelayReceiver, total: u64, deadline: Instant) -> Result<(), String> {
+    loop {
+        let seen = r.lines.load(std::sync::atomic::Ordering::Relaxed);
+        if seen >= total {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("only {seen} of {total} lines arrived"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Missing and duplicated sequence numbers in the output.
 fn check_output(out: &Path, total: u64) -> Result<(u64, u64), String> {
     let text = std::fs::read(out).map_err(|e| format!("read {}: {e}", out.display()))?;
+    let seqs = text.split(|&b| b == b'\n').filter_map(firehose::seq_in);
+    Ok(count_missing(seqs, total))
+}
+
+fn count_missing(seqs: impl Iterator<Item = u64>, total: u64) -> (u64, u64) {
     let mut seen = HashSet::with_capacity(total as usize);
     let mut duplicates = 0;
-    for line in text.split(|&b| b == b'\n') {
-        if let Some(seq) = firehose::seq_in(line) {
-            if !seen.insert(seq) {
-                duplicates += 1;
-            }
+    for seq in seqs {
+        if !seen.insert(seq) {
+            duplicates += 1;
         }
     }
     let missing = (0..total).filter(|s| !seen.contains(s)).count() as u64;
-    Ok((missing, duplicates))
+    (missing, duplicates)
 }
 
 /// User + system CPU seconds of a process (from /proc).
@@ -381,9 +584,14 @@ pub fn table(rows: &[Row]) -> String {
         .find(|r| r.system == "Sluice")
         .map_or(0.0, |r| r.events_per_sec);
     let mut t = String::from(
-        "| system | scenario | durable? | events/s | Sluice ÷ this | CPU % | peak RSS MiB | missing | duplicates |\n|---|---|---|---:|---:|---:|---:|---:|---:|\n",
+        "| system | scenario | cores | durable? | events/s | Sluice ÷ this | CPU % | peak RSS MiB | missing | duplicates |\n|---|---|---|---|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
+        // The ratio is to Sluice in the same scenario and core placement.
+        let sluice = rows
+            .iter()
+            .find(|s| s.system == "Sluice" && s.scenario == r.scenario && s.cores == r.cores)
+            .map_or(sluice, |s| s.events_per_sec);
         let ratio = if r.events_per_sec > 0.0 {
             sluice / r.events_per_sec
         } else {
@@ -391,9 +599,10 @@ pub fn table(rows: &[Row]) -> String {
         };
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {:.0} | {:.2} | {:.0} | {:.0} | {} | {} |",
+            "| {} | {} | {} | {} | {:.0} | {:.2} | {:.0} | {:.0} | {} | {} |",
             r.system,
             r.scenario,
+            r.cores,
             r.durable,
             r.events_per_sec,
             ratio,
@@ -414,6 +623,7 @@ mod tests {
         Row {
             system: system.into(),
             scenario: "file",
+            cores: "both",
             durable: "no",
             events_per_sec: eps,
             cpu_percent: 100.0,
