@@ -636,9 +636,9 @@ mod tests {
     #[test]
     fn table_gives_ratios_to_sluice() {
         let t = table(&[row("Sluice", 1000.0, 0), row("peer", 250.0, 3)]);
-        assert!(t.contains("| Sluice | file | no | 1000 | 1.00 |"), "{t}");
+        assert!(t.contains("| Sluice | file | both | no | 1000 | 1.00 |"), "{t}");
         assert!(
-            t.contains("| peer | file | no | 250 | 4.00 | 100 | 10 | 3 | 0 |"),
+            t.contains("| peer | file | both | no | 250 | 4.00 | 100 | 10 | 3 | 0 |"),
             "{t}"
         );
     }
