@@ -32,6 +32,18 @@ pub struct CompareArgs {
     pub size: usize,
     /// Where syslog-ng is (or will be) unpacked.
     pub peers_dir: PathBuf,
+    /// Offered load of the latency runs (relay scenario), events/s.
+    pub latency_rate: u64,
+    pub latency_seconds: u64,
+}
+
+/// End-to-end latency (send → received downstream), microseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Latency {
+    pub p50: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +70,8 @@ pub struct Row {
     pub peak_rss_mib: f64,
     pub missing: u64,
     pub duplicates: u64,
+    /// For runs at a fixed offered load: that load and the latency seen.
+    pub latency: Option<(u64, Latency)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,11 +99,24 @@ pub fn compare(args: &CompareArgs) -> Result<Vec<Row>, String> {
     for cores in [Cores::Both, Cores::Split] {
         for scenario in [Scenario::File, Scenario::Relay] {
             for system in [System::Sluice, System::Rsyslog, System::SyslogNg] {
-                match run_one(system, scenario, cores, args) {
+                match run_one(system, scenario, cores, args, None) {
                     Ok(row) => rows.push(row),
                     Err(e) => eprintln!("{} {scenario:?} {cores:?}: skipped: {e}", system.name()),
                 }
             }
+        }
+    }
+    // Latency at a fixed offered load, relay scenario (the receiver times each event).
+    for system in [System::Sluice, System::Rsyslog, System::SyslogNg] {
+        match run_one(
+            system,
+            Scenario::Relay,
+            Cores::Both,
+            args,
+            Some(args.latency_rate),
+        ) {
+            Ok(row) => rows.push(row),
+            Err(e) => eprintln!("{} latency: skipped: {e}", system.name()),
         }
     }
     pin_self(None);
@@ -132,14 +159,16 @@ fn run_one(
     scenario: Scenario,
     cores: Cores,
     args: &CompareArgs,
+    rate: Option<u64>,
 ) -> Result<Row, String> {
     let dir = args.work_dir.join(format!(
-        "{}-{scenario:?}-{cores:?}",
+        "{}-{scenario:?}-{cores:?}{}",
         match system {
             System::Sluice => "sluice",
             System::Rsyslog => "rsyslog",
             System::SyslogNg => "syslog-ng",
-        }
+        },
+        if rate.is_some() { "-latency" } else { "" }
     ));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     pin_self(match cores {
@@ -169,6 +198,7 @@ fn run_one(
         address,
         &target,
         receiver.as_ref(),
+        rate,
     );
     stop(&mut child);
     result.map(|mut row| {
@@ -199,6 +229,14 @@ struct RelayReceiver {
     port: u16,
     lines: std::sync::Arc<std::sync::atomic::AtomicU64>,
     seqs: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+    /// Send → receive, microseconds, over every event received.
+    latency: std::sync::Arc<std::sync::Mutex<hdrhistogram::Histogram<u64>>>,
+}
+
+fn new_histogram() -> hdrhistogram::Histogram<u64> {
+    // 1 µs .. 1 hour at 3 significant digits: always valid bounds.
+    hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
+        .unwrap_or_else(|_| hdrhistogram::Histogram::new(3).unwrap_or_else(|_| unreachable!()))
 }
 
 impl RelayReceiver {
@@ -209,25 +247,32 @@ impl RelayReceiver {
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         let lines = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let seqs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (lines2, seqs2) = (lines.clone(), seqs.clone());
+        let latency = std::sync::Arc::new(std::sync::Mutex::new(new_histogram()));
+        let (lines2, seqs2, latency2) = (lines.clone(), seqs.clone(), latency.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (lines, seqs) = (lines2.clone(), seqs2.clone());
+                let (lines, seqs, latency) = (lines2.clone(), seqs2.clone(), latency2.clone());
                 std::thread::spawn(move || {
                     let mut conn = conn;
                     let mut buf = vec![0u8; 1 << 20];
                     let (mut filled, mut mine) = (0usize, Vec::new());
+                    let mut local = new_histogram();
                     loop {
                         let n = match conn.read(&mut buf[filled..]) {
                             Ok(0) | Err(_) => break,
                             Ok(n) => n,
                         };
                         filled += n;
+                        let now = firehose::now_micros();
                         let mut start = 0;
                         let mut count = 0;
                         while let Some(end) = buf[start..filled].iter().position(|&b| b == b'\n') {
-                            if let Some(seq) = firehose::seq_in(&buf[start..start + end]) {
+                            let line = &buf[start..start + end];
+                            if let Some(seq) = firehose::seq_in(line) {
                                 mine.push(seq);
+                            }
+                            if let Some(sent) = firehose::time_in(line) {
+                                let _ = local.record(now.saturating_sub(sent).max(1));
                             }
                             start += end + 1;
                             count += 1;
@@ -240,12 +285,21 @@ impl RelayReceiver {
                         }
                         // Handed over per read: the check may come before the server closes.
                         seqs.lock().map(|mut s| s.append(&mut mine)).ok();
+                        if let Ok(mut h) = latency.lock() {
+                            let _ = h.add(&local);
+                        }
+                        local.reset();
                     }
                     seqs.lock().map(|mut s| s.append(&mut mine)).ok();
                 });
             }
         });
-        Ok(RelayReceiver { port, lines, seqs })
+        Ok(RelayReceiver {
+            port,
+            lines,
+            seqs,
+            latency,
+        })
     }
 }
 
@@ -369,15 +423,17 @@ fn measure(
     address: SocketAddr,
     target: &Target,
     receiver: Option<&RelayReceiver>,
+    rate: Option<u64>,
 ) -> Result<Row, String> {
     let pid = child.id();
     let firehose = Firehose {
         address,
         connections: args.connections,
-        count: args.count,
+        count: rate.map_or(args.count, |r| r * args.latency_seconds),
         size: args.size,
         framing: Framing::Newline,
         format: Format::Rfc5424,
+        rate,
     };
     let cpu_before = process_cpu_seconds(pid);
     let started = Instant::now();
@@ -410,6 +466,20 @@ fn measure(
         peak_rss_mib: peak_rss_kib(pid) as f64 / 1024.0,
         missing,
         duplicates,
+        latency: rate.zip(receiver).map(|(r, receiver)| {
+            let h = receiver
+                .latency
+                .lock()
+                .map(|h| h.clone())
+                .unwrap_or_else(|_| new_histogram());
+            let latency = Latency {
+                p50: h.value_at_quantile(0.5),
+                p99: h.value_at_quantile(0.99),
+                p999: h.value_at_quantile(0.999),
+                max: h.max(),
+            };
+            (r, latency)
+        }),
     })
 }
 
@@ -586,7 +656,7 @@ pub fn table(rows: &[Row]) -> String {
     let mut t = String::from(
         "| system | scenario | cores | durable? | events/s | Sluice ÷ this | CPU % | peak RSS MiB | missing | duplicates |\n|---|---|---|---|---:|---:|---:|---:|---:|---:|\n",
     );
-    for r in rows {
+    for r in rows.iter().filter(|r| r.latency.is_none()) {
         // The ratio is to Sluice in the same scenario and core placement.
         let sluice = rows
             .iter()
@@ -612,6 +682,30 @@ pub fn table(rows: &[Row]) -> String {
             r.duplicates
         );
     }
+    let latency_rows: Vec<&Row> = rows.iter().filter(|r| r.latency.is_some()).collect();
+    if let Some((rate, _)) = latency_rows.first().and_then(|r| r.latency) {
+        let _ = write!(
+            t,
+            "\nEnd-to-end latency, relay scenario, {rate} events/s offered (send → received downstream):\n\n\
+             | system | durable? | p50 ms | p99 ms | p99.9 ms | max ms | missing |\n|---|---|---:|---:|---:|---:|---:|\n"
+        );
+        let ms = |us: u64| us as f64 / 1000.0;
+        for r in latency_rows {
+            if let Some((_, l)) = r.latency {
+                let _ = writeln!(
+                    t,
+                    "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+                    r.system,
+                    r.durable,
+                    ms(l.p50),
+                    ms(l.p99),
+                    ms(l.p999),
+                    ms(l.max),
+                    r.missing
+                );
+            }
+        }
+    }
     t
 }
 
@@ -630,13 +724,17 @@ mod tests {
             peak_rss_mib: 10.0,
             missing,
             duplicates: 0,
+            latency: None,
         }
     }
 
     #[test]
     fn table_gives_ratios_to_sluice() {
         let t = table(&[row("Sluice", 1000.0, 0), row("peer", 250.0, 3)]);
-        assert!(t.contains("| Sluice | file | both | no | 1000 | 1.00 |"), "{t}");
+        assert!(
+            t.contains("| Sluice | file | both | no | 1000 | 1.00 |"),
+            "{t}"
+        );
         assert!(
             t.contains("| peer | file | both | no | 250 | 4.00 | 100 | 10 | 3 | 0 |"),
             "{t}"

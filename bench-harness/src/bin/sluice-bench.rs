@@ -52,6 +52,11 @@ struct CompareCli {
     /// Also write the table into this markdown file (between its markers).
     #[arg(long)]
     write: Option<PathBuf>,
+    /// Offered load of the latency runs (relay scenario), events/s.
+    #[arg(long, default_value_t = 100_000)]
+    latency_rate: u64,
+    #[arg(long, default_value_t = 5)]
+    latency_seconds: u64,
 }
 
 const TABLE_START: &str = "<!-- compare:start -->";
@@ -65,6 +70,8 @@ fn compare(cli: CompareCli) -> Result<(), String> {
         connections: cli.connections,
         size: cli.size,
         peers_dir: cli.peers_dir,
+        latency_rate: cli.latency_rate,
+        latency_seconds: cli.latency_seconds,
     })?;
     let table = bench_harness::compare::table(&rows);
     print!("{table}");
@@ -207,6 +214,9 @@ struct LoadArgs {
     /// Give up waiting for the output after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
+    /// Offered load in events/s over all connections (default: as fast as accepted).
+    #[arg(long)]
+    rate: Option<u64>,
 }
 
 fn cpu_seconds() -> f64 {
@@ -256,6 +266,7 @@ fn load(args: LoadArgs) -> Result<(), String> {
             Format::Rfc5424 => bench_harness::firehose::Format::Rfc5424,
             Format::Rfc3164 => bench_harness::firehose::Format::Rfc3164,
         },
+        rate: args.rate,
     };
     let started = Instant::now();
     let cpu_before = cpu_seconds();
