@@ -151,17 +151,17 @@ pub fn run(f: &Firehose) -> Result<u64, String> {
 
 /// `t=<digits>` (send time, µs) in a line.
 pub fn time_in(line: &[u8]) -> Option<u64> {
-    let at = line.windows(3).position(|w| w == b" t=")? + 3;
-    let digits = line[at..].iter().take_while(|b| b.is_ascii_digit()).count();
-    std::str::from_utf8(&line[at..at + digits])
-        .ok()?
-        .parse()
-        .ok()
+    number_after(line, b" t=")
 }
 
 /// `seq=<digits>` in a line.
 pub fn seq_in(line: &[u8]) -> Option<u64> {
-    let at = line.windows(4).position(|w| w == b"seq=")? + 4;
+    number_after(line, b"seq=")
+}
+
+/// The decimal number right after the first `marker` in `line`.
+fn number_after(line: &[u8], marker: &[u8]) -> Option<u64> {
+    let at = line.windows(marker.len()).position(|w| w == marker)? + marker.len();
     let digits = line[at..].iter().take_while(|b| b.is_ascii_digit()).count();
     std::str::from_utf8(&line[at..at + digits])
         .ok()?

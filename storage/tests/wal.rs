@@ -78,6 +78,18 @@ fn read_all(
     (out, reader.cursor())
 }
 
+/// Appends every payload, waiting for space (or for a blocked WAL to resume) as needed.
+async fn append_all(appender: &WalAppender, all: &[Vec<u8>]) {
+    for p in all {
+        while appender
+            .try_append(p.len(), |b| b.extend_from_slice(p))
+            .is_err()
+        {
+            appender.wait_for_space().await;
+        }
+    }
+}
+
 fn payloads(n: usize, tag: u8) -> Vec<Vec<u8>> {
     (0..n)
         .map(|i| format!("{tag}-{i}-{}", "x".repeat(i % 300)).into_bytes())
@@ -212,14 +224,7 @@ fn disk_full_at_rotation_blocks_then_resumes_losing_nothing() {
             sim.inject(Fault::PreallocateNoSpace);
             sim.inject(Fault::PreallocateNoSpace);
             let all = payloads(300, 9);
-            for p in &all {
-                while appender
-                    .try_append(p.len(), |b| b.extend_from_slice(p))
-                    .is_err()
-                {
-                    appender.wait_for_space().await;
-                }
-            }
+            append_all(&appender, &all).await;
             appender.wait_durable().await;
             assert_eq!(
                 appender.stats.io_failures.get(),
@@ -383,14 +388,7 @@ fn budget_blocks_until_retention_frees_space_losing_nothing() {
             let writer = {
                 let (appender, all) = (Rc::clone(&appender), all.clone());
                 glommio::spawn_local(async move {
-                    for p in &all {
-                        while appender
-                            .try_append(p.len(), |b| b.extend_from_slice(p))
-                            .is_err()
-                        {
-                            appender.wait_for_space().await;
-                        }
-                    }
+                    append_all(&appender, &all).await;
                     appender.wait_durable().await;
                 })
             };
@@ -440,14 +438,7 @@ fn drop_oldest_deletes_whole_segments_and_counts_their_records() {
             );
             let (appender, watermark, task) = start_budgeted(&path, SEGMENT, &budget).await;
             let all = payloads(1500, 11);
-            for p in &all {
-                while appender
-                    .try_append(p.len(), |b| b.extend_from_slice(p))
-                    .is_err()
-                {
-                    appender.wait_for_space().await;
-                }
-            }
+            append_all(&appender, &all).await;
             appender.wait_durable().await;
             appender.close();
             task.await.unwrap();
