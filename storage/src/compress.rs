@@ -40,6 +40,9 @@ const SEEKABLE_MAGIC: u32 = 0x8F92_EAB1;
 const SEEK_FOOTER_LEN: u64 = 9;
 /// Largest decompressed frame a reader accepts (others are damage, never allocated).
 const MAX_FRAME_BYTES: u32 = 64 << 20;
+/// Compression holds a segment, its compressed copy and the read-back in memory: larger
+/// segments (a `segment_size` above this) stay uncompressed rather than cost that much.
+pub const MAX_COMPRESSED_SEGMENT_BYTES: u64 = 1 << 30;
 
 fn invalid(why: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why)
@@ -231,6 +234,14 @@ pub enum Compressed {
 /// crash-safe sequence).
 pub fn compress_segment(dir: &Path, number: u64, level: i32) -> Result<Compressed, StorageError> {
     let plain = segment_path(dir, number);
+    match std::fs::metadata(&plain) {
+        Ok(m) if m.len() > MAX_COMPRESSED_SEGMENT_BYTES => {
+            return Ok(Compressed::Skipped("larger than 1 GiB"))
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Compressed::Missing),
+        Err(e) => return Err(StorageError::io("stat", &plain, e)),
+    }
     let data = match std::fs::read(&plain) {
         Ok(d) => d,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Compressed::Missing),
