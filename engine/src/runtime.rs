@@ -144,6 +144,12 @@ fn run_with(
 ) -> Result<(), EngineError> {
     let log_count = shard_count.max(existing_shard_dirs(data_dir)?);
     let budget = disk_budget(config, data_dir, shard_count)?;
+    // Deleting delivered segments happens here, not on the outputs' delivery path.
+    let reaper = storage::Reaper::start().map_err(|source| EngineError::Io {
+        op: "start thread",
+        path: "wal-reaper".into(),
+        source,
+    })?;
     let mut logs = Vec::with_capacity(log_count);
     let mut wal_starts = Vec::with_capacity(log_count);
     for id in 0..log_count {
@@ -164,7 +170,8 @@ fn run_with(
         );
         wal_starts.push(report.start());
         let sinks: Vec<&str> = config.sinks.keys().map(String::as_str).collect();
-        let retention = Arc::new(Retention::new(&dir, &sinks, Arc::clone(&budget)));
+        let retention =
+            Arc::new(Retention::new(&dir, &sinks, Arc::clone(&budget)).with_reaper(reaper.clone()));
         logs.push(ShardLog {
             id,
             dir,

@@ -68,5 +68,5 @@ pub use frame::MAX_RECORD_LEN;
 pub use position::{DurableWatermark, Position};
 pub use reader::{read_on_disk, WalReader};
 pub use recovery::{recover_shard, RecoveryMode, RecoveryReport};
-pub use retention::Retention;
+pub use retention::{Reaper, Retention};
 pub use writer::{FsyncPolicy, WalAppender, WalFlusher, WalStart, WalStatus};

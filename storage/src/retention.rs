@@ -25,6 +25,54 @@ pub struct Retention {
     /// Everything below this was deleted already.
     deleted_below: AtomicU64,
     budget: Arc<DiskBudget>,
+    /// Where deletions go when a background reaper runs them (see [`Reaper`]); inline if none.
+    reaper: Option<std::sync::mpsc::Sender<Reap>>,
+}
+
+/// One deletion for the reaper: the shard's retention (for its directory and budget) and the
+/// segments below `below`.
+pub struct Reap {
+    dir: PathBuf,
+    below: u64,
+    budget: Arc<DiskBudget>,
+}
+
+/// Deletes delivered segments on a thread of its own: unlinking a large file takes tens of
+/// milliseconds (its extents are freed), which must not stall an output's delivery.
+pub struct Reaper;
+
+impl Reaper {
+    /// Starts the reaper thread; it ends when every sender is dropped.
+    pub fn start() -> std::io::Result<std::sync::mpsc::Sender<Reap>> {
+        let (tx, rx) = std::sync::mpsc::channel::<Reap>();
+        std::thread::Builder::new()
+            .name("wal-reaper".into())
+            .spawn(move || {
+                for reap in rx {
+                    if let Err(e) = delete_below(&reap.dir, reap.below, &reap.budget) {
+                        tracing::warn!(error = %e, "deleting delivered segments failed; retried at the next advance");
+                    }
+                }
+            })?;
+        Ok(tx)
+    }
+}
+
+/// Deletes the segments of `dir` below `below`; returns them.
+fn delete_below(dir: &Path, below: u64, budget: &DiskBudget) -> Result<Vec<u64>, StorageError> {
+    let mut deleted = Vec::new();
+    for number in list_segments(dir)?.into_iter().take_while(|&n| n < below) {
+        let freed = remove_segment(dir, number)?;
+        if freed > 0 {
+            budget.release(freed);
+            deleted.push(number);
+        }
+    }
+    if !deleted.is_empty() {
+        sync_dir(dir)?;
+        tracing::debug!(dir = %dir.display(), ?deleted, "deleted delivered segments");
+    }
+    Ok(deleted)
 }
 
 impl Retention {
@@ -36,6 +84,7 @@ impl Retention {
             cursor_segments: Mutex::new(BTreeMap::new()),
             deleted_below: AtomicU64::new(0),
             budget,
+            reaper: None,
         };
         for name in outputs {
             r.register(name);
@@ -60,6 +109,12 @@ impl Retention {
         self.slots().remove(output);
     }
 
+    /// Hands deletions to a background [`Reaper`] instead of doing them in `advance`.
+    pub fn with_reaper(mut self, reaper: std::sync::mpsc::Sender<Reap>) -> Self {
+        self.reaper = Some(reaper);
+        self
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -69,7 +124,8 @@ impl Retention {
     }
 
     /// Records that `output`'s cursor is now in `segment` and deletes what every output passed,
-    /// never `active_segment` or later. Returns the segments deleted.
+    /// never `active_segment` or later. Returns the segments deleted (none when a reaper does
+    /// the deleting: it is handed the work and the call returns at once).
     pub fn advance(
         &self,
         output: &str,
@@ -92,22 +148,17 @@ impl Retention {
         if passed <= self.deleted_below.fetch_max(passed, Ordering::AcqRel) {
             return Ok(Vec::new());
         }
-        let mut deleted = Vec::new();
-        for number in list_segments(&self.dir)?
-            .into_iter()
-            .take_while(|&n| n < passed)
-        {
-            let freed = remove_segment(&self.dir, number)?;
-            if freed > 0 {
-                self.budget.release(freed);
-                deleted.push(number);
+        if let Some(reaper) = &self.reaper {
+            let reap = Reap {
+                dir: self.dir.clone(),
+                below: passed,
+                budget: Arc::clone(&self.budget),
+            };
+            if reaper.send(reap).is_ok() {
+                return Ok(Vec::new());
             }
         }
-        if !deleted.is_empty() {
-            sync_dir(&self.dir)?;
-            tracing::debug!(dir = %self.dir.display(), ?deleted, "deleted delivered segments");
-        }
-        Ok(deleted)
+        delete_below(&self.dir, passed, &self.budget)
     }
 }
 
