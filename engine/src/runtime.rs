@@ -414,18 +414,35 @@ impl Live {
         Ok(())
     }
 
+    /// Sends shard `shard` the command `make` builds around a reply channel and waits for
+    /// the reply (bounded by `SHARD_COMMAND_WAIT`); `what` names the command in errors.
+    fn ask_shard<T>(
+        &self,
+        shard: usize,
+        what: &str,
+        make: impl FnOnce(crossbeam_channel::Sender<T>) -> shard::ShardCommand,
+    ) -> Result<T, String> {
+        let commands = self
+            .shard_commands
+            .get(shard)
+            .ok_or_else(|| format!("no shard {shard}"))?;
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        commands
+            .send(make(reply))
+            .map_err(|_| format!("shard {shard} is not running"))?;
+        answer
+            .recv_timeout(SHARD_COMMAND_WAIT)
+            .map_err(|_| format!("shard {shard} did not {what}"))
+    }
+
     fn remove_source(&self, name: &str) -> Result<(), String> {
-        for (shard, commands) in self.shard_commands.iter().enumerate() {
-            let (reply, done) = crossbeam_channel::bounded(1);
-            let command = shard::ShardCommand::RemoveSource {
-                name: name.to_string(),
-                reply,
-            };
-            commands
-                .send(command)
-                .map_err(|_| format!("shard {shard} is not running"))?;
-            done.recv_timeout(SHARD_COMMAND_WAIT)
-                .map_err(|_| format!("shard {shard} did not remove source {name}"))?;
+        for shard in 0..self.shard_commands.len() {
+            self.ask_shard(shard, &format!("remove source {name}"), |reply| {
+                shard::ShardCommand::RemoveSource {
+                    name: name.to_string(),
+                    reply,
+                }
+            })?;
         }
         Ok(())
     }
@@ -433,18 +450,14 @@ impl Live {
     /// Binds on shard 0 first (resolving port 0), then on the others at the same address.
     fn add_source(&self, name: &str, source: &SourceConfig) -> Result<Arc<SourceCounters>, String> {
         let mut spec = source_spec(name, source, self.shard_commands.len());
-        for (shard, commands) in self.shard_commands.iter().enumerate() {
-            let (reply, bound) = crossbeam_channel::bounded(1);
-            let command = shard::ShardCommand::AddSource {
-                spec: spec.clone(),
-                reply,
-            };
-            commands
-                .send(command)
-                .map_err(|_| format!("shard {shard} is not running"))?;
-            let address = bound
-                .recv_timeout(SHARD_COMMAND_WAIT)
-                .map_err(|_| format!("shard {shard} did not add source {name}"))??;
+        for shard in 0..self.shard_commands.len() {
+            let command_spec = spec.clone();
+            let address = self.ask_shard(shard, &format!("add source {name}"), |reply| {
+                shard::ShardCommand::AddSource {
+                    spec: command_spec,
+                    reply,
+                }
+            })??;
             spec.address = address;
             if shard == 0 {
                 tracing::info!(source = %name, %address, "source listening");
