@@ -229,3 +229,40 @@ fn sigterm_under_load_drains_and_exits_zero_with_every_received_event_delivered(
     );
     assert_eq!(lines, received, "and each once (a clean stop)");
 }
+
+#[test]
+fn a_source_added_by_reload_listens_on_every_shard_and_a_removed_one_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 2, &file_sink(dir.path()));
+    let sluice = Sluice::start(dir.path(), &cfg);
+    let api = sluice.addr("api");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let added = format!(
+        "{cfg}[sources.extra]\ntype = \"syslog\"\nmode = \"tcp\"\naddress = \"127.0.0.1:{port}\"\n"
+    );
+    let (status, body) = http(api, "POST", "/config", &added);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("sources -[] +[extra]"), "{body}");
+    let extra: SocketAddr = ([127, 0, 0, 1], port).into();
+    // Several connections: SO_REUSEPORT spreads them over both shards' listeners.
+    for i in 0..8 {
+        send_tcp(extra, format!("{}\n", rfc5424_line("extra", i)).as_bytes());
+    }
+    wait_for("events through the new source", || {
+        count_output_lines(dir.path()) >= 8
+    });
+    let (status, body) = http(api, "POST", "/config", &cfg);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("sources -[extra] +[]"), "{body}");
+    // The shards close the listeners as their accept loops see the stop.
+    wait_for(
+        "the removed source's listeners closed on every shard",
+        || TcpStream::connect(extra).is_err(),
+    );
+    let (status, log) = sluice.stop();
+    assert!(status.success(), "{log}");
+}
