@@ -24,9 +24,10 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use storage::writer::FSYNC_BUCKETS_SECONDS;
 
-use crate::metrics::{OutputCounters, ShardCounters, SourceCounters, SourceShardCounters};
+use crate::metrics::{
+    OutputCounters, ShardCounters, SharedHistogram, SourceCounters, SourceShardCounters,
+};
 
 /// What the API reads; shared with the runtime. The API starts before recovery (so `/health`
 /// answers during a long one); the counters arrive once everything runs.
@@ -364,7 +365,20 @@ impl Collector for SluiceCollector {
             family(&mut encoder, name, help, MetricType::Counter, per_shard(f))?;
         }
         encode_sources(s, &mut encoder)?;
-        encode_fsync_histogram(s, &mut encoder)?;
+        encode_histograms(
+            s,
+            &mut encoder,
+            "sluice_wal_fsync_seconds",
+            "WAL fdatasync latency",
+            |c| &c.wal_fsync,
+        )?;
+        encode_histograms(
+            s,
+            &mut encoder,
+            "sluice_ingest_durable_seconds",
+            "Per event: socket read to durable in the WAL (fdatasync done)",
+            |c| &c.ingest_durable,
+        )?;
         ConstGauge::new(s.budget.used() as i64).encode(encoder.encode_descriptor(
             "sluice_wal_disk_bytes",
             "Bytes of WAL segments in data_dir (reserved or on disk)",
@@ -376,34 +390,29 @@ impl Collector for SluiceCollector {
     }
 }
 
-fn encode_fsync_histogram(
+/// One histogram family with a series per shard.
+fn encode_histograms(
     s: &Counters,
     encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    of_shard: impl Fn(&ShardCounters) -> &SharedHistogram,
 ) -> Result<(), std::fmt::Error> {
-    let mut family = encoder.encode_descriptor(
-        "sluice_wal_fsync_seconds",
-        "WAL fdatasync latency",
-        None,
-        MetricType::Histogram,
-    )?;
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
     for (i, c) in s.shards.iter().enumerate() {
-        let counts: Vec<u64> = c
-            .wal_fsync_buckets
-            .iter()
-            .map(|b| b.load(Relaxed))
-            .collect();
-        let buckets: Vec<(f64, u64)> = FSYNC_BUCKETS_SECONDS
+        let h = of_shard(c);
+        let counts = h.counts();
+        let buckets: Vec<(f64, u64)> = h
+            .bounds_seconds
             .iter()
             .copied()
             .chain([f64::INFINITY])
             .zip(counts.iter().copied())
             .collect();
         let count = counts.iter().sum();
-        let sum = c.wal_fsync_nanos.load(Relaxed) as f64 / 1e9;
-        let labels = shard_label(i);
         family
-            .encode_family(&labels)?
-            .encode_histogram::<Labels>(sum, count, &buckets, None)?;
+            .encode_family(&shard_label(i))?
+            .encode_histogram::<Labels>(h.sum_seconds(), count, &buckets, None)?;
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 /// One shard's counters. Names follow the Prometheus contract of the operations issue.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ShardCounters {
     pub events_received: AtomicU64,
     pub bytes_received: AtomicU64,
@@ -34,9 +34,73 @@ pub struct ShardCounters {
     pub wal_io_failures: AtomicU64,
     /// Times the disk budget blocked this shard's ingest.
     pub wal_budget_blocks: AtomicU64,
-    /// fdatasync latency histogram (per bucket of `storage::writer::FSYNC_BUCKETS_SECONDS`).
-    pub wal_fsync_buckets: [AtomicU64; storage::writer::FSYNC_BUCKETS_SECONDS.len() + 1],
-    pub wal_fsync_nanos: AtomicU64,
+    /// fdatasync latency.
+    pub wal_fsync: SharedHistogram,
+    /// Socket read → durable in the WAL, per event.
+    pub ingest_durable: SharedHistogram,
+}
+
+impl Default for ShardCounters {
+    fn default() -> Self {
+        ShardCounters {
+            events_received: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
+            parse_errors: AtomicU64::new(0),
+            frames_oversize: AtomicU64::new(0),
+            frames_bad_length: AtomicU64::new(0),
+            frames_incomplete: AtomicU64::new(0),
+            connections_accepted: AtomicU64::new(0),
+            connections_active: AtomicI64::new(0),
+            connections_rejected: AtomicU64::new(0),
+            udp_datagrams: AtomicU64::new(0),
+            events_dropped_wal: AtomicU64::new(0),
+            udp_dropped_blocked: AtomicU64::new(0),
+            events_durable: AtomicU64::new(0),
+            wal_bytes: AtomicU64::new(0),
+            wal_fsyncs: AtomicU64::new(0),
+            wal_lost_records: AtomicU64::new(0),
+            wal_io_failures: AtomicU64::new(0),
+            wal_budget_blocks: AtomicU64::new(0),
+            wal_fsync: SharedHistogram::new(storage::latency::FSYNC_BUCKETS_SECONDS),
+            ingest_durable: SharedHistogram::new(storage::latency::DURABLE_BUCKETS_SECONDS),
+        }
+    }
+}
+
+/// A shard's latency histogram, copied for the admin thread (relaxed atomics).
+#[derive(Debug)]
+pub struct SharedHistogram {
+    pub bounds_seconds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    sum_nanos: AtomicU64,
+}
+
+impl SharedHistogram {
+    pub fn new(bounds_seconds: &'static [f64]) -> Self {
+        SharedHistogram {
+            bounds_seconds,
+            counts: (0..=bounds_seconds.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    pub fn publish(&self, from: &storage::latency::LatencyHistogram) {
+        for (to, count) in self.counts.iter().zip(from.counts()) {
+            to.store(count, Relaxed);
+        }
+        self.sum_nanos.store(from.sum_nanos(), Relaxed);
+    }
+
+    /// Counts per bucket (not cumulative; the last: slower than every bound).
+    pub fn counts(&self) -> Vec<u64> {
+        self.counts.iter().map(|c| c.load(Relaxed)).collect()
+    }
+
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_nanos.load(Relaxed) as f64 / 1e9
+    }
 }
 
 /// One source's counters, one set per shard (each written only by its shard's thread).

@@ -190,11 +190,8 @@ impl Shard {
             .store(stats.io_failures.get(), Ordering::Relaxed);
         c.wal_budget_blocks
             .store(stats.budget_blocks.get(), Ordering::Relaxed);
-        c.wal_fsync_nanos
-            .store(stats.fsync_nanos.get(), Ordering::Relaxed);
-        for (to, from) in c.wal_fsync_buckets.iter().zip(&stats.fsync_buckets) {
-            to.store(from.get(), Ordering::Relaxed);
-        }
+        c.wal_fsync.publish(&stats.fsync);
+        c.ingest_durable.publish(&stats.ingest_durable);
     }
 }
 
@@ -507,6 +504,7 @@ struct Connection {
 impl Connection {
     /// Frames, parses and appends everything complete in the buffer; keeps the partial rest.
     async fn process(&mut self, shard: &Shard) {
+        shard.appender.note_arrival(std::time::Instant::now());
         self.frames.clear();
         let base = self.buf.as_ptr() as usize;
         let frames = &mut self.frames;
@@ -699,6 +697,7 @@ fn is_timeout(e: &std::io::Error) -> bool {
 
 /// One datagram is one event: trailing line ends are stripped, an oversize one is truncated.
 async fn ingest_datagram(shard: &Shard, source: &SourceSpec, datagram: &[u8], ip: IpAddr) {
+    shard.appender.note_arrival(std::time::Instant::now());
     shard.counters.udp_datagrams.fetch_add(1, Ordering::Relaxed);
     if shard.appender.status() == WalStatus::Blocked {
         // Waiting would only move the loss into the kernel's socket buffer, uncounted.

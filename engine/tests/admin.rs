@@ -19,7 +19,7 @@ fn sample(page: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-const CONTRACT: [&str; 14] = [
+const CONTRACT: [&str; 15] = [
     "sluice_events_received_total",
     "sluice_events_durable_total",
     "sluice_bytes_received_total",
@@ -29,6 +29,7 @@ const CONTRACT: [&str; 14] = [
     "sluice_connections_rejected_total",
     "sluice_wal_bytes_total",
     "sluice_wal_fsync_seconds_bucket",
+    "sluice_ingest_durable_seconds_bucket",
     "sluice_wal_disk_bytes",
     "sluice_output_events_sent_total",
     "sluice_output_errors_total",
@@ -104,6 +105,18 @@ fn metrics_follow_the_contract_and_move_under_load() {
         })
         .sum();
     assert!(fsyncs >= 1.0, "fdatasyncs are timed:\n{page}");
+    let timed: f64 = (0..2)
+        .filter_map(|s| {
+            sample(
+                &page,
+                &format!("sluice_ingest_durable_seconds_count{{shard=\"{s}\"}}"),
+            )
+        })
+        .sum();
+    assert_eq!(
+        timed, EVENTS as f64,
+        "every durable event is timed once from its socket read:\n{page}"
+    );
     wait_for("the lag to reach zero", || {
         let page = http(api, "GET", "/metrics", None).1;
         (0..2).all(|s| {

@@ -53,6 +53,7 @@ pub mod error;
 pub mod frame;
 pub mod inspect;
 pub mod io;
+pub mod latency;
 pub mod position;
 pub mod reader;
 pub mod recovery;

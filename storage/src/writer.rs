@@ -24,6 +24,7 @@ use crate::budget::{DiskBudget, FullPolicy};
 use crate::error::StorageError;
 use crate::frame::{begin_record, finish_record, FRAME_HEADER_LEN, MAX_RECORD_LEN};
 use crate::io::{SegmentFile, SegmentFs};
+use crate::latency::{Arrivals, LatencyHistogram, DURABLE_BUCKETS_SECONDS, FSYNC_BUCKETS_SECONDS};
 use crate::position::{DurableWatermark, Position, MAX_SEGMENT_SIZE};
 use crate::segment::{segment_header, segment_path, Footer, SEGMENT_HEADER_LEN};
 
@@ -93,23 +94,21 @@ const BUDGET_POLL: Duration = Duration::from_millis(10);
 /// Lost record ranges remembered (for tests and tools); older ones are forgotten.
 const LOST_RANGES_KEPT: usize = 1024;
 
-/// Upper bounds (seconds) of the fdatasync latency histogram's buckets; one more bucket counts
-/// everything slower.
-pub const FSYNC_BUCKETS_SECONDS: [f64; 12] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-];
-
 /// Counters of one WAL (single writer: the shard's thread).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WalStats {
     pub appended_records: Cell<u64>,
     pub appended_bytes: Cell<u64>,
     pub durable_records: Cell<u64>,
     pub written_bytes: Cell<u64>,
     pub fsyncs: Cell<u64>,
-    pub fsync_nanos: Cell<u64>,
-    /// fdatasync latencies by [`FSYNC_BUCKETS_SECONDS`] (not cumulative; last: slower).
-    pub fsync_buckets: [Cell<u64>; FSYNC_BUCKETS_SECONDS.len() + 1],
+    /// fdatasync latencies.
+    pub fsync: LatencyHistogram,
+    /// Ingest (socket read) → durable (fdatasync done; written, under `FsyncPolicy::Never`),
+    /// per record.
+    pub ingest_durable: LatencyHistogram,
+    /// When the records not yet durable arrived (see [`WalAppender::note_arrival`]).
+    arrivals: Arrivals,
     pub segments_created: Cell<u64>,
     /// Records whose write or fdatasync failed: never durable, counted, never retried.
     pub lost_records: Cell<u64>,
@@ -119,6 +118,26 @@ pub struct WalStats {
     pub budget_blocks: Cell<u64>,
     /// `[first, end)` append indices of lost records, in order (the latest ones only).
     pub lost_ranges: RefCell<Vec<(u64, u64)>>,
+}
+
+impl Default for WalStats {
+    fn default() -> Self {
+        WalStats {
+            appended_records: Cell::new(0),
+            appended_bytes: Cell::new(0),
+            durable_records: Cell::new(0),
+            written_bytes: Cell::new(0),
+            fsyncs: Cell::new(0),
+            fsync: LatencyHistogram::new(FSYNC_BUCKETS_SECONDS),
+            ingest_durable: LatencyHistogram::new(DURABLE_BUCKETS_SECONDS),
+            arrivals: Arrivals::default(),
+            segments_created: Cell::new(0),
+            lost_records: Cell::new(0),
+            io_failures: Cell::new(0),
+            budget_blocks: Cell::new(0),
+            lost_ranges: RefCell::new(Vec::new()),
+        }
+    }
 }
 
 /// The shard-local append side, shared (`Rc`) by every task of the shard.
@@ -197,6 +216,14 @@ impl WalAppender {
         Ok(())
     }
 
+    /// Notes that bytes arrived now (a socket read): the records appended from now on are
+    /// timed from here until they are durable (`stats.ingest_durable`).
+    pub fn note_arrival(&self, at: std::time::Instant) {
+        self.stats
+            .arrivals
+            .note(at, self.stats.appended_records.get());
+    }
+
     /// Waits until the pending buffer may have room again or the WAL's status changed
     /// (blocked, unblocked, closing). Callers retry their append after it.
     pub async fn wait_for_space(&self) {
@@ -266,6 +293,7 @@ impl WalAppender {
             return;
         }
         let stats = &self.stats;
+        stats.arrivals.settle(first + records, None);
         stats.lost_records.set(stats.lost_records.get() + records);
         let mut ranges = stats.lost_ranges.borrow_mut();
         if ranges.len() == LOST_RANGES_KEPT {
@@ -430,7 +458,14 @@ impl<F: SegmentFs> WalFlusher<F> {
     ) -> Result<(), StorageError> {
         loop {
             match self.commit(buf, records).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    let stats = &self.appender.stats;
+                    let now = std::time::Instant::now();
+                    stats
+                        .arrivals
+                        .settle(first + records, Some((now, &stats.ingest_durable)));
+                    return Ok(());
+                }
                 Err(CommitFailure {
                     error,
                     unwritten: Some(kept),
@@ -637,13 +672,7 @@ impl<F: SegmentFs> WalFlusher<F> {
             .map_err(|e| StorageError::io("fdatasync", &path, e))?;
         let stats = &self.appender.stats;
         stats.fsyncs.set(stats.fsyncs.get() + 1);
-        let elapsed = started.elapsed();
-        stats
-            .fsync_nanos
-            .set(stats.fsync_nanos.get() + elapsed.as_nanos() as u64);
-        let bucket = FSYNC_BUCKETS_SECONDS.partition_point(|&b| b < elapsed.as_secs_f64());
-        let cell = &stats.fsync_buckets[bucket];
-        cell.set(cell.get() + 1);
+        stats.fsync.record(started.elapsed(), 1);
         Ok(())
     }
 
