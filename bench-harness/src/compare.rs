@@ -1,28 +1,25 @@
 //! `sluice-bench compare`: Sluice, rsyslog and syslog-ng, one after another, same load, same
-//! machine, same run; a markdown table with ratios to Sluice.
+//! machine, same run; a markdown table with ratios to Sluice, the targets checked, and plots.
 //!
-//! Scenarios: `file` — TCP in (newline framing, N connections, fixed-size lines with `seq=`) →
-//! a file; `relay` — TCP in → TCP out to a receiver the harness runs (rsyslog through a
-//! disk-assisted queue, syslog-ng through `disk-buffer(reliable(yes))`, Sluice through its
-//! WAL). The rate is end to end: first byte sent → last line out. Each runs with the server on
-//! both cores, then with the server pinned to core 0 and the loader to core 1. Sluice runs
-//! durable (WAL group commit every 5 ms; the file sink fdatasyncs before confirming); the
-//! peers as packaged, which never fsync. After every run the output is checked for
-//! missing and duplicated sequence numbers; a run that lost events says so first.
-//!
-//! Peers: rsyslogd from Debian's package (installed with apt-get if missing and root);
-//! syslog-ng unpacked privately with `apt-get download` + `dpkg-deb -x` (the two Debian
-//! packages conflict), run from that tree. Each peer runs in the foreground with its own
-//! config, pid file and port: never a system syslog.
+//! Every [`peers::VARIANTS`] entry (each system durable and not, file and relay scenario) runs
+//! twice: with the server on both cores, and with the server confined to core 0 (affinity set
+//! before exec, so every thread) and the loader, receiver and tailer on core 1. The rate is end
+//! to end: first byte sent → last line out. Every output line is checked for its sequence
+//! number (missing, duplicates) and timed from its send time (p99 at full load). Then latency
+//! runs at fixed offered loads: every relay variant that can take it at `latency_rate`, and
+//! Sluice at `sluice_latency_rate` with its own ingest → durable histogram (from its admin
+//! API's `/metrics`).
 
-use std::collections::HashSet;
 use std::fmt::Write as _;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::firehose::{self, Firehose, Format, Framing};
+use crate::peers::{self, Durability, Scenario, ServerPlace, System, Variant, VARIANTS};
+use crate::receive::{FileTailer, Percentiles, RelayReceiver, Tally};
 
 pub struct CompareArgs {
     pub sluice: PathBuf,
@@ -30,101 +27,112 @@ pub struct CompareArgs {
     pub count: u64,
     pub connections: usize,
     pub size: usize,
+    pub format: Format,
     /// Where syslog-ng is (or will be) unpacked.
     pub peers_dir: PathBuf,
-    /// Offered load of the latency runs (relay scenario), events/s.
+    /// Offered load of the peers' latency runs (relay scenario), events/s.
     pub latency_rate: u64,
+    /// Offered load of Sluice's latency runs, events/s.
+    pub sluice_latency_rate: u64,
     pub latency_seconds: u64,
-}
-
-/// End-to-end latency (send → received downstream), microseconds.
-#[derive(Debug, Clone, Copy)]
-pub struct Latency {
-    pub p50: u64,
-    pub p99: u64,
-    pub p999: u64,
-    pub max: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scenario {
-    File,
-    Relay,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cores {
     Both,
-    /// Server on core 0, loader (and relay receiver) on core 1.
+    /// Server on core 0; loader, receiver and tailer on core 1.
     Split,
 }
 
+impl Cores {
+    pub fn name(self) -> &'static str {
+        match self {
+            Cores::Both => "both",
+            Cores::Split => "server on 1",
+        }
+    }
+}
+
+/// One run: a variant at a placement and an offered load (`None`: as fast as it takes).
 #[derive(Debug, Clone)]
 pub struct Row {
-    pub system: String,
-    pub scenario: &'static str,
-    pub cores: &'static str,
-    pub durable: &'static str,
+    pub variant: Variant,
+    pub cores: Cores,
+    pub offered_rate: Option<u64>,
+    pub events: u64,
     pub events_per_sec: f64,
+    /// Sluice only: events durable in its WAL per second (its own counter).
+    pub durable_per_sec: Option<f64>,
     pub cpu_percent: f64,
     pub peak_rss_mib: f64,
     pub missing: u64,
     pub duplicates: u64,
-    /// For runs at a fixed offered load: that load and the latency seen.
-    pub latency: Option<(u64, Latency)>,
+    /// Send → out, over every event.
+    pub latency: Percentiles,
+    /// Sluice only: socket read → durable, upper bucket bounds of its own histogram (µs).
+    pub ingest_durable: Option<Percentiles>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum System {
-    Sluice,
-    Rsyslog,
-    SyslogNg,
-}
-
-impl System {
-    fn name(self) -> &'static str {
-        match self {
-            System::Sluice => "Sluice",
-            System::Rsyslog => "rsyslog 8",
-            System::SyslogNg => "syslog-ng 3",
-        }
+impl Row {
+    pub fn system(&self) -> System {
+        self.variant.system
     }
 }
 
-/// Runs every system; returns the rows (Sluice first).
+/// Runs every variant at both placements, then the latency runs; returns the rows in order.
 pub fn compare(args: &CompareArgs) -> Result<Vec<Row>, String> {
     let _ = std::fs::remove_dir_all(&args.work_dir);
     std::fs::create_dir_all(&args.work_dir).map_err(|e| e.to_string())?;
     let mut rows = Vec::new();
+    let mut run = |v: &Variant, cores: Cores, rate: Option<u64>| match run_one(v, cores, args, rate)
+    {
+        Ok(row) => {
+            eprintln!(
+                "{} {} {} {}: {:.0} events/s, {} missing",
+                v.system.name(),
+                v.scenario.name(),
+                v.setup,
+                cores.name(),
+                row.events_per_sec,
+                row.missing
+            );
+            rows.push(row);
+        }
+        Err(e) => eprintln!(
+            "{} {} {} {}: skipped: {e}",
+            v.system.name(),
+            v.scenario.name(),
+            v.setup,
+            cores.name()
+        ),
+    };
     for cores in [Cores::Both, Cores::Split] {
-        for scenario in [Scenario::File, Scenario::Relay] {
-            for system in [System::Sluice, System::Rsyslog, System::SyslogNg] {
-                match run_one(system, scenario, cores, args, None) {
-                    Ok(row) => rows.push(row),
-                    Err(e) => eprintln!("{} {scenario:?} {cores:?}: skipped: {e}", system.name()),
-                }
-            }
+        for v in VARIANTS {
+            run(v, cores, None);
         }
     }
-    // Latency at a fixed offered load, relay scenario (the receiver times each event).
-    for system in [System::Sluice, System::Rsyslog, System::SyslogNg] {
-        match run_one(
-            system,
-            Scenario::Relay,
-            Cores::Both,
-            args,
-            Some(args.latency_rate),
-        ) {
-            Ok(row) => rows.push(row),
-            Err(e) => eprintln!("{} latency: skipped: {e}", system.name()),
-        }
+    for v in VARIANTS.iter().filter(|v| takes_latency_run(v)) {
+        let rate = if v.system == System::Sluice {
+            args.sluice_latency_rate
+        } else {
+            args.latency_rate
+        };
+        run(v, Cores::Both, Some(rate));
     }
     pin_self(None);
     Ok(rows)
 }
 
-/// Restricts this process (the loader and receiver threads it starts afterwards) to `cpu`, or
-/// lifts the restriction.
+/// Latency runs: Sluice (both scenarios, durable), and the relay variants of the peers that
+/// do more than a few hundred events/s.
+fn takes_latency_run(v: &Variant) -> bool {
+    match v.system {
+        System::Sluice => v.durability == Durability::Fsync,
+        _ => v.scenario == Scenario::Relay && v.count_divisor == 1,
+    }
+}
+
+/// Restricts this process (the threads it starts afterwards) to `cpu`, or lifts that.
 fn pin_self(cpu: Option<usize>) {
     let cpus = match cpu {
         Some(c) => vec![c],
@@ -154,19 +162,35 @@ fn free_port() -> Result<u16, String> {
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
 }
 
+/// Where a run's output is read from.
+enum Collector {
+    Relay(RelayReceiver),
+    File(FileTailer),
+}
+
+impl Collector {
+    fn tally(&self) -> &Tally {
+        match self {
+            Collector::Relay(r) => &r.tally,
+            Collector::File(t) => &t.tally,
+        }
+    }
+}
+
 fn run_one(
-    system: System,
-    scenario: Scenario,
+    v: &Variant,
     cores: Cores,
     args: &CompareArgs,
     rate: Option<u64>,
 ) -> Result<Row, String> {
     let dir = args.work_dir.join(format!(
-        "{}-{scenario:?}-{cores:?}{}",
-        match system {
-            System::Sluice => "sluice",
-            System::Rsyslog => "rsyslog",
-            System::SyslogNg => "syslog-ng",
+        "{}-{}-{:?}-{}{}",
+        v.system.slug(),
+        v.scenario.name(),
+        v.durability,
+        match cores {
+            Cores::Both => "both",
+            Cores::Split => "split",
         },
         if rate.is_some() { "-latency" } else { "" }
     ));
@@ -175,240 +199,61 @@ fn run_one(
         Cores::Both => None,
         Cores::Split => Some(1),
     });
-    let receiver = match scenario {
-        Scenario::File => None,
-        Scenario::Relay => Some(RelayReceiver::start()?),
-    };
-    let port = free_port()?;
     let out = dir.join("out.log");
-    let target = Target {
-        file: &out,
-        relay_port: receiver.as_ref().map(|r| r.port),
+    let collector = match v.scenario {
+        Scenario::File => Collector::File(FileTailer::start(out.clone())),
+        Scenario::Relay => Collector::Relay(RelayReceiver::start()?),
     };
-    let server_cpus = match cores {
-        Cores::Both => None,
-        Cores::Split => Some(0),
+    let place = ServerPlace {
+        dir: &dir,
+        port: free_port()?,
+        out_file: &out,
+        relay_port: match &collector {
+            Collector::Relay(r) => Some(r.port),
+            Collector::File(_) => None,
+        },
+        api: ([127, 0, 0, 1], free_port()?).into(),
     };
-    let mut child = start(system, args, &dir, port, &target, server_cpus)?;
-    let address: SocketAddr = ([127, 0, 0, 1], port).into();
-    let result = measure(
-        system,
-        args,
-        &mut child,
-        address,
-        &target,
-        receiver.as_ref(),
-        rate,
-    );
+    let mut child = start(v, &place, args, cores)?;
+    let result = measure(v, args, &mut child, &place, &collector, rate);
     stop(&mut child);
-    result.map(|mut row| {
-        row.scenario = match scenario {
-            Scenario::File => "file",
-            Scenario::Relay => "relay",
-        };
-        row.cores = match cores {
-            Cores::Both => "both",
-            Cores::Split => "server on 1",
-        };
-        if scenario == Scenario::Relay && system != System::Sluice {
-            row.durable = "disk queue, no fsync";
-        }
-        row
-    })
-}
-
-/// Where a server's output goes.
-struct Target<'a> {
-    file: &'a Path,
-    relay_port: Option<u16>,
-}
-
-/// The relay scenario's downstream: accepts connections, counts newline-terminated lines and
-/// keeps their sequence numbers for the loss check.
-struct RelayReceiver {
-    port: u16,
-    lines: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    seqs: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
-    /// Send → receive, microseconds, over every event received.
-    latency: std::sync::Arc<std::sync::Mutex<hdrhistogram::Histogram<u64>>>,
-}
-
-fn new_histogram() -> hdrhistogram::Histogram<u64> {
-    // 1 µs .. 1 hour at 3 significant digits: always valid bounds.
-    hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
-        .unwrap_or_else(|_| hdrhistogram::Histogram::new(3).unwrap_or_else(|_| unreachable!()))
-}
-
-impl RelayReceiver {
-    fn start() -> Result<Self, String> {
-        use std::io::Read;
-        use std::sync::atomic::Ordering::Relaxed;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-        let lines = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let seqs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let latency = std::sync::Arc::new(std::sync::Mutex::new(new_histogram()));
-        let (lines2, seqs2, latency2) = (lines.clone(), seqs.clone(), latency.clone());
-        std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let (lines, seqs, latency) = (lines2.clone(), seqs2.clone(), latency2.clone());
-                std::thread::spawn(move || {
-                    let mut conn = conn;
-                    let mut buf = vec![0u8; 1 << 20];
-                    let (mut filled, mut mine) = (0usize, Vec::new());
-                    let mut local = new_histogram();
-                    loop {
-                        let n = match conn.read(&mut buf[filled..]) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        filled += n;
-                        let now = firehose::now_micros();
-                        let mut start = 0;
-                        let mut count = 0;
-                        while let Some(end) = buf[start..filled].iter().position(|&b| b == b'\n') {
-                            let line = &buf[start..start + end];
-                            if let Some(seq) = firehose::seq_in(line) {
-                                mine.push(seq);
-                            }
-                            if let Some(sent) = firehose::time_in(line) {
-                                let _ = local.record(now.saturating_sub(sent).max(1));
-                            }
-                            start += end + 1;
-                            count += 1;
-                        }
-                        buf.copy_within(start..filled, 0);
-                        filled -= start;
-                        lines.fetch_add(count, Relaxed);
-                        if filled == buf.len() {
-                            filled = 0; // A line longer than the buffer: not ours.
-                        }
-                        // Handed over per read: the check may come before the server closes.
-                        seqs.lock().map(|mut s| s.append(&mut mine)).ok();
-                        if let Ok(mut h) = latency.lock() {
-                            let _ = h.add(&local);
-                        }
-                        local.reset();
-                    }
-                    seqs.lock().map(|mut s| s.append(&mut mine)).ok();
-                });
-            }
-        });
-        Ok(RelayReceiver {
-            port,
-            lines,
-            seqs,
-            latency,
-        })
-    }
+    result.map(|row| Row { cores, ..row })
 }
 
 fn start(
-    system: System,
+    v: &Variant,
+    place: &ServerPlace,
     args: &CompareArgs,
-    dir: &Path,
-    port: u16,
-    target: &Target,
-    cpu: Option<usize>,
+    cores: Cores,
 ) -> Result<Child, String> {
-    let config = dir.join("config");
-    let out = target.file;
-    let (text, mut command) = match system {
-        System::Sluice => (
-            format!(
-                "data_dir = \"{data}\"\nstatus_interval = \"0s\"\n[api]\naddress = \"off\"\n[wal]\nfsync = \"5ms\"\n\
-                 [sources.tcp]\ntype = \"syslog\"\nmode = \"tcp\"\naddress = \"127.0.0.1:{port}\"\n\
-                 {sink}",
-                data = dir.join("data").display(),
-                sink = match target.relay_port {
-                    None => format!("[sinks.file]\ntype = \"file\"\npath = \"{}\"\nencoding = \"raw\"\nrotate_size = \"100GB\"\n", out.display()),
-                    Some(p) => format!("[sinks.relay]\ntype = \"tcp\"\naddress = \"127.0.0.1:{p}\"\nframing = \"newline\"\nencoding = \"raw\"\n"),
-                }
-            ),
-            {
-                let mut c = Command::new(&args.sluice);
-                c.args(["run", "--config"]).arg(&config);
-                c
-            },
-        ),
-        System::Rsyslog => {
-            let rsyslogd = locate_rsyslogd()?;
-            let text = format!(
-                "global(workDirectory=\"{dir}\")\nmodule(load=\"imptcp\")\n\
-                 input(type=\"imptcp\" port=\"{port}\" address=\"127.0.0.1\")\n\
-                 template(name=\"raw\" type=\"string\" string=\"%rawmsg%\\n\")\n{action}\n",
-                dir = dir.display(),
-                action = match target.relay_port {
-                    None => format!("action(type=\"omfile\" file=\"{}\" template=\"raw\" asyncWriting=\"on\" ioBufferSize=\"1m\" flushOnTXEnd=\"off\")", out.display()),
-                    Some(p) => format!("action(type=\"omfwd\" target=\"127.0.0.1\" port=\"{p}\" protocol=\"tcp\" template=\"raw\" queue.type=\"LinkedList\" queue.filename=\"fwdq\" queue.maxDiskSpace=\"4g\" queue.saveOnShutdown=\"on\")"),
-                }
-            );
-            let mut c = Command::new(rsyslogd);
-            c.args(["-n", "-f"])
-                .arg(&config)
-                .arg("-i")
-                .arg(dir.join("rsyslog.pid"));
-            (text, c)
-        }
-        System::SyslogNg => {
-            let root = locate_syslog_ng(&args.peers_dir)?;
-            let text = format!(
-                "@version: 3.38\noptions {{ flush_lines(1000); stats_freq(0); }};\n\
-                 source s {{ network(ip(\"127.0.0.1\") port({port}) transport(\"tcp\") flags(no-parse) max-connections(64) log_iw_size(100000) log_fetch_limit(1000)); }};\n\
-                 destination d {{ {destination} }};\n\
-                 log {{ source(s); destination(d); }};\n",
-                destination = match target.relay_port {
-                    None => format!("file(\"{}\" template(\"${{MSG}}\\n\"));", out.display()),
-                    Some(p) => format!("network(\"127.0.0.1\" port({p}) transport(\"tcp\") template(\"${{MSG}}\\n\") disk-buffer(reliable(yes) disk-buf-size(4294967296) dir(\"{}\")));", dir.display()),
-                }
-            );
-            let lib = root.join("usr/lib/syslog-ng");
-            let mut c = Command::new(root.join("usr/sbin/syslog-ng"));
-            c.args(["-F", "-f"])
-                .arg(&config)
-                .arg(format!("--module-path={}", lib.join("3.38").display()))
-                .arg("-p")
-                .arg(dir.join("syslog-ng.pid"))
-                .arg("-R")
-                .arg(dir.join("syslog-ng.persist"))
-                .arg("-c")
-                .arg(dir.join("syslog-ng.ctl"))
-                .env(
-                    "LD_LIBRARY_PATH",
-                    format!(
-                        "{}:{}:{}",
-                        lib.display(),
-                        root.join("usr/lib/x86_64-linux-gnu").display(),
-                        root.join("lib/x86_64-linux-gnu").display()
-                    ),
-                );
-            (text, c)
-        }
-    };
-    std::fs::write(&config, text).map_err(|e| e.to_string())?;
-    let log = std::fs::File::create(dir.join("server.log")).map_err(|e| e.to_string())?;
-    if let Some(cpu) = cpu {
+    let (text, mut command) = peers::server_command(v, place, &args.sluice, &args.peers_dir)?;
+    std::fs::write(place.dir.join("config"), text).map_err(|e| e.to_string())?;
+    let log_path = place.dir.join("server.log");
+    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+    if cores == Cores::Split {
         use std::os::unix::process::CommandExt;
         // SAFETY: runs in the forked child before exec; sched_setaffinity is async-signal-safe
         // and every thread the server starts inherits the mask.
         unsafe {
-            command.pre_exec(move || {
-                set_affinity(0, &[cpu]);
+            command.pre_exec(|| {
+                set_affinity(0, &[0]);
                 Ok(())
             });
         }
     }
-    let child = command
+    let mut child = command
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .map_err(|e| format!("start: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
+    while TcpStream::connect(("127.0.0.1", place.port)).is_err() {
+        if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
+            stop(&mut child);
             return Err(format!(
-                "did not listen on {port}; see {}",
-                dir.join("server.log").display()
+                "did not listen on {}; see {}",
+                place.port,
+                log_path.display()
             ));
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -417,70 +262,152 @@ fn start(
 }
 
 fn measure(
-    system: System,
+    v: &Variant,
     args: &CompareArgs,
     child: &mut Child,
-    address: SocketAddr,
-    target: &Target,
-    receiver: Option<&RelayReceiver>,
+    place: &ServerPlace,
+    collector: &Collector,
     rate: Option<u64>,
 ) -> Result<Row, String> {
     let pid = child.id();
+    let count = match rate {
+        Some(r) => r * args.latency_seconds,
+        None => (args.count / v.count_divisor).max(1000),
+    };
     let firehose = Firehose {
-        address,
+        address: ([127, 0, 0, 1], place.port).into(),
         connections: args.connections,
-        count: rate.map_or(args.count, |r| r * args.latency_seconds),
+        count,
         size: args.size,
         framing: Framing::Newline,
-        format: Format::Rfc5424,
+        format: args.format,
         rate,
+        ..Firehose::default()
     };
+    let sluice = v.system == System::Sluice;
     let cpu_before = process_cpu_seconds(pid);
     let started = Instant::now();
-    let total = firehose::run(&firehose)?;
-    let deadline = started + Duration::from_secs(300);
-    match receiver {
-        None => wait_for_lines(target.file, total, deadline)?,
-        Some(r) => wait_for_relay(r, total, deadline)?,
+    let total = firehose::run(&firehose)?.sent;
+    let deadline = started + Duration::from_secs(600);
+    let tally = collector.tally();
+    let mut durable_at = None;
+    loop {
+        if sluice && durable_at.is_none() && durable_events(place.api)? >= total {
+            durable_at = Some(started.elapsed());
+        }
+        if tally.lines() >= total && (!sluice || durable_at.is_some()) {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("only {} of {total} lines arrived", tally.lines()));
+        }
+        std::thread::sleep(Duration::from_millis(if sluice { 10 } else { 2 }));
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = process_cpu_seconds(pid) - cpu_before;
-    let (missing, duplicates) = match receiver {
-        None => check_output(target.file, total)?,
-        Some(r) => {
-            let seqs = r.seqs.lock().map(|s| s.clone()).unwrap_or_default();
-            count_missing(seqs.into_iter(), total)
-        }
-    };
+    let (missing, duplicates) = tally.missing_and_duplicates(total);
     Ok(Row {
-        system: system.name().to_string(),
-        scenario: "file",
-        cores: "both",
-        durable: if system == System::Sluice {
-            "yes (fsync)"
-        } else {
-            "no"
-        },
+        variant: *v,
+        cores: Cores::Both,
+        offered_rate: rate,
+        events: total,
         events_per_sec: total as f64 / elapsed,
+        durable_per_sec: durable_at.map(|d| total as f64 / d.as_secs_f64()),
         cpu_percent: 100.0 * cpu / elapsed,
         peak_rss_mib: peak_rss_kib(pid) as f64 / 1024.0,
         missing,
         duplicates,
-        latency: rate.zip(receiver).map(|(r, receiver)| {
-            let h = receiver
-                .latency
-                .lock()
-                .map(|h| h.clone())
-                .unwrap_or_else(|_| new_histogram());
-            let latency = Latency {
-                p50: h.value_at_quantile(0.5),
-                p99: h.value_at_quantile(0.99),
-                p999: h.value_at_quantile(0.999),
-                max: h.max(),
-            };
-            (r, latency)
-        }),
+        latency: tally.latency(),
+        ingest_durable: if sluice {
+            Some(ingest_durable_percentiles(place.api)?)
+        } else {
+            None
+        },
     })
+}
+
+/// `GET /metrics` from Sluice's admin API.
+fn scrape(api: SocketAddr) -> Result<String, String> {
+    let mut s = TcpStream::connect(api).map_err(|e| format!("admin API {api}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: sluice\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut page = String::new();
+    s.read_to_string(&mut page)
+        .map_err(|e| format!("admin API {api}: {e}"))?;
+    Ok(page)
+}
+
+/// Sum over every series of a metric (`name{...} value` lines).
+fn metric_sum(page: &str, name: &str) -> f64 {
+    page.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn durable_events(api: SocketAddr) -> Result<u64, String> {
+    Ok(metric_sum(&scrape(api)?, "sluice_events_durable_total") as u64)
+}
+
+fn ingest_durable_percentiles(api: SocketAddr) -> Result<Percentiles, String> {
+    let page = scrape(api)?;
+    Ok(bucket_percentiles(&page, "sluice_ingest_durable_seconds"))
+}
+
+/// p50/p99/p99.9/max of a Prometheus histogram (summed over its series) as the upper bound of
+/// the bucket each falls in, in µs (`u64::MAX` when it is in the +Inf bucket).
+pub fn bucket_percentiles(page: &str, name: &str) -> Percentiles {
+    let prefix = format!("{name}_bucket{{");
+    let mut cumulative: Vec<(f64, f64)> = Vec::new();
+    for line in page.lines().filter(|l| l.starts_with(&prefix)) {
+        let le = line
+            .split("le=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .and_then(|v| match v {
+                "+Inf" => Some(f64::INFINITY),
+                v => v.parse::<f64>().ok(),
+            });
+        let count = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+        if let (Some(le), Some(count)) = (le, count) {
+            match cumulative.iter_mut().find(|(b, _)| *b == le) {
+                Some((_, c)) => *c += count,
+                None => cumulative.push((le, count)),
+            }
+        }
+    }
+    cumulative.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = cumulative.last().map_or(0.0, |&(_, c)| c);
+    let at = |q: f64| {
+        let bound = cumulative
+            .iter()
+            .find(|&&(_, c)| total > 0.0 && c >= q * total)
+            .map_or(0.0, |&(b, _)| b);
+        if bound.is_finite() {
+            (bound * 1e6).round() as u64
+        } else {
+            u64::MAX
+        }
+    };
+    let max = cumulative
+        .iter()
+        .find(|&&(_, c)| total > 0.0 && c >= total)
+        .map_or(0.0, |&(b, _)| b);
+    Percentiles {
+        p50: at(0.5),
+        p99: at(0.99),
+        p999: at(0.999),
+        max: if max.is_finite() {
+            (max * 1e6).round() as u64
+        } else {
+            u64::MAX
+        },
+    }
 }
 
 fn stop(child: &mut Child) {
@@ -497,66 +424,6 @@ fn stop(child: &mut Child) {
     }
     let _ = child.kill();
     let _ = child.wait();
-}
-
-fn wait_for_lines(out: &Path, total: u64, deadline: Instant) -> Result<(), String> {
-    use std::io::Read;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut seen = 0u64;
-    let mut offset = 0u64;
-    loop {
-        if let Ok(mut f) = std::fs::File::open(out) {
-            use std::io::Seek;
-            if f.seek(std::io::SeekFrom::Start(offset)).is_ok() {
-                while let Ok(n) = f.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    seen += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
-                    offset += n as u64;
-                }
-            }
-        }
-        if seen >= total {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!("only {seen} of {total} lines arrived"));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn wait_for_relay(r: &RelayReceiver, total: u64, deadline: Instant) -> Result<(), String> {
-    loop {
-        let seen = r.lines.load(std::sync::atomic::Ordering::Relaxed);
-        if seen >= total {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!("only {seen} of {total} lines arrived"));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Missing and duplicated sequence numbers in the output.
-fn check_output(out: &Path, total: u64) -> Result<(u64, u64), String> {
-    let text = std::fs::read(out).map_err(|e| format!("read {}: {e}", out.display()))?;
-    let seqs = text.split(|&b| b == b'\n').filter_map(firehose::seq_in);
-    Ok(count_missing(seqs, total))
-}
-
-fn count_missing(seqs: impl Iterator<Item = u64>, total: u64) -> (u64, u64) {
-    let mut seen = HashSet::with_capacity(total as usize);
-    let mut duplicates = 0;
-    for seq in seqs {
-        if !seen.insert(seq) {
-            duplicates += 1;
-        }
-    }
-    let missing = (0..total).filter(|s| !seen.contains(s)).count() as u64;
-    (missing, duplicates)
 }
 
 /// User + system CPU seconds of a process (from /proc).
@@ -590,164 +457,277 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn locate_rsyslogd() -> Result<PathBuf, String> {
-    let path = PathBuf::from("/usr/sbin/rsyslogd");
-    if path.exists() {
-        return Ok(path);
-    }
-    let status = Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends", "rsyslog"])
-        .status()
-        .map_err(|e| format!("apt-get: {e}"))?;
-    if status.success() && path.exists() {
-        Ok(path)
+/// The Sluice durable row of the same scenario and placement (the ratios' reference).
+fn reference<'a>(rows: &'a [Row], r: &Row) -> Option<&'a Row> {
+    rows.iter().find(|s| {
+        s.system() == System::Sluice
+            && s.variant.durability == Durability::Fsync
+            && s.variant.scenario == r.variant.scenario
+            && s.cores == r.cores
+            && s.offered_rate.is_none()
+    })
+}
+
+fn ms(us: u64) -> String {
+    if us == u64::MAX {
+        "> 2500".into()
     } else {
-        Err("rsyslogd not found and `apt-get install rsyslog` failed".into())
+        format!("{:.2}", us as f64 / 1000.0)
     }
 }
 
-/// syslog-ng unpacked under `peers_dir/syslog-ng` (downloaded with apt-get if not there yet).
-fn locate_syslog_ng(peers_dir: &Path) -> Result<PathBuf, String> {
-    let root = peers_dir.join("syslog-ng");
-    if root.join("usr/sbin/syslog-ng").exists() {
-        return Ok(root);
-    }
-    let debs = peers_dir.join("debs");
-    std::fs::create_dir_all(&debs).map_err(|e| e.to_string())?;
-    let status = Command::new("apt-get")
-        .args([
-            "download",
-            "syslog-ng-core",
-            "libivykis0",
-            "libpcre3",
-            "libnet1",
-            "libwrap0",
-        ])
-        .current_dir(&debs)
-        .status()
-        .map_err(|e| format!("apt-get download: {e}"))?;
-    if !status.success() {
-        return Err("apt-get download syslog-ng-core failed".into());
-    }
-    for entry in std::fs::read_dir(&debs)
-        .map_err(|e| e.to_string())?
-        .flatten()
-    {
-        let ok = Command::new("dpkg-deb")
-            .arg("-x")
-            .arg(entry.path())
-            .arg(&root)
-            .status()
-            .map_err(|e| format!("dpkg-deb: {e}"))?
-            .success();
-        if !ok {
-            return Err(format!("dpkg-deb -x {} failed", entry.path().display()));
-        }
-    }
-    Ok(root)
-}
-
-/// The markdown table (ratios to the Sluice row).
-pub fn table(rows: &[Row]) -> String {
-    let sluice = rows
-        .iter()
-        .find(|r| r.system == "Sluice")
-        .map_or(0.0, |r| r.events_per_sec);
+/// The markdown tables: throughput (ratios to Sluice), latency at fixed loads, targets.
+pub fn table(rows: &[Row], size: usize) -> String {
     let mut t = String::from(
-        "| system | scenario | cores | durable? | events/s | Sluice ÷ this | CPU % | peak RSS MiB | missing | duplicates |\n|---|---|---|---|---:|---:|---:|---:|---:|---:|\n",
+        "| system | scenario | cores | durable? | events | events/s | MB/s in | Sluice ÷ this | p99 ms | CPU % | peak RSS MiB | missing | dups |\n\
+         |---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
-    for r in rows.iter().filter(|r| r.latency.is_none()) {
-        // The ratio is to Sluice in the same scenario and core placement.
-        let sluice = rows
-            .iter()
-            .find(|s| s.system == "Sluice" && s.scenario == r.scenario && s.cores == r.cores)
-            .map_or(sluice, |s| s.events_per_sec);
-        let ratio = if r.events_per_sec > 0.0 {
-            sluice / r.events_per_sec
-        } else {
-            0.0
-        };
+    for r in rows.iter().filter(|r| r.offered_rate.is_none()) {
+        let ratio = reference(rows, r)
+            .filter(|_| r.events_per_sec > 0.0)
+            .map_or("–".to_string(), |s| {
+                format!("{:.2}", s.events_per_sec / r.events_per_sec)
+            });
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {:.0} | {:.2} | {:.0} | {:.0} | {} | {} |",
-            r.system,
-            r.scenario,
-            r.cores,
-            r.durable,
+            "| {} | {} | {} | {} | {} | {:.0} | {:.0} | {ratio} | {} | {:.0} | {:.0} | {} | {} |",
+            r.system().name(),
+            r.variant.scenario.name(),
+            r.cores.name(),
+            r.variant.setup,
+            r.events,
             r.events_per_sec,
-            ratio,
+            r.events_per_sec * size as f64 / 1e6,
+            ms(r.latency.p99),
             r.cpu_percent,
             r.peak_rss_mib,
             r.missing,
             r.duplicates
         );
     }
-    let latency_rows: Vec<&Row> = rows.iter().filter(|r| r.latency.is_some()).collect();
-    if let Some((rate, _)) = latency_rows.first().and_then(|r| r.latency) {
-        let _ = write!(
+    latency_table(&mut t, rows);
+    targets(&mut t, rows);
+    t
+}
+
+fn latency_table(t: &mut String, rows: &[Row]) {
+    let _ = write!(
+        t,
+        "\nLatency at a fixed offered load (both cores). End to end: send → line out (file: read by a \
+         tailer polling every 1 ms). Ingest → durable: Sluice's own histogram \
+         (`sluice_ingest_durable_seconds`), shown as the upper bound of the bucket the percentile \
+         falls in.\n\n\
+         | system | scenario | durable? | offered/s | end-to-end p50 / p99 / p99.9 / max ms | ingest → durable p50 / p99 / p99.9 ms | missing |\n\
+         |---|---|---|---:|---|---|---:|\n"
+    );
+    for r in rows.iter().filter(|r| r.offered_rate.is_some()) {
+        let l = r.latency;
+        let own = r.ingest_durable.map_or("–".to_string(), |d| {
+            format!("≤ {} / ≤ {} / ≤ {}", ms(d.p50), ms(d.p99), ms(d.p999))
+        });
+        let _ = writeln!(
             t,
-            "\nEnd-to-end latency, relay scenario, {rate} events/s offered (send → received downstream):\n\n\
-             | system | durable? | p50 ms | p99 ms | p99.9 ms | max ms | missing |\n|---|---|---:|---:|---:|---:|---:|\n"
+            "| {} | {} | {} | {} | {} / {} / {} / {} | {own} | {} |",
+            r.system().name(),
+            r.variant.scenario.name(),
+            r.variant.setup,
+            r.offered_rate.unwrap_or(0),
+            ms(l.p50),
+            ms(l.p99),
+            ms(l.p999),
+            ms(l.max),
+            r.missing
         );
-        let ms = |us: u64| us as f64 / 1000.0;
-        for r in latency_rows {
-            if let Some((_, l)) = r.latency {
-                let _ = writeln!(
-                    t,
-                    "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
-                    r.system,
-                    r.durable,
-                    ms(l.p50),
-                    ms(l.p99),
-                    ms(l.p999),
-                    ms(l.max),
-                    r.missing
-                );
-            }
+    }
+}
+
+/// The issue's targets, checked against this run.
+fn targets(t: &mut String, rows: &[Row]) {
+    let _ = write!(
+        t,
+        "\nTargets, checked against this run:\n\n| target | measured | met? |\n|---|---|---|\n"
+    );
+    let mut line = |name: String, measured: String, met: bool| {
+        let _ = writeln!(
+            t,
+            "| {name} | {measured} | {} |",
+            if met { "yes" } else { "**no**" }
+        );
+    };
+    let sluice = |scenario: Scenario, cores: Cores| {
+        rows.iter().find(|r| {
+            r.system() == System::Sluice
+                && r.variant.durability == Durability::Fsync
+                && r.variant.scenario == scenario
+                && r.cores == cores
+                && r.offered_rate.is_none()
+        })
+    };
+    let best = |system: System, scenario: Scenario, durability: &[Durability]| {
+        rows.iter()
+            .filter(|r| {
+                r.system() == system
+                    && r.variant.scenario == scenario
+                    && r.cores == Cores::Both
+                    && r.offered_rate.is_none()
+                    && durability.contains(&r.variant.durability)
+            })
+            .map(|r| r.events_per_sec)
+            .fold(0.0f64, f64::max)
+    };
+    for scenario in [Scenario::File, Scenario::Relay] {
+        let Some(s) = sluice(scenario, Cores::Both) else {
+            continue;
+        };
+        let name = scenario.name();
+        line(
+            format!("Sluice durable, {name}, both cores ≥ 1.5M events/s"),
+            format!("{:.0}", s.events_per_sec),
+            s.events_per_sec >= 1.5e6,
+        );
+        let rsyslog = best(
+            System::Rsyslog,
+            scenario,
+            &[Durability::Memory, Durability::DiskNoFsync],
+        );
+        if rsyslog > 0.0 {
+            let ratio = s.events_per_sec / rsyslog;
+            line(
+                format!("{name}: ≥ 2× rsyslog's best non-durable"),
+                format!("{ratio:.2}×"),
+                ratio >= 2.0,
+            );
+        }
+        if let Some(p) = sluice(scenario, Cores::Split) {
+            line(
+                format!("Sluice durable, {name}, server on one core ≥ 750K events/s"),
+                format!("{:.0}", p.events_per_sec),
+                p.events_per_sec >= 7.5e5,
+            );
         }
     }
-    t
+    let disk_buffer = best(
+        System::SyslogNg,
+        Scenario::Relay,
+        &[Durability::DiskNoFsync],
+    );
+    if let (Some(s), true) = (sluice(Scenario::Relay, Cores::Both), disk_buffer > 0.0) {
+        let ratio = s.events_per_sec / disk_buffer;
+        line(
+            "relay: ≥ 8× syslog-ng's reliable disk-buffer".into(),
+            format!("{ratio:.2}×"),
+            ratio >= 8.0,
+        );
+    }
+    for r in rows.iter().filter(|r| r.system() == System::Sluice) {
+        if let (Some(rate), Some(d)) = (r.offered_rate, r.ingest_durable) {
+            line(
+                format!(
+                    "p99 ingest → durable ≤ 10 ms at {rate} events/s offered ({})",
+                    r.variant.scenario.name()
+                ),
+                format!("≤ {} ms", ms(d.p99)),
+                d.p99 <= 10_000,
+            );
+        }
+    }
+    let lost: u64 = rows.iter().map(|r| r.missing).sum();
+    line(
+        "zero loss in every run".into(),
+        format!("{lost} missing over {} runs", rows.len()),
+        lost == 0,
+    );
+    let rss = rows
+        .iter()
+        .filter(|r| r.system() == System::Sluice)
+        .map(|r| r.peak_rss_mib)
+        .fold(0.0f64, f64::max);
+    line(
+        "Sluice peak RSS ≤ 128 MiB (default settings)".into(),
+        format!("{rss:.0} MiB"),
+        rss <= 128.0,
+    );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn row(system: &str, eps: f64, missing: u64) -> Row {
+    fn row(v: usize, cores: Cores, eps: f64, missing: u64) -> Row {
         Row {
-            system: system.into(),
-            scenario: "file",
-            cores: "both",
-            durable: "no",
+            variant: VARIANTS[v],
+            cores,
+            offered_rate: None,
+            events: 1000,
             events_per_sec: eps,
+            durable_per_sec: None,
             cpu_percent: 100.0,
             peak_rss_mib: 10.0,
             missing,
             duplicates: 0,
-            latency: None,
+            latency: Percentiles {
+                p50: 1000,
+                p99: 2500,
+                p999: 3000,
+                max: 4000,
+            },
+            ingest_durable: None,
         }
     }
 
     #[test]
-    fn table_gives_ratios_to_sluice() {
-        let t = table(&[row("Sluice", 1000.0, 0), row("peer", 250.0, 3)]);
+    fn table_gives_ratios_to_sluice_durable_and_checks_targets() {
+        // VARIANTS[0]: Sluice file fsync; [2]: rsyslog file memory.
+        let t = table(
+            &[
+                row(0, Cores::Both, 1_000_000.0, 0),
+                row(2, Cores::Both, 250_000.0, 3),
+            ],
+            200,
+        );
         assert!(
-            t.contains("| Sluice | file | both | no | 1000 | 1.00 |"),
+            t.contains("| Sluice | file | both | yes: WAL fsync 5 ms, file fdatasync | 1000 | 1000000 | 200 | 1.00 | 2.50 |"),
             "{t}"
         );
         assert!(
-            t.contains("| peer | file | both | no | 250 | 4.00 | 100 | 10 | 3 | 0 |"),
+            t.contains("| rsyslog 8 | file | both | no: memory, omfile async | 1000 | 250000 | 50 | 4.00 | 2.50 | 100 | 10 | 3 | 0 |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| Sluice durable, file, both cores ≥ 1.5M events/s | 1000000 | **no** |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| file: ≥ 2× rsyslog's best non-durable | 4.00× | yes |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| zero loss in every run | 3 missing over 2 runs | **no** |"),
             "{t}"
         );
     }
 
     #[test]
-    fn output_check_counts_missing_and_duplicates() {
-        let dir = std::env::temp_dir().join(format!("sluice-compare-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = dir.join("out.log");
-        std::fs::write(&out, "a seq=0 x\nb seq=2 x\nc seq=2 y\nnoise\n").unwrap();
-        assert_eq!(check_output(&out, 3).unwrap(), (1, 1));
-        let _ = std::fs::remove_dir_all(&dir);
+    fn histogram_percentiles_are_bucket_bounds_summed_over_shards() {
+        let page = "\
+# TYPE sluice_ingest_durable_seconds histogram
+sluice_ingest_durable_seconds_bucket{shard=\"0\",le=\"0.001\"} 50
+sluice_ingest_durable_seconds_bucket{shard=\"0\",le=\"0.005\"} 99
+sluice_ingest_durable_seconds_bucket{shard=\"0\",le=\"+Inf\"} 100
+sluice_ingest_durable_seconds_bucket{shard=\"1\",le=\"0.001\"} 50
+sluice_ingest_durable_seconds_bucket{shard=\"1\",le=\"0.005\"} 100
+sluice_ingest_durable_seconds_bucket{shard=\"1\",le=\"+Inf\"} 100
+sluice_events_durable_total{shard=\"0\"} 100
+sluice_events_durable_total{shard=\"1\"} 100
+";
+        let p = bucket_percentiles(page, "sluice_ingest_durable_seconds");
+        assert_eq!(p.p50, 1000);
+        assert_eq!(p.p99, 5000);
+        assert_eq!(
+            p.p999,
+            u64::MAX,
+            "one event of 200 is slower than every bound"
+        );
+        assert_eq!(metric_sum(page, "sluice_events_durable_total"), 200.0);
     }
 }

@@ -1,8 +1,12 @@
 //! Benchmark harness: load generation and side-by-side comparison with rsyslog and syslog-ng.
 //!
-//! [`firehose`]: the load generator's core; [`soak`]: the crash soak; [`compare`]: Sluice next
-//! to rsyslog and syslog-ng, same load, same machine, one run.
+//! [`firehose`]: the load generator's core; [`receive`]: the receiving end (loss, duplicates,
+//! latency); [`peers`]: the systems compared and their configurations; [`compare`]: the runs
+//! and the tables; [`plots`]: PNG charts; [`soak`]: the crash soak.
 
 pub mod compare;
 pub mod firehose;
+pub mod peers;
+pub mod plots;
+pub mod receive;
 pub mod soak;

@@ -53,7 +53,8 @@ impl LatencyHistogram {
         let cell = &self.counts[bucket];
         cell.set(cell.get() + n);
         let nanos = (latency.as_nanos() as u64).saturating_mul(n);
-        self.sum_nanos.set(self.sum_nanos.get().saturating_add(nanos));
+        self.sum_nanos
+            .set(self.sum_nanos.get().saturating_add(nanos));
     }
 
     pub fn bounds_seconds(&self) -> &'static [f64] {
@@ -150,7 +151,7 @@ mod tests {
         let t0 = Instant::now();
         a.note(t0, 0); // records 0..3 arrive at t0
         a.note(t0 + Duration::from_millis(4), 3); // records 3..10 at t0 + 4 ms
-        // A commit of records 0..5 at t0 + 6 ms: 3 waited 6 ms, 2 waited 2 ms.
+                                                  // A commit of records 0..5 at t0 + 6 ms: 3 waited 6 ms, 2 waited 2 ms.
         a.settle(5, Some((t0 + Duration::from_millis(6), &h)));
         let counts: Vec<u64> = h.counts().collect();
         assert_eq!(counts[2], 2, "{counts:?}");

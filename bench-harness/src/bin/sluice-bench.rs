@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use bench_harness::firehose;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -37,24 +38,32 @@ enum Command {
 struct CompareCli {
     #[arg(long, default_value = "target/release/sluice")]
     sluice: PathBuf,
+    /// Events per full-speed run (set-ups that do a few hundred events/s send fewer; the
+    /// table shows each run's count).
     #[arg(long, default_value_t = 2_000_000)]
     count: u64,
     #[arg(long, default_value_t = 4)]
     connections: usize,
     #[arg(long, default_value_t = 200)]
     size: usize,
+    #[arg(long, value_enum, default_value = "rfc5424")]
+    format: Format,
     /// Scratch directory (emptied first).
     #[arg(long, default_value = "/tmp/sluice-compare")]
     work_dir: PathBuf,
     /// Where syslog-ng is unpacked (downloaded with apt-get the first time).
     #[arg(long, default_value = "/tmp/sluice-peers")]
     peers_dir: PathBuf,
-    /// Also write the table into this markdown file (between its markers).
+    /// Also write the tables into this markdown file (between its markers), and the plots
+    /// (`benchmarks-throughput.png`, `benchmarks-latency.png`) next to it.
     #[arg(long)]
     write: Option<PathBuf>,
-    /// Offered load of the latency runs (relay scenario), events/s.
+    /// Offered load of the peers' latency runs (relay scenario), events/s.
     #[arg(long, default_value_t = 100_000)]
     latency_rate: u64,
+    /// Offered load of Sluice's latency runs, events/s.
+    #[arg(long, default_value_t = 1_000_000)]
+    sluice_latency_rate: u64,
     #[arg(long, default_value_t = 5)]
     latency_seconds: u64,
 }
@@ -69,27 +78,36 @@ fn compare(cli: CompareCli) -> Result<(), String> {
         count: cli.count,
         connections: cli.connections,
         size: cli.size,
+        format: cli.format.into(),
         peers_dir: cli.peers_dir,
         latency_rate: cli.latency_rate,
+        sluice_latency_rate: cli.sluice_latency_rate,
         latency_seconds: cli.latency_seconds,
     })?;
-    let table = bench_harness::compare::table(&rows);
+    let table = bench_harness::compare::table(&rows, cli.size);
     print!("{table}");
     if let Some(path) = cli.write {
-        let doc = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let (Some(a), Some(b)) = (doc.find(TABLE_START), doc.find(TABLE_END)) else {
-            return Err(format!(
-                "{}: no {TABLE_START} … {TABLE_END} markers",
-                path.display()
-            ));
-        };
-        let updated = format!("{}{TABLE_START}\n{table}{}", &doc[..a], &doc[b..]);
-        std::fs::write(&path, updated).map_err(|e| format!("{}: {e}", path.display()))?;
+        write_between_markers(&path, &table)?;
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        bench_harness::plots::throughput_png(&rows, &dir.join("benchmarks-throughput.png"))?;
+        bench_harness::plots::latency_png(&rows, &dir.join("benchmarks-latency.png"))?;
     }
     if rows.iter().any(|r| r.missing > 0) {
         return Err("a system lost events: see the missing column".into());
     }
     Ok(())
+}
+
+fn write_between_markers(path: &std::path::Path, table: &str) -> Result<(), String> {
+    let doc = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (Some(a), Some(b)) = (doc.find(TABLE_START), doc.find(TABLE_END)) else {
+        return Err(format!(
+            "{}: no {TABLE_START} … {TABLE_END} markers",
+            path.display()
+        ));
+    };
+    let updated = format!("{}{TABLE_START}\n{table}{}", &doc[..a], &doc[b..]);
+    std::fs::write(path, updated).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 #[derive(clap::Args)]
@@ -190,25 +208,53 @@ enum Framing {
 enum Format {
     Rfc5424,
     Rfc3164,
+    JsonLines,
+}
+
+impl From<Format> for firehose::Format {
+    fn from(f: Format) -> Self {
+        match f {
+            Format::Rfc5424 => firehose::Format::Rfc5424,
+            Format::Rfc3164 => firehose::Format::Rfc3164,
+            Format::JsonLines => firehose::Format::JsonLines,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Transport {
+    Tcp,
+    Udp,
 }
 
 #[derive(clap::Args)]
 struct LoadArgs {
+    /// Where to send: loopback unless you give another address.
     #[arg(long, default_value = "127.0.0.1:5514")]
     address: SocketAddr,
+    #[arg(long, value_enum, default_value = "tcp")]
+    transport: Transport,
+    /// TCP connections (UDP: sending sockets), one thread each.
     #[arg(long, default_value_t = 4)]
     connections: usize,
     /// Events in total (split evenly over the connections).
     #[arg(long, default_value_t = 1_000_000)]
     count: u64,
+    /// Stop after this long even if not all events went out (e.g. "30s").
+    #[arg(long)]
+    duration: Option<humantime::Duration>,
     /// Bytes per message (the syslog line, without framing).
     #[arg(long, default_value_t = 200)]
     size: usize,
+    /// A size distribution instead: uniform between MIN and MAX bytes ("100-2000").
+    #[arg(long, value_parser = parse_size_range)]
+    size_range: Option<(usize, usize)>,
     #[arg(long, value_enum, default_value = "octet-counting")]
     framing: Framing,
     #[arg(long, value_enum, default_value = "rfc5424")]
     format: Format,
-    /// Wait until this file has `count` more lines than at the start, and report that rate.
+    /// Wait until this file has the sent events as more lines than at the start, and report
+    /// that rate.
     #[arg(long)]
     until_lines: Option<PathBuf>,
     /// Give up waiting for the output after this many seconds.
@@ -217,6 +263,18 @@ struct LoadArgs {
     /// Offered load in events/s over all connections (default: as fast as accepted).
     #[arg(long)]
     rate: Option<u64>,
+}
+
+fn parse_size_range(s: &str) -> Result<(usize, usize), String> {
+    let (min, max) = s
+        .split_once('-')
+        .ok_or_else(|| format!("expected MIN-MAX, got {s:?}"))?;
+    let parse = |v: &str| v.trim().parse::<usize>().map_err(|e| format!("{v:?}: {e}"));
+    let (min, max) = (parse(min)?, parse(max)?);
+    if min > max || max > 64 * 1024 {
+        return Err(format!("need MIN <= MAX <= 65536, got {min}-{max}"));
+    }
+    Ok((min, max))
 }
 
 fn cpu_seconds() -> f64 {
@@ -253,31 +311,39 @@ fn load(args: LoadArgs) -> Result<(), String> {
         }
         None => None,
     };
-    let firehose = bench_harness::firehose::Firehose {
+    let firehose = firehose::Firehose {
         address: args.address,
+        transport: match args.transport {
+            Transport::Tcp => firehose::Transport::Tcp,
+            Transport::Udp => firehose::Transport::Udp,
+        },
         connections: args.connections,
         count: args.count,
         size: args.size,
+        sizes: args
+            .size_range
+            .map(|(min, max)| firehose::Sizes::Uniform { min, max }),
         framing: match args.framing {
-            Framing::OctetCounting => bench_harness::firehose::Framing::OctetCounting,
-            Framing::Newline => bench_harness::firehose::Framing::Newline,
+            Framing::OctetCounting => firehose::Framing::OctetCounting,
+            Framing::Newline => firehose::Framing::Newline,
         },
-        format: match args.format {
-            Format::Rfc5424 => bench_harness::firehose::Format::Rfc5424,
-            Format::Rfc3164 => bench_harness::firehose::Format::Rfc3164,
-        },
+        format: args.format.into(),
         rate: args.rate,
+        duration: args.duration.map(Into::into),
     };
     let started = Instant::now();
     let cpu_before = cpu_seconds();
-    let total = bench_harness::firehose::run(&firehose)?;
+    let sent = firehose::run(&firehose)?;
+    let total = sent.sent;
     let send_secs = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu_before;
     println!(
-        "sent {total} events ({} bytes each) over {} connections in {send_secs:.3}s: {:.0} events/s; loader CPU {cpu:.2}s ({:.0}% of one core)",
-        args.size,
+        "sent {total} events ({} bytes, {:.0} bytes/event framed) over {} connections in {send_secs:.3}s: {:.0} events/s, {:.1} MB/s; loader CPU {cpu:.2}s ({:.0}% of one core)",
+        sent.bytes,
+        sent.bytes as f64 / total.max(1) as f64,
         args.connections,
         total as f64 / send_secs,
+        sent.bytes as f64 / send_secs / 1e6,
         100.0 * cpu / send_secs
     );
     if let Some((file, offset)) = output.as_mut() {

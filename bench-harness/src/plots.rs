@@ -1,0 +1,239 @@
+//! PNG plots of a comparison run (plotters, bitmap backend): events/s per system, scenario and
+//! set-up, one panel per core placement; and latency percentiles at fixed offered loads.
+//!
+//! Text needs a TrueType font: DejaVu Sans from Debian's `fonts-dejavu-core` (the path can be
+//! overridden with `SLUICE_BENCH_FONT`). Without it the plots fail with that message; the
+//! tables do not depend on them.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use plotters::coord::ranged1d::SegmentValue;
+use plotters::prelude::*;
+
+use crate::compare::{Cores, Row};
+use crate::peers::System;
+
+const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+/// Registers the font once per process (plotters keeps a `'static` reference to it).
+fn font() -> Result<(), String> {
+    static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
+    REGISTERED
+        .get_or_init(|| {
+            let path = std::env::var("SLUICE_BENCH_FONT").unwrap_or_else(|_| DEFAULT_FONT.into());
+            let bytes = std::fs::read(&path).map_err(|e| {
+                format!("font {path}: {e} (apt-get install fonts-dejavu-core, or set SLUICE_BENCH_FONT)")
+            })?;
+            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+                .map_err(|_| format!("font {path}: not a TrueType font"))
+        })
+        .clone()
+}
+
+fn color(system: System) -> RGBColor {
+    match system {
+        System::Sluice => RGBColor(0x1f, 0x77, 0xb4),
+        System::Rsyslog => RGBColor(0xd6, 0x27, 0x28),
+        System::SyslogNg => RGBColor(0x2c, 0xa0, 0x2c),
+    }
+}
+
+fn label(r: &Row) -> String {
+    format!(
+        "{} {} — {}",
+        r.system().name(),
+        r.variant.scenario.name(),
+        r.variant.setup
+    )
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// One horizontal bar per entry: (label, value, colour).
+fn bars(
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    caption: &str,
+    x_desc: &str,
+    entries: &[(String, f64, RGBColor)],
+) -> Result<(), String> {
+    let n = entries.len().max(1) as i32;
+    let max = entries.iter().map(|e| e.1).fold(1.0f64, f64::max) * 1.1;
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(430)
+        .build_cartesian_2d(0.0..max, (0..n).into_segmented())
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(entries.len())
+        .y_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => entries
+                .get(*i as usize)
+                .map_or(String::new(), |e| e.0.clone()),
+            _ => String::new(),
+        })
+        .x_desc(x_desc)
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(err)?;
+    chart
+        .draw_series(entries.iter().enumerate().map(|(i, (_, value, c))| {
+            let i = i as i32;
+            let mut bar = Rectangle::new(
+                [
+                    (0.0, SegmentValue::Exact(i)),
+                    (*value, SegmentValue::Exact(i + 1)),
+                ],
+                c.filled(),
+            );
+            bar.set_margin(3, 3, 0, 0);
+            bar
+        }))
+        .map_err(err)?;
+    Ok(())
+}
+
+/// Events/s of every full-speed run, one panel per core placement.
+pub fn throughput_png(rows: &[Row], path: &Path) -> Result<(), String> {
+    font()?;
+    let placements = [Cores::Both, Cores::Split];
+    let per_panel = placements
+        .iter()
+        .map(|c| {
+            rows.iter()
+                .filter(|r| r.offered_rate.is_none() && r.cores == *c)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    let height = (120 + 34 * per_panel as u32) * 2;
+    let root = BitMapBackend::new(path, (1300, height.max(300))).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let panels = root.split_evenly((2, 1));
+    for (area, cores) in panels.iter().zip(placements) {
+        let entries: Vec<(String, f64, RGBColor)> = rows
+            .iter()
+            .filter(|r| r.offered_rate.is_none() && r.cores == cores)
+            .map(|r| (label(r), r.events_per_sec, color(r.system())))
+            .collect();
+        bars(
+            area,
+            &format!("events/s end to end, cores: {}", cores.name()),
+            "events/s",
+            &entries,
+        )?;
+    }
+    root.present().map_err(err)
+}
+
+/// p50 / p99 / p99.9 end to end (and Sluice's own ingest → durable p99) of the fixed-load runs.
+pub fn latency_png(rows: &[Row], path: &Path) -> Result<(), String> {
+    font()?;
+    let mut entries = Vec::new();
+    for r in rows.iter().filter(|r| r.offered_rate.is_some()) {
+        let who = format!(
+            "{} {} @{}/s",
+            r.system().name(),
+            r.variant.scenario.name(),
+            r.offered_rate.unwrap_or(0)
+        );
+        let c = color(r.system());
+        let ms = |us: u64| us as f64 / 1000.0;
+        entries.push((format!("{who} p50"), ms(r.latency.p50), c));
+        entries.push((format!("{who} p99"), ms(r.latency.p99), c));
+        entries.push((format!("{who} p99.9"), ms(r.latency.p999), c));
+        if let Some(d) = r.ingest_durable.filter(|d| d.p99 != u64::MAX) {
+            entries.push((format!("{who} ingest→durable p99 (≤)"), ms(d.p99), c));
+        }
+    }
+    let height = 120 + 30 * entries.len() as u32;
+    let root = BitMapBackend::new(path, (1300, height.max(300))).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    bars(
+        &root,
+        "latency at a fixed offered load (send → out)",
+        "milliseconds",
+        &entries,
+    )?;
+    root.present().map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peers::VARIANTS;
+    use crate::receive::Percentiles;
+
+    fn row(v: usize, cores: Cores, rate: Option<u64>, eps: f64) -> Row {
+        Row {
+            variant: VARIANTS[v],
+            cores,
+            offered_rate: rate,
+            events: 1000,
+            events_per_sec: eps,
+            durable_per_sec: None,
+            cpu_percent: 100.0,
+            peak_rss_mib: 10.0,
+            missing: 0,
+            duplicates: 0,
+            latency: Percentiles {
+                p50: 1000,
+                p99: 2500,
+                p999: 3000,
+                max: 4000,
+            },
+            ingest_durable: Some(Percentiles {
+                p50: 2000,
+                p99: 7000,
+                p999: 9000,
+                max: 10_000,
+            }),
+        }
+    }
+
+    /// Reads a PNG's width and height from its IHDR chunk.
+    fn png_size(bytes: &[u8]) -> (u32, u32) {
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "a PNG signature");
+        let be = |at: usize| {
+            u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
+        (be(16), be(20))
+    }
+
+    #[test]
+    fn plots_are_pngs_sized_by_their_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = vec![
+            row(0, Cores::Both, None, 1.2e6),
+            row(2, Cores::Both, None, 5.0e5),
+            row(0, Cores::Split, None, 8.0e5),
+            row(6, Cores::Both, Some(1_000_000), 1.0e6),
+            row(9, Cores::Both, Some(100_000), 1.0e5),
+        ];
+        let throughput = dir.path().join("throughput.png");
+        let latency = dir.path().join("latency.png");
+        throughput_png(&rows, &throughput).unwrap();
+        latency_png(&rows, &latency).unwrap();
+        let (w, h) = png_size(&std::fs::read(&throughput).unwrap());
+        assert_eq!((w, h), (1300, 2 * (120 + 34 * 2)));
+        // Two fixed-load rows: 3 percentiles each, plus 2 ingest → durable bars.
+        let (w, h) = png_size(&std::fs::read(&latency).unwrap());
+        assert_eq!((w, h), (1300, 120 + 30 * 8));
+        // The bars are there, in each system's colour, longer for the faster system.
+        let img = image::open(&throughput).unwrap().to_rgb8();
+        let count = |c: RGBColor| img.pixels().filter(|p| p.0 == [c.0, c.1, c.2]).count();
+        let (sluice, rsyslog) = (count(color(System::Sluice)), count(color(System::Rsyslog)));
+        assert!(rsyslog > 0, "the rsyslog bar is drawn");
+        assert!(
+            sluice > 2 * rsyslog,
+            "two Sluice bars, each longer: {sluice} vs {rsyslog}"
+        );
+    }
+}
