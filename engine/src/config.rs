@@ -172,6 +172,10 @@ pub struct WalConfig {
     /// zstd level, 1 (fastest) to 19.
     #[serde(default = "default_compression_level")]
     pub compression_level: i32,
+    /// A sealed segment is compressed only once it has waited this long undelivered: a
+    /// backlog of seconds is delivered soon anyway, compressing it would only cost CPU.
+    #[serde(default = "default_compress_after", deserialize_with = "de_duration")]
+    pub compress_after: Duration,
     /// Most bytes of segments in data_dir, all shards together (unset: no limit).
     #[serde(default, deserialize_with = "de_opt_bytes")]
     pub max_disk: Option<u64>,
@@ -193,6 +197,7 @@ impl Default for WalConfig {
             recovery: RecoveryMode::default(),
             compression: Compression::default(),
             compression_level: default_compression_level(),
+            compress_after: default_compress_after(),
             max_disk: None,
             min_free_disk: default_min_free_disk(),
             when_full: FullPolicy::default(),
@@ -221,6 +226,9 @@ impl FromStr for Compression {
 
 fn default_compression_level() -> i32 {
     3
+}
+fn default_compress_after() -> Duration {
+    Duration::from_secs(30)
 }
 /// A floor that keeps the host usable when outputs stall for long.
 fn default_min_free_disk() -> MinFree {

@@ -512,7 +512,11 @@ fn start_compactor(
             retention: Arc::clone(&l.retention),
         })
         .collect();
-    let mut compactor = Compactor::new(shards, config.wal.compression_level);
+    let mut compactor = Compactor::new(
+        shards,
+        config.wal.compression_level,
+        config.wal.compress_after,
+    );
     let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
     let handle = std::thread::Builder::new()
         .name("wal-compress".into())

@@ -159,7 +159,7 @@ fn backlog_is_compressed_readable_by_zstd_and_delivered() {
     let cfg = budget_config(
         dir.path(),
         port,
-        "compression = \"zstd\"\ncompression_level = 1",
+        "compression = \"zstd\"\ncompression_level = 1\ncompress_after = \"0s\"",
     );
     let sluice = Sluice::start(dir.path(), &cfg);
     let sender = send_events(&sluice, "squeezed", TOTAL);

@@ -340,6 +340,8 @@ pub struct CompactShard {
 pub struct Compactor {
     shards: Vec<CompactShard>,
     level: i32,
+    /// Only segments sealed (last written) at least this long ago are compressed.
+    min_age: std::time::Duration,
     /// Segments left uncompressed on purpose (damaged or unsealed), not retried.
     skipped: std::collections::HashSet<(usize, u64)>,
     pub segments_compressed: u64,
@@ -347,10 +349,11 @@ pub struct Compactor {
 }
 
 impl Compactor {
-    pub fn new(shards: Vec<CompactShard>, level: i32) -> Self {
+    pub fn new(shards: Vec<CompactShard>, level: i32, min_age: std::time::Duration) -> Self {
         Compactor {
             shards,
             level,
+            min_age,
             skipped: Default::default(),
             segments_compressed: 0,
             bytes_saved: 0,
@@ -371,8 +374,17 @@ impl Compactor {
         Ok(crate::segment::list_segments(dir)?
             .into_iter()
             .filter(|&n| n > after && n < active && !self.skipped.contains(&(i, n)))
-            .filter(|&n| segment_path(dir, n).exists())
+            .filter(|&n| self.old_enough(&segment_path(dir, n)))
             .collect())
+    }
+
+    /// The segment exists and was last written (sealed) at least `min_age` ago.
+    fn old_enough(&self, path: &Path) -> bool {
+        let modified = std::fs::metadata(path).and_then(|m| m.modified());
+        match modified {
+            Ok(at) => at.elapsed().map_or(true, |age| age >= self.min_age),
+            Err(_) => false,
+        }
     }
 
     /// One pass over every shard; `stop` is checked between segments. Returns the segments
