@@ -351,7 +351,7 @@ impl Collector for SluiceCollector {
                 .enumerate()
                 .map(move |(i, c)| (shard_label(i), ConstCounter::new(f(c))))
         };
-        let counters: [ShardCounter; 2] = [
+        let counters: [ShardCounter; 3] = [
             (
                 "sluice_events_durable",
                 "Events made durable in the WAL",
@@ -360,6 +360,11 @@ impl Collector for SluiceCollector {
             ("sluice_wal_bytes", "Bytes written to the WAL", |c| {
                 c.wal_bytes.load(Relaxed)
             }),
+            (
+                "sluice_connections_handed_off",
+                "TCP connections this shard accepted and passed to a less loaded shard",
+                |c| c.connections_handed_off.load(Relaxed),
+            ),
         ];
         for (name, help, f) in counters {
             family(&mut encoder, name, help, MetricType::Counter, per_shard(f))?;

@@ -18,6 +18,8 @@ pub struct ShardCounters {
     pub connections_accepted: AtomicU64,
     pub connections_active: AtomicI64,
     pub connections_rejected: AtomicU64,
+    /// Accepted here, served by a less loaded shard (accept-time balancing).
+    pub connections_handed_off: AtomicU64,
     pub udp_datagrams: AtomicU64,
     /// Events read from a socket that the WAL could not take: it was blocked on a disk error
     /// while the shard was stopping, or had already failed.
@@ -52,6 +54,7 @@ impl Default for ShardCounters {
             connections_accepted: AtomicU64::new(0),
             connections_active: AtomicI64::new(0),
             connections_rejected: AtomicU64::new(0),
+            connections_handed_off: AtomicU64::new(0),
             udp_datagrams: AtomicU64::new(0),
             events_dropped_wal: AtomicU64::new(0),
             udp_dropped_blocked: AtomicU64::new(0),

@@ -210,6 +210,7 @@ fn run_with(
     let (command_txs, command_rxs): (Vec<_>, Vec<_>) = (0..shard_count)
         .map(|_| crossbeam_channel::unbounded())
         .unzip();
+    let balance = Arc::new(shard::Balance::new(command_txs.clone()));
     let started = start_shards(
         config,
         &logs,
@@ -220,6 +221,7 @@ fn run_with(
         &exit_tx,
         &budget,
         command_rxs,
+        &balance,
     );
     let (shards, listening) = match started {
         Ok(s) => s,
@@ -683,6 +685,7 @@ fn start_shards(
     exit_tx: &mpsc::Sender<usize>,
     budget: &Arc<DiskBudget>,
     commands: Vec<crossbeam_channel::Receiver<shard::ShardCommand>>,
+    balance: &Arc<shard::Balance>,
 ) -> Result<(Vec<RunningShard>, Listening), EngineError> {
     let mut commands = commands.into_iter();
     let cpus: Vec<usize> = core_affinity::get_core_ids()
@@ -708,6 +711,7 @@ fn start_shards(
             budget: Arc::clone(budget),
             next_record_id: Arc::clone(&logs[id].next_record_id),
             commands: commands.next().unwrap_or_else(crossbeam_channel::never),
+            balance: Arc::clone(balance),
         };
         let placement = match cpus.get(id % cpus.len().max(1)) {
             Some(&cpu) => Placement::Fixed(cpu),

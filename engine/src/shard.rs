@@ -23,7 +23,7 @@ use std::cell::Cell;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -102,8 +102,65 @@ pub struct ShardSpec {
     pub budget: Arc<storage::DiskBudget>,
     /// The id the shard's next durable record gets (outputs compute their lag from it).
     pub next_record_id: Arc<std::sync::atomic::AtomicU64>,
-    /// Reload commands (sources added and removed while running).
+    /// Reload commands (sources added and removed while running) and connections handed
+    /// over by other shards.
     pub commands: crossbeam_channel::Receiver<ShardCommand>,
+    pub balance: Arc<Balance>,
+}
+
+/// Accept-time balancing of TCP connections over shards. SO_REUSEPORT spreads connections by
+/// a hash of their addresses, so a few busy senders can all land on one shard while another
+/// idles. A shard that accepts a connection while it serves more than the least loaded shard
+/// hands it over (the socket, before anything was read from it) through that shard's command
+/// channel. Cross-core traffic once per connection, never per event.
+pub struct Balance {
+    /// Connections each shard serves or has been handed (all TCP sources).
+    load: Vec<AtomicI64>,
+    shards: Vec<crossbeam_channel::Sender<ShardCommand>>,
+}
+
+impl Balance {
+    pub fn new(shards: Vec<crossbeam_channel::Sender<ShardCommand>>) -> Self {
+        Balance {
+            load: shards.iter().map(|_| AtomicI64::new(0)).collect(),
+            shards,
+        }
+    }
+
+    /// The shard that should serve a connection `me` just accepted: the least loaded one if
+    /// `me` serves more; counts the connection there.
+    fn assign(&self, me: usize) -> usize {
+        let load = |i: usize| {
+            self.load
+                .get(i)
+                .map_or(i64::MAX, |l| l.load(Ordering::Acquire))
+        };
+        let least = (0..self.load.len()).min_by_key(|&i| load(i)).unwrap_or(me);
+        let target = if load(me) > load(least) { least } else { me };
+        self.count(target);
+        target
+    }
+
+    /// Counts a connection on `shard`.
+    fn count(&self, shard: usize) {
+        if let Some(l) = self.load.get(shard) {
+            l.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn release(&self, shard: usize) {
+        if let Some(l) = self.load.get(shard) {
+            l.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// A connection accepted by one shard for another to serve.
+pub struct HandedOff {
+    source: String,
+    socket: std::os::fd::OwnedFd,
+    peer: SocketAddr,
+    slot: ConnectionSlot,
 }
 
 /// The addresses a shard bound, in source order.
@@ -154,8 +211,11 @@ impl SourceRun {
     }
 }
 
-/// Commands a shard takes from the control plane (reload), checked every `CONTROL_POLL`.
+/// Commands a shard takes from the control plane (reload) and from other shards, checked
+/// every `CONTROL_POLL`.
 pub enum ShardCommand {
+    /// Serve a connection another shard accepted (see [`Balance`]).
+    Adopt(HandedOff),
     /// Bind and serve a source; replies with the bound address.
     AddSource {
         spec: SourceSpec,
@@ -173,6 +233,7 @@ struct Shard {
     appender: Rc<WalAppender>,
     counters: Arc<ShardCounters>,
     stop: Stopper,
+    balance: Arc<Balance>,
 }
 
 impl Shard {
@@ -251,6 +312,7 @@ pub async fn run(
         appender: Rc::clone(&appender),
         counters: Arc::clone(&spec.counters),
         stop: Stopper::default(),
+        balance: Arc::clone(&spec.balance),
     });
     let gate = Rc::new(Gate::new());
     let mut running = std::collections::HashMap::new();
@@ -265,6 +327,10 @@ pub async fn run(
         while let Ok(command) = spec.commands.try_recv() {
             run_command(&shard, &gate, &mut running, command);
         }
+    }
+    // Connections other shards handed over meanwhile are served (drained) too.
+    while let Ok(command) = spec.commands.try_recv() {
+        run_command(&shard, &gate, &mut running, command);
     }
     tracing::debug!(shard = spec.id, "stopping: draining connections");
     shard.stop.stop();
@@ -302,6 +368,7 @@ fn run_command(
     command: ShardCommand,
 ) {
     match command {
+        ShardCommand::Adopt(conn) => adopt(shard, gate, running, conn),
         ShardCommand::AddSource { spec, reply } => {
             let name = spec.name.clone();
             let added = bind(&spec).and_then(|listener| {
@@ -325,6 +392,36 @@ fn run_command(
             }
             let _ = reply.send(());
         }
+    }
+}
+
+/// Serves a connection another shard handed over; if its source is gone from this shard
+/// (removed by a reload meanwhile), the connection is closed.
+fn adopt(
+    shard: &Rc<Shard>,
+    gate: &Rc<Gate>,
+    running: &std::collections::HashMap<String, Rc<SourceRun>>,
+    conn: HandedOff,
+) {
+    let Some(run) = running.get(&conn.source) else {
+        shard.balance.release(shard.id);
+        return;
+    };
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // SAFETY: the descriptor is an open TCP socket whose ownership moves into the stream.
+    let stream = unsafe { TcpStream::from_raw_fd(conn.socket.into_raw_fd()) };
+    let task = serve_tcp(
+        Rc::clone(shard),
+        Rc::clone(run),
+        stream,
+        conn.peer,
+        conn.slot,
+    );
+    match gate.spawn(task) {
+        Ok(t) => {
+            t.detach();
+        }
+        Err(_) => shard.balance.release(shard.id), // Stopping.
     }
 }
 
@@ -418,12 +515,77 @@ async fn accept_loop(shard: Rc<Shard>, run: Rc<SourceRun>, listener: TcpListener
             .counters
             .connections_accepted
             .fetch_add(1, Ordering::Relaxed);
+        let Some((stream, slot)) = hand_off_if_busier(&shard, &source.name, stream, peer, slot)
+        else {
+            continue;
+        };
         let task = serve_tcp(Rc::clone(&shard), Rc::clone(&run), stream, peer, slot);
         match gate.spawn(task) {
             Ok(t) => t.detach(),
-            Err(_) => return, // The gate is closing: we are stopping.
+            Err(_) => {
+                shard.balance.release(shard.id);
+                return; // The gate is closing: we are stopping.
+            }
         };
     }
+}
+
+/// Passes the connection to a less loaded shard if there is one (`None`: handed off);
+/// otherwise, or if the handover fails, gives it back to be served here.
+fn hand_off_if_busier(
+    shard: &Shard,
+    source: &str,
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: ConnectionSlot,
+) -> Option<(TcpStream, ConnectionSlot)> {
+    let target = shard.balance.assign(shard.id);
+    if target == shard.id {
+        return Some((stream, slot));
+    }
+    let serve_here = || {
+        shard.balance.release(target);
+        shard.balance.count(shard.id);
+    };
+    // A duplicate of the socket travels; dropping ours closes only our descriptor.
+    let socket = match dup_socket(&stream) {
+        Ok(socket) => socket,
+        Err(e) => {
+            tracing::debug!(shard = shard.id, %peer, error = %e, "cannot hand the connection over: served here");
+            serve_here();
+            return Some((stream, slot));
+        }
+    };
+    let conn = HandedOff {
+        source: source.to_string(),
+        socket,
+        peer,
+        slot,
+    };
+    match shard.balance.shards[target].send(ShardCommand::Adopt(conn)) {
+        Ok(()) => {
+            shard
+                .counters
+                .connections_handed_off
+                .fetch_add(1, Ordering::Relaxed);
+            None
+        }
+        Err(refused) => {
+            // The target shard has stopped: served here (the duplicate is dropped).
+            serve_here();
+            match refused.into_inner() {
+                ShardCommand::Adopt(conn) => Some((stream, conn.slot)),
+                _ => None,
+            }
+        }
+    }
+}
+
+fn dup_socket(stream: &TcpStream) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor belongs to `stream`, which outlives this borrow.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    borrowed.try_clone_to_owned()
 }
 
 /// Time taken once per read batch: every event of the batch gets the same `received_at`.
@@ -618,6 +780,7 @@ async fn serve_tcp(
         glommio::yield_if_needed().await;
     }
     conn.finish(&shard).await;
+    shard.balance.release(shard.id);
     shard
         .counters
         .connections_active
@@ -728,5 +891,23 @@ async fn ingest_datagram(shard: &Shard, source: &SourceSpec, datagram: &[u8], ip
 fn add_to_source(counters: &SourceCounters, shard: usize, tally: &BatchTally) {
     if let Some(c) = counters.shard(shard) {
         SourceShardCounters::add(c, tally);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_keeps_a_connection_only_while_it_is_among_the_least_loaded() {
+        let (txs, _rxs): (Vec<_>, Vec<_>) = (0..3).map(|_| crossbeam_channel::unbounded()).unzip();
+        let b = Balance::new(txs);
+        // Every connection lands on shard 0 (the worst a hash can do).
+        let placed: Vec<usize> = (0..6).map(|_| b.assign(0)).collect();
+        assert_eq!(placed, vec![0, 1, 2, 0, 1, 2]);
+        // A connection on shard 1 ends: the next one accepted anywhere goes there.
+        b.release(1);
+        assert_eq!(b.assign(2), 1);
+        assert_eq!(b.assign(2), 2, "all equal again: served where accepted");
     }
 }
