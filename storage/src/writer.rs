@@ -144,6 +144,9 @@ impl Default for WalStats {
 pub struct WalAppender {
     pending: RefCell<Vec<u8>>,
     pending_records: Cell<u64>,
+    /// When the first record of the pending buffer was appended: the group-commit interval
+    /// counts from here, so no record waits longer than the interval plus one commit.
+    first_pending_at: Cell<Option<std::time::Instant>>,
     capacity: usize,
     policy: FsyncPolicy,
     status: Cell<WalStatus>,
@@ -160,6 +163,7 @@ impl WalAppender {
         Rc::new(WalAppender {
             pending: RefCell::new(Vec::with_capacity(capacity)),
             pending_records: Cell::new(0),
+            first_pending_at: Cell::new(None),
             capacity,
             policy,
             status: Cell::new(WalStatus::Running),
@@ -198,6 +202,9 @@ impl WalAppender {
             drop(buf);
             self.wake_flusher.notify(1);
             return Err(AppendError::Full);
+        }
+        if was_empty {
+            self.first_pending_at.set(Some(std::time::Instant::now()));
         }
         let start = begin_record(&mut buf);
         fill(&mut buf);
@@ -263,6 +270,7 @@ impl WalAppender {
     fn take_pending(&self) -> (Vec<u8>, u64) {
         let buf = self.pending.replace(Vec::with_capacity(self.capacity));
         let records = self.pending_records.replace(0);
+        self.first_pending_at.set(None);
         self.space.notify(usize::MAX);
         (buf, records)
     }
@@ -581,7 +589,16 @@ impl<F: SegmentFs> WalFlusher<F> {
                     if full {
                         return;
                     }
-                    futures_lite::future::or(glommio::timer::sleep(d), async {
+                    // Due `d` after the oldest pending record (which may have been appended
+                    // while the previous commit ran); with nothing pending, look again in `d`.
+                    let wait = match self.appender.first_pending_at.get() {
+                        Some(first) => d.saturating_sub(first.elapsed()),
+                        None => d,
+                    };
+                    if wait.is_zero() {
+                        return;
+                    }
+                    futures_lite::future::or(glommio::timer::sleep(wait), async {
                         listener.await;
                     })
                     .await;
