@@ -96,8 +96,28 @@ pub fn read_cursor(shard_dir: &Path, sink: &str) -> Result<Option<Cursor>, Stora
     }
 }
 
+/// Whether a cursor write waits for the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CursorSync {
+    /// fdatasync before returning: the position survives power loss.
+    Now,
+    /// Written, not synced: a crash may bring back the previous slot (an older position:
+    /// duplicates, never loss). Retention must not follow such a position until synced.
+    Later,
+}
+
 /// Records `pos` as the cursor of `sink`, durably, overwriting the older slot in place.
 pub fn write_cursor(shard_dir: &Path, sink: &str, pos: Cursor) -> Result<(), StorageError> {
+    write_cursor_with(shard_dir, sink, pos, CursorSync::Now)
+}
+
+/// Records `pos` as the cursor of `sink` in the older slot, synced as `sync` says.
+pub fn write_cursor_with(
+    shard_dir: &Path,
+    sink: &str,
+    pos: Cursor,
+    sync: CursorSync,
+) -> Result<(), StorageError> {
     let path = cursor_path(shard_dir, sink);
     let mut current = [0u8; FILE_LEN];
     let file = match OpenOptions::new().read(true).write(true).open(&path) {
@@ -115,8 +135,12 @@ pub fn write_cursor(shard_dir: &Path, sink: &str, pos: Cursor) -> Result<(), Sto
     let at = (sequence % 2) * SLOT_STRIDE;
     file.write_all_at(&encode_slot(sequence, pos), at)
         .map_err(|e| StorageError::io("write", &path, e))?;
-    file.sync_data()
-        .map_err(|e| StorageError::io("fdatasync", &path, e))
+    match sync {
+        CursorSync::Now => file
+            .sync_data()
+            .map_err(|e| StorageError::io("fdatasync", &path, e)),
+        CursorSync::Later => Ok(()),
+    }
 }
 
 /// First write: the whole file (both slots' space) then the directory entry, durably.
@@ -184,7 +208,13 @@ mod tests {
                 },
                 next_id: 100 * i,
             };
-            write_cursor(dir.path(), "out", pos).unwrap();
+            // Unsynced writes use the same slots: a crash can only bring back the other one.
+            let sync = if i % 2 == 0 {
+                CursorSync::Now
+            } else {
+                CursorSync::Later
+            };
+            write_cursor_with(dir.path(), "out", pos, sync).unwrap();
             assert_eq!(read_cursor(dir.path(), "out").unwrap(), Some(pos));
         }
         let path = cursor_path(dir.path(), "out");

@@ -63,7 +63,7 @@ pub mod sim;
 pub mod writer;
 
 pub use budget::{DiskBudget, FullPolicy, MinFree};
-pub use cursor::{read_cursor, write_cursor, Cursor};
+pub use cursor::{read_cursor, write_cursor, write_cursor_with, Cursor, CursorSync};
 pub use error::StorageError;
 pub use frame::MAX_RECORD_LEN;
 pub use position::{DurableWatermark, Position};

@@ -10,6 +10,11 @@
 //! - A cursor advances only after the sink confirmed the batch (file: written and, by default,
 //!   fdatasync'd; TCP: written to the socket). A crash between delivery and cursor write
 //!   re-delivers that batch: duplicates possible, loss not.
+//! - Cursor writes are fdatasync'd when the cursor enters a new segment, every
+//!   [`CURSOR_SYNC_INTERVAL`], when the output idles and at stop; in between they are written
+//!   unsynced (a crash brings back an older slot: duplicates, bounded by the interval).
+//!   Retention follows synced positions only, so no segment is deleted that a crash could
+//!   send the cursor back into.
 //! - A failed delivery is retried, the same batch, with exponential backoff and full jitter;
 //!   records stay in the WAL meanwhile, so a stalled destination costs disk, never memory.
 //! - Batches are bounded by [`BATCH_BYTES`] of WAL bytes.
@@ -34,6 +39,8 @@ use crate::metrics::OutputCounters;
 
 /// WAL bytes read per batch and shard.
 pub const BATCH_BYTES: usize = 2 << 20;
+/// Longest time a cursor position stays written but not synced.
+pub const CURSOR_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 /// How long an idle output sleeps when no shard wakes it (shards wake it on every commit).
 const IDLE_PARK: Duration = Duration::from_millis(200);
 
@@ -141,7 +148,8 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
         if cursor.is_none() {
             // Create the cursor file now, while there is disk space: later updates overwrite
             // it in place and never need a new block, even on a full disk.
-            save_cursor(&spec, shard, reader.cursor());
+            let mut state = CursorSyncState::new(reader.position().segment);
+            save_cursor(&spec, shard, reader.cursor(), &mut state, true);
         }
         retain(&spec, shard, reader.position().segment);
         readers.push(reader);
@@ -152,6 +160,10 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
     let mut unsaved = vec![false; spec.shards.len()];
     // The position last handed to `save_cursor`, per shard.
     let mut saved: Vec<_> = readers.iter().map(|r| r.position()).collect();
+    let mut syncs: Vec<CursorSyncState> = readers
+        .iter()
+        .map(|r| CursorSyncState::new(r.position().segment))
+        .collect();
     // (damaged skips, damaged records) already added to the counters, per shard.
     let mut damage_seen = vec![(0u64, 0u64); spec.shards.len()];
     // When told to stop: what was durable at that moment is what remains to deliver (a
@@ -165,7 +177,7 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
         let mut delivered_any = false;
         for (i, (shard, reader)) in spec.shards.iter().zip(readers.iter_mut()).enumerate() {
             if unsaved[i] {
-                unsaved[i] = !save_cursor(&spec, shard, reader.cursor());
+                unsaved[i] = !save_cursor(&spec, shard, reader.cursor(), &mut syncs[i], true);
             }
             out.clear();
             let mut undecodable = 0u64;
@@ -197,7 +209,7 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
                 // Moved over empty or damaged segments without a record: persist that too,
                 // or retention would keep them (and their reserved space) forever.
                 if reader.position() != saved[i] && !unsaved[i] {
-                    unsaved[i] = !save_cursor(&spec, shard, reader.cursor());
+                    unsaved[i] = !save_cursor(&spec, shard, reader.cursor(), &mut syncs[i], true);
                     saved[i] = reader.position();
                 }
                 if !unsaved[i] {
@@ -209,7 +221,7 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
                 tracing::warn!(sink = %spec.name, "shutdown timeout reached: undelivered records stay in the WAL for the next start");
                 return Ok(());
             }
-            unsaved[i] = !save_cursor(&spec, shard, reader.cursor());
+            unsaved[i] = !save_cursor(&spec, shard, reader.cursor(), &mut syncs[i], false);
             saved[i] = reader.position();
             spec.counters
                 .events_sent
@@ -220,6 +232,12 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
             delivered_any = true;
         }
         if !delivered_any {
+            // Idle: sync what was written unsynced, so retention can follow it.
+            for (i, (shard, reader)) in spec.shards.iter().zip(readers.iter()).enumerate() {
+                if syncs[i].dirty && !unsaved[i] {
+                    unsaved[i] = !save_cursor(&spec, shard, reader.cursor(), &mut syncs[i], true);
+                }
+            }
             if stopping && !unsaved.contains(&true) {
                 return Ok(());
             }
@@ -254,16 +272,53 @@ fn publish_damage(spec: &OutputSpec, reader: &WalReader, seen: &mut (u64, u64)) 
     }
 }
 
-/// Persists the cursor after a confirmed batch, then lets retention follow it. A failed write
-/// (a full disk, say) is counted and retried later: the output keeps delivering, retention
-/// waits for the persisted position, and a crash meanwhile only means duplicates.
-fn save_cursor(spec: &OutputSpec, shard: &ShardLog, cursor: storage::Cursor) -> bool {
-    match storage::write_cursor(&shard.dir, &spec.name, cursor) {
+/// When a shard's cursor was last synced, and whether a newer position is written unsynced.
+struct CursorSyncState {
+    segment: u64,
+    at: Instant,
+    dirty: bool,
+}
+
+impl CursorSyncState {
+    fn new(segment: u64) -> Self {
+        CursorSyncState {
+            segment,
+            at: Instant::now(),
+            dirty: false,
+        }
+    }
+}
+
+/// Persists the cursor after a confirmed batch; synced (and retention follows it) when `force`,
+/// when it entered a new segment, or when the last sync is [`CURSOR_SYNC_INTERVAL`] old. A
+/// failed write (a full disk, say) is counted and retried later: the output keeps delivering,
+/// retention waits for the persisted position, and a crash meanwhile only means duplicates.
+fn save_cursor(
+    spec: &OutputSpec,
+    shard: &ShardLog,
+    cursor: storage::Cursor,
+    state: &mut CursorSyncState,
+    force: bool,
+) -> bool {
+    let sync = force
+        || cursor.position.segment != state.segment
+        || state.at.elapsed() >= CURSOR_SYNC_INTERVAL;
+    let how = if sync {
+        storage::CursorSync::Now
+    } else {
+        storage::CursorSync::Later
+    };
+    match storage::write_cursor_with(&shard.dir, &spec.name, cursor, how) {
         Ok(()) => {
             if let Some(slot) = spec.counters.cursor_next_ids.get(shard.id) {
                 slot.store(cursor.next_id, Relaxed);
             }
-            retain(spec, shard, cursor.position.segment);
+            if sync {
+                *state = CursorSyncState::new(cursor.position.segment);
+                retain(spec, shard, cursor.position.segment);
+            } else {
+                state.dirty = true;
+            }
             true
         }
         Err(e) => {
