@@ -35,6 +35,8 @@ pub struct CompareArgs {
     /// Offered load of Sluice's latency runs, events/s.
     pub sluice_latency_rate: u64,
     pub latency_seconds: u64,
+    /// The systems to run (all three by default).
+    pub systems: Vec<System>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,12 +108,17 @@ pub fn compare(args: &CompareArgs) -> Result<Vec<Row>, String> {
             cores.name()
         ),
     };
+    let chosen = |v: &&Variant| args.systems.contains(&v.system);
     for cores in [Cores::Both, Cores::Split] {
-        for v in VARIANTS {
+        for v in VARIANTS.iter().filter(chosen) {
             run(v, cores, None);
         }
     }
-    for v in VARIANTS.iter().filter(|v| takes_latency_run(v)) {
+    for v in VARIANTS
+        .iter()
+        .filter(chosen)
+        .filter(|v| takes_latency_run(v))
+    {
         let rate = if v.system == System::Sluice {
             args.sluice_latency_rate
         } else {
@@ -217,7 +224,31 @@ fn run_one(
     let mut child = start(v, &place, args, cores)?;
     let result = measure(v, args, &mut child, &place, &collector, rate);
     stop(&mut child);
+    drop(collector);
+    remove_bulk(&dir);
     result.map(|row| Row { cores, ..row })
+}
+
+/// Deletes a finished run's output and queues (gigabytes over a whole comparison, which would
+/// also crowd the page cache of the runs after it); keeps its config and log.
+fn remove_bulk(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if matches!(
+            path.file_name().and_then(|n| n.to_str()),
+            Some("config" | "server.log")
+        ) {
+            continue;
+        }
+        let _ = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+    }
 }
 
 fn start(

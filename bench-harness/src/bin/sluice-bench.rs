@@ -66,6 +66,21 @@ struct CompareCli {
     sluice_latency_rate: u64,
     #[arg(long, default_value_t = 5)]
     latency_seconds: u64,
+    /// Only these systems (comma-separated).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "sluice,rsyslog,syslog-ng"
+    )]
+    systems: Vec<SystemName>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SystemName {
+    Sluice,
+    Rsyslog,
+    SyslogNg,
 }
 
 const TABLE_START: &str = "<!-- compare:start -->";
@@ -83,6 +98,15 @@ fn compare(cli: CompareCli) -> Result<(), String> {
         latency_rate: cli.latency_rate,
         sluice_latency_rate: cli.sluice_latency_rate,
         latency_seconds: cli.latency_seconds,
+        systems: cli
+            .systems
+            .iter()
+            .map(|s| match s {
+                SystemName::Sluice => bench_harness::peers::System::Sluice,
+                SystemName::Rsyslog => bench_harness::peers::System::Rsyslog,
+                SystemName::SyslogNg => bench_harness::peers::System::SyslogNg,
+            })
+            .collect(),
     })?;
     let table = bench_harness::compare::table(&rows, cli.size);
     print!("{table}");
