@@ -53,48 +53,91 @@ fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-/// One horizontal bar per entry: (label, value, colour).
+/// How values map to bar lengths.
+#[derive(Clone, Copy)]
+enum Scale {
+    /// Events/s, labelled in millions.
+    Millions,
+    /// Milliseconds on a log10 axis from 0.1 ms (latencies span four decades).
+    LogMillis,
+}
+
+impl Scale {
+    fn position(self, value: f64) -> f64 {
+        match self {
+            Scale::Millions => value,
+            Scale::LogMillis => value.max(0.1).log10(),
+        }
+    }
+
+    fn axis(self, max: f64) -> std::ops::Range<f64> {
+        match self {
+            Scale::Millions => 0.0..max.max(1.0) * 1.1,
+            Scale::LogMillis => -1.0..(max.max(1.0).log10() + 0.3),
+        }
+    }
+
+    fn label(self, at: f64) -> String {
+        match self {
+            Scale::Millions => format!("{:.1}M", at / 1e6),
+            Scale::LogMillis => {
+                let ms = 10f64.powf(at);
+                if ms < 1.0 {
+                    format!("{ms:.1}")
+                } else {
+                    format!("{ms:.0}")
+                }
+            }
+        }
+    }
+}
+
+/// One horizontal bar per entry (label, value, colour), the first entry on top.
 fn bars(
     area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
     caption: &str,
     x_desc: &str,
+    scale: Scale,
     entries: &[(String, f64, RGBColor)],
 ) -> Result<(), String> {
     let n = entries.len().max(1) as i32;
-    let max = entries.iter().map(|e| e.1).fold(1.0f64, f64::max) * 1.1;
+    let max = entries.iter().map(|e| e.1).fold(0.0f64, f64::max);
+    let axis = scale.axis(max);
+    let left = axis.start;
+    // Segment i (from the bottom) shows entry n - 1 - i.
+    let entry_at = |segment: i32| entries.get((n - 1 - segment) as usize);
     let mut chart = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(40)
-        .y_label_area_size(430)
-        .build_cartesian_2d(0.0..max, (0..n).into_segmented())
+        .y_label_area_size(560)
+        .build_cartesian_2d(axis, (0..n).into_segmented())
         .map_err(err)?;
     chart
         .configure_mesh()
         .disable_y_mesh()
         .y_labels(entries.len())
         .y_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) => entries
-                .get(*i as usize)
-                .map_or(String::new(), |e| e.0.clone()),
+            SegmentValue::CenterOf(i) => entry_at(*i).map_or(String::new(), |e| e.0.clone()),
             _ => String::new(),
         })
+        .x_label_formatter(&|v| scale.label(*v))
         .x_desc(x_desc)
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(err)?;
     chart
-        .draw_series(entries.iter().enumerate().map(|(i, (_, value, c))| {
-            let i = i as i32;
+        .draw_series((0..n).filter_map(|i| {
+            let (_, value, c) = entry_at(i)?;
             let mut bar = Rectangle::new(
                 [
-                    (0.0, SegmentValue::Exact(i)),
-                    (*value, SegmentValue::Exact(i + 1)),
+                    (left, SegmentValue::Exact(i)),
+                    (scale.position(*value), SegmentValue::Exact(i + 1)),
                 ],
                 c.filled(),
             );
             bar.set_margin(3, 3, 0, 0);
-            bar
+            Some(bar)
         }))
         .map_err(err)?;
     Ok(())
@@ -114,7 +157,7 @@ pub fn throughput_png(rows: &[Row], path: &Path) -> Result<(), String> {
         .max()
         .unwrap_or(0);
     let height = (120 + 34 * per_panel as u32) * 2;
-    let root = BitMapBackend::new(path, (1300, height.max(300))).into_drawing_area();
+    let root = BitMapBackend::new(path, (1500, height.max(300))).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let panels = root.split_evenly((2, 1));
     for (area, cores) in panels.iter().zip(placements) {
@@ -127,6 +170,7 @@ pub fn throughput_png(rows: &[Row], path: &Path) -> Result<(), String> {
             area,
             &format!("events/s end to end, cores: {}", cores.name()),
             "events/s",
+            Scale::Millions,
             &entries,
         )?;
     }
@@ -138,12 +182,7 @@ pub fn latency_png(rows: &[Row], path: &Path) -> Result<(), String> {
     font()?;
     let mut entries = Vec::new();
     for r in rows.iter().filter(|r| r.offered_rate.is_some()) {
-        let who = format!(
-            "{} {} @{}/s",
-            r.system().name(),
-            r.variant.scenario.name(),
-            r.offered_rate.unwrap_or(0)
-        );
+        let who = format!("{} @{}/s", label(r), r.offered_rate.unwrap_or(0));
         let c = color(r.system());
         let ms = |us: u64| us as f64 / 1000.0;
         entries.push((format!("{who} p50"), ms(r.latency.p50), c));
@@ -154,12 +193,13 @@ pub fn latency_png(rows: &[Row], path: &Path) -> Result<(), String> {
         }
     }
     let height = 120 + 30 * entries.len() as u32;
-    let root = BitMapBackend::new(path, (1300, height.max(300))).into_drawing_area();
+    let root = BitMapBackend::new(path, (1500, height.max(300))).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     bars(
         &root,
-        "latency at a fixed offered load (send → out)",
-        "milliseconds",
+        "latency at a fixed offered load (send → out; Sluice's own ingest → durable)",
+        "milliseconds (log scale)",
+        Scale::LogMillis,
         &entries,
     )?;
     root.present().map_err(err)
@@ -222,10 +262,10 @@ mod tests {
         throughput_png(&rows, &throughput).unwrap();
         latency_png(&rows, &latency).unwrap();
         let (w, h) = png_size(&std::fs::read(&throughput).unwrap());
-        assert_eq!((w, h), (1300, 2 * (120 + 34 * 2)));
+        assert_eq!((w, h), (1500, 2 * (120 + 34 * 2)));
         // Two fixed-load rows: 3 percentiles each, plus 2 ingest → durable bars.
         let (w, h) = png_size(&std::fs::read(&latency).unwrap());
-        assert_eq!((w, h), (1300, 120 + 30 * 8));
+        assert_eq!((w, h), (1500, 120 + 30 * 8));
         // The bars are there, in each system's colour, longer for the faster system.
         let img = image::open(&throughput).unwrap().to_rgb8();
         let count = |c: RGBColor| img.pixels().filter(|p| p.0 == [c.0, c.1, c.2]).count();
