@@ -17,7 +17,8 @@
 //!   send the cursor back into.
 //! - A failed delivery is retried, the same batch, with exponential backoff and full jitter;
 //!   records stay in the WAL meanwhile, so a stalled destination costs disk, never memory.
-//! - Batches are bounded by [`BATCH_BYTES`] of WAL bytes.
+//! - Batches are bounded by [`BATCH_BYTES`] of WAL bytes per shard; one delivery per round
+//!   gathers the batches of every shard that has records (one write and one fdatasync).
 //! - On stop, a sink delivers up to the shards' final watermarks, bounded by
 //!   `shutdown_timeout`; what it could not deliver stays in the WAL for the next start.
 
@@ -174,12 +175,14 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
         if stopping && final_watermarks.is_none() {
             final_watermarks = Some(spec.shards.iter().map(|s| s.watermark.load()).collect());
         }
-        let mut delivered_any = false;
+        // One delivery per round gathers every shard's batch (one write, one fdatasync).
+        out.clear();
+        // Shards in this round's delivery, with the events they put in it.
+        let mut gathered: Vec<(usize, u64)> = Vec::new();
         for (i, (shard, reader)) in spec.shards.iter().zip(readers.iter_mut()).enumerate() {
             if unsaved[i] {
                 unsaved[i] = !save_cursor(&spec, shard, reader.cursor(), &mut syncs[i], true);
             }
-            out.clear();
             let mut undecodable = 0u64;
             let durable = match &final_watermarks {
                 Some(last) => last[i].min(shard.watermark.load()),
@@ -217,19 +220,23 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
                 }
                 continue;
             }
+            gathered.push((i, batch.records as u64 - undecodable));
+        }
+        let delivered_any = !gathered.is_empty();
+        if delivered_any {
             if !deliver_with_retry(&spec, sink.as_mut(), &out, &mut backoff) {
                 tracing::warn!(sink = %spec.name, "shutdown timeout reached: undelivered records stay in the WAL for the next start");
                 return Ok(());
             }
-            unsaved[i] = !save_cursor(&spec, shard, reader.cursor(), &mut syncs[i], false);
-            saved[i] = reader.position();
-            spec.counters
-                .events_sent
-                .fetch_add(batch.records as u64 - undecodable, Relaxed);
+            for &(i, events) in &gathered {
+                let (shard, reader) = (&spec.shards[i], &readers[i]);
+                unsaved[i] = !save_cursor(&spec, shard, reader.cursor(), &mut syncs[i], false);
+                saved[i] = reader.position();
+                spec.counters.events_sent.fetch_add(events, Relaxed);
+            }
             spec.counters
                 .bytes_sent
                 .fetch_add(out.len() as u64, Relaxed);
-            delivered_any = true;
         }
         if !delivered_any {
             // Idle: sync what was written unsynced, so retention can follow it.
