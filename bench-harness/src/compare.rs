@@ -510,8 +510,8 @@ fn ms(us: u64) -> String {
 /// The markdown tables: throughput (ratios to Sluice), latency at fixed loads, targets.
 pub fn table(rows: &[Row], size: usize) -> String {
     let mut t = String::from(
-        "| system | scenario | cores | durable? | events | events/s | MB/s in | Sluice ÷ this | p99 ms | CPU % | peak RSS MiB | missing | dups |\n\
-         |---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| system | scenario | cores | durable? | events | events/s | in WAL/s (own counter) | MB/s in | Sluice ÷ this | p99 ms | CPU % | peak RSS MiB | missing | dups |\n\
+         |---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows.iter().filter(|r| r.offered_rate.is_none()) {
         let ratio = reference(rows, r)
@@ -521,13 +521,15 @@ pub fn table(rows: &[Row], size: usize) -> String {
             });
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {} | {:.0} | {:.0} | {ratio} | {} | {:.0} | {:.0} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {:.0} | {} | {:.0} | {ratio} | {} | {:.0} | {:.0} | {} | {} |",
             r.system().name(),
             r.variant.scenario.name(),
             r.cores.name(),
             r.variant.setup,
             r.events,
             r.events_per_sec,
+            r.durable_per_sec
+                .map_or("–".to_string(), |d| format!("{d:.0}")),
             r.events_per_sec * size as f64 / 1e6,
             ms(r.latency.p99),
             r.cpu_percent,
@@ -717,11 +719,11 @@ mod tests {
             200,
         );
         assert!(
-            t.contains("| Sluice | file | both | yes: WAL fsync 5 ms, file fdatasync | 1000 | 1000000 | 200 | 1.00 | 2.50 |"),
+            t.contains("| Sluice | file | both | yes: WAL fsync 5 ms, file fdatasync | 1000 | 1000000 | – | 200 | 1.00 | 2.50 |"),
             "{t}"
         );
         assert!(
-            t.contains("| rsyslog 8 | file | both | no: memory, omfile async | 1000 | 250000 | 50 | 4.00 | 2.50 | 100 | 10 | 3 | 0 |"),
+            t.contains("| rsyslog 8 | file | both | no: memory, omfile async | 1000 | 250000 | – | 50 | 4.00 | 2.50 | 100 | 10 | 3 | 0 |"),
             "{t}"
         );
         assert!(
