@@ -76,6 +76,11 @@ pub struct Batch {
     pub bytes: usize,
 }
 
+/// Whether the writer has published segment `n` (its header is written and synced).
+fn published(n: u64, durable: Position) -> bool {
+    durable.segment != 0 && n <= durable.segment
+}
+
 impl WalReader {
     /// A reader starting at `from` (a cursor), or at the oldest segment when `None`.
     pub fn open(dir: &Path, from: Option<Cursor>) -> Result<Self, StorageError> {
@@ -106,10 +111,13 @@ impl WalReader {
         self.pos
     }
 
-    /// Id of the next record (0 while unknown: after damage, until the next segment starts).
+    /// Id of the next record (0 while unknown: after damage, until the next segment starts,
+    /// or while the writer has not published the reader's segment in `durable` yet).
     /// The records of a batch have consecutive ids starting with this.
-    pub fn next_id(&mut self) -> Result<u64, StorageError> {
-        if self.next_id == 0 {
+    pub fn next_id(&mut self, durable: Position) -> Result<u64, StorageError> {
+        // A segment past the watermark may be mid-creation (preallocated, header not yet
+        // written): its header must not be read, or it would look damaged.
+        if self.next_id == 0 && published(self.pos.segment, durable) {
             // Opening the segment reads its header, which knows the first id.
             let path = segment_path(&self.dir, self.pos.segment);
             self.open_segment_file(&path)?;
@@ -134,7 +142,7 @@ impl WalReader {
         mut each: impl FnMut(&[u8]),
     ) -> Result<Batch, StorageError> {
         loop {
-            if self.pos.segment > durable.segment || durable.segment == 0 {
+            if !published(self.pos.segment, durable) {
                 return Ok(Batch::default());
             }
             let sealed = self.pos.segment < durable.segment;
@@ -432,7 +440,7 @@ pub fn read_on_disk(
     let mut reader = WalReader::open(dir, start)?;
     let mut records = 0;
     loop {
-        let mut id = reader.next_id()?;
+        let mut id = reader.next_id(end)?;
         let batch = reader.read_batch(end, 4 << 20, |p| {
             if id >= from_id {
                 each(id, p);

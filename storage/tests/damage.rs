@@ -282,3 +282,43 @@ fn cursor_past_the_end_does_not_strand_new_records() {
     {}
     assert_eq!(got, names(100, 0..2));
 }
+
+/// A segment the writer is creating (preallocated to full size: zeros, header not written yet)
+/// is not damage: an output that looks at it before the watermark publishes it must neither
+/// skip it nor count it. (An output starting up used to read such a header as damaged and
+/// skip the whole segment: every record in it went undelivered.)
+#[test]
+fn a_segment_being_created_is_not_read_before_the_watermark_publishes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = segment_path(dir.path(), 1);
+    std::fs::write(&path, vec![0u8; 64 << 10]).unwrap();
+    let mut reader = WalReader::open(dir.path(), None).unwrap();
+    let nothing = Position {
+        segment: 0,
+        offset: 0,
+    };
+    assert_eq!(reader.next_id(nothing).unwrap(), 0, "unknown, not damaged");
+    let batch = reader.read_batch(nothing, 1 << 20, |_| {}).unwrap();
+    assert_eq!(batch.records, 0);
+
+    // The writer finishes: header and three records at the start of the preallocated file.
+    let mut data = segment_header(1, 1).to_vec();
+    for i in 0..3 {
+        append_record(&mut data, format!("event-{i}").as_bytes());
+    }
+    let mut file = std::fs::read(&path).unwrap();
+    file[..data.len()].copy_from_slice(&data);
+    std::fs::write(&path, file).unwrap();
+    let published = Position {
+        segment: 1,
+        offset: data.len() as u64,
+    };
+    assert_eq!(reader.next_id(published).unwrap(), 1);
+    let mut got = Vec::new();
+    reader
+        .read_batch(published, 1 << 20, |p| got.push(p.to_vec()))
+        .unwrap();
+    assert_eq!(got.len(), 3, "every record delivered");
+    assert_eq!((reader.damaged_skips, reader.damaged_records), (0, 0));
+    assert_eq!(reader.next_id(published).unwrap(), 4);
+}

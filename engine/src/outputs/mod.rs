@@ -261,7 +261,7 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
 /// that has read nothing yet learns from the segment header.
 fn publish_caught_up(spec: &OutputSpec, shard: &ShardLog, reader: &mut WalReader) {
     if let (Ok(id @ 1..), Some(slot)) = (
-        reader.next_id(),
+        reader.next_id(shard.watermark.load()),
         spec.counters.cursor_next_ids.get(shard.id),
     ) {
         slot.store(id, Relaxed);
