@@ -319,18 +319,25 @@ fn measure(
     let cpu_before = process_cpu_seconds(pid);
     let started = Instant::now();
     let total = firehose::run(&firehose)?.sent;
-    let deadline = started + Duration::from_secs(600);
     let tally = collector.tally();
     let mut durable_at = None;
+    // Gives up once nothing arrived for STALL (a slow set-up still progresses).
+    let mut progress = (tally.lines(), Instant::now());
     loop {
         if sluice && durable_at.is_none() && durable_events(place.api)? >= total {
             durable_at = Some(started.elapsed());
         }
-        if tally.lines() >= total && (!sluice || durable_at.is_some()) {
+        let lines = tally.lines();
+        if lines >= total && (!sluice || durable_at.is_some()) {
             break;
         }
-        if Instant::now() > deadline {
-            return Err(format!("only {} of {total} lines arrived", tally.lines()));
+        if lines != progress.0 {
+            progress = (lines, Instant::now());
+        } else if progress.1.elapsed() > STALL {
+            return Err(format!(
+                "stalled: {lines} of {total} lines arrived, none in the last {}s",
+                STALL.as_secs()
+            ));
         }
         std::thread::sleep(Duration::from_millis(if sluice { 10 } else { 2 }));
     }
@@ -356,6 +363,9 @@ fn measure(
         },
     })
 }
+
+/// A run whose output has not grown for this long has failed.
+const STALL: Duration = Duration::from_secs(60);
 
 /// `GET /metrics` from Sluice's admin API.
 fn scrape(api: SocketAddr) -> Result<String, String> {
