@@ -321,6 +321,7 @@ fn measure(
     let total = firehose::run(&firehose)?.sent;
     let tally = collector.tally();
     let mut durable_at = None;
+    let mut lines_at = None;
     // Gives up once nothing arrived for STALL (a slow set-up still progresses).
     let mut progress = (tally.lines(), Instant::now());
     loop {
@@ -328,7 +329,10 @@ fn measure(
             durable_at = Some(started.elapsed());
         }
         let lines = tally.lines();
-        if lines >= total && (!sluice || durable_at.is_some()) {
+        if lines >= total && lines_at.is_none() {
+            lines_at = Some(started.elapsed());
+        }
+        if lines_at.is_some() && (!sluice || durable_at.is_some()) {
             break;
         }
         if lines != progress.0 {
@@ -341,7 +345,8 @@ fn measure(
         }
         std::thread::sleep(Duration::from_millis(if sluice { 10 } else { 2 }));
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    // The output's own time, not when the (polled) durable counter was seen.
+    let elapsed = lines_at.unwrap_or_else(|| started.elapsed()).as_secs_f64();
     let cpu = process_cpu_seconds(pid) - cpu_before;
     let (missing, duplicates) = tally.missing_and_duplicates(total);
     Ok(Row {
