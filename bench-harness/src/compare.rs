@@ -698,16 +698,22 @@ fn targets(t: &mut String, rows: &[Row]) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(v: usize, cores: Cores, eps: f64, missing: u64) -> Row {
+impl Row {
+    /// A row for tests of the tables and plots: `VARIANTS[variant]`, fixed latencies, and
+    /// Sluice's own histogram for the fixed-load runs.
+    pub(crate) fn sample(
+        variant: usize,
+        cores: Cores,
+        offered_rate: Option<u64>,
+        events_per_sec: f64,
+        missing: u64,
+    ) -> Row {
         Row {
-            variant: VARIANTS[v],
+            variant: VARIANTS[variant],
             cores,
-            offered_rate: None,
+            offered_rate,
             events: 1000,
-            events_per_sec: eps,
+            events_per_sec,
             durable_per_sec: None,
             cpu_percent: 100.0,
             peak_rss_mib: 10.0,
@@ -719,8 +725,22 @@ mod tests {
                 p999: 3000,
                 max: 4000,
             },
-            ingest_durable: None,
+            ingest_durable: offered_rate.map(|_| Percentiles {
+                p50: 2000,
+                p99: 7000,
+                p999: 9000,
+                max: 10_000,
+            }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(v: usize, cores: Cores, eps: f64, missing: u64) -> Row {
+        Row::sample(v, cores, None, eps, missing)
     }
 
     #[test]

@@ -208,34 +208,9 @@ pub fn latency_png(rows: &[Row], path: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peers::VARIANTS;
-    use crate::receive::Percentiles;
 
     fn row(v: usize, cores: Cores, rate: Option<u64>, eps: f64) -> Row {
-        Row {
-            variant: VARIANTS[v],
-            cores,
-            offered_rate: rate,
-            events: 1000,
-            events_per_sec: eps,
-            durable_per_sec: None,
-            cpu_percent: 100.0,
-            peak_rss_mib: 10.0,
-            missing: 0,
-            duplicates: 0,
-            latency: Percentiles {
-                p50: 1000,
-                p99: 2500,
-                p999: 3000,
-                max: 4000,
-            },
-            ingest_durable: Some(Percentiles {
-                p50: 2000,
-                p99: 7000,
-                p999: 9000,
-                max: 10_000,
-            }),
-        }
+        Row::sample(v, cores, rate, eps, 0)
     }
 
     /// Reads a PNG's width and height from its IHDR chunk.
