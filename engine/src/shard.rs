@@ -562,7 +562,13 @@ fn hand_off_if_busier(
         peer,
         slot,
     };
-    match shard.balance.shards[target].send(ShardCommand::Adopt(conn)) {
+    let sent = match shard.balance.shards.get(target) {
+        Some(to) => to
+            .send(ShardCommand::Adopt(conn))
+            .map_err(|e| e.into_inner()),
+        None => Err(ShardCommand::Adopt(conn)),
+    };
+    match sent {
         Ok(()) => {
             shard
                 .counters
@@ -573,7 +579,7 @@ fn hand_off_if_busier(
         Err(refused) => {
             // The target shard has stopped: served here (the duplicate is dropped).
             serve_here();
-            match refused.into_inner() {
+            match refused {
                 ShardCommand::Adopt(conn) => Some((stream, conn.slot)),
                 _ => None,
             }
