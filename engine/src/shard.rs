@@ -686,6 +686,7 @@ impl Connection {
 
     /// The peer closed (or we stop): a pending unterminated line is still an event.
     async fn finish(&mut self, shard: &Shard) {
+        shard.appender.note_arrival(std::time::Instant::now());
         self.frames.clear();
         let base = self.buf.as_ptr() as usize;
         let frames = &mut self.frames;
