@@ -76,9 +76,30 @@ pub struct Counters {
     /// By source name; a reload adds and removes entries.
     pub sources: RwLock<Vec<(String, Arc<SourceCounters>)>>,
     pub budget: Arc<storage::DiskBudget>,
+    /// What the kernel dropped on the UDP sockets (read from /proc at each scrape).
+    pub kernel_udp_drops: std::sync::Mutex<crate::metrics::KernelUdpDrops>,
 }
 
 impl Counters {
+    /// Datagrams the kernel dropped on Sluice's UDP sockets so far (receive buffers full).
+    pub fn kernel_udp_drops(&self) -> u64 {
+        let open: Vec<u64> = self
+            .shards
+            .iter()
+            .flat_map(|c| {
+                c.udp_socket_inodes
+                    .lock()
+                    .map(|i| i.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let now = crate::metrics::kernel_udp_drops();
+        match self.kernel_udp_drops.lock() {
+            Ok(mut tally) => tally.update(&open, &now),
+            Err(_) => 0,
+        }
+    }
+
     pub fn events_durable(&self) -> u64 {
         self.shards
             .iter()
@@ -479,7 +500,7 @@ fn encode_dropped(
         .iter()
         .map(|(_, c)| c.wal_damaged_records.load(Relaxed))
         .sum();
-    let reasons: [(&str, u64); 5] = [
+    let reasons: [(&str, u64); 6] = [
         (
             "wal_write_failed",
             sum(|c| c.wal_lost_records.load(Relaxed)),
@@ -497,6 +518,7 @@ fn encode_dropped(
             s.budget.dropped_records.load(Relaxed),
         ),
         ("wal_damaged", damaged),
+        ("udp_socket_buffer", s.kernel_udp_drops()),
     ];
     family(
         encoder,

@@ -190,6 +190,7 @@ fn run_with(
         outputs: Default::default(),
         sources: Default::default(),
         budget: Arc::clone(&budget),
+        kernel_udp_drops: Default::default(),
     });
     let mut outputs = OutputSet::new(&logs);
     for (name, sink) in &config.sinks {

@@ -813,6 +813,7 @@ async fn drain_ready(shard: &Shard, stream: &mut TcpStream, conn: &mut Connectio
 }
 
 async fn udp_loop(shard: Rc<Shard>, run: Rc<SourceRun>, socket: UdpSocket) {
+    let _registered = KernelDropsWatch::register(&shard.counters, &socket);
     let source = &run.spec;
     if let Err(e) = socket.set_read_timeout(Some(UDP_POLL)) {
         tracing::error!(source = %source.name, error = %e, "cannot set UDP read timeout");
@@ -847,6 +848,36 @@ async fn udp_loop(shard: Rc<Shard>, run: Rc<SourceRun>, socket: UdpSocket) {
                 ingest_datagram(&shard, source, &buf[..n], ip).await;
             }
             Err(_) => return,
+        }
+    }
+}
+
+/// Lists a UDP socket's inode in the shard's counters while the socket is served, so the
+/// metrics can count what the kernel dropped on it.
+struct KernelDropsWatch {
+    counters: Arc<ShardCounters>,
+    inode: Option<u64>,
+}
+
+impl KernelDropsWatch {
+    fn register(counters: &Arc<ShardCounters>, socket: &UdpSocket) -> Self {
+        use std::os::fd::AsRawFd;
+        let inode = crate::metrics::socket_inode(socket.as_raw_fd());
+        if let (Some(inode), Ok(mut inodes)) = (inode, counters.udp_socket_inodes.lock()) {
+            inodes.push(inode);
+        }
+        KernelDropsWatch {
+            counters: Arc::clone(counters),
+            inode,
+        }
+    }
+}
+
+impl Drop for KernelDropsWatch {
+    fn drop(&mut self) {
+        if let (Some(inode), Ok(mut inodes)) = (self.inode, self.counters.udp_socket_inodes.lock())
+        {
+            inodes.retain(|&i| i != inode);
         }
     }
 }

@@ -257,3 +257,45 @@ fn connections_are_balanced_over_shards_at_accept() {
     let (status, log) = sluice.stop();
     assert!(status.success(), "{log}");
 }
+
+#[test]
+fn datagrams_the_kernel_drops_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    // A small receive buffer on the UDP source (the last section of the config).
+    let cfg = config(dir.path(), 2, "receive_buffer = \"4KiB\"\n") + &file_sink(dir.path());
+    let sluice = Sluice::start(dir.path(), &cfg);
+    let api = sluice.addr("api");
+    // Stopped, Sluice reads nothing: the kernel queues what fits in the buffer and drops the
+    // rest. Every datagram is then either received or counted as dropped.
+    const SENT: u64 = 2000;
+    sluice.pause();
+    udp_send(
+        sluice.addr("udp"),
+        (0..SENT).map(|i| rfc5424_line("flood", i)),
+    );
+    sluice.resume();
+    let (mut received, mut dropped) = (0.0, 0.0);
+    wait_for("every datagram received or counted as dropped", || {
+        let page = http(api, "GET", "/metrics", None).1;
+        received = (0..2)
+            .filter_map(|s| {
+                let series =
+                    format!("sluice_events_received_total{{shard=\"{s}\",source=\"udp\"}}");
+                sample(&page, &series)
+            })
+            .sum();
+        dropped = sample(
+            &page,
+            "sluice_events_dropped_total{reason=\"udp_socket_buffer\"}",
+        )
+        .unwrap_or(0.0);
+        received + dropped == SENT as f64
+    });
+    assert!(dropped > 0.0, "a 4 KiB buffer cannot hold {SENT} datagrams");
+    assert!(
+        received > 0.0,
+        "what the buffer held was read after SIGCONT"
+    );
+    let (status, log) = sluice.stop();
+    assert!(status.success(), "{log}");
+}

@@ -99,6 +99,29 @@ impl Sluice {
         wait_exit(&mut self.child);
     }
 
+    /// SIGSTOP: the process stops reading its sockets (the kernel keeps or drops for it).
+    /// Returns once every thread is stopped.
+    pub fn pause(&self) {
+        signal(&self.child, libc::SIGSTOP);
+        let pid = self.child.id();
+        wait_for("every thread stopped", || {
+            let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+            tasks.flatten().all(|t| {
+                let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                // The state follows the command name, which ends with the last ')'.
+                stat.rsplit(')')
+                    .next()
+                    .map(str::trim_start)
+                    .is_some_and(|r| r.starts_with('T'))
+            })
+        });
+    }
+
+    /// SIGCONT after [`Self::pause`].
+    pub fn resume(&self) {
+        signal(&self.child, libc::SIGCONT);
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
