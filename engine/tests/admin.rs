@@ -92,6 +92,7 @@ fn metrics_follow_the_contract_and_move_under_load() {
         "udp_while_blocked",
         "disk_full_drop_oldest",
         "wal_damaged",
+        "udp_socket_buffer",
     ] {
         let series = format!("sluice_events_dropped_total{{reason=\"{reason}\"}}");
         assert_eq!(sample(&page, &series), Some(0.0), "{series}");
