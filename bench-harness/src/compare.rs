@@ -503,13 +503,13 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// The Sluice durable row of the same scenario and placement (the ratios' reference).
-fn reference<'a>(rows: &'a [Row], r: &Row) -> Option<&'a Row> {
+/// Sluice's durable full-speed row for a scenario and placement (the ratios' reference).
+fn sluice_durable(rows: &[Row], scenario: Scenario, cores: Cores) -> Option<&Row> {
     rows.iter().find(|s| {
         s.system() == System::Sluice
             && s.variant.durability == Durability::Fsync
-            && s.variant.scenario == r.variant.scenario
-            && s.cores == r.cores
+            && s.variant.scenario == scenario
+            && s.cores == cores
             && s.offered_rate.is_none()
     })
 }
@@ -529,7 +529,7 @@ pub fn table(rows: &[Row], size: usize) -> String {
          |---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows.iter().filter(|r| r.offered_rate.is_none()) {
-        let ratio = reference(rows, r)
+        let ratio = sluice_durable(rows, r.variant.scenario, r.cores)
             .filter(|_| r.events_per_sec > 0.0)
             .map_or("–".to_string(), |s| {
                 format!("{:.2}", s.events_per_sec / r.events_per_sec)
@@ -602,15 +602,7 @@ fn targets(t: &mut String, rows: &[Row]) {
             if met { "yes" } else { "**no**" }
         );
     };
-    let sluice = |scenario: Scenario, cores: Cores| {
-        rows.iter().find(|r| {
-            r.system() == System::Sluice
-                && r.variant.durability == Durability::Fsync
-                && r.variant.scenario == scenario
-                && r.cores == cores
-                && r.offered_rate.is_none()
-        })
-    };
+    let sluice = |scenario, cores| sluice_durable(rows, scenario, cores);
     let best = |system: System, scenario: Scenario, durability: &[Durability]| {
         rows.iter()
             .filter(|r| {
