@@ -115,7 +115,8 @@ impl Arrivals {
             if let Some((now, histogram)) = durable {
                 histogram.record(now.saturating_duration_since(at), covered_end - first);
             }
-            if covered_end < end || marks.len() > 1 && covered_end == marks[1].1 {
+            // Fully settled once the next mark starts at or before `end`.
+            if marks.get(1).is_some_and(|&(_, next)| next <= end) {
                 marks.pop_front();
             } else {
                 // The mark also covers records not settled yet.
