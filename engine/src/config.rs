@@ -69,15 +69,24 @@ fn default_status_interval() -> Duration {
 }
 
 /// `[api]`: the admin HTTP API (metrics, health, readiness, config).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
-    /// `"host:port"` (loopback by default) or `"off"`.
+    /// `"host:port"` on loopback, or `"off"`.
     #[serde(default = "default_api_listen", deserialize_with = "de_from_str")]
     pub address: ApiListen,
-    /// When set, requests other than `GET /health` need `Authorization: Bearer <token>`.
+    /// The bearer token for the endpoints that change or reveal the config (and `/metrics`
+    /// when set). Unset: a random one is written to `data_dir/api.token` at every start.
     #[serde(default)]
     pub token: Option<String>,
+    /// Directories file sinks posted through the API may write under (default: data_dir and
+    /// the directories of this file's file sinks).
+    #[serde(default)]
+    pub allowed_paths: Vec<PathBuf>,
+    /// `host:port` destinations TCP sinks posted through the API may send to, besides this
+    /// file's TCP sinks.
+    #[serde(default)]
+    pub allowed_destinations: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -85,6 +94,8 @@ impl Default for ApiConfig {
         ApiConfig {
             address: default_api_listen(),
             token: None,
+            allowed_paths: Vec::new(),
+            allowed_destinations: Vec::new(),
         }
     }
 }
@@ -536,6 +547,14 @@ impl Config {
         }
         if self.api.token.as_deref().is_some_and(|t| t.len() < 16) {
             return invalid("api.token".into(), "must be at least 16 characters");
+        }
+        if let ApiListen::On(address) = self.api.address {
+            if !address.ip().is_loopback() {
+                return invalid(
+                    "api.address".into(),
+                    "must be a loopback address: the API speaks plain HTTP (no TLS); put a TLS proxy with authentication in front of it to reach it from elsewhere",
+                );
+            }
         }
         if !(1..=19).contains(&wal.compression_level) {
             return invalid("wal.compression_level".into(), "must be between 1 and 19");

@@ -75,6 +75,31 @@ impl Plan {
         self == &Plan::default()
     }
 
+    /// [`Plan::describe`], plus the settings that changed without a source or sink changing
+    /// (so a reload that changes only `api.token` does not say "nothing changed").
+    pub fn describe_with(&self, old: &Config, new: &Config) -> String {
+        let others: Vec<&str> = [
+            ("api.token", old.api.token != new.api.token),
+            (
+                "shutdown_timeout",
+                old.shutdown_timeout != new.shutdown_timeout,
+            ),
+            (
+                "status_interval",
+                old.status_interval != new.status_interval,
+            ),
+        ]
+        .iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(key, _)| *key)
+        .collect();
+        match (self.is_empty(), others.is_empty()) {
+            (_, true) => self.describe(),
+            (true, false) => format!("reloaded: {} changed", others.join(", ")),
+            (false, false) => format!("{}; {} changed", self.describe(), others.join(", ")),
+        }
+    }
+
     /// One line for the log and the API's answer.
     pub fn describe(&self) -> String {
         if self.is_empty() {

@@ -23,7 +23,10 @@ use glommio::{LocalExecutorBuilder, Placement};
 use storage::compress::{CompactShard, Compactor};
 use storage::{recover_shard, DiskBudget, DurableWatermark, Position, Retention};
 
-use crate::admin::{AdminServer, AdminState, Counters, ReloadRequest};
+use crate::admin::{
+    AdminServer, AdminState, ApiAuth, ApiPolicy, Counters, ReloadAccepted, ReloadRefused,
+    ReloadRequest,
+};
 use crate::config::{ApiListen, Compression, Config, SinkConfig, SourceConfig, SourceMode};
 use crate::error::EngineError;
 use crate::limits::ConnectionLimits;
@@ -104,7 +107,7 @@ pub fn run(config: &Config, config_path: Option<&Path>) -> Result<(), EngineErro
     })?;
     let admin_state = Arc::new(AdminState {
         config_text: config.source_text.clone().into(),
-        token: config.api.token.clone().into(),
+        auth: api_auth(config, data_dir)?.into(),
         ..AdminState::default()
     });
     let admin = start_admin(config, &admin_state)?;
@@ -120,6 +123,28 @@ pub fn run(config: &Config, config_path: Option<&Path>) -> Result<(), EngineErro
         server.stop();
     }
     result
+}
+
+/// The configured API token, or a fresh random one written to `data_dir/api.token` (0600).
+fn api_auth(config: &Config, data_dir: &Path) -> Result<ApiAuth, EngineError> {
+    if let Some(token) = &config.api.token {
+        return Ok(ApiAuth::configured(token.clone()));
+    }
+    if config.api.address == ApiListen::Off {
+        return Ok(ApiAuth::default());
+    }
+    let token = crate::admin::token::write_generated(data_dir).map_err(|(path, source)| {
+        EngineError::Io {
+            op: "write the API token",
+            path,
+            source,
+        }
+    })?;
+    tracing::info!(
+        path = %data_dir.join(crate::admin::token::TOKEN_FILE).display(),
+        "admin API token written (readable by Sluice's user only)"
+    );
+    Ok(ApiAuth::generated(token))
 }
 
 fn start_admin(
@@ -249,9 +274,11 @@ fn run_with(
     let mut live = Live {
         config: config.clone(),
         config_path: config_path.map(Path::to_path_buf),
+        policy: ApiPolicy::from_startup(config),
         outputs,
         shard_commands: command_txs,
         admin_state: Arc::clone(admin_state),
+        reloads_done: 0,
     };
     let early_exit = live.wait_for_stop(&mut signals, &exit_rx, &reload_rx, counters)?;
     admin_state.ready.store(false, Ordering::Release);
@@ -301,9 +328,13 @@ fn install_signal_handlers() -> Result<signal_hook::iterator::Signals, EngineErr
 struct Live {
     config: Config,
     config_path: Option<PathBuf>,
+    /// What a posted config may do (from the startup config; reloads do not widen it).
+    policy: ApiPolicy,
     outputs: OutputSet,
     shard_commands: Vec<crossbeam_channel::Sender<shard::ShardCommand>>,
     admin_state: Arc<AdminState>,
+    /// Reloads applied so far (numbers them in `GET /reload`).
+    reloads_done: u64,
 }
 
 /// Longest a reload waits for a shard to take a source command.
@@ -341,6 +372,9 @@ impl Live {
                 let verdict = self.reload(request.text, counters);
                 let _ = request.reply.send(verdict);
             }
+            if self.outputs.tick(counters) {
+                self.publish_reload_status("done");
+            }
             status.tick(self.config.status_interval, counters);
             if watchdog.is_some_and(|every| last_pet.elapsed() >= every) {
                 notify_systemd(&[sd_notify::NotifyState::Watchdog]);
@@ -351,11 +385,25 @@ impl Live {
     }
 
     /// Applies a new config (`text`, or the file again) or refuses it; the running config
-    /// continues when refused. See [`crate::reload`] for what changes how.
-    fn reload(&mut self, text: Option<String>, counters: &Counters) -> Result<String, String> {
+    /// continues when refused. See [`crate::reload`] for what changes how. Never waits for a
+    /// sink to drain: removed and changed sinks drain in the background (`OutputSet::tick`).
+    fn reload(
+        &mut self,
+        text: Option<String>,
+        counters: &Counters,
+    ) -> Result<ReloadAccepted, ReloadRefused> {
         let result = self.try_reload(text, counters);
         match &result {
-            Ok(done) => tracing::info!("{done}"),
+            Ok(done) => {
+                tracing::info!("{}", done.summary);
+                self.reloads_done += 1;
+                let state = if done.draining {
+                    "applied, sinks draining"
+                } else {
+                    "done"
+                };
+                self.publish_reload_status(state);
+            }
             Err(why) => {
                 tracing::error!(error = %why, "reload refused: the running config continues")
             }
@@ -363,19 +411,50 @@ impl Live {
         result
     }
 
-    fn try_reload(&mut self, text: Option<String>, counters: &Counters) -> Result<String, String> {
+    fn try_reload(
+        &mut self,
+        text: Option<String>,
+        counters: &Counters,
+    ) -> Result<ReloadAccepted, ReloadRefused> {
+        let posted = text.is_some();
         let new = match (text, &self.config_path) {
             (Some(text), _) => Config::parse(&text, "the posted config"),
             (None, Some(path)) => Config::load(path),
             (None, None) => {
-                return Err(
+                return Err(ReloadRefused::Invalid(
                     "running on the embedded default config: there is no file to reload".into(),
-                )
+                ))
             }
         }
-        .map_err(|e| e.to_string())?;
-        let plan = crate::reload::plan(&self.config, &new)?;
-        self.check_new_addresses(&plan)?;
+        .map_err(|e| ReloadRefused::Invalid(e.to_string()))?;
+        if posted {
+            self.policy
+                .check(&self.config, &new)
+                .map_err(ReloadRefused::Forbidden)?;
+        }
+        let plan = crate::reload::plan(&self.config, &new).map_err(ReloadRefused::Invalid)?;
+        self.check_new_addresses(&plan)
+            .map_err(ReloadRefused::Invalid)?;
+        self.apply(&plan, &new, counters)
+            .map_err(ReloadRefused::Unavailable)?;
+        let summary = plan.describe_with(&self.config, &new);
+        *write_lock(&self.admin_state.config_text) = new.source_text.clone();
+        if let Some(token) = &new.api.token {
+            *write_lock(&self.admin_state.auth) = ApiAuth::configured(token.clone());
+        }
+        self.config = new;
+        Ok(ReloadAccepted {
+            summary,
+            draining: self.outputs.draining(),
+        })
+    }
+
+    fn apply(
+        &mut self,
+        plan: &crate::reload::Plan,
+        new: &Config,
+        counters: &Counters,
+    ) -> Result<(), String> {
         for name in &plan.sources_removed {
             self.remove_source(name)?;
             write_lock(&counters.sources).retain(|(n, _)| n != name);
@@ -387,17 +466,29 @@ impl Live {
         let deadline = Instant::now() + new.shutdown_timeout;
         for name in &plan.sinks_removed {
             let gone = !new.sinks.contains_key(name);
-            self.outputs.stop(name, deadline, counters, gone);
+            self.outputs.retire(name, deadline, gone);
         }
         for (name, sink) in &plan.sinks_added {
             self.outputs
                 .start(name, sink, counters)
                 .map_err(|e| e.to_string())?;
         }
-        *write_lock(&self.admin_state.config_text) = new.source_text.clone();
-        *write_lock(&self.admin_state.token) = new.api.token.clone();
-        self.config = new;
-        Ok(plan.describe())
+        Ok(())
+    }
+
+    /// `GET /reload`: the last reload's number, state and the sinks still draining.
+    fn publish_reload_status(&self, state: &str) {
+        let draining = self.outputs.draining_names();
+        let status = if draining.is_empty() {
+            format!("reload {}: {state}", self.reloads_done)
+        } else {
+            format!(
+                "reload {}: {state}; draining: {}",
+                self.reloads_done,
+                draining.join(",")
+            )
+        };
+        *write_lock(&self.admin_state.reload_status) = status;
     }
 
     /// A new source address another process holds would fail half-way through a reload:
@@ -550,11 +641,23 @@ fn stop_compactor(compactor: Option<CompactorThread>) {
     }
 }
 
-/// The running outputs, one thread each; a reload stops and starts them by name.
+/// The running outputs, one thread each; a reload stops and starts them by name. A removed
+/// or changed output drains in the background ("retiring"); a changed one starts again (same
+/// name, same cursor) once its old instance has stopped.
 struct OutputSet {
     logs: Vec<ShardLog>,
     wakers: Arc<OutputWakers>,
     running: std::collections::BTreeMap<String, RunningOutput>,
+    retiring: Vec<Retiring>,
+    /// Outputs waiting for their old instance (same name) to finish retiring.
+    waiting: std::collections::BTreeMap<String, SinkConfig>,
+}
+
+struct Retiring {
+    name: String,
+    output: RunningOutput,
+    /// Gone from the config: stop holding segments back once it stopped.
+    forget: bool,
 }
 
 struct RunningOutput {
@@ -569,16 +672,26 @@ impl OutputSet {
             logs: logs.to_vec(),
             wakers: Arc::new(OutputWakers::default()),
             running: Default::default(),
+            retiring: Vec::new(),
+            waiting: Default::default(),
         }
     }
 
     /// Starts output `name`: it holds WAL segments back from now on, and appears in metrics.
+    /// While an old instance of the same name retires, the start waits for it (`tick`).
     fn start(
         &mut self,
         name: &str,
         sink: &SinkConfig,
         registry: &Counters,
     ) -> Result<(), EngineError> {
+        if self.retiring.iter().any(|r| r.name == name) {
+            for log in &self.logs {
+                log.retention.register(name);
+            }
+            self.waiting.insert(name.to_string(), sink.clone());
+            return Ok(());
+        }
         for log in &self.logs {
             log.retention.register(name);
         }
@@ -611,32 +724,68 @@ impl OutputSet {
         Ok(())
     }
 
-    /// Stops output `name` after it delivered what was durable when asked (bounded by
-    /// `deadline`). `forget`: it is gone from the config, so it stops holding segments back.
-    fn stop(&mut self, name: &str, deadline: Instant, registry: &Counters, forget: bool) {
+    /// Tells output `name` to deliver what was durable when asked (bounded by `deadline`)
+    /// and stop; it does so in the background. `forget`: it is gone from the config, so once
+    /// stopped it no longer holds segments back.
+    fn retire(&mut self, name: &str, deadline: Instant, forget: bool) {
+        self.waiting.remove(name);
         let Some(output) = self.running.remove(name) else {
+            // Already retiring (changed by an earlier reload): now perhaps gone altogether.
+            for r in self.retiring.iter_mut().filter(|r| r.name == name) {
+                r.forget |= forget;
+            }
             return;
         };
         output.control.stop(deadline);
         output.handle.thread().unpark();
-        // A reload waits here while the output drains: keep systemd's watchdog fed meanwhile.
-        while !output.handle.is_finished() {
-            if sd_notify::watchdog_enabled().is_some() {
-                notify_systemd(&[sd_notify::NotifyState::Watchdog]);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        join_output(name, output);
-        self.wakers.remove(name);
-        write_lock(&registry.outputs).retain(|(n, _)| n != name);
-        if forget {
-            for log in &self.logs {
-                log.retention.unregister(name);
-            }
-        }
+        self.retiring.push(Retiring {
+            name: name.to_string(),
+            output,
+            forget,
+        });
     }
 
-    /// Shutdown: every output delivers up to the final watermarks, bounded by `deadline`.
+    /// Joins the retired outputs that have stopped and starts what waited for them; true when
+    /// the last one just finished.
+    fn tick(&mut self, registry: &Counters) -> bool {
+        if self.retiring.is_empty() {
+            return false;
+        }
+        let (done, still): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retiring)
+            .into_iter()
+            .partition(|r| r.output.handle.is_finished());
+        self.retiring = still;
+        for r in done {
+            let counters = Arc::clone(&r.output.counters);
+            join_output(&r.name, r.output);
+            self.wakers.remove(&r.name);
+            write_lock(&registry.outputs).retain(|(_, c)| !Arc::ptr_eq(c, &counters));
+            let wanted = self.waiting.contains_key(&r.name) || self.running.contains_key(&r.name);
+            if r.forget && !wanted {
+                for log in &self.logs {
+                    log.retention.unregister(&r.name);
+                }
+            }
+            if let Some(sink) = self.waiting.remove(&r.name) {
+                if let Err(e) = self.start(&r.name, &sink, registry) {
+                    tracing::error!(sink = %r.name, error = %e, "cannot start the reloaded sink");
+                }
+            }
+        }
+        !self.draining()
+    }
+
+    fn draining(&self) -> bool {
+        !self.retiring.is_empty() || !self.waiting.is_empty()
+    }
+
+    fn draining_names(&self) -> Vec<String> {
+        self.retiring.iter().map(|r| r.name.clone()).collect()
+    }
+
+    /// Shutdown: every output delivers up to the final watermarks, bounded by `deadline`
+    /// (retiring ones keep the deadline their reload gave them); waiting ones start at the
+    /// next run.
     fn stop_all(mut self, deadline: Instant) {
         for output in self.running.values() {
             output.control.stop(deadline);
@@ -644,6 +793,9 @@ impl OutputSet {
         self.wakers.wake_all();
         for (name, output) in std::mem::take(&mut self.running) {
             join_output(&name, output);
+        }
+        for r in std::mem::take(&mut self.retiring) {
+            join_output(&r.name, r.output);
         }
     }
 }

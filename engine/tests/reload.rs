@@ -141,8 +141,10 @@ fn a_bad_config_on_sighup_is_refused_and_the_old_one_runs_on() {
     assert!(status.success(), "{log}");
 }
 
-fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    http_request(addr, method, path, None, body)
+/// A request with the token Sluice wrote to `data_dir/api.token` (none is configured).
+fn http(dir: &Path, addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let token = api_token(dir);
+    http_request(addr, method, path, Some(&token), body)
 }
 
 #[test]
@@ -152,20 +154,21 @@ fn post_config_validates_then_applies_and_post_reload_rereads_the_file() {
     let sluice = Sluice::start(dir.path(), &cfg);
     let api = sluice.addr("api");
 
-    let (status, body) = http(api, "POST", "/config", "this is = not [toml");
+    let (status, body) = http(dir.path(), api, "POST", "/config", "this is = not [toml");
     assert_eq!(status, 400, "{body}");
     assert_eq!(
-        http(api, "GET", "/config", "").1,
+        http(dir.path(), api, "GET", "/config", "").1,
         cfg,
         "the old config still runs"
     );
 
-    let extra = dir.path().join("extra.ndjson");
+    // Under the file sink's directory: a posted config may write there (api.allowed_paths).
+    let extra = dir.path().join("out/extra.ndjson");
     let added = format!("{cfg}{}", file_sink_at("extra", &extra));
-    let (status, body) = http(api, "POST", "/config", &added);
+    let (status, body) = http(dir.path(), api, "POST", "/config", &added);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("+[extra]"), "{body}");
-    assert_eq!(http(api, "GET", "/config", "").1, added);
+    assert_eq!(http(dir.path(), api, "GET", "/config", "").1, added);
     send_tcp(
         sluice.addr("tcp"),
         format!("{}\n", rfc5424_line("api", 7)).as_bytes(),
@@ -173,9 +176,15 @@ fn post_config_validates_then_applies_and_post_reload_rereads_the_file() {
     wait_for("the new sink delivers", || seqs_in(&extra).contains(&7));
 
     // The file still holds the first config: POST /reload goes back to it.
-    let (status, body) = http(api, "POST", "/reload", "");
-    assert_eq!(status, 200, "{body}");
+    // The removed sink drains in the background: 202 until it stopped, then "done".
+    let (status, body) = http(dir.path(), api, "POST", "/reload", "");
+    assert!(matches!(status, 200 | 202), "{status} {body}");
     assert!(body.contains("-[extra]"), "{body}");
+    wait_for("the removed sink stopped", || {
+        http(dir.path(), api, "GET", "/reload", "")
+            .1
+            .contains("reload 2: done")
+    });
     let (status, log) = sluice.stop();
     assert!(status.success(), "{log}");
 }
@@ -244,7 +253,7 @@ fn a_source_added_by_reload_listens_on_every_shard_and_a_removed_one_stops() {
     let added = format!(
         "{cfg}[sources.extra]\ntype = \"syslog\"\nmode = \"tcp\"\naddress = \"127.0.0.1:{port}\"\n"
     );
-    let (status, body) = http(api, "POST", "/config", &added);
+    let (status, body) = http(dir.path(), api, "POST", "/config", &added);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("sources -[] +[extra]"), "{body}");
     let extra: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -255,7 +264,7 @@ fn a_source_added_by_reload_listens_on_every_shard_and_a_removed_one_stops() {
     wait_for("events through the new source", || {
         count_output_lines(dir.path()) >= 8
     });
-    let (status, body) = http(api, "POST", "/config", &cfg);
+    let (status, body) = http(dir.path(), api, "POST", "/config", &cfg);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("sources -[extra] +[]"), "{body}");
     // The shards close the listeners as their accept loops see the stop.

@@ -399,6 +399,14 @@ impl Receiver {
 }
 
 /// One HTTP/1.1 request (connection closed after): returns status and body.
+/// The API token Sluice generated (no `api.token` configured) for a [`config`] in `dir`.
+pub fn api_token(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("data/api.token"))
+        .expect("sluice writes data_dir/api.token")
+        .trim()
+        .to_string()
+}
+
 pub fn http_request(
     addr: SocketAddr,
     method: &str,

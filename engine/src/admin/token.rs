@@ -1,0 +1,128 @@
+//! The admin API's bearer token.
+//!
+//! Endpoints that change or reveal the configuration always need a token. When `api.token` is
+//! not configured, Sluice makes a random one at every start and writes it to
+//! `data_dir/api.token` (mode 0600, owned by Sluice's user: only that user and root can read
+//! it); `sluice` subcommands that talk to the API read it from there. Tokens are compared in
+//! constant time.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use subtle::ConstantTimeEq;
+
+/// The file an unconfigured token is written to, inside data_dir.
+pub const TOKEN_FILE: &str = "api.token";
+
+/// The token in force and where it came from.
+#[derive(Clone, Debug)]
+pub struct ApiAuth {
+    token: String,
+    /// `api.token` was set in the config (then `/metrics` needs it too).
+    pub configured: bool,
+}
+
+impl ApiAuth {
+    pub fn configured(token: String) -> Self {
+        ApiAuth {
+            token,
+            configured: true,
+        }
+    }
+
+    pub fn generated(token: String) -> Self {
+        ApiAuth {
+            token,
+            configured: false,
+        }
+    }
+
+    /// True when `authorization` is `Bearer <the token>`; constant time in the token.
+    pub fn admits(&self, authorization: Option<&[u8]>) -> bool {
+        let Some(presented) = authorization.and_then(|h| h.strip_prefix(b"Bearer ")) else {
+            return false;
+        };
+        presented.ct_eq(self.token.as_bytes()).into()
+    }
+}
+
+impl Default for ApiAuth {
+    /// Before the runtime set one: a token nobody can present.
+    fn default() -> Self {
+        ApiAuth::generated(String::new()).with_random_token()
+    }
+}
+
+impl ApiAuth {
+    fn with_random_token(mut self) -> Self {
+        self.token = random_token().unwrap_or_else(|_| "\u{0}unusable".into());
+        self
+    }
+}
+
+/// 32 random bytes from the OS, hex.
+pub fn random_token() -> std::io::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes a fresh random token to `data_dir/api.token` (0600, replaced atomically) and returns
+/// it.
+pub fn write_generated(data_dir: &Path) -> Result<String, (PathBuf, std::io::Error)> {
+    let path = data_dir.join(TOKEN_FILE);
+    let tmp = data_dir.join(format!("{TOKEN_FILE}.tmp"));
+    let token = random_token().map_err(|e| (path.clone(), e))?;
+    let write = || -> std::io::Result<()> {
+        let _ = std::fs::remove_file(&tmp);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        file.write_all(token.as_bytes())?;
+        file.write_all(b"\n")?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().map_err(|e| (path.clone(), e))?;
+    Ok(token)
+}
+
+/// The token a `sluice` subcommand presents: the configured one, else the file's.
+pub fn read_for_client(configured: Option<&str>, data_dir: &Path) -> Result<String, String> {
+    if let Some(t) = configured {
+        return Ok(t.to_string());
+    }
+    let path = data_dir.join(TOKEN_FILE);
+    std::fs::read_to_string(&path)
+        .map(|t| t.trim().to_string())
+        .map_err(|e| format!("cannot read the API token {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn generated_tokens_are_private_and_admitted_only_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = write_generated(dir.path()).unwrap();
+        assert_eq!(token.len(), 64);
+        let meta = std::fs::metadata(dir.path().join(TOKEN_FILE)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(read_for_client(None, dir.path()).unwrap(), token);
+        let again = write_generated(dir.path()).unwrap();
+        assert_ne!(again, token, "a fresh token at every start");
+        let auth = ApiAuth::generated(again.clone());
+        assert!(auth.admits(Some(format!("Bearer {again}").as_bytes())));
+        assert!(!auth.admits(Some(format!("Bearer {token}").as_bytes())));
+        assert!(!auth.admits(Some(format!("Bearer {}", &again[..63]).as_bytes())));
+        assert!(!auth.admits(Some(again.as_bytes())));
+        assert!(!auth.admits(None));
+        assert!(!ApiAuth::default().admits(Some(b"Bearer ")));
+    }
+}
