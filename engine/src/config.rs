@@ -337,6 +337,10 @@ pub struct RawSink {
     max_backoff: Option<Duration>,
     #[serde(default, deserialize_with = "de_opt_duration")]
     write_timeout: Option<Duration>,
+    append_existing: Option<bool>,
+    line_breaks: Option<LineBreaks>,
+    #[serde(default, deserialize_with = "de_opt_bytes")]
+    replay_window: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -372,12 +376,15 @@ impl RawSink {
                 foreign("initial_backoff", self.initial_backoff.is_some())?;
                 foreign("max_backoff", self.max_backoff.is_some())?;
                 foreign("write_timeout", self.write_timeout.is_some())?;
+                foreign("replay_window", self.replay_window.is_some())?;
                 Ok(SinkConfig::File(FileSink {
                     path: self.path.ok_or(("path", "is required".to_string()))?,
                     encoding: self.encoding.unwrap_or(Encoding::Json),
                     rotate_size: self.rotate_size.unwrap_or(100_000_000),
                     keep: self.keep.unwrap_or(10),
                     fsync: self.fsync.unwrap_or(SinkFsync::Always),
+                    append_existing: self.append_existing.unwrap_or(false),
+                    line_breaks: self.line_breaks.unwrap_or_default(),
                 }))
             }
             SinkType::Tcp => {
@@ -385,7 +392,10 @@ impl RawSink {
                 foreign("rotate_size", self.rotate_size.is_some())?;
                 foreign("keep", self.keep.is_some())?;
                 foreign("fsync", self.fsync.is_some())?;
+                foreign("append_existing", self.append_existing.is_some())?;
                 Ok(SinkConfig::Tcp(TcpSink {
+                    line_breaks: self.line_breaks.unwrap_or_default(),
+                    replay_window: self.replay_window.unwrap_or(DEFAULT_REPLAY_WINDOW),
                     address: self.address.ok_or(("address", "is required".to_string()))?,
                     framing: self.framing.unwrap_or(TcpFraming::OctetCounting),
                     encoding: self.encoding.unwrap_or(Encoding::Raw),
@@ -408,6 +418,25 @@ pub enum Encoding {
     Raw,
 }
 
+/// What raw encoding does with line breaks (LF, CR) and NULs inside a frame: a frame that
+/// carries them (octet-counted, or a UDP datagram) would otherwise forge whole lines in a raw
+/// file or a newline-framed forward.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineBreaks {
+    /// As rsyslog's control-character escaping does: LF → `#012`, CR → `#015`, NUL → `#000`.
+    #[default]
+    Escape,
+    /// Each replaced by a space.
+    Space,
+    /// Written verbatim (only for receivers that frame by octet count and trust the sender).
+    Keep,
+}
+
+/// The default TCP sink replay window: more than a loopback receive buffer can hold (Linux
+/// autotunes up to `net.ipv4.tcp_rmem`'s maximum, 6 MiB by default).
+pub const DEFAULT_REPLAY_WINDOW: u64 = 8 << 20;
+
 /// When the file sink confirms a batch (and so when its cursor may advance).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -427,6 +456,10 @@ pub struct FileSink {
     /// Rotated files kept; older ones are deleted (default 10).
     pub keep: u32,
     pub fsync: SinkFsync,
+    /// A file at `path` that Sluice did not create: append to it (never cut, rotate or delete
+    /// it) instead of refusing to start.
+    pub append_existing: bool,
+    pub line_breaks: LineBreaks,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -448,6 +481,10 @@ pub struct TcpSink {
     pub max_backoff: Duration,
     /// A write blocked longer than this counts as failed (the batch is resent).
     pub write_timeout: Duration,
+    pub line_breaks: LineBreaks,
+    /// Bytes already confirmed (acknowledged by the receiver's TCP) that are sent again after
+    /// every reconnect: what a receiver that died may have held unread.
+    pub replay_window: u64,
 }
 
 fn de_from_str<'de, D, T>(d: D) -> Result<T, D::Error>

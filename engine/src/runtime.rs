@@ -31,7 +31,7 @@ use crate::config::{ApiListen, Compression, Config, SinkConfig, SourceConfig, So
 use crate::error::EngineError;
 use crate::limits::ConnectionLimits;
 use crate::metrics::{shard_summary, OutputCounters, ShardCounters, SourceCounters};
-use crate::outputs::{run_output, OutputControl, OutputSpec, ShardLog};
+use crate::outputs::{open_sink, run_output, OutputControl, OutputSpec, ShardLog};
 use crate::shard::{self, OutputWakers, ShardSpec, SourceSpec};
 
 /// glommio refuses to start an executor below this locked-memory limit.
@@ -692,6 +692,10 @@ impl OutputSet {
             self.waiting.insert(name.to_string(), sink.clone());
             return Ok(());
         }
+        let opened = open_sink(sink).map_err(|message| EngineError::Output {
+            sink: name.to_string(),
+            message,
+        })?;
         for log in &self.logs {
             log.retention.register(name);
         }
@@ -706,7 +710,7 @@ impl OutputSet {
         };
         let handle = std::thread::Builder::new()
             .name(format!("sink-{name}"))
-            .spawn(move || run_output(spec))
+            .spawn(move || run_output(spec, opened))
             .map_err(|e| EngineError::Output {
                 sink: name.to_string(),
                 message: e.to_string(),

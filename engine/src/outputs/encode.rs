@@ -5,33 +5,43 @@ use std::io::Write as _;
 use ingest::json;
 use ingest::EventView;
 
-use crate::config::{Encoding, TcpFraming};
+use crate::config::{Encoding, LineBreaks, TcpFraming};
 
-/// Appends the encoding of one WAL record to `out`. `framing` is set for stream sinks (how
-/// frames are delimited), `None` for files (one line per event). Returns false, appending
-/// nothing, when the record is not a valid event.
+/// How a sink encodes records.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordEncoding {
+    pub encoding: Encoding,
+    /// Set for stream sinks (how frames are delimited), `None` for files (one line per event).
+    pub framing: Option<TcpFraming>,
+    /// Raw encoding only (JSON escapes every control character anyway).
+    pub line_breaks: LineBreaks,
+}
+
+/// Appends the encoding of one WAL record to `out`. Returns false, appending nothing, when
+/// the record is not a valid event.
 pub fn encode_record(
     payload: &[u8],
     shard: usize,
-    encoding: Encoding,
-    framing: Option<TcpFraming>,
+    how: RecordEncoding,
     out: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
 ) -> bool {
     let Ok(event) = EventView::decode(payload) else {
         return false;
     };
-    match (encoding, framing) {
+    match (how.encoding, how.framing) {
         (Encoding::Json, None | Some(TcpFraming::Newline)) => {
             json::write_event(out, &event, shard as u32);
         }
         (Encoding::Raw, None | Some(TcpFraming::Newline)) => {
-            out.extend_from_slice(event.frame);
+            write_raw(out, event.frame, how.line_breaks);
             out.push(b'\n');
         }
         (Encoding::Raw, Some(TcpFraming::OctetCounting)) => {
-            let _ = write!(out, "{} ", event.frame.len());
-            out.extend_from_slice(event.frame);
+            scratch.clear();
+            write_raw(scratch, event.frame, how.line_breaks);
+            let _ = write!(out, "{} ", scratch.len());
+            out.extend_from_slice(scratch);
         }
         (Encoding::Json, Some(TcpFraming::OctetCounting)) => {
             scratch.clear();
@@ -42,6 +52,26 @@ pub fn encode_record(
         }
     }
     true
+}
+
+/// The frame's bytes, with LF, CR and NUL treated as `line_breaks` says.
+fn write_raw(out: &mut Vec<u8>, frame: &[u8], line_breaks: LineBreaks) {
+    if line_breaks == LineBreaks::Keep {
+        out.extend_from_slice(frame);
+        return;
+    }
+    let mut rest = frame;
+    while let Some(at) = memchr::memchr3(b'\n', b'\r', 0, rest) {
+        out.extend_from_slice(&rest[..at]);
+        match (line_breaks, rest[at]) {
+            (LineBreaks::Space, _) => out.push(b' '),
+            (_, b'\n') => out.extend_from_slice(b"#012"),
+            (_, b'\r') => out.extend_from_slice(b"#015"),
+            _ => out.extend_from_slice(b"#000"),
+        }
+        rest = &rest[at + 1..];
+    }
+    out.extend_from_slice(rest);
 }
 
 #[cfg(test)]
@@ -60,9 +90,14 @@ mod tests {
             frame_flags: FrameFlags::default(),
         };
         encode(&mut rec, &header, &ingest::parse(frame, 0), frame);
-        let run = |enc, framing| {
+        let run = |encoding, framing| {
             let (mut out, mut scratch) = (Vec::new(), Vec::new());
-            assert!(encode_record(&rec, 0, enc, framing, &mut out, &mut scratch));
+            let how = RecordEncoding {
+                encoding,
+                framing,
+                line_breaks: LineBreaks::Escape,
+            };
+            assert!(encode_record(&rec, 0, how, &mut out, &mut scratch));
             String::from_utf8(out).unwrap()
         };
         assert_eq!(
@@ -73,13 +108,56 @@ mod tests {
         let json = run(Encoding::Json, Some(TcpFraming::OctetCounting));
         let (len, body) = json.split_once(' ').unwrap();
         assert_eq!(len.parse::<usize>().unwrap(), body.len());
+        let how = RecordEncoding {
+            encoding: Encoding::Raw,
+            framing: None,
+            line_breaks: LineBreaks::Escape,
+        };
         assert!(!encode_record(
             b"junk",
             0,
-            Encoding::Raw,
-            None,
+            how,
             &mut Vec::new(),
             &mut Vec::new()
         ));
+    }
+
+    /// A frame with line breaks inside (octet-counted, or a datagram) never forges lines.
+    #[test]
+    fn raw_line_breaks_are_escaped_replaced_or_kept() {
+        let frame = b"<13>1 - h a - - - hi\n<0>forged line\r\x00end";
+        let mut rec = Vec::new();
+        let header = EventHeader {
+            received_at_us: 0,
+            source_ip: None,
+            frame_flags: FrameFlags::default(),
+        };
+        encode(&mut rec, &header, &ingest::parse(frame, 0), frame);
+        let run = |line_breaks, framing| {
+            let (mut out, mut scratch) = (Vec::new(), Vec::new());
+            let how = RecordEncoding {
+                encoding: Encoding::Raw,
+                framing,
+                line_breaks,
+            };
+            assert!(encode_record(&rec, 0, how, &mut out, &mut scratch));
+            out
+        };
+        assert_eq!(
+            run(LineBreaks::Escape, None),
+            b"<13>1 - h a - - - hi#012<0>forged line#015#000end\n"
+        );
+        assert_eq!(
+            run(LineBreaks::Space, Some(TcpFraming::Newline)),
+            b"<13>1 - h a - - - hi <0>forged line  end\n"
+        );
+        let counted = run(LineBreaks::Escape, Some(TcpFraming::OctetCounting));
+        assert_eq!(
+            counted,
+            b"49 <13>1 - h a - - - hi#012<0>forged line#015#000end"
+        );
+        let kept = run(LineBreaks::Keep, Some(TcpFraming::OctetCounting));
+        assert_eq!(&kept[..3], b"40 ");
+        assert_eq!(&kept[3..], frame);
     }
 }

@@ -1,30 +1,115 @@
 //! The file sink: append, confirm (fdatasync by default), rotate by size, keep N.
 //!
-//! Rotation is crash-safe: the full file is synced, renamed to `<name>.<n>` (n grows: higher
-//! is newer), the directory synced, and a new file created. A crash at any step leaves every
-//! delivered line in exactly one file; the cursor is behind, so at worst a batch repeats.
-//! A failed write is undone (the file is cut back to its size before the batch) so a retry
-//! never leaves half a line behind. A crash in the middle of a write can leave half a line at
-//! the end: every confirmed batch ends with a newline, so whatever follows the last newline
-//! was never confirmed (it is delivered again); it is cut off when the file is opened, before
-//! anything is appended to it.
+//! **It never truncates, renames or deletes a file it did not create.** Beside the output it
+//! keeps a small state file, `.<name>.sluice-state`, naming (device, inode) of the file it
+//! created at `path` and of each rotated file it made; it is replaced atomically (temp, fsync,
+//! rename, fsync of the directory) whenever those change. At open:
+//! - no file at `path`: Sluice creates it (`O_EXCL`, never through a symlink) and records it;
+//! - the file Sluice recorded: a crash in the middle of a write can have left half a line at
+//!   its end; every confirmed batch ends with a newline, so what follows the last newline was
+//!   never confirmed (it is delivered again) and is cut off before anything is appended;
+//! - any other file: refused with an error naming the path, or, with `append_existing = true`,
+//!   appended to untouched: never cut, never rotated (it grows past `rotate_size`), never
+//!   deleted; a failed write to it cannot be undone (a retry may leave half a line).
+//!
+//! **It follows its path.** Before each batch it compares the open file's (device, inode) with
+//! the path's; after logrotate's `mv` (or anyone's) it creates a new file at the path, and
+//! after the directory or the file was deleted it recreates both. After writing (and syncing)
+//! a batch it checks the file still has a name: a batch written into a deleted file is not
+//! confirmed, it is delivered again into the new one.
+//!
+//! Rotation is crash-safe: the full file is synced, renamed to `<name>.<n>` (n grows: higher is
+//! newer), the directory synced, a new file created. A crash at any step leaves every delivered
+//! line in exactly one file; the cursor is behind, so at worst a batch repeats. A rotation that
+//! fails (a read-only directory, say) does not fail the batch that was already written: the
+//! file grows past `rotate_size` and rotation is tried again after the next batch.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::config::{FileSink, SinkFsync};
 
 use super::Sink;
 
+/// A file's identity on its file system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+}
+
+/// What Sluice created: the current file and its rotated files (by number).
+#[derive(Debug, Default, PartialEq)]
+struct Ownership {
+    current: Option<FileId>,
+    rotated: Vec<(u64, FileId)>,
+}
+
+impl Ownership {
+    fn parse(text: &str) -> Self {
+        let mut owned = Ownership::default();
+        for line in text.lines() {
+            let words: Vec<u64> = line
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            match (line.split_whitespace().next(), words.as_slice()) {
+                (Some("current"), &[dev, ino]) => owned.current = Some(FileId { dev, ino }),
+                (Some("rotated"), &[n, dev, ino]) => owned.rotated.push((n, FileId { dev, ino })),
+                _ => {}
+            }
+        }
+        owned
+    }
+
+    fn render(&self) -> String {
+        let mut text = String::from("# Files this Sluice file sink created (device inode).\n");
+        if let Some(c) = self.current {
+            text.push_str(&format!("current {} {}\n", c.dev, c.ino));
+        }
+        for (n, id) in &self.rotated {
+            text.push_str(&format!("rotated {n} {} {}\n", id.dev, id.ino));
+        }
+        text
+    }
+}
+
 pub struct FileOutput {
     path: PathBuf,
     dir: PathBuf,
-    file: Option<File>,
-    size: u64,
+    file: Option<OpenFile>,
+    owned: Ownership,
     rotate_size: u64,
     keep: u32,
     fsync: SinkFsync,
+    append_existing: bool,
+    /// When a failed rotation was last reported (they are retried after every batch).
+    rotation_warned: Option<Instant>,
+}
+
+struct OpenFile {
+    file: File,
+    id: FileId,
+    size: u64,
+    /// Sluice created it (it may cut, rotate and delete it).
+    ours: bool,
+}
+
+fn with_path(op: &str, path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{op} {}: {e}", path.display()))
 }
 
 /// Cuts the file back to just after its last newline (see the module docs); returns its size.
@@ -51,9 +136,8 @@ fn cut_unconfirmed_tail(file: &File) -> io::Result<u64> {
     Ok(end)
 }
 
-fn with_path(op: &str, path: &Path, e: io::Error) -> io::Error {
-    io::Error::new(e.kind(), format!("{op} {}: {e}", path.display()))
-}
+/// How often a failed rotation is logged (it is retried after every batch).
+const ROTATION_WARN_INTERVAL: Duration = Duration::from_secs(10);
 
 impl FileOutput {
     pub fn open(config: &FileSink) -> io::Result<Self> {
@@ -61,70 +145,177 @@ impl FileOutput {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        std::fs::create_dir_all(&dir).map_err(|e| with_path("create directory", &dir, e))?;
         let mut output = FileOutput {
             path: config.path.clone(),
             dir,
             file: None,
-            size: 0,
+            owned: Ownership::default(),
             rotate_size: config.rotate_size,
             keep: config.keep,
             fsync: config.fsync,
+            append_existing: config.append_existing,
+            rotation_warned: None,
         };
+        output.load_state()?;
         output.open_current()?;
         Ok(output)
     }
 
-    fn open_current(&mut self) -> io::Result<&mut File> {
-        if self.file.is_none() {
-            let file = OpenOptions::new()
+    fn state_path(&self) -> PathBuf {
+        self.dir.join(format!(".{}.sluice-state", self.file_name()))
+    }
+
+    fn load_state(&mut self) -> io::Result<()> {
+        let path = self.state_path();
+        self.owned = match std::fs::read_to_string(&path) {
+            Ok(text) => Ownership::parse(&text),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ownership::default(),
+            Err(e) => return Err(with_path("read", &path, e)),
+        };
+        Ok(())
+    }
+
+    fn save_state(&self) -> io::Result<()> {
+        let path = self.state_path();
+        let tmp = path.with_extension("tmp");
+        let write = || -> io::Result<()> {
+            let mut f = OpenOptions::new()
+                .write(true)
                 .create(true)
-                .read(true)
-                .append(true)
-                .open(&self.path)
-                .map_err(|e| with_path("open", &self.path, e))?;
-            self.size =
-                cut_unconfirmed_tail(&file).map_err(|e| with_path("repair", &self.path, e))?;
-            self.file = Some(file);
+                .truncate(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&tmp)?;
+            f.write_all(self.owned.render().as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        };
+        write().map_err(|e| with_path("write", &path, e))?;
+        sync_dir(&self.dir)
+    }
+
+    /// Opens (or creates) the file at `path`, deciding whether it is ours (module docs).
+    fn open_current(&mut self) -> io::Result<&mut OpenFile> {
+        if self.file.is_none() {
+            std::fs::create_dir_all(&self.dir)
+                .map_err(|e| with_path("create directory", &self.dir, e))?;
+            let opened = match std::fs::symlink_metadata(&self.path) {
+                Ok(meta) => self.open_existing(&meta)?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => self.create()?,
+                Err(e) => return Err(with_path("stat", &self.path, e)),
+            };
+            self.file = Some(opened);
         }
         Ok(self.file.as_mut().expect("opened above"))
     }
 
+    fn open_existing(&self, meta: &std::fs::Metadata) -> io::Result<OpenFile> {
+        let ours = self.owned.current == Some(FileId::of(meta));
+        if !ours && !self.append_existing {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and was not created by this sink: refusing to write to, cut, rotate or delete it (move it away, or set append_existing = true to append to it untouched)",
+                    self.path.display()
+                ),
+            ));
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.path)
+            .map_err(|e| with_path("open", &self.path, e))?;
+        let id = FileId::of(&file.metadata()?);
+        let size = if ours && id == FileId::of(meta) {
+            cut_unconfirmed_tail(&file).map_err(|e| with_path("repair", &self.path, e))?
+        } else {
+            file.metadata()?.len()
+        };
+        if !ours {
+            tracing::info!(path = %self.path.display(), "appending to a file Sluice did not create (append_existing): it is never cut, rotated or deleted");
+        }
+        Ok(OpenFile {
+            file,
+            id,
+            size,
+            ours,
+        })
+    }
+
+    fn create(&mut self) -> io::Result<OpenFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .mode(0o640)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.path)
+            .map_err(|e| with_path("create", &self.path, e))?;
+        let id = FileId::of(&file.metadata()?);
+        self.owned.current = Some(id);
+        if let Err(e) = self.save_state() {
+            // Unrecorded, it would look foreign at the next open: take it back (it is empty).
+            self.owned.current = None;
+            let _ = std::fs::remove_file(&self.path);
+            return Err(e);
+        }
+        Ok(OpenFile {
+            file,
+            id,
+            size: 0,
+            ours: true,
+        })
+    }
+
+    /// Drops the open file when the path no longer names it (renamed, deleted, replaced).
+    fn follow_path(&mut self) {
+        let Some(open) = &self.file else { return };
+        let moved = match std::fs::symlink_metadata(&self.path) {
+            Ok(meta) => FileId::of(&meta) != open.id,
+            Err(_) => true,
+        };
+        if moved {
+            tracing::info!(path = %self.path.display(), "the output file was moved or deleted: writing to a new one");
+            self.file = None;
+        }
+    }
+
     fn write_batch(&mut self, batch: &[u8]) -> io::Result<()> {
+        self.follow_path();
+        self.write_to_current(batch)
+    }
+
+    /// Writes (and syncs) `batch` into the open file; not confirmed if the file lost its name
+    /// meanwhile.
+    fn write_to_current(&mut self, batch: &[u8]) -> io::Result<()> {
         let fsync = self.fsync;
         let path = self.path.clone();
-        let before = self.size;
-        let file = self.open_current()?;
-        let written = file.write_all(batch).and_then(|()| match fsync {
-            SinkFsync::Always => file.sync_data(),
+        let open = self.open_current()?;
+        let before = open.size;
+        let written = open.file.write_all(batch).and_then(|()| match fsync {
+            SinkFsync::Always => open.file.sync_data(),
             SinkFsync::Never => Ok(()),
         });
         if let Err(e) = written {
-            // Undo a partial batch so the retry does not leave half a line.
-            let _ = file.set_len(before);
+            if open.ours {
+                // Undo a partial batch so the retry does not leave half a line.
+                let _ = open.file.set_len(before);
+            }
             return Err(with_path("write", &path, e));
         }
-        self.size += batch.len() as u64;
-        Ok(())
-    }
-
-    fn rotated_numbers(&self) -> io::Result<Vec<u64>> {
-        let name = self.file_name();
-        let prefix = format!("{name}.");
-        let mut numbers = Vec::new();
-        for entry in std::fs::read_dir(&self.dir).map_err(|e| with_path("list", &self.dir, e))? {
-            let entry = entry.map_err(|e| with_path("list", &self.dir, e))?;
-            if let Some(n) = entry
-                .file_name()
-                .to_str()
-                .and_then(|f| f.strip_prefix(&prefix))
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                numbers.push(n);
-            }
+        open.size += batch.len() as u64;
+        if open.file.metadata()?.nlink() == 0 {
+            // Deleted (with its directory, perhaps) before the batch was confirmed.
+            self.file = None;
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "{} was deleted while being written: delivering the batch again",
+                    path.display()
+                ),
+            ));
         }
-        numbers.sort_unstable();
-        Ok(numbers)
+        Ok(())
     }
 
     fn file_name(&self) -> String {
@@ -134,27 +325,80 @@ impl FileOutput {
             .unwrap_or_default()
     }
 
-    fn rotate(&mut self) -> io::Result<()> {
-        if let Some(file) = self.file.take() {
-            file.sync_all()
-                .map_err(|e| with_path("fsync", &self.path, e))?;
+    /// The highest number any file `<name>.<n>` in the directory has (ours or not).
+    fn highest_rotated(&self) -> io::Result<u64> {
+        let prefix = format!("{}.", self.file_name());
+        let mut highest = 0;
+        for entry in std::fs::read_dir(&self.dir).map_err(|e| with_path("list", &self.dir, e))? {
+            let entry = entry.map_err(|e| with_path("list", &self.dir, e))?;
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            if let Some(n) = entry
+                .file_name()
+                .to_str()
+                .and_then(|f| f.strip_prefix(&prefix))
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                highest = highest.max(n);
+            }
         }
-        let numbers = self.rotated_numbers()?;
-        let next = numbers.last().map_or(1, |n| n + 1);
+        Ok(highest)
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        let Some(open) = &self.file else {
+            return Ok(());
+        };
+        let id = open.id;
+        open.file
+            .sync_all()
+            .map_err(|e| with_path("fsync", &self.path, e))?;
+        let next = self.highest_rotated()? + 1;
         let target = self.dir.join(format!("{}.{next}", self.file_name()));
         std::fs::rename(&self.path, &target).map_err(|e| with_path("rename", &target, e))?;
-        sync_dir(&self.dir)?;
+        self.file = None;
+        self.owned.current = None;
+        self.owned.rotated.push((next, id));
+        self.save_state()?;
         self.open_current()?;
-        sync_dir(&self.dir)?;
-        let excess = (numbers.len() + 1).saturating_sub(self.keep as usize);
-        for n in numbers.iter().take(excess) {
+        self.remove_excess_rotated()
+    }
+
+    /// Deletes the oldest rotated files beyond `keep`, only those Sluice made (same inode).
+    fn remove_excess_rotated(&mut self) -> io::Result<()> {
+        self.owned.rotated.sort_unstable_by_key(|(n, _)| *n);
+        let excess = self.owned.rotated.len().saturating_sub(self.keep as usize);
+        let doomed: Vec<(u64, FileId)> = self.owned.rotated.drain(..excess).collect();
+        for (n, id) in doomed {
             let old = self.dir.join(format!("{}.{n}", self.file_name()));
-            std::fs::remove_file(&old).map_err(|e| with_path("remove", &old, e))?;
+            match std::fs::symlink_metadata(&old) {
+                Ok(meta) if FileId::of(&meta) == id => {
+                    std::fs::remove_file(&old).map_err(|e| with_path("remove", &old, e))?
+                }
+                _ => {} // Gone, or replaced by a file that is not ours: left alone.
+            }
         }
-        if self.keep == 0 {
-            std::fs::remove_file(&target).map_err(|e| with_path("remove", &target, e))?;
+        self.save_state()
+    }
+
+    fn rotate_if_due(&mut self) {
+        let due = self
+            .file
+            .as_ref()
+            .is_some_and(|f| f.ours && f.size >= self.rotate_size);
+        if !due {
+            return;
         }
-        Ok(())
+        if let Err(e) = self.rotate() {
+            let quiet = self
+                .rotation_warned
+                .is_some_and(|t| t.elapsed() < ROTATION_WARN_INTERVAL);
+            if !quiet {
+                tracing::warn!(path = %self.path.display(), error = %e, "rotation failed: appending on and trying again after the next batch");
+                self.rotation_warned = Some(Instant::now());
+            }
+        }
     }
 }
 
@@ -167,9 +411,8 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 impl Sink for FileOutput {
     fn deliver(&mut self, batch: &[u8]) -> io::Result<()> {
         self.write_batch(batch)?;
-        if self.size >= self.rotate_size {
-            self.rotate()?;
-        }
+        // The batch is confirmed: a rotation failing now must not have it written again.
+        self.rotate_if_due();
         Ok(())
     }
 
@@ -181,31 +424,45 @@ impl Sink for FileOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Encoding, LineBreaks};
+
+    fn sink(path: &Path, rotate_size: u64, keep: u32) -> FileSink {
+        FileSink {
+            path: path.to_path_buf(),
+            encoding: Encoding::Raw,
+            rotate_size,
+            keep,
+            fsync: SinkFsync::Always,
+            append_existing: false,
+            line_breaks: LineBreaks::Escape,
+        }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+    }
 
     #[test]
     fn rotates_and_keeps_n() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out/events.log");
-        let mut out = FileOutput::open(&FileSink {
-            path: path.clone(),
-            encoding: crate::config::Encoding::Raw,
-            rotate_size: 1024,
-            keep: 2,
-            fsync: SinkFsync::Always,
-        })
-        .unwrap();
-        let line = [b'x'; 511];
-        let mut batch = line.to_vec();
+        let mut out = FileOutput::open(&sink(&path, 1024, 2)).unwrap();
+        let mut batch = [b'x'; 511].to_vec();
         batch.push(b'\n');
         for _ in 0..10 {
             out.deliver(&batch).unwrap();
         }
-        let mut names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        assert_eq!(names, ["events.log", "events.log.4", "events.log.5"]);
+        let out_dir = path.parent().unwrap();
+        assert_eq!(
+            names(out_dir),
+            ["events.log", "events.log.4", "events.log.5"]
+        );
         assert_eq!(
             std::fs::metadata(path.with_extension("log.5"))
                 .unwrap()
@@ -218,24 +475,107 @@ mod tests {
     fn half_a_line_left_by_a_crash_is_cut_before_appending() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.log");
-        let sink = |path: &Path| FileSink {
-            path: path.to_path_buf(),
-            encoding: crate::config::Encoding::Raw,
-            rotate_size: 1 << 20,
-            keep: 2,
-            fsync: SinkFsync::Always,
-        };
-        // A long tail (over one read chunk) without a newline after two whole lines.
-        let mut torn = b"one\ntwo\n".to_vec();
-        torn.extend(std::iter::repeat_n(b'x', 100_000));
-        std::fs::write(&path, &torn).unwrap();
-        let mut out = FileOutput::open(&sink(&path)).unwrap();
+        FileOutput::open(&sink(&path, 1 << 20, 2))
+            .unwrap()
+            .deliver(b"one\ntwo\n")
+            .unwrap();
+        // A crash mid-write: a long tail (over one read chunk) without a newline.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&vec![b'x'; 100_000]).unwrap();
+        let mut out = FileOutput::open(&sink(&path, 1 << 20, 2)).unwrap();
         out.deliver(b"three\n").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"one\ntwo\nthree\n");
-        // No newline at all: nothing in it was confirmed.
-        let other = dir.path().join("other.log");
-        std::fs::write(&other, b"half").unwrap();
-        FileOutput::open(&sink(&other)).unwrap();
-        assert_eq!(std::fs::read(&other).unwrap(), b"");
+    }
+
+    /// A file Sluice did not create is refused, or appended to untouched: never cut, never
+    /// rotated, never deleted (with keep = 0 too).
+    #[test]
+    fn a_foreign_file_is_refused_or_appended_to_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("passwd");
+        let original = b"root:x:0:0:root:/root:/bin/bash\nhalf a line".to_vec();
+        std::fs::write(&path, &original).unwrap();
+        let e = FileOutput::open(&sink(&path, 1024, 0)).err().unwrap();
+        assert!(e.to_string().contains("append_existing"), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), original);
+        let mut config = sink(&path, 16, 0);
+        config.append_existing = true;
+        let mut out = FileOutput::open(&config).unwrap();
+        out.deliver(b"event one\n").unwrap();
+        out.deliver(b"event two\n").unwrap();
+        let mut expected = original.clone();
+        expected.extend_from_slice(b"event one\nevent two\n");
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
+        assert_eq!(names(dir.path()), ["passwd"], "nothing renamed or deleted");
+        // Restarting with the same config: still not cut (it is not ours).
+        drop(out);
+        FileOutput::open(&config).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
+    }
+
+    /// Rotated files that are not Sluice's (same name pattern) are never deleted.
+    #[test]
+    fn only_rotated_files_sluice_made_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.log");
+        std::fs::write(dir.path().join("events.log.1"), b"someone else's\n").unwrap();
+        let mut out = FileOutput::open(&sink(&path, 8, 0)).unwrap();
+        for _ in 0..3 {
+            out.deliver(b"0123456789\n").unwrap();
+        }
+        assert_eq!(names(dir.path()), ["events.log", "events.log.1"]);
+        assert_eq!(
+            std::fs::read(dir.path().join("events.log.1")).unwrap(),
+            b"someone else's\n"
+        );
+    }
+
+    /// logrotate's `mv`: the next batch goes into a new file at the path; deleting the
+    /// directory: it is recreated.
+    #[test]
+    fn follows_its_path_after_rename_and_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out/events.log");
+        let mut out = FileOutput::open(&sink(&path, 1 << 20, 2)).unwrap();
+        out.deliver(b"before\n").unwrap();
+        std::fs::rename(&path, dir.path().join("out/events.log.old")).unwrap();
+        out.deliver(b"after\n").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"after\n");
+        std::fs::remove_dir_all(dir.path().join("out")).unwrap();
+        out.deliver(b"recreated\n").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"recreated\n");
+    }
+
+    /// A batch that went into a file deleted after the path was checked is not confirmed: it
+    /// is delivered again, into a new file.
+    #[test]
+    fn a_batch_written_into_a_deleted_file_is_delivered_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out/events.log");
+        let mut out = FileOutput::open(&sink(&path, 1 << 20, 2)).unwrap();
+        std::fs::remove_dir_all(dir.path().join("out")).unwrap();
+        let e = out.write_to_current(b"lost?\n").unwrap_err();
+        assert!(e.to_string().contains("deleted"), "{e}");
+        out.reset();
+        out.deliver(b"lost?\n").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"lost?\n");
+    }
+
+    /// A rotation that fails does not have the batch written again.
+    #[test]
+    fn a_failed_rotation_does_not_rewrite_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.log");
+        let mut out = FileOutput::open(&sink(&path, 8, 2)).unwrap();
+        // The rotated name is taken by a directory: every rename fails (as in a read-only
+        // directory, which root would not notice).
+        std::fs::create_dir_all(dir.path().join("events.log.1/x")).unwrap();
+        out.deliver(b"0123456789\n").unwrap();
+        out.deliver(b"abcdefghij\n").unwrap();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"0123456789\nabcdefghij\n",
+            "each batch written once"
+        );
     }
 }

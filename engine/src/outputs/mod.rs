@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use storage::{DurableWatermark, Retention, WalReader};
 
-pub use encode::encode_record;
+pub use encode::{encode_record, RecordEncoding};
 
 use crate::config::SinkConfig;
 use crate::metrics::OutputCounters;
@@ -50,6 +50,9 @@ pub trait Sink {
     fn deliver(&mut self, batch: &[u8]) -> std::io::Result<()>;
     /// Called between failed attempts: drop connections, reopen files.
     fn reset(&mut self) {}
+    /// Called when there is nothing to deliver (at least every [`IDLE_PARK`]): a sink can
+    /// notice a broken connection and repair it before the next batch.
+    fn idle(&mut self) {}
 }
 
 /// A shard's WAL as an output sees it.
@@ -114,22 +117,47 @@ impl Backoff {
     }
 }
 
-/// Runs one output until stopped. Returns an error only for what retrying cannot fix.
-pub fn run_output(spec: OutputSpec) -> Result<(), String> {
-    let (mut sink, encoding, framing, backoff): (Box<dyn Sink>, _, _, _) = match &spec.config {
+/// A sink ready to run: opened (so a refusal surfaces where the sink is started: at start,
+/// Sluice exits; on a reload, the reload is refused), with its encoding and retry backoff.
+pub struct OpenedSink {
+    sink: Box<dyn Sink + Send>,
+    how: RecordEncoding,
+    /// (initial, max) delay between failed deliveries.
+    backoff: (Duration, Duration),
+}
+
+/// Opens the destination `config` names (the file sink decides here whether it may write).
+pub fn open_sink(config: &SinkConfig) -> Result<OpenedSink, String> {
+    let (sink, how, backoff): (Box<dyn Sink + Send>, _, _) = match config {
         SinkConfig::File(c) => (
             Box::new(file::FileOutput::open(c).map_err(|e| e.to_string())?),
-            c.encoding,
-            None,
+            RecordEncoding {
+                encoding: c.encoding,
+                framing: None,
+                line_breaks: c.line_breaks,
+            },
             (Duration::from_millis(100), Duration::from_secs(5)),
         ),
         SinkConfig::Tcp(c) => (
             Box::new(tcp::TcpOutput::new(c)),
-            c.encoding,
-            Some(c.framing),
+            RecordEncoding {
+                encoding: c.encoding,
+                framing: Some(c.framing),
+                line_breaks: c.line_breaks,
+            },
             (c.initial_backoff, c.max_backoff),
         ),
     };
+    Ok(OpenedSink { sink, how, backoff })
+}
+
+/// Runs one output until stopped. Returns an error only for what retrying cannot fix.
+pub fn run_output(spec: OutputSpec, opened: OpenedSink) -> Result<(), String> {
+    let OpenedSink {
+        mut sink,
+        how,
+        backoff,
+    } = opened;
     let mut backoff = Backoff {
         initial: backoff.0,
         max: backoff.1,
@@ -189,7 +217,7 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
                 None => shard.watermark.load(),
             };
             let batch = reader.read_batch(durable, BATCH_BYTES, |payload| {
-                if !encode_record(payload, shard.id, encoding, framing, &mut out, &mut scratch) {
+                if !encode_record(payload, shard.id, how, &mut out, &mut scratch) {
                     undecodable += 1;
                 }
             });
@@ -252,6 +280,7 @@ pub fn run_output(spec: OutputSpec) -> Result<(), String> {
                 tracing::warn!(sink = %spec.name, "shutdown timeout reached with a cursor unsaved: that batch will be delivered again");
                 return Ok(());
             }
+            sink.idle();
             std::thread::park_timeout(IDLE_PARK);
         }
     }

@@ -136,7 +136,7 @@ impl Drop for Sluice {
     }
 }
 
-fn signal(child: &Child, sig: i32) {
+pub fn signal(child: &Child, sig: i32) {
     // SAFETY: plain kill(2) on the PID of a child we started and have not reaped.
     unsafe {
         libc::kill(child.id() as i32, sig);
@@ -195,13 +195,9 @@ pub fn out_path(dir: &Path) -> PathBuf {
 
 /// Every JSON event in the file sink's output (current and rotated files).
 pub fn read_events(dir: &Path) -> Vec<serde_json::Value> {
-    let out = out_path(dir);
-    let Ok(entries) = std::fs::read_dir(out.parent().unwrap()) else {
-        return Vec::new();
-    };
     let mut events = Vec::new();
-    for entry in entries.flatten() {
-        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+    for path in output_files(dir) {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
         for line in text.lines() {
             events.push(
                 serde_json::from_str(line)
@@ -278,14 +274,23 @@ pub fn message_counts(events: &[serde_json::Value]) -> HashMap<String, usize> {
 
 /// Lines in the file sink's output (current and rotated files); cheap enough to poll.
 pub fn count_output_lines(dir: &Path) -> usize {
+    output_files(dir)
+        .into_iter()
+        .map(|p| std::fs::read(p).map_or(0, |b| memchr_count(&b)))
+        .sum()
+}
+
+/// The file sink's output files (current and rotated), without its hidden state file.
+pub fn output_files(dir: &Path) -> Vec<PathBuf> {
     let out = out_path(dir);
     let Ok(entries) = std::fs::read_dir(out.parent().unwrap()) else {
-        return 0;
+        return Vec::new();
     };
     entries
         .flatten()
-        .map(|e| std::fs::read(e.path()).map_or(0, |b| memchr_count(&b)))
-        .sum()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .collect()
 }
 
 fn memchr_count(bytes: &[u8]) -> usize {
