@@ -139,6 +139,9 @@ fn wal_seqs(data_dir: &Path, into: &mut HashSet<u64>) -> Result<(), String> {
 fn output_seqs(out_dir: &Path, report: &mut SoakReport) -> HashSet<u64> {
     let mut seen = HashSet::new();
     for entry in std::fs::read_dir(out_dir).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue; // The file sink's own state file.
+        }
         let Ok(text) = std::fs::read(entry.path()) else {
             continue;
         };
