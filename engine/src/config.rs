@@ -48,6 +48,14 @@ pub struct Config {
     /// How often a status line (events in and out, lag, disk) is logged; `"0s"`: never.
     #[serde(default = "default_status_interval", deserialize_with = "de_duration")]
     pub status_interval: Duration,
+    /// All TCP connections' read buffers together (every source, every shard). A connection
+    /// that needs to grow its buffer past this budget is closed, counted
+    /// (`sluice_connections_closed_total{reason="memory_budget"}`).
+    #[serde(
+        default = "default_max_connection_memory",
+        deserialize_with = "de_bytes"
+    )]
+    pub max_connection_memory: u64,
     #[serde(default)]
     pub wal: WalConfig,
     #[serde(default)]
@@ -62,6 +70,10 @@ pub struct Config {
     /// The text this config was parsed from (served by `GET /config`).
     #[serde(skip)]
     pub source_text: String,
+}
+
+fn default_max_connection_memory() -> u64 {
+    256 << 20
 }
 
 fn default_status_interval() -> Duration {
@@ -294,6 +306,32 @@ pub struct SourceConfig {
     /// may (CAP_NET_ADMIN). TCP keeps the kernel's autotuning.
     #[serde(default = "default_receive_buffer", deserialize_with = "de_bytes")]
     pub receive_buffer: u64,
+    /// TCP: a connection that sends nothing for this long is closed (counted).
+    #[serde(default = "default_idle_timeout", deserialize_with = "de_duration")]
+    pub idle_timeout: Duration,
+    /// TCP: a frame begun but not finished within this long closes the connection (counted;
+    /// its partial frame is kept as an event, flagged, like at any close).
+    #[serde(default = "default_frame_timeout", deserialize_with = "de_duration")]
+    pub frame_timeout: Duration,
+    /// `max_connections_per_ip` counts IPv4 senders by this prefix (32: each address).
+    #[serde(default = "default_ipv4_prefix_length")]
+    pub ipv4_prefix_length: u8,
+    /// ... and IPv6 senders by this prefix (64: one client's usual allocation).
+    #[serde(default = "default_ipv6_prefix_length")]
+    pub ipv6_prefix_length: u8,
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_frame_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_ipv4_prefix_length() -> u8 {
+    32
+}
+fn default_ipv6_prefix_length() -> u8 {
+    64
 }
 
 pub const MAX_FRAME_LIMIT: u64 = 16 << 20;

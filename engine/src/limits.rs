@@ -1,7 +1,10 @@
-//! Connection limits of a TCP source, shared by all shards.
+//! Connection limits of a TCP source, shared by all shards, and the memory budget of every
+//! connection's read buffer.
 //!
-//! Touched once at accept and once at close, never per event. The per-IP table takes a short
-//! lock at those two moments only; it holds one entry per IP with open connections.
+//! Touched once at accept and once at close (limits), or when a buffer grows or shrinks
+//! (memory), never per event. The per-client table takes a short lock at accept and close
+//! only; it holds one entry per client with open connections. A client is an address masked
+//! to a prefix (IPv4 /32 and IPv6 /64 by default: one IPv6 host can use a whole /64).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -12,6 +15,8 @@ use std::sync::{Arc, Mutex};
 pub struct ConnectionLimits {
     max_total: u32,
     max_per_ip: u32,
+    ipv4_prefix: u8,
+    ipv6_prefix: u8,
     total: AtomicU32,
     per_ip: Mutex<HashMap<IpAddr, u32>>,
 }
@@ -32,15 +37,51 @@ pub struct ConnectionSlot {
 
 impl ConnectionLimits {
     pub fn new(max_total: u32, max_per_ip: u32) -> Arc<Self> {
+        Self::with_prefixes(max_total, max_per_ip, 32, 64)
+    }
+
+    pub fn with_prefixes(
+        max_total: u32,
+        max_per_ip: u32,
+        ipv4_prefix: u8,
+        ipv6_prefix: u8,
+    ) -> Arc<Self> {
         Arc::new(ConnectionLimits {
             max_total,
             max_per_ip,
+            ipv4_prefix: ipv4_prefix.min(32),
+            ipv6_prefix: ipv6_prefix.min(128),
             total: AtomicU32::new(0),
             per_ip: Mutex::new(HashMap::new()),
         })
     }
 
+    /// Every slot taken: the accept loop waits (the kernel's backlog pushes senders back)
+    /// instead of accepting and resetting connections whose data would be lost.
+    pub fn is_full(&self) -> bool {
+        self.total.load(Ordering::Acquire) >= self.max_total
+    }
+
+    /// The client an address belongs to: the address masked to the configured prefix.
+    fn client(&self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(v4) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.ipv4_prefix))
+                    .unwrap_or(0);
+                IpAddr::V4((u32::from(v4) & mask).into())
+            }
+            IpAddr::V6(v6) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.ipv6_prefix))
+                    .unwrap_or(0);
+                IpAddr::V6((u128::from(v6) & mask).into())
+            }
+        }
+    }
+
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionSlot, Refusal> {
+        let ip = self.client(ip);
         let admitted = self
             .total
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -78,6 +119,40 @@ impl Drop for ConnectionSlot {
     }
 }
 
+/// The budget of all connections' read buffers (`max_connection_memory`), shared by every
+/// shard and source.
+#[derive(Debug)]
+pub struct ConnectionMemory {
+    limit: u64,
+    used: std::sync::atomic::AtomicU64,
+}
+
+impl ConnectionMemory {
+    pub fn new(limit: u64) -> Arc<Self> {
+        Arc::new(ConnectionMemory {
+            limit,
+            used: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// Takes `bytes` from the budget; false (nothing taken) when it would go over.
+    pub fn reserve(&self, bytes: u64) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|&n| n <= self.limit)
+            })
+            .is_ok()
+    }
+
+    pub fn release(&self, bytes: u64) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +169,35 @@ mod tests {
         assert_eq!(limits.admit(b).unwrap_err(), Refusal::SourceFull);
         drop(s1);
         assert!(limits.admit(a).is_ok());
+    }
+
+    #[test]
+    fn clients_are_counted_by_prefix() {
+        let limits = ConnectionLimits::with_prefixes(100, 2, 24, 64);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let _a = limits.admit(ip("2001:db8:1:2::1")).unwrap();
+        let _b = limits.admit(ip("2001:db8:1:2:ffff::9")).unwrap();
+        assert_eq!(
+            limits.admit(ip("2001:db8:1:2:aaaa::3")).unwrap_err(),
+            Refusal::IpFull,
+            "one /64 is one client"
+        );
+        assert!(limits.admit(ip("2001:db8:1:3::1")).is_ok(), "another /64");
+        let _c = limits.admit(ip("10.0.0.1")).unwrap();
+        let _d = limits.admit(ip("10.0.0.200")).unwrap();
+        assert!(limits.admit(ip("10.0.0.7")).is_err(), "one /24");
+        assert!(limits.admit(ip("10.0.1.7")).is_ok());
+        assert!(!limits.is_full());
+    }
+
+    #[test]
+    fn the_memory_budget_is_never_exceeded() {
+        let m = ConnectionMemory::new(10_000);
+        assert!(m.reserve(6_000));
+        assert!(!m.reserve(6_000));
+        assert!(m.reserve(4_000));
+        m.release(6_000);
+        assert_eq!(m.used(), 4_000);
+        assert!(m.reserve(6_000));
     }
 }

@@ -124,6 +124,10 @@ pub struct SourceShardCounters {
     pub frames_oversize: AtomicU64,
     pub connections_active: AtomicI64,
     pub connections_rejected: AtomicU64,
+    /// Connections Sluice closed, by reason.
+    pub closed_idle_timeout: AtomicU64,
+    pub closed_frame_timeout: AtomicU64,
+    pub closed_memory_budget: AtomicU64,
 }
 
 impl SourceCounters {

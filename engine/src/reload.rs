@@ -36,6 +36,10 @@ pub fn plan(old: &Config, new: &Config) -> Result<Plan, String> {
         ("shards", old.shard_count() != new.shard_count()),
         ("wal", old.wal != new.wal),
         ("api.address", old.api.address != new.api.address),
+        (
+            "max_connection_memory",
+            old.max_connection_memory != new.max_connection_memory,
+        ),
     ];
     if let Some((key, _)) = restart_only.iter().find(|(_, changed)| *changed) {
         return Err(format!(

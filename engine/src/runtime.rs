@@ -29,7 +29,7 @@ use crate::admin::{
 };
 use crate::config::{ApiListen, Compression, Config, SinkConfig, SourceConfig, SourceMode};
 use crate::error::EngineError;
-use crate::limits::ConnectionLimits;
+use crate::limits::{ConnectionLimits, ConnectionMemory};
 use crate::metrics::{shard_summary, OutputCounters, ShardCounters, SourceCounters};
 use crate::outputs::{open_sink, run_output, OutputControl, OutputSpec, ShardLog};
 use crate::shard::{self, OutputWakers, ShardSpec, SourceSpec};
@@ -216,6 +216,7 @@ fn run_with(
         sources: Default::default(),
         budget: Arc::clone(&budget),
         kernel_udp_drops: Default::default(),
+        connection_memory: ConnectionMemory::new(config.max_connection_memory),
     });
     let mut outputs = OutputSet::new(&logs);
     for (name, sink) in &config.sinks {
@@ -237,6 +238,7 @@ fn run_with(
         .map(|_| crossbeam_channel::unbounded())
         .unzip();
     let balance = Arc::new(shard::Balance::new(command_txs.clone()));
+    let memory = Arc::clone(&counters.connection_memory);
     let started = start_shards(
         config,
         &logs,
@@ -248,6 +250,7 @@ fn run_with(
         &budget,
         command_rxs,
         &balance,
+        &memory,
     );
     let (shards, listening) = match started {
         Ok(s) => s,
@@ -279,6 +282,7 @@ fn run_with(
         shard_commands: command_txs,
         admin_state: Arc::clone(admin_state),
         reloads_done: 0,
+        memory: Arc::clone(&memory),
     };
     let early_exit = live.wait_for_stop(&mut signals, &exit_rx, &reload_rx, counters)?;
     admin_state.ready.store(false, Ordering::Release);
@@ -335,6 +339,8 @@ struct Live {
     admin_state: Arc<AdminState>,
     /// Reloads applied so far (numbers them in `GET /reload`).
     reloads_done: u64,
+    /// The connection buffer budget new sources share.
+    memory: Arc<ConnectionMemory>,
 }
 
 /// Longest a reload waits for a shard to take a source command.
@@ -543,7 +549,7 @@ impl Live {
 
     /// Binds on shard 0 first (resolving port 0), then on the others at the same address.
     fn add_source(&self, name: &str, source: &SourceConfig) -> Result<Arc<SourceCounters>, String> {
-        let mut spec = source_spec(name, source, self.shard_commands.len());
+        let mut spec = source_spec(name, source, self.shard_commands.len(), &self.memory);
         for shard in 0..self.shard_commands.len() {
             let command_spec = spec.clone();
             let address = self.ask_shard(shard, &format!("add source {name}"), |reply| {
@@ -818,8 +824,16 @@ fn write_lock<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_,
 }
 
 /// A source as `shards` shards run it.
-fn source_spec(name: &str, s: &SourceConfig, shards: usize) -> SourceSpec {
+fn source_spec(
+    name: &str,
+    s: &SourceConfig,
+    shards: usize,
+    memory: &Arc<ConnectionMemory>,
+) -> SourceSpec {
     SourceSpec {
+        idle_timeout: s.idle_timeout,
+        frame_timeout: s.frame_timeout,
+        memory: Arc::clone(memory),
         counters: Arc::new(SourceCounters::new(shards)),
         name: name.to_string(),
         mode: s.mode,
@@ -827,7 +841,12 @@ fn source_spec(name: &str, s: &SourceConfig, shards: usize) -> SourceSpec {
         max_frame: s.max_frame as usize,
         read_buffer: s.read_buffer as usize,
         receive_buffer: s.receive_buffer as usize,
-        limits: ConnectionLimits::new(s.max_connections, s.max_connections_per_ip),
+        limits: ConnectionLimits::with_prefixes(
+            s.max_connections,
+            s.max_connections_per_ip,
+            s.ipv4_prefix_length,
+            s.ipv6_prefix_length,
+        ),
     }
 }
 
@@ -843,6 +862,7 @@ fn start_shards(
     budget: &Arc<DiskBudget>,
     commands: Vec<crossbeam_channel::Receiver<shard::ShardCommand>>,
     balance: &Arc<shard::Balance>,
+    memory: &Arc<ConnectionMemory>,
 ) -> Result<(Vec<RunningShard>, Listening), EngineError> {
     let mut commands = commands.into_iter();
     let cpus: Vec<usize> = core_affinity::get_core_ids()
@@ -851,7 +871,7 @@ fn start_shards(
     let mut sources: Vec<SourceSpec> = config
         .sources
         .iter()
-        .map(|(name, s)| source_spec(name, s, counters.len()))
+        .map(|(name, s)| source_spec(name, s, counters.len(), memory))
         .collect();
     let mut running = Vec::with_capacity(counters.len());
     for id in 0..counters.len() {

@@ -38,7 +38,7 @@ use storage::writer::{AppendError, WalStatus};
 use storage::{DurableWatermark, WalAppender, WalFlusher};
 
 use crate::config::{SourceMode, WalConfig};
-use crate::limits::{ConnectionLimits, ConnectionSlot};
+use crate::limits::{ConnectionLimits, ConnectionMemory, ConnectionSlot};
 use crate::metrics::{BatchTally, ShardCounters, SourceCounters, SourceShardCounters};
 
 /// How often a shard looks at the stop flag and publishes WAL counters.
@@ -47,6 +47,11 @@ const CONTROL_POLL: Duration = Duration::from_millis(20);
 const UDP_POLL: Duration = Duration::from_millis(100);
 /// The largest UDP datagram.
 const UDP_MAX_DATAGRAM: usize = 65_535;
+/// A TCP connection's read buffer starts this small; it doubles while a read fills it (up to
+/// the source's `read_buffer`, at least one whole frame) and shrinks back once drained.
+const INITIAL_READ_BUFFER: usize = 4 << 10;
+/// How often a full source's accept loop looks whether a slot came free.
+const ACCEPT_FULL_POLL: Duration = Duration::from_millis(10);
 
 /// A source as a shard runs it (address already resolved by the first shard).
 #[derive(Debug, Clone)]
@@ -57,7 +62,11 @@ pub struct SourceSpec {
     pub max_frame: usize,
     pub read_buffer: usize,
     pub receive_buffer: usize,
+    pub idle_timeout: Duration,
+    pub frame_timeout: Duration,
     pub limits: Arc<ConnectionLimits>,
+    /// Every connection's read buffer counts against this (`max_connection_memory`).
+    pub memory: Arc<ConnectionMemory>,
     /// Counters labelled with this source (one set per shard).
     pub counters: Arc<SourceCounters>,
 }
@@ -478,6 +487,11 @@ fn set_receive_buffer(socket: &UdpSocket, source: &SourceSpec) {
 async fn accept_loop(shard: Rc<Shard>, run: Rc<SourceRun>, listener: TcpListener, gate: Rc<Gate>) {
     let source = &run.spec;
     loop {
+        // At max_connections: leave new connections in the kernel's backlog (the sender is
+        // pushed back) rather than accept and reset them, losing what they already sent.
+        while source.limits.is_full() && !run.is_stopping(&shard) {
+            glommio::timer::sleep(ACCEPT_FULL_POLL).await;
+        }
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             run.stopped(&shard).await;
             None
@@ -663,13 +677,87 @@ async fn ingest_frame(
 struct Connection {
     buf: Vec<u8>,
     filled: usize,
+    /// The largest the buffer may grow: `read_buffer`, at least one whole frame.
+    max_buffer: usize,
+    memory: Arc<ConnectionMemory>,
     framer: Framer,
     frames: Vec<(usize, usize, FrameFlags)>,
     peer: IpAddr,
     counters: Arc<SourceCounters>,
+    /// When the partial frame now in the buffer began (`frame_timeout` counts from it).
+    partial_since: Option<std::time::Instant>,
+}
+
+/// Why a connection was closed by Sluice (each counted per source).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseReason {
+    IdleTimeout,
+    FrameTimeout,
+    MemoryBudget,
 }
 
 impl Connection {
+    /// A connection with the small initial buffer, or `None` when even that is over budget.
+    fn new(source: &SourceSpec, peer: IpAddr) -> Option<Connection> {
+        let max_buffer = source
+            .read_buffer
+            .max(Framer::min_buffer_len(source.max_frame));
+        let initial = INITIAL_READ_BUFFER.min(max_buffer);
+        if !source.memory.reserve(initial as u64) {
+            return None;
+        }
+        Some(Connection {
+            buf: vec![0; initial],
+            filled: 0,
+            max_buffer,
+            memory: Arc::clone(&source.memory),
+            framer: Framer::new(source.max_frame),
+            frames: Vec::new(),
+            peer,
+            counters: Arc::clone(&source.counters),
+            partial_since: None,
+        })
+    }
+
+    /// Makes room for the next read: doubles a full buffer (within the budget). `Err` when
+    /// the budget refuses and the buffer has no room left.
+    fn make_room(&mut self) -> Result<(), CloseReason> {
+        if self.filled < self.buf.len() {
+            return Ok(());
+        }
+        let grown = (self.buf.len() * 2).min(self.max_buffer);
+        if grown > self.buf.len() && self.memory.reserve((grown - self.buf.len()) as u64) {
+            self.buf.resize(grown, 0);
+            return Ok(());
+        }
+        Err(CloseReason::MemoryBudget)
+    }
+
+    /// Gives a grown buffer back once drained (the budget and, through the allocator, the
+    /// system get the memory back).
+    fn shrink_when_drained(&mut self) {
+        if self.filled == 0 && self.buf.len() > INITIAL_READ_BUFFER {
+            self.memory
+                .release((self.buf.len() - INITIAL_READ_BUFFER) as u64);
+            self.buf = vec![0; INITIAL_READ_BUFFER];
+        }
+        if self.frames.capacity() > 1024 {
+            self.frames = Vec::new();
+        }
+    }
+
+    /// How long the next read may wait: the idle timeout, or what is left of the frame
+    /// timeout while a frame is partial.
+    fn read_timeout(&self, source: &SourceSpec) -> (Duration, CloseReason) {
+        match self.partial_since {
+            Some(since) if self.filled > 0 => (
+                source.frame_timeout.saturating_sub(since.elapsed()),
+                CloseReason::FrameTimeout,
+            ),
+            _ => (source.idle_timeout, CloseReason::IdleTimeout),
+        }
+    }
+
     /// Frames, parses and appends everything complete in the buffer; keeps the partial rest.
     async fn process(&mut self, shard: &Shard) {
         shard.appender.note_arrival(std::time::Instant::now());
@@ -682,6 +770,14 @@ impl Connection {
         self.append_frames(shard).await;
         self.buf.copy_within(consumed..self.filled, 0);
         self.filled -= consumed;
+        // A frame completed in this read: what is left began with this read.
+        self.partial_since = match (self.filled, consumed) {
+            (0, _) => None,
+            (_, 0) => self
+                .partial_since
+                .or_else(|| Some(std::time::Instant::now())),
+            _ => Some(std::time::Instant::now()),
+        };
     }
 
     /// The peer closed (or we stop): a pending unterminated line is still an event.
@@ -719,6 +815,12 @@ impl Connection {
     }
 }
 
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.memory.release(self.buf.len() as u64);
+    }
+}
+
 /// A frame as (offset in the connection's buffer, length, flags): the framer's slices borrow
 /// the buffer, which the appends that follow need back.
 fn frame_ref(buffer_start: usize, frame: &ingest::Frame) -> (usize, usize, FrameFlags) {
@@ -734,6 +836,50 @@ enum ReadOutcome {
     Stop,
 }
 
+/// Counts a connection on its shard and source for as long as it lives.
+struct ActiveConnection<'a> {
+    shard: &'a Shard,
+    source: Option<&'a SourceShardCounters>,
+}
+
+impl<'a> ActiveConnection<'a> {
+    fn open(shard: &'a Shard, source: Option<&'a SourceShardCounters>) -> Self {
+        shard
+            .counters
+            .connections_active
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = source {
+            c.connections_active.fetch_add(1, Ordering::Relaxed);
+        }
+        ActiveConnection { shard, source }
+    }
+
+    fn closed_by_us(&self, reason: CloseReason, peer: SocketAddr) {
+        if let Some(c) = self.source {
+            let counter = match reason {
+                CloseReason::IdleTimeout => &c.closed_idle_timeout,
+                CloseReason::FrameTimeout => &c.closed_frame_timeout,
+                CloseReason::MemoryBudget => &c.closed_memory_budget,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::debug!(shard = self.shard.id, %peer, ?reason, "connection closed");
+    }
+}
+
+impl Drop for ActiveConnection<'_> {
+    fn drop(&mut self) {
+        self.shard.balance.release(self.shard.id);
+        self.shard
+            .counters
+            .connections_active
+            .fetch_sub(1, Ordering::Relaxed);
+        if let Some(c) = self.source {
+            c.connections_active.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 async fn serve_tcp(
     shard: Rc<Shard>,
     run: Rc<SourceRun>,
@@ -742,26 +888,21 @@ async fn serve_tcp(
     _slot: ConnectionSlot,
 ) {
     let source = &run.spec;
-    let source_counters = source.counters.shard(shard.id);
-    shard
-        .counters
-        .connections_active
-        .fetch_add(1, Ordering::Relaxed);
-    if let Some(c) = source_counters {
-        c.connections_active.fetch_add(1, Ordering::Relaxed);
-    }
-    let size = source
-        .read_buffer
-        .max(Framer::min_buffer_len(source.max_frame));
-    let mut conn = Connection {
-        buf: vec![0; size],
-        filled: 0,
-        framer: Framer::new(source.max_frame),
-        frames: Vec::with_capacity(256),
-        peer: peer.ip(),
-        counters: Arc::clone(&source.counters),
+    let active = ActiveConnection::open(&shard, source.counters.shard(shard.id));
+    let Some(mut conn) = Connection::new(source, peer.ip()) else {
+        active.closed_by_us(CloseReason::MemoryBudget, peer);
+        return;
     };
     loop {
+        if let Err(reason) = conn.make_room() {
+            active.closed_by_us(reason, peer);
+            break;
+        }
+        let (timeout, on_timeout) = conn.read_timeout(source);
+        if timeout.is_zero() || stream.set_read_timeout(Some(timeout)).is_err() {
+            active.closed_by_us(on_timeout, peer);
+            break;
+        }
         let filled = conn.filled;
         let outcome = futures_lite::future::or(
             async { ReadOutcome::Data(stream.read(&mut conn.buf[filled..]).await) },
@@ -774,6 +915,10 @@ async fn serve_tcp(
         match outcome {
             ReadOutcome::Data(Ok(0)) => break,
             ReadOutcome::Data(Ok(n)) => conn.filled += n,
+            ReadOutcome::Data(Err(e)) if is_timeout(&e) => {
+                active.closed_by_us(on_timeout, peer);
+                break;
+            }
             ReadOutcome::Data(Err(e)) => {
                 tracing::debug!(shard = shard.id, %peer, error = %e, "connection read failed");
                 break;
@@ -784,23 +929,19 @@ async fn serve_tcp(
             }
         }
         conn.process(&shard).await;
+        conn.shrink_when_drained();
         glommio::yield_if_needed().await;
     }
     conn.finish(&shard).await;
-    shard.balance.release(shard.id);
-    shard
-        .counters
-        .connections_active
-        .fetch_sub(1, Ordering::Relaxed);
-    if let Some(c) = source_counters {
-        c.connections_active.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// On stop: take in whatever the kernel already holds for this connection, without waiting.
 /// (glommio's read tries a non-blocking `recv` first, so polling it once never loses data.)
 async fn drain_ready(shard: &Shard, stream: &mut TcpStream, conn: &mut Connection) {
     loop {
+        if conn.make_room().is_err() {
+            return;
+        }
         let filled = conn.filled;
         match futures_lite::future::poll_once(stream.read(&mut conn.buf[filled..])).await {
             Some(Ok(n)) if n > 0 => {

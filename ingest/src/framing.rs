@@ -7,9 +7,16 @@
 //! Limits and what happens at them (each visible to the caller through [`FrameFlags`]):
 //! - A frame longer than `max_frame` is cut to `max_frame` bytes and flagged `TRUNCATED`; the rest
 //!   of it is skipped, the connection stays up and stays in sync.
-//! - An octet count with more than [`MAX_LENGTH_DIGITS`] digits, or digits not followed by a
-//!   space, cannot be trusted: like rsyslog, the connection falls back to delimited framing and
-//!   the line is kept as an event flagged `BAD_LENGTH`. Nothing is allocated from the count.
+//! - On the first frame, an octet count with more than [`MAX_LENGTH_DIGITS`] digits cannot be
+//!   trusted: like rsyslog, the connection uses delimited framing, and that line is kept as
+//!   an event flagged `BAD_LENGTH`. Nothing is allocated from the count.
+//! - Later in an octet-counted stream, a header that is not `DIGITS SP` (a sender that
+//!   miscounted, or garbage) does not switch the connection to lines for good (that would glue
+//!   every following frame into one): the framer **resynchronises** to the next place where
+//!   a frame visibly starts, `[1-9][0-9]{0,6} <` (a count, a space, a PRI). The bytes it skips
+//!   are kept as an event flagged `BAD_LENGTH` (cut into `max_frame` pieces, flagged
+//!   `TRUNCATED` too, when longer), so nothing is swallowed. The decision depends only on the
+//!   bytes seen, so any split of the stream gives the same frames.
 //!
 //! The framer never allocates and never copies: it yields slices of the caller's buffer and
 //! reports how many bytes it consumed; the caller keeps the rest (a partial frame) for the next
@@ -70,6 +77,11 @@ pub struct Framer {
     discard_line: bool,
     /// Flags to put on the next delimited frame (set when a bad octet count switched modes).
     pending_flags: u8,
+    /// In an octet-counted stream after a bad header: looking for the next frame start.
+    resyncing: bool,
+    /// Where the search for a frame start begins in the garbage (1: its first byte was the
+    /// bad header itself; 0 for the pieces after a `max_frame` cut).
+    resync_from: usize,
 }
 
 enum Header {
@@ -96,6 +108,8 @@ impl Framer {
             skip_bytes: 0,
             discard_line: false,
             pending_flags: 0,
+            resyncing: false,
+            resync_from: 0,
         }
     }
 
@@ -149,6 +163,9 @@ impl Framer {
                         Some(0)
                     }
                 },
+                FramingMode::OctetCounting if self.resyncing => {
+                    self.resync_frame(&buf[pos..], &mut emit)
+                }
                 FramingMode::OctetCounting => self.octet_frame(&buf[pos..], &mut emit),
                 FramingMode::Delimited => self.delimited_frame(&buf[pos..], &mut emit),
             };
@@ -167,6 +184,15 @@ impl Framer {
             return EofRemainder::Clean;
         }
         match self.mode {
+            FramingMode::OctetCounting if self.resyncing => {
+                let mut rest = rest;
+                while !rest.is_empty() {
+                    let piece = rest.len().min(self.max_frame);
+                    emit_garbage(&rest[..piece], piece < rest.len(), &mut emit);
+                    rest = &rest[piece..];
+                }
+                EofRemainder::Clean
+            }
             FramingMode::OctetCounting if !trim_separators(rest).is_empty() => {
                 EofRemainder::IncompleteFrame { bytes: rest.len() }
             }
@@ -192,8 +218,8 @@ impl Framer {
         match parse_header(body) {
             Header::NeedMore => None,
             Header::Invalid | Header::TooLong => {
-                self.mode = FramingMode::Delimited;
-                self.pending_flags |= FrameFlags::BAD_LENGTH;
+                self.resyncing = true;
+                self.resync_from = 1;
                 Some(lead)
             }
             Header::Length {
@@ -217,6 +243,28 @@ impl Framer {
                 });
                 Some(lead + start + kept)
             }
+        }
+    }
+
+    /// After a bad header: emits the garbage up to the next visible frame start (module docs).
+    fn resync_frame<'a>(
+        &mut self,
+        buf: &'a [u8],
+        emit: &mut impl FnMut(Frame<'a>),
+    ) -> Option<usize> {
+        match find_frame_start(buf, self.resync_from, self.max_frame) {
+            Resync::At(start) => {
+                emit_garbage(&buf[..start], false, emit);
+                self.resyncing = false;
+                Some(start)
+            }
+            // No frame starts in the first max_frame bytes: emit them and search on.
+            Resync::NoneBefore(limit) if limit >= self.max_frame => {
+                emit_garbage(&buf[..self.max_frame], true, emit);
+                self.resync_from = 0;
+                Some(self.max_frame)
+            }
+            Resync::NoneBefore(_) => None,
         }
     }
 
@@ -255,6 +303,52 @@ impl Framer {
             });
         }
     }
+}
+
+/// Where a resynchronising framer finds the next frame start.
+enum Resync {
+    /// A frame visibly starts here.
+    At(usize),
+    /// No frame starts before this offset; past it the bytes cannot tell yet.
+    NoneBefore(usize),
+}
+
+/// The first offset at or after `from`, below `limit`, where `[1-9][0-9]{0,6} <` begins.
+fn find_frame_start(buf: &[u8], from: usize, limit: usize) -> Resync {
+    let end = buf.len().min(limit);
+    for at in from..end {
+        if !matches!(buf[at], b'1'..=b'9') {
+            continue;
+        }
+        match parse_header(&buf[at..]) {
+            // Digits (and a space) running into the end may still become a frame start.
+            Header::NeedMore => return Resync::NoneBefore(at),
+            Header::Length { header_len, .. } => match buf.get(at + header_len) {
+                None => return Resync::NoneBefore(at),
+                Some(b'<') => return Resync::At(at),
+                Some(_) => {}
+            },
+            Header::Invalid | Header::TooLong => {}
+        }
+    }
+    Resync::NoneBefore(end)
+}
+
+/// Skipped bytes as an event flagged `BAD_LENGTH` (nothing is swallowed), unless they are
+/// only line breaks.
+fn emit_garbage<'a>(bytes: &'a [u8], cut: bool, emit: &mut impl FnMut(Frame<'a>)) {
+    let bytes = trim_line_end(trim_separators(bytes));
+    if bytes.is_empty() {
+        return;
+    }
+    let mut flags = FrameFlags::BAD_LENGTH;
+    if cut {
+        flags |= FrameFlags::TRUNCATED;
+    }
+    emit(Frame {
+        bytes,
+        flags: FrameFlags(flags),
+    });
 }
 
 fn parse_header(buf: &[u8]) -> Header {
@@ -379,10 +473,63 @@ mod tests {
     #[test]
     fn bad_count_mid_stream_keeps_earlier_frames() {
         let mut f = Framer::new(1024);
-        let (out, _) = frames(&mut f, b"2 ok99999999 x\nafter\n");
+        let (out, used) = frames(&mut f, b"2 ok99999999 x\nafter\n");
         assert_eq!(out[0], (b"ok".to_vec(), 0));
-        assert_eq!(out[1].1, FrameFlags::BAD_LENGTH);
-        assert_eq!(out[2], (b"after".to_vec(), 0));
+        assert_eq!(f.mode(), FramingMode::OctetCounting);
+        let mut rest = Vec::new();
+        f.finish(&b"2 ok99999999 x\nafter\n"[used..], |fr| {
+            rest.push((fr.bytes.to_vec(), fr.flags.0))
+        });
+        assert_eq!(
+            rest,
+            [(b"99999999 x\nafter".to_vec(), FrameFlags::BAD_LENGTH)],
+            "kept, flagged, at the close"
+        );
+    }
+
+    /// One miscounted frame costs only itself: the framer resynchronises to the next
+    /// `DIGITS SP <` and every frame after it is whole.
+    #[test]
+    fn a_bad_count_resynchronises_to_the_next_frame() {
+        let mut wire = b"13 <13>1 - a b - - - x".to_vec(); // Counted 13, is 22 bytes.
+        for i in 0..2_000 {
+            let msg = format!("<14>1 - host app - - - frame {i}");
+            wire.extend_from_slice(format!("{} {msg}", msg.len()).as_bytes());
+        }
+        let mut f = Framer::new(1024);
+        let (out, used) = frames(&mut f, &wire);
+        assert_eq!(used, wire.len());
+        assert_eq!(out.len(), 2_002);
+        assert_eq!(out[0], (b"<13>1 - a b -".to_vec(), 0));
+        assert_eq!(out[1], (b" - - x".to_vec(), FrameFlags::BAD_LENGTH));
+        for (i, (bytes, flags)) in out[2..].iter().enumerate() {
+            assert_eq!(*flags, 0);
+            assert_eq!(
+                bytes,
+                format!("<14>1 - host app - - - frame {i}").as_bytes()
+            );
+        }
+    }
+
+    #[test]
+    fn garbage_longer_than_max_frame_is_kept_in_pieces() {
+        let mut f = Framer::new(8);
+        let mut wire = b"2 ok".to_vec();
+        wire.extend_from_slice(b"x abcdefghijklmnopqrst");
+        wire.extend_from_slice(b"3 <1>");
+        let (out, used) = frames(&mut f, &wire);
+        assert_eq!(used, wire.len());
+        let both = FrameFlags::BAD_LENGTH | FrameFlags::TRUNCATED;
+        assert_eq!(
+            out,
+            [
+                (b"ok".to_vec(), 0),
+                (b"x abcdef".to_vec(), both),
+                (b"ghijklmn".to_vec(), both),
+                (b"opqrst".to_vec(), FrameFlags::BAD_LENGTH),
+                (b"<1>".to_vec(), 0),
+            ]
+        );
     }
 
     proptest! {
@@ -408,6 +555,37 @@ mod tests {
             f.finish(&carry[used..], |fr| out.push((fr.bytes.to_vec(), fr.flags)));
             prop_assert!(out.iter().all(|(b, _)| b.len() <= max));
             prop_assert_eq!(out, whole);
+        }
+
+        /// Octet-counted streams with a corrupted byte somewhere (counts included): any split
+        /// gives the same frames (recovery itself: the unit tests above).
+        #[test]
+        fn corrupted_octet_streams_split_invariantly(
+            msgs in proptest::collection::vec(proptest::collection::vec(b'a'..=b'z', 1..40), 2..20),
+            corrupt_at in 0usize..400, corrupt_to in any::<u8>(), cut in 0usize..600, max in 8usize..64,
+        ) {
+            let mut data = Vec::new();
+            for m in &msgs {
+                data.extend_from_slice(format!("{} <1>", m.len() + 3).as_bytes());
+                data.extend_from_slice(m);
+            }
+            let at = corrupt_at % data.len();
+            data[at] = corrupt_to;
+            let run = |pieces: &[&[u8]]| {
+                let mut f = Framer::new(max);
+                let mut out = Vec::new();
+                let mut carry = Vec::new();
+                for piece in pieces {
+                    carry.extend_from_slice(piece);
+                    let used = f.feed(&carry, |fr| out.push((fr.bytes.to_vec(), fr.flags)));
+                    carry.drain(..used);
+                }
+                f.finish(&carry, |fr| out.push((fr.bytes.to_vec(), fr.flags)));
+                out
+            };
+            let cut = cut.min(data.len());
+            let whole = run(&[&data]);
+            prop_assert_eq!(run(&[&data[..cut], &data[cut..]]), whole.clone());
         }
 
         #[test]

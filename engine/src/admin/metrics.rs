@@ -66,6 +66,37 @@ fn encode_sources(
         let values = members(f).map(|(l, v)| (l, ConstCounter::new(v)));
         family(encoder, name, help, MetricType::Counter, values)?;
     }
+    let closed = sources.iter().flat_map(|(name, c)| {
+        c.per_shard.iter().enumerate().flat_map(move |(shard, c)| {
+            [
+                ("idle_timeout", &c.closed_idle_timeout),
+                ("frame_timeout", &c.closed_frame_timeout),
+                ("memory_budget", &c.closed_memory_budget),
+            ]
+            .into_iter()
+            .map(move |(reason, v)| {
+                let labels = vec![
+                    ("shard", shard.to_string()),
+                    ("source", name.clone()),
+                    ("reason", reason.to_string()),
+                ];
+                (labels, ConstCounter::new(v.load(Relaxed)))
+            })
+        })
+    });
+    family(
+        encoder,
+        "sluice_connections_closed",
+        "TCP connections Sluice closed, by reason (timeouts, the connection memory budget)",
+        MetricType::Counter,
+        closed,
+    )?;
+    ConstGauge::new(s.connection_memory.used() as i64).encode(encoder.encode_descriptor(
+        "sluice_connection_buffer_bytes",
+        "Bytes of TCP connection read buffers (bounded by max_connection_memory)",
+        None,
+        MetricType::Gauge,
+    )?)?;
     let active = members(|c| c.connections_active.load(Relaxed).max(0) as u64)
         .map(|(l, v)| (l, ConstGauge::new(v as i64)));
     family(

@@ -116,6 +116,8 @@ pub struct Counters {
     pub budget: Arc<storage::DiskBudget>,
     /// What the kernel dropped on the UDP sockets (read from /proc at each scrape).
     pub kernel_udp_drops: std::sync::Mutex<crate::metrics::KernelUdpDrops>,
+    /// The budget of every TCP connection's read buffer.
+    pub connection_memory: Arc<crate::limits::ConnectionMemory>,
 }
 
 impl Counters {
