@@ -166,7 +166,7 @@ pub fn crash_soak(args: &SoakArgs) -> Result<SoakReport, String> {
     std::fs::create_dir_all(&args.work_dir).map_err(|e| e.to_string())?;
     let config = args.work_dir.join("sluice.toml");
     let text = format!(
-        "data_dir = \"{}\"\nshards = 2\nshutdown_timeout = \"600s\"\n[api]\naddress = \"off\"\n[wal]\nfsync = \"5ms\"\nsegment_size = \"1MiB\"\n\
+        "data_dir = \"{}\"\nshards = 2\nshutdown_timeout = \"600s\"\n[api]\naddress = \"off\"\n[wal]\nfsync = \"5ms\"\nsegment_size = \"1MiB\"\nbuffer_size = \"256KiB\"\n\
          [sources.tcp]\ntype = \"syslog\"\nmode = \"tcp\"\naddress = \"127.0.0.1:0\"\n\
          [sinks.out]\ntype = \"file\"\npath = \"{}\"\nencoding = \"json\"\nrotate_size = \"64MiB\"\nkeep = 100000\n",
         data.display(),

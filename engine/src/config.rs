@@ -598,6 +598,152 @@ impl Config {
         Ok(config)
     }
 
+    /// The file system under data_dir must be larger than what `min_free_disk` keeps free, or
+    /// no segment could ever be written (ingest would block forever while `/ready` says 200).
+    pub fn check_min_free_disk(&self, data_dir: &Path) -> Result<(), String> {
+        let MinFree::Bytes(keep) = self.wal.min_free_disk else {
+            return Ok(());
+        };
+        match storage::budget::file_system_size(data_dir) {
+            Some(total) if keep.saturating_add(self.wal.segment_size) > total => Err(format!(
+                "wal.min_free_disk ({keep} bytes) plus one segment does not fit on the file system of {} ({total} bytes)",
+                data_dir.display()
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Upper (and lower) bounds of every size and duration, so no value can exhaust memory or
+    /// wait forever.
+    fn check_bounds(&self) -> Result<(), (String, String)> {
+        const MIB: u64 = 1 << 20;
+        let day = Duration::from_secs(86_400);
+        let mut sizes: Vec<(String, u64, u64, u64)> = vec![(
+            "max_connection_memory".into(),
+            self.max_connection_memory,
+            MIB,
+            64 << 30,
+        )];
+        let mut durations: Vec<(String, Duration, Duration, Duration)> = vec![
+            (
+                "shutdown_timeout".into(),
+                self.shutdown_timeout,
+                Duration::ZERO,
+                Duration::from_secs(3600),
+            ),
+            (
+                "status_interval".into(),
+                self.status_interval,
+                Duration::ZERO,
+                day,
+            ),
+            (
+                "wal.compress_after".into(),
+                self.wal.compress_after,
+                Duration::ZERO,
+                30 * day,
+            ),
+        ];
+        if let FsyncPolicy::Interval(d) = self.wal.fsync {
+            durations.push((
+                "wal.fsync".into(),
+                d,
+                Duration::from_micros(100),
+                Duration::from_secs(10),
+            ));
+        }
+        if let Some(max) = self.wal.max_disk {
+            sizes.push(("wal.max_disk".into(), max, 2 * MIB, 1 << 50));
+        }
+        if let MinFree::Bytes(b) = self.wal.min_free_disk {
+            sizes.push(("wal.min_free_disk".into(), b, 0, 1 << 50));
+        }
+        for (name, s) in &self.sources {
+            let key = |k: &str| format!("sources.{name}.{k}");
+            sizes.push((key("read_buffer"), s.read_buffer, 4096, 64 * MIB));
+            let second = Duration::from_secs(1);
+            durations.push((key("idle_timeout"), s.idle_timeout, second, 7 * day));
+            durations.push((key("frame_timeout"), s.frame_timeout, second, day));
+            if s.ipv4_prefix_length > 32 || s.ipv6_prefix_length > 128 {
+                return Err((
+                    key("ipv4_prefix_length"),
+                    "prefix lengths are at most 32 (IPv4) and 128 (IPv6)".into(),
+                ));
+            }
+            if s.max_connections > 1_000_000 {
+                return Err((key("max_connections"), "must be at most 1000000".into()));
+            }
+        }
+        for (name, sink) in &self.sinks {
+            let key = |k: &str| format!("sinks.{name}.{k}");
+            match sink {
+                SinkConfig::File(f) => {
+                    sizes.push((key("rotate_size"), f.rotate_size, 1024, 1 << 40));
+                    if f.keep > 100_000 {
+                        return Err((key("keep"), "must be at most 100000".into()));
+                    }
+                }
+                SinkConfig::Tcp(t) => {
+                    sizes.push((key("replay_window"), t.replay_window, 0, 1 << 30));
+                    let hour = Duration::from_secs(3600);
+                    durations.push((
+                        key("connect_timeout"),
+                        t.connect_timeout,
+                        Duration::from_millis(1),
+                        hour,
+                    ));
+                    durations.push((
+                        key("write_timeout"),
+                        t.write_timeout,
+                        Duration::from_millis(1),
+                        hour,
+                    ));
+                    durations.push((
+                        key("initial_backoff"),
+                        t.initial_backoff,
+                        Duration::from_millis(1),
+                        hour,
+                    ));
+                    durations.push((
+                        key("max_backoff"),
+                        t.max_backoff,
+                        Duration::from_millis(1),
+                        day,
+                    ));
+                }
+            }
+        }
+        for (key, value, min, max) in sizes {
+            if !(min..=max).contains(&value) {
+                let human = |b: u64| bytesize::ByteSize(b).to_string();
+                return Err((
+                    key,
+                    format!(
+                        "must be between {} and {} (got {})",
+                        human(min),
+                        human(max),
+                        human(value)
+                    ),
+                ));
+            }
+        }
+        for (key, value, min, max) in durations {
+            if !(min..=max).contains(&value) {
+                let human = |d: Duration| humantime::format_duration(d).to_string();
+                return Err((
+                    key,
+                    format!(
+                        "must be between {} and {} (got {})",
+                        human(min),
+                        human(max),
+                        human(value)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn validate(&mut self) -> Result<(), (String, String)> {
         let invalid = |key: String, msg: &str| Err((key, msg.to_string()));
         for (name, raw) in &self.raw_sinks {
@@ -613,12 +759,19 @@ impl Config {
         if self.sinks.is_empty() {
             return invalid("sinks".into(), "at least one sink is required");
         }
+        self.check_bounds()?;
         let wal = &self.wal;
         if !(1 << 20..=storage::position::MAX_SEGMENT_SIZE / 2).contains(&wal.segment_size) {
             return invalid("wal.segment_size".into(), "must be between 1MiB and 32GiB");
         }
         if !(64 << 10..=256 << 20).contains(&wal.buffer_size) {
             return invalid("wal.buffer_size".into(), "must be between 64KiB and 256MiB");
+        }
+        if wal.segment_size < wal.buffer_size {
+            return invalid(
+                "wal.segment_size".into(),
+                "must be at least wal.buffer_size (a segment would grow to the buffer's size)",
+            );
         }
         if self.api.token.as_deref().is_some_and(|t| t.len() < 16) {
             return invalid("api.token".into(), "must be at least 16 characters");
@@ -765,16 +918,83 @@ mod tests {
         assert!(e.contains("line 1") && e.contains("between 1"), "{e}");
     }
 
+    /// Every size and duration has bounds: nothing that could exhaust memory or wait forever
+    /// passes (read_buffer = "1TiB" aborted the process).
+    #[test]
+    fn sizes_and_durations_are_bounded() {
+        let source_key = |k: &str| {
+            MINIMAL.replace(
+                "address = \"127.0.0.1:1\"\n",
+                &format!("address = \"127.0.0.1:1\"\n{k}\n"),
+            )
+        };
+        let cases = [
+            (
+                source_key("read_buffer = \"1TiB\""),
+                "sources.a.read_buffer",
+            ),
+            (
+                source_key("idle_timeout = \"0s\""),
+                "sources.a.idle_timeout",
+            ),
+            (
+                source_key("frame_timeout = \"400d\""),
+                "sources.a.frame_timeout",
+            ),
+            (
+                source_key("ipv6_prefix_length = 200"),
+                "sources.a.ipv4_prefix_length",
+            ),
+            (
+                format!("shutdown_timeout = \"1000h\"\n{MINIMAL}"),
+                "shutdown_timeout",
+            ),
+            (
+                format!("max_connection_memory = \"1TiB\"\n{MINIMAL}"),
+                "max_connection_memory",
+            ),
+            (format!("[wal]\nfsync = \"1h\"\n{MINIMAL}"), "wal.fsync"),
+            (
+                format!("[wal]\nsegment_size = \"2MiB\"\nbuffer_size = \"4MiB\"\n{MINIMAL}"),
+                "wal.segment_size",
+            ),
+            (
+                format!("{MINIMAL}rotate_size = \"10PiB\"\n"),
+                "sinks.b.rotate_size",
+            ),
+            (
+                format!("[api]\naddress = \"0.0.0.0:9514\"\n{MINIMAL}"),
+                "api.address",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = error_of(&text);
+            assert!(e.contains(key), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn min_free_disk_larger_than_the_file_system_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::parse(&format!("[wal]\nmin_free_disk = \"1PiB\"\n{MINIMAL}"), "t").unwrap();
+        let e = c.check_min_free_disk(dir.path()).unwrap_err();
+        assert!(e.contains("min_free_disk"), "{e}");
+        assert!(Config::parse(MINIMAL, "t")
+            .unwrap()
+            .check_min_free_disk(dir.path())
+            .is_ok());
+    }
+
     #[test]
     fn sizes_and_policies() {
         let c = Config::parse(
-            &format!("[wal]\nfsync = \"always\"\nsegment_size = \"2MiB\"\n{MINIMAL}max_frame_unused = 1\n")
+            &format!("[wal]\nfsync = \"always\"\nsegment_size = \"8MiB\"\n{MINIMAL}max_frame_unused = 1\n")
                 .replace("max_frame_unused = 1\n", "rotate_size = \"100MB\"\n"),
             "t",
         )
         .unwrap();
         assert_eq!(c.wal.fsync, FsyncPolicy::Always);
-        assert_eq!(c.wal.segment_size, 2 << 20);
+        assert_eq!(c.wal.segment_size, 8 << 20);
         let SinkConfig::File(f) = &c.sinks["b"] else {
             panic!()
         };

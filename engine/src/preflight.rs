@@ -1,7 +1,8 @@
 //! `sluice validate`'s environment checks: what the config needs from this host, checked
 //! without starting anything. Each check names what failed and how to fix it.
 //!
-//! - data_dir: can be created, written and fsync'd (a probe file, removed again);
+//! - data_dir: can be created, written and fsync'd (a probe file, removed again), and its file
+//!   system is larger than `min_free_disk` plus a segment;
 //! - every source address and the API address can be bound now (so a running Sluice holding
 //!   them makes validation fail: use `--no-environment` to check a config for a reload);
 //! - the locked-memory limit is enough for the io_uring executors.
@@ -24,6 +25,11 @@ pub fn check_environment(config: &Config) -> Vec<Problem> {
     if let Err(message) = check_data_dir(&config.data_dir) {
         problems.push(Problem {
             check: format!("data_dir {}", config.data_dir.display()),
+            message,
+        });
+    } else if let Err(message) = config.check_min_free_disk(&config.data_dir) {
+        problems.push(Problem {
+            check: "wal.min_free_disk".into(),
             message,
         });
     }

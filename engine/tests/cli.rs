@@ -285,3 +285,35 @@ fn tune_reports_every_item_and_a_config_that_validates() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A min_free_disk the data_dir's file system cannot give: validate says so (69) and run
+/// refuses to start (78) instead of running with ingest blocked forever.
+#[test]
+fn min_free_disk_larger_than_the_file_system_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "data_dir = \"{}\"\n[wal]\nmin_free_disk = \"1PiB\"\n[api]\naddress = \"127.0.0.1:0\"\n[sources.t]\ntype = \"syslog\"\nmode = \"tcp\"\naddress = \"127.0.0.1:0\"\n[sinks.f]\ntype = \"file\"\npath = \"{}\"\n",
+        dir.path().join("data").display(),
+        dir.path().join("out/x.log").display()
+    );
+    let path = dir.path().join("sluice.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let validate = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("validate")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(validate.status.code(), Some(69));
+    assert!(String::from_utf8_lossy(&validate.stderr).contains("min_free_disk"));
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        run.status.code(),
+        Some(78),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}

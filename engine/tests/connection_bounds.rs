@@ -142,3 +142,36 @@ fn a_bad_octet_count_resynchronises_to_the_next_frame() {
     );
     assert_eq!(summary_value(&log, "frames_bad_length"), 1);
 }
+
+/// At max_connections a new sender waits in the kernel's backlog (pushed back) instead of
+/// being accepted and reset: what it sent meanwhile is taken once a slot frees.
+#[test]
+fn a_full_source_pushes_new_senders_back_instead_of_resetting_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 1, &file_sink(dir.path())).replace(
+        "address = \"127.0.0.1:0\"\n[sources.udp]",
+        "address = \"127.0.0.1:0\"\nmax_connections = 3\n[sources.udp]",
+    );
+    let sluice = Sluice::start(dir.path(), &cfg);
+    let (tcp, api) = (sluice.addr("tcp"), sluice.addr("api"));
+    let mut held: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(tcp).unwrap()).collect();
+    wait_for("three connections served", || {
+        metric(api, "sluice_connections_active", "source=\"tcp\"") == 3
+    });
+    let mut waiting = TcpStream::connect(tcp).unwrap();
+    waiting
+        .write_all(format!("{}\n", rfc5424_line("waited", 1)).as_bytes())
+        .unwrap();
+    waiting.shutdown(std::net::Shutdown::Write).unwrap();
+    held.pop();
+    wait_for("the waiting sender's event", || {
+        count_output_lines(dir.path()) == 1
+    });
+    assert_eq!(
+        metric(api, "sluice_connections_rejected_total", "source=\"tcp\""),
+        0
+    );
+    drop(held);
+    let (status, log) = sluice.stop();
+    assert!(status.success(), "{log}");
+}

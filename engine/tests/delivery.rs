@@ -172,8 +172,10 @@ fn kill_9_during_delivery_loses_no_durable_event() {
 #[test]
 fn delivered_segments_are_deleted() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), 2, &file_sink(dir.path()))
-        .replace("segment_size = \"4MiB\"", "segment_size = \"1MiB\"");
+    let cfg = config(dir.path(), 2, &file_sink(dir.path())).replace(
+        "segment_size = \"4MiB\"",
+        "segment_size = \"1MiB\"\nbuffer_size = \"256KiB\"",
+    );
     let sluice = Sluice::start(dir.path(), &cfg);
     // About 12 MiB of WAL: several segments per shard.
     send_bulk(sluice.addr("tcp"), 4, 10_000);

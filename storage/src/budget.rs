@@ -178,6 +178,11 @@ impl DiskBudget {
     }
 }
 
+/// The size in bytes of the file system holding `dir` (`None` when it cannot be told).
+pub fn file_system_size(dir: &Path) -> Option<u64> {
+    free_space(dir).map(|(_, total)| total)
+}
+
 /// `(available to us, total)` bytes of the file system holding `dir`.
 fn free_space(dir: &Path) -> Option<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;

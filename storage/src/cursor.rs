@@ -164,6 +164,21 @@ fn create_cursor(shard_dir: &Path, path: &Path, pos: Cursor) -> Result<(), Stora
     sync_dir(&dir)
 }
 
+/// The lowest next record id of any output's cursor in the shard: every record below it was
+/// confirmed by every output that has a cursor (`None`: no cursor).
+pub fn lowest_cursor_id(shard_dir: &Path) -> Option<u64> {
+    let entries = std::fs::read_dir(cursor_dir(shard_dir)).ok()?;
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let sink = name.to_str()?.strip_suffix(".cursor")?.to_string();
+            read_cursor(shard_dir, &sink).ok().flatten()
+        })
+        .map(|c| c.next_id)
+        .min()
+}
+
 /// The highest segment and the highest record id of any cursor file in the shard (damaged
 /// ones are skipped: they are reported when their output opens them).
 pub fn highest_cursors(shard_dir: &Path) -> Result<Option<Cursor>, StorageError> {

@@ -756,7 +756,7 @@ impl<F: SegmentFs> WalFlusher<F> {
         else {
             return Ok(false);
         };
-        let records = crate::segment::record_count(&self.dir, oldest).unwrap_or(0);
+        let records = self.undelivered_records(oldest);
         let freed = crate::retention::remove_segment(&self.dir, oldest)?;
         crate::recovery::sync_dir(&self.dir)?;
         self.budget.release(freed);
@@ -764,6 +764,19 @@ impl<F: SegmentFs> WalFlusher<F> {
         tracing::error!(dir = %self.dir.display(), segment = oldest, dropped_events = records,
             "disk budget full (when_full = \"drop_oldest\"): deleted the oldest undelivered segment");
         Ok(true)
+    }
+
+    /// Records of segment `number` that some output has not confirmed yet (by the lowest
+    /// cursor id): what deleting it loses. Records every output confirmed are not a loss.
+    fn undelivered_records(&self, number: u64) -> u64 {
+        let records = crate::segment::record_count(&self.dir, number).unwrap_or(0);
+        let first_id = crate::segment::read_segment_header(&self.dir, number)
+            .ok()
+            .and_then(|h| crate::segment::parse_header(&h, number).ok());
+        match (first_id, crate::cursor::lowest_cursor_id(&self.dir)) {
+            (Some(first), Some(lowest)) => records - lowest.saturating_sub(first).min(records),
+            _ => records,
+        }
     }
 
     /// Creates segment `self.segment`: reserve its space, write and sync its header, sync the

@@ -425,6 +425,55 @@ fn budget_blocks_until_retention_frees_space_losing_nothing() {
         .unwrap();
 }
 
+/// Records an output already confirmed are not counted as dropped when their segment goes.
+#[test]
+fn drop_oldest_counts_only_records_no_output_confirmed() {
+    use storage::{DiskBudget, FullPolicy};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    const SEGMENT: u64 = 16 * 1024;
+    const CONFIRMED_BELOW: u64 = 300;
+    let position = storage::Position {
+        segment: 0,
+        offset: 0,
+    };
+    storage::write_cursor(
+        &path,
+        "out",
+        storage::Cursor {
+            position,
+            next_id: CONFIRMED_BELOW,
+        },
+    )
+    .unwrap();
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(move || async move {
+            let budget = Arc::new(
+                DiskBudget::new(&path, Some(3 * SEGMENT), None, FullPolicy::DropOldest).unwrap(),
+            );
+            let (appender, watermark, task) = start_budgeted(&path, SEGMENT, &budget).await;
+            let all = payloads(1500, 11);
+            append_all(&appender, &all).await;
+            appender.wait_durable().await;
+            appender.close();
+            task.await.unwrap();
+            let (got, _) = read_all(&path, None, watermark.load());
+            let deleted = (all.len() - got.len()) as u64;
+            assert!(
+                deleted > CONFIRMED_BELOW,
+                "the test deletes past the cursor"
+            );
+            let dropped = budget
+                .dropped_records
+                .load(std::sync::atomic::Ordering::Relaxed);
+            // Ids start at 1: ids 1..300 were confirmed.
+            assert_eq!(dropped, deleted - (CONFIRMED_BELOW - 1));
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
 #[test]
 fn drop_oldest_deletes_whole_segments_and_counts_their_records() {
     use storage::{DiskBudget, FullPolicy};
