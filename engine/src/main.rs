@@ -42,6 +42,16 @@ enum Command {
     },
     /// Print the embedded default config.
     DefaultConfig,
+    /// Ask a running Sluice to re-read its config file (POST /reload on its admin API, with
+    /// the token from `api.token` or `data_dir/api.token`); `--status` shows the last
+    /// reload's progress instead.
+    Reload {
+        /// The config the running Sluice was started with (default: the embedded default).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        status: bool,
+    },
     /// Check this host for Sluice: CPUs, NUMA, io_uring, limits, network sysctls, the disk
     /// under data_dir (a few seconds of writes); prints a verdict per item, a recommended config
     /// and sysctl lines. Exit 0 unless an item FAILs (69).
@@ -175,6 +185,32 @@ fn main() -> ExitCode {
             match report.worst() {
                 tuning::report::Verdict::Fail => ExitCode::from(EXIT_ENVIRONMENT),
                 _ => ExitCode::SUCCESS,
+            }
+        }
+        Command::Reload { config, status } => {
+            let config = match load_or_default(config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let (method, path) = if status {
+                ("GET", "/reload")
+            } else {
+                ("POST", "/reload")
+            };
+            match engine::admin::client::request(&config, method, path) {
+                Ok((code, body)) => {
+                    print!("{body}");
+                    if matches!(code, 200 | 202) {
+                        ExitCode::SUCCESS
+                    } else {
+                        eprintln!("sluice: the API answered {code}");
+                        ExitCode::from(EXIT_FAILURE)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("sluice: {e}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
             }
         }
         Command::DefaultConfig => {

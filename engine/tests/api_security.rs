@@ -223,3 +223,39 @@ fn a_reload_never_waits_for_a_draining_sink_and_sigterm_is_not_delayed() {
         "SIGTERM is handled while the removed sink still drains:\n{log}"
     );
 }
+
+/// `sluice reload` finds the generated token in data_dir/api.token (root can read it).
+#[test]
+fn the_reload_subcommand_uses_the_generated_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 1, &file_sink(dir.path()));
+    let sluice = Sluice::start(dir.path(), &cfg);
+    // The config's API port is 0 (chosen at start): point the subcommand at the real one.
+    let pinned = dir.path().join("pinned.toml");
+    std::fs::write(
+        &pinned,
+        cfg.replace(
+            "[api]\naddress = \"127.0.0.1:0\"",
+            &format!("[api]\naddress = \"{}\"", sluice.addr("api")),
+        ),
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        let out = Command::new(sluice_bin())
+            .args(["reload", "--config"])
+            .arg(&pinned)
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, text) = run(&[]);
+    assert!(ok && text.contains("reloaded"), "{text}");
+    let (ok, text) = run(&["--status"]);
+    assert!(ok && text.contains("reload 1: done"), "{text}");
+    let (status, log) = sluice.stop();
+    assert!(status.success(), "{log}");
+}

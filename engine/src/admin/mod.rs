@@ -25,6 +25,7 @@ use prometheus_client::registry::Registry;
 
 use crate::metrics::{OutputCounters, ShardCounters, SourceCounters};
 
+pub mod client;
 mod metrics;
 pub mod policy;
 pub mod server;

@@ -317,6 +317,20 @@ fn read_more(
     }
 }
 
+/// What a request's bytes say so far, for tests and the `api_request` fuzz target: `Ok(None)`
+/// while the head is incomplete, `Ok((head length, request, body length))` once whole, or the
+/// error status and reason it is answered with.
+pub fn parse_request_head(
+    buf: &[u8],
+    limits: &ServerLimits,
+) -> Result<Option<(usize, Request, usize)>, (u16, &'static str)> {
+    parse_head(buf, limits).map_err(|e| match e {
+        ReadError::Malformed(status, why) => (status, why),
+        ReadError::TimedOut => (408, "timed out"),
+        ReadError::Closed => (400, "closed"),
+    })
+}
+
 /// The head, once whole: (its length, the request without body, the body's length).
 fn parse_head(
     buf: &[u8],
