@@ -323,7 +323,7 @@ fn read_more(
 pub fn parse_request_head(
     buf: &[u8],
     limits: &ServerLimits,
-) -> Result<Option<(usize, Request, usize)>, (u16, &'static str)> {
+) -> Result<Option<Head>, (u16, &'static str)> {
     parse_head(buf, limits).map_err(|e| match e {
         ReadError::Malformed(status, why) => (status, why),
         ReadError::TimedOut => (408, "timed out"),
@@ -331,11 +331,11 @@ pub fn parse_request_head(
     })
 }
 
-/// The head, once whole: (its length, the request without body, the body's length).
-fn parse_head(
-    buf: &[u8],
-    limits: &ServerLimits,
-) -> Result<Option<(usize, Request, usize)>, ReadError> {
+/// A whole request head: (its length, the request without body, the body's length).
+pub type Head = (usize, Request, usize);
+
+/// The head, once whole.
+fn parse_head(buf: &[u8], limits: &ServerLimits) -> Result<Option<Head>, ReadError> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut parsed = httparse::Request::new(&mut headers);
     let head_len = match parsed.parse(buf) {
