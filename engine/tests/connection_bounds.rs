@@ -101,6 +101,12 @@ fn ten_thousand_idle_connections_stay_small_and_are_closed_by_the_idle_timeout()
         let mut byte = [0u8; 1];
         assert_eq!(s.read(&mut byte).unwrap_or(0), 0, "closed by Sluice");
     }
+    // The memory goes back to the system once they are closed (buffers, tasks).
+    let pid = sluice.child.id();
+    wait_for("memory returned after the flood", || {
+        rss_kib(pid) < baseline + (held - baseline) / 3
+    });
+    eprintln!("RSS after they closed: {} KiB", rss_kib(pid));
     drop((idle, half));
     let (status, log) = sluice.stop();
     assert!(status.success(), "{log}");
