@@ -228,6 +228,50 @@ impl Default for WalConfig {
     }
 }
 
+impl WalConfig {
+    /// The WAL's sizes and how they must relate.
+    fn check(&self) -> Result<(), (String, String)> {
+        let invalid = |key: &str, msg: &str| Err((format!("wal.{key}"), msg.to_string()));
+        if !(1 << 20..=storage::position::MAX_SEGMENT_SIZE / 2).contains(&self.segment_size) {
+            return invalid("segment_size", "must be between 1MiB and 32GiB");
+        }
+        if !(64 << 10..=256 << 20).contains(&self.buffer_size) {
+            return invalid("buffer_size", "must be between 64KiB and 256MiB");
+        }
+        if self.segment_size < self.buffer_size {
+            return invalid(
+                "segment_size",
+                "must be at least wal.buffer_size (a segment would grow to the buffer's size)",
+            );
+        }
+        if !(1..=19).contains(&self.compression_level) {
+            return invalid("compression_level", "must be between 1 and 19");
+        }
+        if self.max_disk.is_some_and(|m| m < 2 * self.segment_size) {
+            return invalid(
+                "max_disk",
+                "must hold at least two segments (2 × wal.segment_size); (shards + 1) × segment_size keeps every shard writing",
+            );
+        }
+        Ok(())
+    }
+}
+
+impl ApiConfig {
+    fn check(&self) -> Result<(), (String, String)> {
+        if self.token.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err(("api.token".into(), "must be at least 16 characters".into()));
+        }
+        match self.address {
+            ApiListen::On(address) if !address.ip().is_loopback() => Err((
+                "api.address".into(),
+                "must be a loopback address: the API speaks plain HTTP (no TLS); put a TLS proxy with authentication in front of it to reach it from elsewhere".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// `[wal] compression`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Compression {
@@ -616,132 +660,48 @@ impl Config {
     /// Upper (and lower) bounds of every size and duration, so no value can exhaust memory or
     /// wait forever.
     fn check_bounds(&self) -> Result<(), (String, String)> {
-        const MIB: u64 = 1 << 20;
-        let day = Duration::from_secs(86_400);
-        let mut sizes: Vec<(String, u64, u64, u64)> = vec![(
-            "max_connection_memory".into(),
+        let mut b = Bounds::default();
+        b.size(
+            "max_connection_memory",
             self.max_connection_memory,
-            MIB,
-            64 << 30,
-        )];
-        let mut durations: Vec<(String, Duration, Duration, Duration)> = vec![
-            (
-                "shutdown_timeout".into(),
-                self.shutdown_timeout,
-                Duration::ZERO,
-                Duration::from_secs(3600),
-            ),
-            (
-                "status_interval".into(),
-                self.status_interval,
-                Duration::ZERO,
-                day,
-            ),
-            (
-                "wal.compress_after".into(),
-                self.wal.compress_after,
-                Duration::ZERO,
-                30 * day,
-            ),
-        ];
-        if let FsyncPolicy::Interval(d) = self.wal.fsync {
-            durations.push((
-                "wal.fsync".into(),
+            MIB..=64 << 30,
+        );
+        b.duration(
+            "shutdown_timeout",
+            self.shutdown_timeout,
+            Duration::ZERO..=HOUR,
+        );
+        b.duration(
+            "status_interval",
+            self.status_interval,
+            Duration::ZERO..=DAY,
+        );
+        let wal = &self.wal;
+        b.duration(
+            "wal.compress_after",
+            wal.compress_after,
+            Duration::ZERO..=30 * DAY,
+        );
+        if let FsyncPolicy::Interval(d) = wal.fsync {
+            b.duration(
+                "wal.fsync",
                 d,
-                Duration::from_micros(100),
-                Duration::from_secs(10),
-            ));
+                Duration::from_micros(100)..=Duration::from_secs(10),
+            );
         }
-        if let Some(max) = self.wal.max_disk {
-            sizes.push(("wal.max_disk".into(), max, 2 * MIB, 1 << 50));
+        if let Some(max) = wal.max_disk {
+            b.size("wal.max_disk", max, 2 * MIB..=1 << 50);
         }
-        if let MinFree::Bytes(b) = self.wal.min_free_disk {
-            sizes.push(("wal.min_free_disk".into(), b, 0, 1 << 50));
+        if let MinFree::Bytes(bytes) = wal.min_free_disk {
+            b.size("wal.min_free_disk", bytes, 0..=1 << 50);
         }
-        for (name, s) in &self.sources {
-            let key = |k: &str| format!("sources.{name}.{k}");
-            sizes.push((key("read_buffer"), s.read_buffer, 4096, 64 * MIB));
-            let second = Duration::from_secs(1);
-            durations.push((key("idle_timeout"), s.idle_timeout, second, 7 * day));
-            durations.push((key("frame_timeout"), s.frame_timeout, second, day));
-            if s.ipv4_prefix_length > 32 || s.ipv6_prefix_length > 128 {
-                return Err((
-                    key("ipv4_prefix_length"),
-                    "prefix lengths are at most 32 (IPv4) and 128 (IPv6)".into(),
-                ));
-            }
-            if s.max_connections > 1_000_000 {
-                return Err((key("max_connections"), "must be at most 1000000".into()));
-            }
+        for (name, source) in &self.sources {
+            source.check_bounds(&format!("sources.{name}"), &mut b);
         }
         for (name, sink) in &self.sinks {
-            let key = |k: &str| format!("sinks.{name}.{k}");
-            match sink {
-                SinkConfig::File(f) => {
-                    sizes.push((key("rotate_size"), f.rotate_size, 1024, 1 << 40));
-                    if f.keep > 100_000 {
-                        return Err((key("keep"), "must be at most 100000".into()));
-                    }
-                }
-                SinkConfig::Tcp(t) => {
-                    sizes.push((key("replay_window"), t.replay_window, 0, 1 << 30));
-                    let hour = Duration::from_secs(3600);
-                    durations.push((
-                        key("connect_timeout"),
-                        t.connect_timeout,
-                        Duration::from_millis(1),
-                        hour,
-                    ));
-                    durations.push((
-                        key("write_timeout"),
-                        t.write_timeout,
-                        Duration::from_millis(1),
-                        hour,
-                    ));
-                    durations.push((
-                        key("initial_backoff"),
-                        t.initial_backoff,
-                        Duration::from_millis(1),
-                        hour,
-                    ));
-                    durations.push((
-                        key("max_backoff"),
-                        t.max_backoff,
-                        Duration::from_millis(1),
-                        day,
-                    ));
-                }
-            }
+            sink.check_bounds(&format!("sinks.{name}"), &mut b);
         }
-        for (key, value, min, max) in sizes {
-            if !(min..=max).contains(&value) {
-                let human = |b: u64| bytesize::ByteSize(b).to_string();
-                return Err((
-                    key,
-                    format!(
-                        "must be between {} and {} (got {})",
-                        human(min),
-                        human(max),
-                        human(value)
-                    ),
-                ));
-            }
-        }
-        for (key, value, min, max) in durations {
-            if !(min..=max).contains(&value) {
-                let human = |d: Duration| humantime::format_duration(d).to_string();
-                return Err((
-                    key,
-                    format!(
-                        "must be between {} and {} (got {})",
-                        human(min),
-                        human(max),
-                        human(value)
-                    ),
-                ));
-            }
-        }
-        Ok(())
+        b.into_result()
     }
 
     fn validate(&mut self) -> Result<(), (String, String)> {
@@ -760,39 +720,9 @@ impl Config {
             return invalid("sinks".into(), "at least one sink is required");
         }
         self.check_bounds()?;
+        self.wal.check()?;
+        self.api.check()?;
         let wal = &self.wal;
-        if !(1 << 20..=storage::position::MAX_SEGMENT_SIZE / 2).contains(&wal.segment_size) {
-            return invalid("wal.segment_size".into(), "must be between 1MiB and 32GiB");
-        }
-        if !(64 << 10..=256 << 20).contains(&wal.buffer_size) {
-            return invalid("wal.buffer_size".into(), "must be between 64KiB and 256MiB");
-        }
-        if wal.segment_size < wal.buffer_size {
-            return invalid(
-                "wal.segment_size".into(),
-                "must be at least wal.buffer_size (a segment would grow to the buffer's size)",
-            );
-        }
-        if self.api.token.as_deref().is_some_and(|t| t.len() < 16) {
-            return invalid("api.token".into(), "must be at least 16 characters");
-        }
-        if let ApiListen::On(address) = self.api.address {
-            if !address.ip().is_loopback() {
-                return invalid(
-                    "api.address".into(),
-                    "must be a loopback address: the API speaks plain HTTP (no TLS); put a TLS proxy with authentication in front of it to reach it from elsewhere",
-                );
-            }
-        }
-        if !(1..=19).contains(&wal.compression_level) {
-            return invalid("wal.compression_level".into(), "must be between 1 and 19");
-        }
-        if wal.max_disk.is_some_and(|m| m < 2 * wal.segment_size) {
-            return invalid(
-                "wal.max_disk".into(),
-                "must hold at least two segments (2 × wal.segment_size); (shards + 1) × segment_size keeps every shard writing",
-            );
-        }
         let mut bound = Vec::new();
         for (name, source) in &self.sources {
             check_name(name).or_else(|m| invalid(format!("sources.{name}"), &m))?;
@@ -858,6 +788,99 @@ impl Config {
             // The rule `sluice tune` recommends, on the CPUs this process may use.
             Shards::Auto => {
                 tuning::recommended_shards(core_affinity::get_core_ids().map_or(1, |ids| ids.len()))
+            }
+        }
+    }
+}
+
+const MIB: u64 = 1 << 20;
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// Values checked against their bounds; keeps the first one outside them.
+#[derive(Default)]
+struct Bounds {
+    first_violation: Option<(String, String)>,
+}
+
+impl Bounds {
+    fn check<T: PartialOrd + Copy>(
+        &mut self,
+        key: &str,
+        value: T,
+        range: std::ops::RangeInclusive<T>,
+        show: impl Fn(T) -> String,
+    ) {
+        if self.first_violation.is_none() && !range.contains(&value) {
+            let message = format!(
+                "must be between {} and {} (got {})",
+                show(*range.start()),
+                show(*range.end()),
+                show(value)
+            );
+            self.first_violation = Some((key.to_string(), message));
+        }
+    }
+
+    fn size(&mut self, key: &str, value: u64, range: std::ops::RangeInclusive<u64>) {
+        self.check(key, value, range, |b| bytesize::ByteSize(b).to_string());
+    }
+
+    fn duration(&mut self, key: &str, value: Duration, range: std::ops::RangeInclusive<Duration>) {
+        self.check(key, value, range, |d| {
+            humantime::format_duration(d).to_string()
+        });
+    }
+
+    fn count(&mut self, key: &str, value: u64, range: std::ops::RangeInclusive<u64>) {
+        self.check(key, value, range, |n| n.to_string());
+    }
+
+    fn into_result(self) -> Result<(), (String, String)> {
+        self.first_violation.map_or(Ok(()), Err)
+    }
+}
+
+impl SourceConfig {
+    fn check_bounds(&self, prefix: &str, b: &mut Bounds) {
+        let key = |k: &str| format!("{prefix}.{k}");
+        let second = Duration::from_secs(1);
+        b.size(&key("read_buffer"), self.read_buffer, 4096..=64 * MIB);
+        b.duration(&key("idle_timeout"), self.idle_timeout, second..=7 * DAY);
+        b.duration(&key("frame_timeout"), self.frame_timeout, second..=DAY);
+        b.count(
+            &key("ipv4_prefix_length"),
+            self.ipv4_prefix_length.into(),
+            0..=32,
+        );
+        b.count(
+            &key("ipv6_prefix_length"),
+            self.ipv6_prefix_length.into(),
+            0..=128,
+        );
+        b.count(
+            &key("max_connections"),
+            self.max_connections.into(),
+            1..=1_000_000,
+        );
+    }
+}
+
+impl SinkConfig {
+    fn check_bounds(&self, prefix: &str, b: &mut Bounds) {
+        let key = |k: &str| format!("{prefix}.{k}");
+        let some = Duration::from_millis(1);
+        match self {
+            SinkConfig::File(f) => {
+                b.size(&key("rotate_size"), f.rotate_size, 1024..=1 << 40);
+                b.count(&key("keep"), f.keep.into(), 0..=100_000);
+            }
+            SinkConfig::Tcp(t) => {
+                b.size(&key("replay_window"), t.replay_window, 0..=1 << 30);
+                b.duration(&key("connect_timeout"), t.connect_timeout, some..=HOUR);
+                b.duration(&key("write_timeout"), t.write_timeout, some..=HOUR);
+                b.duration(&key("initial_backoff"), t.initial_backoff, some..=HOUR);
+                b.duration(&key("max_backoff"), t.max_backoff, some..=DAY);
             }
         }
     }
@@ -943,7 +966,7 @@ mod tests {
             ),
             (
                 source_key("ipv6_prefix_length = 200"),
-                "sources.a.ipv4_prefix_length",
+                "sources.a.ipv6_prefix_length",
             ),
             (
                 format!("shutdown_timeout = \"1000h\"\n{MINIMAL}"),

@@ -187,32 +187,7 @@ fn main() -> ExitCode {
                 _ => ExitCode::SUCCESS,
             }
         }
-        Command::Reload { config, status } => {
-            let config = match load_or_default(config.as_deref()) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let (method, path) = if status {
-                ("GET", "/reload")
-            } else {
-                ("POST", "/reload")
-            };
-            match engine::admin::client::request(&config, method, path) {
-                Ok((code, body)) => {
-                    print!("{body}");
-                    if matches!(code, 200 | 202) {
-                        ExitCode::SUCCESS
-                    } else {
-                        eprintln!("sluice: the API answered {code}");
-                        ExitCode::from(EXIT_FAILURE)
-                    }
-                }
-                Err(e) => {
-                    eprintln!("sluice: {e}");
-                    ExitCode::from(EXIT_FAILURE)
-                }
-            }
-        }
+        Command::Reload { config, status } => reload_command(config.as_deref(), status),
         Command::DefaultConfig => {
             print!("{}", engine::config::DEFAULT_CONFIG);
             ExitCode::SUCCESS
@@ -221,6 +196,30 @@ fn main() -> ExitCode {
             eprintln!("sluice: {e}");
             ExitCode::from(EXIT_FAILURE)
         }),
+    }
+}
+
+/// `sluice reload`: POST /reload (or GET it with `--status`) on the running Sluice's API.
+fn reload_command(config: Option<&std::path::Path>, status: bool) -> ExitCode {
+    let config = match load_or_default(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let method = if status { "GET" } else { "POST" };
+    match engine::admin::client::request(&config, method, "/reload") {
+        Ok((200 | 202, body)) => {
+            print!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok((code, body)) => {
+            print!("{body}");
+            eprintln!("sluice: the API answered {code}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
     }
 }
 

@@ -16,8 +16,9 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Runs `script` with bash as user `nobody` (no groups); returns its stdout.
-fn as_nobody(script: &str) -> String {
+/// Runs `script` with bash as user `nobody` (no groups), `BODY` in its environment; returns
+/// its stdout.
+fn as_nobody_with(script: &str, body: &str) -> String {
     let out = Command::new("setpriv")
         .args([
             "--reuid=65534",
@@ -27,9 +28,14 @@ fn as_nobody(script: &str) -> String {
             "-c",
             script,
         ])
+        .env("BODY", body)
         .output()
         .expect("run setpriv");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn as_nobody(script: &str) -> String {
+    as_nobody_with(script, "")
 }
 
 /// An HTTP request from bash's /dev/tcp, printing the status line's code.
@@ -40,19 +46,7 @@ fn nobody_request(api: SocketAddr, method: &str, path: &str, body: &str) -> Stri
         api.port(),
         body.len()
     );
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "bash",
-            "-c",
-            &script,
-        ])
-        .env("BODY", body)
-        .output()
-        .expect("run setpriv");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    as_nobody_with(&script, body).trim().to_string()
 }
 
 #[test]

@@ -425,83 +425,78 @@ fn budget_blocks_until_retention_frees_space_losing_nothing() {
         .unwrap();
 }
 
+/// What a `drop_oldest` run left: every payload appended, what is still readable, the
+/// records counted as dropped, the budget's use at the end.
+struct DropRun {
+    all: Vec<Vec<u8>>,
+    left: Vec<Vec<u8>>,
+    dropped: u64,
+    used: u64,
+}
+
+const DROP_SEGMENT: u64 = 16 * 1024;
+
+/// Appends 1,500 records into a shard whose budget holds three segments, under `drop_oldest`.
+fn run_drop_oldest(path: std::path::PathBuf) -> DropRun {
+    use storage::{DiskBudget, FullPolicy};
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(move || async move {
+            let budget = Arc::new(
+                DiskBudget::new(&path, Some(3 * DROP_SEGMENT), None, FullPolicy::DropOldest)
+                    .unwrap(),
+            );
+            let (appender, watermark, task) = start_budgeted(&path, DROP_SEGMENT, &budget).await;
+            let all = payloads(1500, 11);
+            append_all(&appender, &all).await;
+            appender.wait_durable().await;
+            appender.close();
+            task.await.unwrap();
+            let (left, _) = read_all(&path, None, watermark.load());
+            DropRun {
+                all,
+                left,
+                dropped: budget
+                    .dropped_records
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                used: budget.used(),
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
 /// Records an output already confirmed are not counted as dropped when their segment goes.
 #[test]
 fn drop_oldest_counts_only_records_no_output_confirmed() {
-    use storage::{DiskBudget, FullPolicy};
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_path_buf();
-    const SEGMENT: u64 = 16 * 1024;
     const CONFIRMED_BELOW: u64 = 300;
     let position = storage::Position {
         segment: 0,
         offset: 0,
     };
-    storage::write_cursor(
-        &path,
-        "out",
-        storage::Cursor {
-            position,
-            next_id: CONFIRMED_BELOW,
-        },
-    )
-    .unwrap();
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .spawn(move || async move {
-            let budget = Arc::new(
-                DiskBudget::new(&path, Some(3 * SEGMENT), None, FullPolicy::DropOldest).unwrap(),
-            );
-            let (appender, watermark, task) = start_budgeted(&path, SEGMENT, &budget).await;
-            let all = payloads(1500, 11);
-            append_all(&appender, &all).await;
-            appender.wait_durable().await;
-            appender.close();
-            task.await.unwrap();
-            let (got, _) = read_all(&path, None, watermark.load());
-            let deleted = (all.len() - got.len()) as u64;
-            assert!(
-                deleted > CONFIRMED_BELOW,
-                "the test deletes past the cursor"
-            );
-            let dropped = budget
-                .dropped_records
-                .load(std::sync::atomic::Ordering::Relaxed);
-            // Ids start at 1: ids 1..300 were confirmed.
-            assert_eq!(dropped, deleted - (CONFIRMED_BELOW - 1));
-        })
-        .unwrap()
-        .join()
-        .unwrap();
+    let cursor = storage::Cursor {
+        position,
+        next_id: CONFIRMED_BELOW,
+    };
+    storage::write_cursor(dir.path(), "out", cursor).unwrap();
+    let run = run_drop_oldest(dir.path().to_path_buf());
+    let deleted = (run.all.len() - run.left.len()) as u64;
+    assert!(
+        deleted > CONFIRMED_BELOW,
+        "the test deletes past the cursor"
+    );
+    // Ids start at 1: ids 1..300 were confirmed.
+    assert_eq!(run.dropped, deleted - (CONFIRMED_BELOW - 1));
 }
 
 #[test]
 fn drop_oldest_deletes_whole_segments_and_counts_their_records() {
-    use storage::{DiskBudget, FullPolicy};
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_path_buf();
-    const SEGMENT: u64 = 16 * 1024;
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .spawn(move || async move {
-            let budget = Arc::new(
-                DiskBudget::new(&path, Some(3 * SEGMENT), None, FullPolicy::DropOldest).unwrap(),
-            );
-            let (appender, watermark, task) = start_budgeted(&path, SEGMENT, &budget).await;
-            let all = payloads(1500, 11);
-            append_all(&appender, &all).await;
-            appender.wait_durable().await;
-            appender.close();
-            task.await.unwrap();
-            let dropped = budget
-                .dropped_records
-                .load(std::sync::atomic::Ordering::Relaxed);
-            assert!(dropped > 0);
-            assert!(budget.used() <= 3 * SEGMENT);
-            let (got, _) = read_all(&path, None, watermark.load());
-            // What is left is exactly the newest records: a suffix, nothing else missing.
-            assert_eq!(got.len() as u64 + dropped, all.len() as u64);
-            assert_eq!(got, all[dropped as usize..]);
-        })
-        .unwrap()
-        .join()
-        .unwrap();
+    let run = run_drop_oldest(dir.path().to_path_buf());
+    assert!(run.dropped > 0);
+    assert!(run.used <= 3 * DROP_SEGMENT);
+    // What is left is exactly the newest records: a suffix, nothing else missing.
+    assert_eq!(run.left.len() as u64 + run.dropped, run.all.len() as u64);
+    assert_eq!(run.left, run.all[run.dropped as usize..]);
 }

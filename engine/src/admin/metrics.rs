@@ -66,6 +66,29 @@ fn encode_sources(
         let values = members(f).map(|(l, v)| (l, ConstCounter::new(v)));
         family(encoder, name, help, MetricType::Counter, values)?;
     }
+    encode_closed(&sources, encoder)?;
+    ConstGauge::new(s.connection_memory.used() as i64).encode(encoder.encode_descriptor(
+        "sluice_connection_buffer_bytes",
+        "Bytes of TCP connection read buffers (bounded by max_connection_memory)",
+        None,
+        MetricType::Gauge,
+    )?)?;
+    let active = members(|c| c.connections_active.load(Relaxed).max(0) as u64)
+        .map(|(l, v)| (l, ConstGauge::new(v as i64)));
+    family(
+        encoder,
+        "sluice_connections_active",
+        "Open TCP connections",
+        MetricType::Gauge,
+        active,
+    )
+}
+
+/// `sluice_connections_closed_total{shard,source,reason}`.
+fn encode_closed(
+    sources: &[(String, Arc<crate::metrics::SourceCounters>)],
+    encoder: &mut DescriptorEncoder<'_>,
+) -> Result<(), std::fmt::Error> {
     let closed = sources.iter().flat_map(|(name, c)| {
         c.per_shard.iter().enumerate().flat_map(move |(shard, c)| {
             [
@@ -91,21 +114,7 @@ fn encode_sources(
         MetricType::Counter,
         closed,
     )?;
-    ConstGauge::new(s.connection_memory.used() as i64).encode(encoder.encode_descriptor(
-        "sluice_connection_buffer_bytes",
-        "Bytes of TCP connection read buffers (bounded by max_connection_memory)",
-        None,
-        MetricType::Gauge,
-    )?)?;
-    let active = members(|c| c.connections_active.load(Relaxed).max(0) as u64)
-        .map(|(l, v)| (l, ConstGauge::new(v as i64)));
-    family(
-        encoder,
-        "sluice_connections_active",
-        "Open TCP connections",
-        MetricType::Gauge,
-        active,
-    )
+    Ok(())
 }
 
 /// One metric family whose members are `(labels, value)`.

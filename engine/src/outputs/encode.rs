@@ -80,9 +80,8 @@ mod tests {
     use ingest::framing::FrameFlags;
     use ingest::record::{encode, EventHeader};
 
-    #[test]
-    fn framings() {
-        let frame = b"<13>1 - h a - - - hi";
+    /// The WAL record of `frame`, as a shard stores it.
+    fn record_of(frame: &[u8]) -> Vec<u8> {
         let mut rec = Vec::new();
         let header = EventHeader {
             received_at_us: 0,
@@ -90,15 +89,27 @@ mod tests {
             frame_flags: FrameFlags::default(),
         };
         encode(&mut rec, &header, &ingest::parse(frame, 0), frame);
+        rec
+    }
+
+    /// Encodes `rec` as `how` says.
+    fn encoded(rec: &[u8], how: RecordEncoding) -> Vec<u8> {
+        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        assert!(encode_record(rec, 0, how, &mut out, &mut scratch));
+        out
+    }
+
+    #[test]
+    fn framings() {
+        let frame = b"<13>1 - h a - - - hi";
+        let rec = record_of(frame);
         let run = |encoding, framing| {
-            let (mut out, mut scratch) = (Vec::new(), Vec::new());
             let how = RecordEncoding {
                 encoding,
                 framing,
                 line_breaks: LineBreaks::Escape,
             };
-            assert!(encode_record(&rec, 0, how, &mut out, &mut scratch));
-            String::from_utf8(out).unwrap()
+            String::from_utf8(encoded(&rec, how)).unwrap()
         };
         assert_eq!(
             run(Encoding::Raw, Some(TcpFraming::OctetCounting)),
@@ -126,22 +137,14 @@ mod tests {
     #[test]
     fn raw_line_breaks_are_escaped_replaced_or_kept() {
         let frame = b"<13>1 - h a - - - hi\n<0>forged line\r\x00end";
-        let mut rec = Vec::new();
-        let header = EventHeader {
-            received_at_us: 0,
-            source_ip: None,
-            frame_flags: FrameFlags::default(),
-        };
-        encode(&mut rec, &header, &ingest::parse(frame, 0), frame);
+        let rec = record_of(frame);
         let run = |line_breaks, framing| {
-            let (mut out, mut scratch) = (Vec::new(), Vec::new());
             let how = RecordEncoding {
                 encoding: Encoding::Raw,
                 framing,
                 line_breaks,
             };
-            assert!(encode_record(&rec, 0, how, &mut out, &mut scratch));
-            out
+            encoded(&rec, how)
         };
         assert_eq!(
             run(LineBreaks::Escape, None),
