@@ -27,6 +27,14 @@ enum Source {
 }
 
 impl Source {
+    /// The segment's (uncompressed) length as it stands now.
+    fn len(&self) -> std::io::Result<u64> {
+        match self {
+            Source::Plain(f) => f.metadata().map(|m| m.len()),
+            Source::Compressed(c) => Ok(c.len()),
+        }
+    }
+
     /// `pread` until `buf` is full or the segment ends; returns the bytes read.
     fn read_full_at(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
         let mut done = 0;
@@ -166,17 +174,23 @@ impl WalReader {
         if !self.open_segment_file(&path)? {
             return Ok(Batch::default());
         }
+        let Some((_, source)) = &mut self.source else {
+            return Ok(Batch::default());
+        };
+        // Never more than the file holds: a small segment costs a small buffer.
+        let in_file = source
+            .len()
+            .map_err(|e| StorageError::io("stat", &path, e))?
+            .saturating_sub(self.pos.offset);
         let want = match limit {
             Some(end) => (end.saturating_sub(self.pos.offset) as usize).min(max_bytes),
             None => max_bytes,
-        };
+        }
+        .min(usize::try_from(in_file).unwrap_or(usize::MAX));
         if want == 0 {
             return Ok(Batch::default());
         }
         self.buf.resize(want.max(FRAME_HEADER_LEN), 0);
-        let Some((_, source)) = &mut self.source else {
-            return Ok(Batch::default());
-        };
         let got = match source.read_full_at(&mut self.buf[..want], self.pos.offset) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
@@ -207,7 +221,11 @@ impl WalReader {
                 Decoded::Incomplete => {
                     // One record larger than the window: widen it, or note a cut-off tail.
                     match self.whole_record_len(&path, limit)? {
-                        Some(len) if len > want => return self.read_in_segment(limit, len, each),
+                        // (Against what was asked, not what the file holds: a record that
+                        // claims more than the file has is damage, not a reason to ask again.)
+                        Some(len) if len > max_bytes => {
+                            return self.read_in_segment(limit, len, each)
+                        }
                         _ if limit.is_none() => {
                             self.skip_damage(&path, "record cut short at end of sealed segment");
                         }

@@ -322,3 +322,17 @@ fn a_segment_being_created_is_not_read_before_the_watermark_publishes_it() {
     assert_eq!((reader.damaged_skips, reader.damaged_records), (0, 0));
     assert_eq!(reader.next_id(published).unwrap(), 4);
 }
+
+/// Found by the `wal_read` fuzz target: a record header claiming more bytes than the segment
+/// holds must be damage, not a reason to read again and again (it overflowed the stack).
+#[test]
+fn a_record_longer_than_its_segment_is_damage_not_a_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = segment_header(1, 1).to_vec();
+    data.extend_from_slice(&[0x5d, 0x5d, 0x5d, 0x00, 0x0d, 0x5d, 0x00, 0x22]);
+    std::fs::write(segment_path(dir.path(), 1), data).unwrap();
+    let mut records = 0;
+    let read = storage::read_on_disk(dir.path(), None, |_, _| records += 1);
+    assert_eq!(read.unwrap_or(0), 0);
+    assert_eq!(records, 0);
+}
