@@ -134,13 +134,6 @@ fn wal_command(command: WalCommand) -> Result<ExitCode, String> {
 
 fn main() -> ExitCode {
     use std::io::IsTerminal;
-    // A fixed mmap threshold (which also turns glibc's dynamic one off): connection buffers
-    // that grew past it are mapped on their own and go back to the system when freed, so a
-    // flood of connections does not leave its memory behind.
-    // SAFETY: mallopt is called before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 10);
-    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())

@@ -686,6 +686,10 @@ struct Connection {
     counters: Arc<SourceCounters>,
     /// When the partial frame now in the buffer began (`frame_timeout` counts from it).
     partial_since: Option<std::time::Instant>,
+    /// Bytes the last read brought (a trickle lets a grown buffer shrink).
+    last_read: usize,
+    /// The read timeout last given to the stream, whole seconds (set again only on change).
+    read_timeout_secs: u64,
 }
 
 /// Why a connection was closed by Sluice (each counted per source).
@@ -716,6 +720,8 @@ impl Connection {
             peer,
             counters: Arc::clone(&source.counters),
             partial_since: None,
+            last_read: 0,
+            read_timeout_secs: 0,
         })
     }
 
@@ -733,17 +739,18 @@ impl Connection {
         Err(CloseReason::MemoryBudget)
     }
 
-    /// Gives a grown buffer back once drained (the budget and, through the allocator, the
-    /// system get the memory back).
+    /// Gives a grown buffer back once drained and the sender slowed to a trickle (a read
+    /// that brought under an eighth of it): the budget and, through the allocator, the system
+    /// get the memory back. A busy connection keeps its buffer (and its large reads).
     fn shrink_when_drained(&mut self) {
-        if self.filled == 0 && self.buf.len() > INITIAL_READ_BUFFER {
-            self.memory
-                .release((self.buf.len() - INITIAL_READ_BUFFER) as u64);
-            self.buf = vec![0; INITIAL_READ_BUFFER];
+        let trickle = self.last_read * 8 < self.buf.len();
+        if self.filled > 0 || !trickle || self.buf.len() <= INITIAL_READ_BUFFER {
+            return;
         }
-        if self.frames.capacity() > 1024 {
-            self.frames = Vec::new();
-        }
+        self.memory
+            .release((self.buf.len() - INITIAL_READ_BUFFER) as u64);
+        self.buf = vec![0; INITIAL_READ_BUFFER];
+        self.frames = Vec::new();
     }
 
     /// How long the next read may wait: the idle timeout, or what is left of the frame
@@ -756,6 +763,17 @@ impl Connection {
             ),
             _ => (source.idle_timeout, CloseReason::IdleTimeout),
         }
+    }
+
+    /// Gives the stream `timeout`, rounded up to whole seconds, when that changed (the
+    /// deadline counts from when a read starts waiting; a second's slack is fine for both).
+    fn apply_read_timeout(&mut self, stream: &TcpStream, timeout: Duration) -> std::io::Result<()> {
+        let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
+        if secs != self.read_timeout_secs {
+            stream.set_read_timeout(Some(Duration::from_secs(secs)))?;
+            self.read_timeout_secs = secs;
+        }
+        Ok(())
     }
 
     /// Frames, parses and appends everything complete in the buffer; keeps the partial rest.
@@ -899,7 +917,7 @@ async fn serve_tcp(
             break;
         }
         let (timeout, on_timeout) = conn.read_timeout(source);
-        if timeout.is_zero() || stream.set_read_timeout(Some(timeout)).is_err() {
+        if timeout.is_zero() || conn.apply_read_timeout(&stream, timeout).is_err() {
             active.closed_by_us(on_timeout, peer);
             break;
         }
@@ -914,7 +932,10 @@ async fn serve_tcp(
         .await;
         match outcome {
             ReadOutcome::Data(Ok(0)) => break,
-            ReadOutcome::Data(Ok(n)) => conn.filled += n,
+            ReadOutcome::Data(Ok(n)) => {
+                conn.filled += n;
+                conn.last_read = n;
+            }
             ReadOutcome::Data(Err(e)) if is_timeout(&e) => {
                 active.closed_by_us(on_timeout, peer);
                 break;
