@@ -307,11 +307,17 @@ impl WalReader {
         let Some((_, source)) = &mut self.source else {
             return Ok(None);
         };
-        let mut window = vec![0u8; RESYNC_WINDOW];
+        // No larger than what the file holds past `from` (a small segment, a small window).
+        let in_file = source
+            .len()
+            .map_err(|e| StorageError::io("stat", path, e))?
+            .saturating_sub(from);
+        let mut window = vec![0u8; in_file.min(RESYNC_WINDOW as u64) as usize];
         loop {
             let want = limit.map_or(RESYNC_WINDOW as u64, |l| {
                 l.saturating_sub(from).min(RESYNC_WINDOW as u64)
             }) as usize;
+            let want = want.min(window.len());
             let got = match source.read_full_at(&mut window[..want], from) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return Ok(None),
