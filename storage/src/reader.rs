@@ -27,12 +27,17 @@ enum Source {
 }
 
 impl Source {
-    /// The segment's (uncompressed) length as it stands now.
-    fn len(&self) -> std::io::Result<u64> {
-        match self {
-            Source::Plain(f) => f.metadata().map(|m| m.len()),
-            Source::Compressed(c) => Ok(c.len()),
-        }
+    /// Bytes the segment (uncompressed) holds past `offset`, as it stands now: reads never
+    /// ask for more, so a small segment costs a small buffer.
+    fn len_after(&self, offset: u64, path: &Path) -> Result<u64, StorageError> {
+        let len = match self {
+            Source::Plain(f) => f
+                .metadata()
+                .map(|m| m.len())
+                .map_err(|e| StorageError::io("stat", path, e))?,
+            Source::Compressed(c) => c.len(),
+        };
+        Ok(len.saturating_sub(offset))
     }
 
     /// `pread` until `buf` is full or the segment ends; returns the bytes read.
@@ -164,6 +169,41 @@ impl WalReader {
         }
     }
 
+    /// Reads up to `max_bytes` (below `limit`, within the file) at the position into the
+    /// buffer: the bytes read, or `None` when there is nothing to read.
+    fn fill_buf(
+        &mut self,
+        path: &Path,
+        limit: Option<u64>,
+        max_bytes: usize,
+    ) -> Result<Option<usize>, StorageError> {
+        if !self.open_segment_file(path)? {
+            return Ok(None);
+        }
+        let Some((_, source)) = &mut self.source else {
+            return Ok(None);
+        };
+        let in_file = source.len_after(self.pos.offset, path)?;
+        let want = match limit {
+            Some(end) => (end.saturating_sub(self.pos.offset) as usize).min(max_bytes),
+            None => max_bytes,
+        }
+        .min(usize::try_from(in_file).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(None);
+        }
+        self.buf.resize(want.max(FRAME_HEADER_LEN), 0);
+        match source.read_full_at(&mut self.buf[..want], self.pos.offset) {
+            Ok(0) => Ok(None),
+            Ok(got) => Ok(Some(got)),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                self.skip_damage(path, "compressed segment damaged");
+                Ok(None)
+            }
+            Err(e) => Err(StorageError::io("read", path, e)),
+        }
+    }
+
     fn read_in_segment(
         &mut self,
         limit: Option<u64>,
@@ -171,37 +211,9 @@ impl WalReader {
         each: &mut impl FnMut(&[u8]),
     ) -> Result<Batch, StorageError> {
         let path = segment_path(&self.dir, self.pos.segment);
-        if !self.open_segment_file(&path)? {
-            return Ok(Batch::default());
-        }
-        let Some((_, source)) = &mut self.source else {
+        let Some(got) = self.fill_buf(&path, limit, max_bytes)? else {
             return Ok(Batch::default());
         };
-        // Never more than the file holds: a small segment costs a small buffer.
-        let in_file = source
-            .len()
-            .map_err(|e| StorageError::io("stat", &path, e))?
-            .saturating_sub(self.pos.offset);
-        let want = match limit {
-            Some(end) => (end.saturating_sub(self.pos.offset) as usize).min(max_bytes),
-            None => max_bytes,
-        }
-        .min(usize::try_from(in_file).unwrap_or(usize::MAX));
-        if want == 0 {
-            return Ok(Batch::default());
-        }
-        self.buf.resize(want.max(FRAME_HEADER_LEN), 0);
-        let got = match source.read_full_at(&mut self.buf[..want], self.pos.offset) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                self.skip_damage(&path, "compressed segment damaged");
-                return Ok(Batch::default());
-            }
-            Err(e) => return Err(StorageError::io("read", &path, e)),
-        };
-        if got == 0 {
-            return Ok(Batch::default());
-        }
         let mut at = 0;
         let mut batch = Batch::default();
         loop {
@@ -307,11 +319,7 @@ impl WalReader {
         let Some((_, source)) = &mut self.source else {
             return Ok(None);
         };
-        // No larger than what the file holds past `from` (a small segment, a small window).
-        let in_file = source
-            .len()
-            .map_err(|e| StorageError::io("stat", path, e))?
-            .saturating_sub(from);
+        let in_file = source.len_after(from, path)?;
         let mut window = vec![0u8; in_file.min(RESYNC_WINDOW as u64) as usize];
         loop {
             let want = limit.map_or(RESYNC_WINDOW as u64, |l| {
