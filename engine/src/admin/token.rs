@@ -48,16 +48,10 @@ impl ApiAuth {
 }
 
 impl Default for ApiAuth {
-    /// Before the runtime set one: a token nobody can present.
+    /// Before the runtime set one (or with the API off): a random token nobody was given, or
+    /// one no header can carry when the OS has no randomness.
     fn default() -> Self {
-        ApiAuth::generated(String::new()).with_random_token()
-    }
-}
-
-impl ApiAuth {
-    fn with_random_token(mut self) -> Self {
-        self.token = random_token().unwrap_or_else(|_| "\u{0}unusable".into());
-        self
+        ApiAuth::generated(random_token().unwrap_or_else(|_| "\u{0}unusable".into()))
     }
 }
 
