@@ -26,8 +26,14 @@ pub enum EngineError {
     MemlockTooLow { limit_kib: u64, needed_kib: u64 },
     #[error("shard {shard}: cannot start its executor: {message}")]
     Executor { shard: usize, message: String },
-    #[error("shard {shard}: {message}")]
-    Shard { shard: usize, message: String },
+    #[error("shard {shard}: {error}")]
+    Shard {
+        shard: usize,
+        #[source]
+        error: crate::shard::ShardError,
+    },
+    #[error("shard {shard}: its executor ended unexpectedly")]
+    ShardEnded { shard: usize },
     #[error("admin API: {0}")]
     Admin(String),
     #[error("sink {sink}: {message}")]

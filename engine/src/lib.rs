@@ -4,14 +4,13 @@
 
 pub mod admin;
 pub mod config;
+pub mod delivery;
 pub mod error;
-pub mod limits;
 pub mod metrics;
-pub mod outputs;
-pub mod preflight;
-pub mod reload;
 pub mod runtime;
 pub mod shard;
+pub mod sinks;
+pub mod sources;
 pub mod tools;
 
 pub use config::Config;

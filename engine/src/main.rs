@@ -20,8 +20,19 @@ const EXIT_FAILURE: u8 = 1;
     about = "Thread-per-core durable syslog aggregator"
 )]
 struct Cli {
+    /// The format of Sluice's own log lines (on stderr).
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for journald/Vector/Loki pipelines).
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -72,6 +83,15 @@ enum Command {
     /// Look into a data directory's write-ahead logs (read-only).
     #[command(subcommand)]
     Wal(WalCommand),
+    /// Print the metrics reference (Markdown; `docs/metrics.md` is this output).
+    MetricsReference,
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -132,17 +152,25 @@ fn wal_command(command: WalCommand) -> Result<ExitCode, String> {
     Ok(code)
 }
 
-fn main() -> ExitCode {
+/// Sluice's own logs: stderr, `RUST_LOG` filter (default `info`), text or JSON lines.
+fn init_logging(format: LogFormat) {
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     match cli.command {
         Command::Run { config: path } => {
             let config = match load_or_default(path.as_deref()) {
@@ -189,6 +217,28 @@ fn main() -> ExitCode {
             eprintln!("sluice: {e}");
             ExitCode::from(EXIT_FAILURE)
         }),
+        Command::MetricsReference => {
+            print!("{}", engine::metrics::prometheus::reference());
+            ExitCode::SUCCESS
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => man_page(),
+    }
+}
+
+fn man_page() -> ExitCode {
+    use clap::CommandFactory;
+    let man = clap_mangen::Man::new(Cli::command());
+    match man.render(&mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
     }
 }
 
@@ -229,7 +279,7 @@ fn validate_environment(file: &std::path::Path, config: &Config, skip: bool) -> 
     let problems = if skip {
         Vec::new()
     } else {
-        engine::preflight::check_environment(config)
+        engine::tools::preflight::check_environment(config)
     };
     if problems.is_empty() {
         println!("{}: valid", file.display());

@@ -23,16 +23,15 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 
-use crate::metrics::{OutputCounters, ShardCounters, SourceCounters};
+use crate::metrics::{read_lock, Published};
 
 pub mod client;
-mod metrics;
 pub mod policy;
 pub mod server;
 pub mod token;
 
 pub use policy::ApiPolicy;
-pub use server::{ServerCounters, ServerLimits};
+pub use server::ServerLimits;
 pub use token::ApiAuth;
 
 use server::{Request, Response};
@@ -42,15 +41,16 @@ use server::{Request, Response};
 #[derive(Debug, Default)]
 pub struct AdminState {
     pub ready: AtomicBool,
-    pub parts: std::sync::OnceLock<Counters>,
+    /// What `/metrics` reads (the counters arrive once everything runs).
+    pub metrics: Arc<Published>,
+    /// The file the running configuration came from (`None`: the embedded default).
+    pub config_path: Option<std::path::PathBuf>,
     /// The running configuration's text (a reload replaces it).
     pub config_text: RwLock<String>,
     /// The token in force (a reload may change a configured one).
     pub auth: RwLock<ApiAuth>,
     /// The last reload's progress (`GET /reload`).
     pub reload_status: RwLock<String>,
-    /// The HTTP server's own counters.
-    pub server: Arc<ServerCounters>,
     /// Where `POST /config` and `POST /reload` go (the main thread applies them).
     pub reloads: std::sync::OnceLock<crossbeam_channel::Sender<ReloadRequest>>,
 }
@@ -100,74 +100,6 @@ impl std::fmt::Debug for ReloadRequest {
 /// to drain: that goes on in the background).
 const RELOAD_WAIT: Duration = Duration::from_secs(30);
 
-fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Every counter the API and the status line read.
-#[derive(Debug)]
-pub struct Counters {
-    pub shards: Vec<Arc<ShardCounters>>,
-    /// The id each WAL's next durable record gets (all shard logs, running or retired).
-    pub next_record_ids: Vec<Arc<std::sync::atomic::AtomicU64>>,
-    /// By sink name; a reload adds and removes entries.
-    pub outputs: RwLock<Vec<(String, Arc<OutputCounters>)>>,
-    /// By source name; a reload adds and removes entries.
-    pub sources: RwLock<Vec<(String, Arc<SourceCounters>)>>,
-    pub budget: Arc<storage::DiskBudget>,
-    /// What the kernel dropped on the UDP sockets (read from /proc at each scrape).
-    pub kernel_udp_drops: std::sync::Mutex<crate::metrics::KernelUdpDrops>,
-    /// The budget of every TCP connection's read buffer.
-    pub connection_memory: Arc<crate::limits::ConnectionMemory>,
-}
-
-impl Counters {
-    /// Datagrams the kernel dropped on Sluice's UDP sockets so far (receive buffers full).
-    pub fn kernel_udp_drops(&self) -> u64 {
-        let open: Vec<u64> = self
-            .shards
-            .iter()
-            .flat_map(|c| {
-                c.udp_socket_inodes
-                    .lock()
-                    .map(|i| i.clone())
-                    .unwrap_or_default()
-            })
-            .collect();
-        let now = crate::metrics::kernel_udp_drops();
-        match self.kernel_udp_drops.lock() {
-            Ok(mut tally) => tally.update(&open, &now),
-            Err(_) => 0,
-        }
-    }
-
-    pub fn events_durable(&self) -> u64 {
-        self.shards
-            .iter()
-            .map(|c| c.events_durable.load(Relaxed))
-            .sum()
-    }
-
-    pub fn events_sent(&self) -> u64 {
-        read_lock(&self.outputs)
-            .iter()
-            .map(|(_, c)| c.events_sent.load(Relaxed))
-            .sum()
-    }
-
-    /// Durable events not yet confirmed, summed over outputs and shards (where known).
-    pub fn lag_events(&self) -> u64 {
-        read_lock(&self.outputs)
-            .iter()
-            .flat_map(|(_, c)| c.cursor_next_ids.iter().zip(&self.next_record_ids))
-            .map(|(cursor, next)| match cursor.load(Relaxed) {
-                0 => 0,
-                cursor => next.load(Relaxed).saturating_sub(cursor),
-            })
-            .sum()
-    }
-}
-
 /// The running server: its address and how to stop it.
 pub struct AdminServer {
     pub address: SocketAddr,
@@ -178,8 +110,10 @@ impl AdminServer {
     /// Binds `address` and serves (the token is `state.auth`).
     pub fn start(address: SocketAddr, state: Arc<AdminState>) -> Result<AdminServer, String> {
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(metrics::SluiceCollector(Arc::clone(&state))));
-        let counters = Arc::clone(&state.server);
+        registry.register_collector(Box::new(crate::metrics::prometheus::SluiceCollector(
+            Arc::clone(&state.metrics),
+        )));
+        let counters = Arc::clone(&state.metrics.api);
         let handler: Arc<server::Handler> =
             Arc::new(move |request: &Request| route(request, &state, &registry));
         let http = server::HttpServer::start(address, ServerLimits::default(), counters, handler)

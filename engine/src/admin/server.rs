@@ -17,9 +17,11 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::metrics::ApiCounters;
 
 /// The bounds of the server (named so the docs and the metrics can say what was hit).
 #[derive(Debug, Clone, Copy)]
@@ -41,18 +43,6 @@ impl Default for ServerLimits {
             max_body_bytes: 1 << 20,
         }
     }
-}
-
-/// What the server counts (exported as `sluice_api_*`).
-#[derive(Debug, Default)]
-pub struct ServerCounters {
-    pub requests: AtomicU64,
-    /// Connections answered 503 because `max_connections` were busy (or no thread started).
-    pub connections_rejected: AtomicU64,
-    /// Requests that did not arrive within `request_timeout`.
-    pub requests_timed_out: AtomicU64,
-    /// Requests that were not HTTP/1.x or broke a bound.
-    pub requests_malformed: AtomicU64,
 }
 
 /// A parsed request.
@@ -110,7 +100,7 @@ impl HttpServer {
     pub fn start(
         address: SocketAddr,
         limits: ServerLimits,
-        counters: Arc<ServerCounters>,
+        counters: Arc<ApiCounters>,
         handler: Arc<Handler>,
     ) -> std::io::Result<HttpServer> {
         let listener = TcpListener::bind(address)?;
@@ -146,7 +136,7 @@ impl HttpServer {
 struct Acceptor {
     listener: TcpListener,
     limits: ServerLimits,
-    counters: Arc<ServerCounters>,
+    counters: Arc<ApiCounters>,
     handler: Arc<Handler>,
     active: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
@@ -238,7 +228,7 @@ enum ReadError {
 fn serve_connection(
     mut stream: TcpStream,
     limits: &ServerLimits,
-    counters: &ServerCounters,
+    counters: &ApiCounters,
     handler: &Handler,
 ) {
     let _ = stream.set_write_timeout(Some(limits.request_timeout));
@@ -424,8 +414,8 @@ fn write_response(stream: &mut TcpStream, response: &Response) -> std::io::Resul
 mod tests {
     use super::*;
 
-    fn start(limits: ServerLimits) -> (HttpServer, Arc<ServerCounters>) {
-        let counters = Arc::new(ServerCounters::default());
+    fn start(limits: ServerLimits) -> (HttpServer, Arc<ApiCounters>) {
+        let counters = Arc::new(ApiCounters::default());
         let handler: Arc<Handler> = Arc::new(|r: &Request| {
             Response::text(200, format!("{} {} {}", r.method, r.path, r.body.len()))
         });

@@ -1,13 +1,15 @@
 //! Operator tools over a data directory: `sluice wal inspect | verify | dump`.
 //! Read-only; safe to run beside a running Sluice.
 
+pub mod preflight;
+
 use std::io::Write;
 use std::path::Path;
 
 use storage::inspect::{inspect_shard, shard_dirs, ShardInfo};
 
 use crate::config::Encoding;
-use crate::outputs::encode_record;
+use crate::delivery::encode_record;
 
 /// What `verify` found.
 #[derive(Debug, PartialEq, Eq)]
@@ -143,7 +145,7 @@ pub fn dump(
     let (mut buf, mut scratch) = (Vec::new(), Vec::new());
     let mut write_error = None;
     let count = storage::read_on_disk(&dir, from_id, |_, p| {
-        let how = crate::outputs::RecordEncoding {
+        let how = crate::delivery::RecordEncoding {
             encoding,
             framing: None,
             line_breaks: crate::config::LineBreaks::Escape,

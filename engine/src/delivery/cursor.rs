@@ -1,0 +1,167 @@
+//! One shard's WAL as an output reads it: the reader, and where its cursor is persisted.
+//!
+//! Cursor writes are synced when forced, when the cursor enters a new segment, or when the
+//! last sync is [`CURSOR_SYNC_INTERVAL`] old; retention follows synced positions only. A failed
+//! write (a full disk, say) is counted and retried later: the output keeps delivering,
+//! retention waits for the persisted position, and a crash meanwhile only means duplicates.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use storage::{Position, WalReader};
+
+use super::{DeliveryError, OutputSpec, ShardLog, CURSOR_SYNC_INTERVAL};
+
+/// When a shard's cursor was last synced, and whether a newer position is written unsynced.
+struct CursorSyncState {
+    segment: u64,
+    at: Instant,
+    dirty: bool,
+}
+
+impl CursorSyncState {
+    fn new(segment: u64) -> Self {
+        CursorSyncState {
+            segment,
+            at: Instant::now(),
+            dirty: false,
+        }
+    }
+}
+
+/// A shard's reader and cursor state, as one output sees it.
+pub(super) struct ShardCursor {
+    pub(super) log: ShardLog,
+    pub(super) reader: WalReader,
+    /// The latest confirmed position is not persisted yet (a cursor write failed).
+    pub(super) unsaved: bool,
+    /// The position last handed to [`ShardCursor::save`].
+    pub(super) saved: Position,
+    sync: CursorSyncState,
+    /// (damaged skips, damaged records) already added to the counters.
+    damage_seen: (u64, u64),
+}
+
+impl ShardCursor {
+    /// Opens the shard's WAL at the output's cursor (the oldest record when it has none or
+    /// it is unreadable: at-least-once means re-delivering rather than skipping).
+    pub(super) fn open(spec: &OutputSpec, log: &ShardLog) -> Result<Self, DeliveryError> {
+        let cursor = match storage::read_cursor(&log.dir, &spec.name) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(sink = %spec.name, shard = log.id, error = %e, "cursor unreadable: starting from the oldest record");
+                None
+            }
+        };
+        let reader =
+            WalReader::open(&log.dir, cursor).map_err(|source| DeliveryError::OpenWal {
+                shard: log.id,
+                source,
+            })?;
+        let position = reader.position();
+        let mut shard = ShardCursor {
+            log: log.clone(),
+            reader,
+            unsaved: false,
+            saved: position,
+            sync: CursorSyncState::new(position.segment),
+            damage_seen: (0, 0),
+        };
+        if cursor.is_none() {
+            // Create the cursor file now, while there is disk space: later updates overwrite
+            // it in place and never need a new block, even on a full disk.
+            shard.save(spec, true);
+        }
+        shard.retain(spec, position.segment);
+        Ok(shard)
+    }
+
+    /// Persists the reader's cursor (after a confirmed batch); synced when `force`, when it
+    /// entered a new segment or when the last sync is old. Sets `unsaved` when it failed.
+    pub(super) fn save(&mut self, spec: &OutputSpec, force: bool) {
+        let cursor = self.reader.cursor();
+        let sync = force
+            || cursor.position.segment != self.sync.segment
+            || self.sync.at.elapsed() >= CURSOR_SYNC_INTERVAL;
+        let how = if sync {
+            storage::CursorSync::Now
+        } else {
+            storage::CursorSync::Later
+        };
+        match storage::write_cursor_with(&self.log.dir, &spec.name, cursor, how) {
+            Ok(()) => {
+                if let Some(slot) = spec.counters.cursor_next_ids.get(self.log.id) {
+                    slot.store(cursor.next_id, Relaxed);
+                }
+                if sync {
+                    self.sync = CursorSyncState::new(cursor.position.segment);
+                    self.retain(spec, cursor.position.segment);
+                } else {
+                    self.sync.dirty = true;
+                }
+                self.unsaved = false;
+            }
+            Err(e) => {
+                spec.counters.errors.fetch_add(1, Relaxed);
+                tracing::warn!(sink = %spec.name, shard = self.log.id, error = %e, "cannot save the cursor; will retry");
+                self.unsaved = true;
+            }
+        }
+    }
+
+    /// Idle: sync a position written unsynced, so retention can follow it.
+    pub(super) fn sync_if_dirty(&mut self, spec: &OutputSpec) {
+        if self.sync.dirty && !self.unsaved {
+            self.save(spec, true);
+        }
+    }
+
+    /// Nothing to deliver: the reader may still have moved over empty or damaged segments.
+    /// Persist that too, or retention would keep them (and their reserved space) forever.
+    pub(super) fn persist_progress(&mut self, spec: &OutputSpec) {
+        if self.reader.position() != self.saved && !self.unsaved {
+            self.save(spec, true);
+            self.saved = self.reader.position();
+        }
+        if !self.unsaved {
+            self.publish_caught_up(spec);
+        }
+    }
+
+    /// Caught up and persisted: the lag metric needs the id of the next record, which a
+    /// reader that has read nothing yet learns from the segment header.
+    fn publish_caught_up(&mut self, spec: &OutputSpec) {
+        if let (Ok(id @ 1..), Some(slot)) = (
+            self.reader.next_id(self.log.watermark.load()),
+            spec.counters.cursor_next_ids.get(self.log.id),
+        ) {
+            slot.store(id, Relaxed);
+        }
+    }
+
+    /// Adds the reader's new damage findings to the output's counters.
+    pub(super) fn publish_damage(&mut self, spec: &OutputSpec) {
+        let now = (self.reader.damaged_skips, self.reader.damaged_records);
+        if now != self.damage_seen {
+            let c = &spec.counters;
+            c.wal_damaged_skips
+                .fetch_add(now.0 - self.damage_seen.0, Relaxed);
+            c.wal_damaged_records
+                .fetch_add(now.1 - self.damage_seen.1, Relaxed);
+            self.damage_seen = now;
+        }
+    }
+
+    /// Tells the shard's retention where this output's cursor is; deletion failures are
+    /// logged (they cost disk, not data) and retried at the next advance.
+    fn retain(&self, spec: &OutputSpec, cursor_segment: u64) {
+        let active = self.log.watermark.load().segment;
+        if let Err(e) = self
+            .log
+            .retention
+            .advance(&spec.name, cursor_segment, active)
+        {
+            tracing::warn!(sink = %spec.name, shard = self.log.id, error = %e, "cannot delete delivered segments");
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! Delivery: what every sink shares. Reads every shard's WAL, batches, retries, keeps the
+//! cursors; the sink itself ([`crate::sinks`]) only writes and confirms.
+//!
+//! Each sink runs on its own thread (never a shard's) and gathers from every shard:
+//! ```text
+//!  shard-0 WAL ─┐  WalReader (from its cursor, up to the shard's DurableWatermark)
+//!  shard-1 WAL ─┼─▶ encode (json | raw) ─▶ sink.deliver(batch) ─▶ confirmed ─▶ write cursor
+//!  shard-n WAL ─┘
+//! ```
+//! Invariants:
+//! - A cursor advances only after the sink confirmed the batch (file: written and, by default,
+//!   fdatasync'd; TCP: written to the socket). A crash between delivery and cursor write
+//!   re-delivers that batch: duplicates possible, loss not.
+//! - Cursor writes are fdatasync'd when the cursor enters a new segment, every
+//!   [`CURSOR_SYNC_INTERVAL`], when the output idles and at stop; in between they are written
+//!   unsynced (a crash brings back an older slot: duplicates, bounded by the interval).
+//!   Retention follows synced positions only, so no segment is deleted that a crash could
+//!   send the cursor back into.
+//! - A failed delivery is retried, the same batch, with exponential backoff and full jitter;
+//!   records stay in the WAL meanwhile, so a stalled destination costs disk, never memory.
+//! - Batches are bounded by [`BATCH_BYTES`] of WAL bytes per shard; one delivery per round
+//!   gathers the batches of every shard that has records (one write and one fdatasync).
+//! - On stop, a sink delivers up to the shards' final watermarks, bounded by
+//!   `shutdown_timeout`; what it could not deliver stays in the WAL for the next start.
+
+mod cursor;
+mod encode;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use storage::{DurableWatermark, Position, Retention};
+
+pub use encode::{encode_record, RecordEncoding};
+
+use crate::config::SinkConfig;
+use crate::metrics::OutputCounters;
+use crate::sinks::{Backoff, OpenedSink, Sink};
+use cursor::ShardCursor;
+
+/// WAL bytes read per batch and shard.
+pub const BATCH_BYTES: usize = 2 << 20;
+/// Longest time a cursor position stays written but not synced.
+pub const CURSOR_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+/// How long an idle output sleeps when no shard wakes it (shards wake it on every commit).
+pub const IDLE_PARK: Duration = Duration::from_millis(200);
+
+/// A shard's WAL as an output sees it.
+#[derive(Clone, Debug)]
+pub struct ShardLog {
+    pub id: usize,
+    pub dir: PathBuf,
+    pub watermark: Arc<DurableWatermark>,
+    /// Shared by every output: deletes segments all of them have passed.
+    pub retention: Arc<Retention>,
+    /// The id the shard's next durable record gets.
+    pub next_record_id: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Set by the runtime to stop an output once it has delivered everything.
+#[derive(Debug, Default)]
+pub struct OutputControl {
+    stopping: AtomicBool,
+    deadline: OnceLock<Instant>,
+}
+
+impl OutputControl {
+    /// Deliver up to the current watermarks (the shards have stopped), then stop; give up on
+    /// what is left at `deadline`.
+    pub fn stop(&self, deadline: Instant) {
+        let _ = self.deadline.set(deadline);
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+    fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Acquire)
+    }
+    fn past_deadline(&self) -> bool {
+        self.deadline.get().is_some_and(|d| Instant::now() >= *d)
+    }
+    fn deadline(&self) -> Option<Instant> {
+        self.deadline.get().copied()
+    }
+}
+
+pub struct OutputSpec {
+    /// Also its slot in every shard's [`Retention`] and its cursor files' name.
+    pub name: String,
+    pub config: SinkConfig,
+    pub shards: Vec<ShardLog>,
+    pub control: Arc<OutputControl>,
+    pub counters: Arc<OutputCounters>,
+}
+
+/// Why an output stopped for good (what retrying cannot fix).
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("shard {shard}: cannot open the WAL: {source}")]
+    OpenWal {
+        shard: usize,
+        #[source]
+        source: storage::StorageError,
+    },
+}
+
+/// The delay before the next attempt after failures: exponential with full jitter.
+struct Retry {
+    backoff: Backoff,
+    failures: u32,
+}
+
+impl Retry {
+    fn next_delay(&mut self) -> Duration {
+        let ceiling = self
+            .backoff
+            .initial
+            .saturating_mul(1u32 << self.failures.min(20))
+            .min(self.backoff.max);
+        self.failures += 1;
+        ceiling.mul_f64(fastrand::f64())
+    }
+}
+
+/// One round's delivery: the encoded batch of every shard that had records.
+#[derive(Default)]
+struct Round {
+    out: Vec<u8>,
+    scratch: Vec<u8>,
+    /// Shards in this round's delivery (index), with the events each put in it.
+    gathered: Vec<(usize, u64)>,
+}
+
+/// Runs one output until stopped. Returns an error only for what retrying cannot fix.
+pub fn run_output(spec: OutputSpec, opened: OpenedSink) -> Result<(), DeliveryError> {
+    let OpenedSink {
+        mut sink,
+        encoding,
+        backoff,
+    } = opened;
+    let mut retry = Retry {
+        backoff,
+        failures: 0,
+    };
+    let mut shards = spec
+        .shards
+        .iter()
+        .map(|log| ShardCursor::open(&spec, log))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut round = Round {
+        out: Vec::with_capacity(BATCH_BYTES * 2),
+        ..Round::default()
+    };
+    // When told to stop: what was durable at that moment is what remains to deliver (a
+    // reload stops an output while ingest goes on).
+    let mut final_watermarks: Option<Vec<Position>> = None;
+    loop {
+        let stopping = spec.control.stopping();
+        if stopping && final_watermarks.is_none() {
+            final_watermarks = Some(spec.shards.iter().map(|s| s.watermark.load()).collect());
+        }
+        gather(
+            &spec,
+            &mut shards,
+            encoding,
+            final_watermarks.as_deref(),
+            &mut round,
+            &mut retry,
+        );
+        if !round.gathered.is_empty() {
+            if !deliver_with_retry(&spec, sink.as_mut(), &round.out, &mut retry) {
+                tracing::warn!(sink = %spec.name, "shutdown timeout reached: undelivered records stay in the WAL for the next start");
+                return Ok(());
+            }
+            confirm(&spec, &mut shards, &round);
+            continue;
+        }
+        // Idle: sync what was written unsynced, so retention can follow it.
+        for shard in &mut shards {
+            shard.sync_if_dirty(&spec);
+        }
+        let unsaved = shards.iter().any(|s| s.unsaved);
+        if stopping && !unsaved {
+            return Ok(());
+        }
+        if stopping && spec.control.past_deadline() {
+            tracing::warn!(sink = %spec.name, "shutdown timeout reached with a cursor unsaved: that batch will be delivered again");
+            return Ok(());
+        }
+        sink.idle();
+        std::thread::park_timeout(IDLE_PARK);
+    }
+}
+
+/// Encodes every shard's next batch into one delivery (one write, one fdatasync).
+fn gather(
+    spec: &OutputSpec,
+    shards: &mut [ShardCursor],
+    encoding: RecordEncoding,
+    final_watermarks: Option<&[Position]>,
+    round: &mut Round,
+    retry: &mut Retry,
+) {
+    round.out.clear();
+    round.gathered.clear();
+    for (i, shard) in shards.iter_mut().enumerate() {
+        let durable = shard.log.watermark.load();
+        let limit = match final_watermarks.and_then(|last| last.get(i)) {
+            Some(&last) => last.min(durable),
+            None => durable,
+        };
+        if let Some(events) = read_shard(spec, shard, encoding, limit, round, retry) {
+            round.gathered.push((i, events));
+        }
+    }
+}
+
+/// Encodes one shard's records up to `limit` into the round; the events it added, or `None`
+/// when it had none (or its WAL could not be read this time).
+fn read_shard(
+    spec: &OutputSpec,
+    shard: &mut ShardCursor,
+    encoding: RecordEncoding,
+    limit: Position,
+    round: &mut Round,
+    retry: &mut Retry,
+) -> Option<u64> {
+    if shard.unsaved {
+        shard.save(spec, true);
+    }
+    let mut undecodable = 0u64;
+    let id = shard.log.id;
+    let (out, scratch) = (&mut round.out, &mut round.scratch);
+    let batch = shard.reader.read_batch(limit, BATCH_BYTES, |payload| {
+        if !encode_record(payload, id, encoding, out, scratch) {
+            undecodable += 1;
+        }
+    });
+    let batch = match batch {
+        Ok(b) => b,
+        Err(e) => {
+            // Could not read the WAL (I/O error): nothing was delivered; try again.
+            spec.counters.errors.fetch_add(1, Relaxed);
+            tracing::error!(sink = %spec.name, shard = id, error = %e, "cannot read the WAL; retrying");
+            std::thread::park_timeout(retry.next_delay());
+            return None;
+        }
+    };
+    shard.publish_damage(spec);
+    if undecodable > 0 {
+        spec.counters.undecodable.fetch_add(undecodable, Relaxed);
+        tracing::error!(sink = %spec.name, shard = id, undecodable, "WAL records that are not events were skipped");
+    }
+    if batch.records == 0 {
+        shard.persist_progress(spec);
+        return None;
+    }
+    Some(batch.records as u64 - undecodable)
+}
+
+/// The round was delivered: advance (and write) the cursors of the shards in it.
+fn confirm(spec: &OutputSpec, shards: &mut [ShardCursor], round: &Round) {
+    for &(i, events) in &round.gathered {
+        if let Some(shard) = shards.get_mut(i) {
+            shard.save(spec, false);
+            shard.saved = shard.reader.position();
+            spec.counters.events_sent.fetch_add(events, Relaxed);
+        }
+    }
+    spec.counters
+        .bytes_sent
+        .fetch_add(round.out.len() as u64, Relaxed);
+}
+
+/// Delivers `batch`, retrying until it is confirmed; false if the stop deadline passed first.
+/// Waits between attempts park the thread: a stop (which unparks it) is seen at once.
+fn deliver_with_retry(
+    spec: &OutputSpec,
+    sink: &mut dyn Sink,
+    batch: &[u8],
+    retry: &mut Retry,
+) -> bool {
+    loop {
+        let error = match sink.deliver(batch) {
+            Ok(()) => {
+                retry.failures = 0;
+                return true;
+            }
+            Err(e) => e,
+        };
+        spec.counters.errors.fetch_add(1, Relaxed);
+        spec.counters.retries.fetch_add(1, Relaxed);
+        sink.reset();
+        let delay = retry.next_delay();
+        tracing::warn!(sink = %spec.name, error = %error, retry_in = ?delay, "delivery failed");
+        let until = Instant::now() + delay;
+        loop {
+            if spec.control.past_deadline() {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            let wait = match spec.control.deadline() {
+                Some(deadline) => (until - now).min(deadline.saturating_duration_since(now)),
+                None => until - now,
+            };
+            std::thread::park_timeout(wait);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let mut r = Retry {
+            backoff: Backoff {
+                initial: Duration::from_millis(100),
+                max: Duration::from_secs(1),
+            },
+            failures: 0,
+        };
+        for _ in 0..50 {
+            assert!(r.next_delay() <= Duration::from_secs(1));
+        }
+        assert_eq!(r.failures, 50);
+    }
+}

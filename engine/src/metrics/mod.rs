@@ -1,0 +1,362 @@
+//! Counters, from one declarative table per family ([`table`]): shard, source, output, API
+//! and process. Each shard, source-on-a-shard and output owns its own set (single writer,
+//! relaxed atomics, updated once per read batch rather than per event); readers sum them.
+//! [`prometheus`] exports every table row; the shutdown summary and `docs/metrics.md` come
+//! from the same tables.
+
+pub mod kernel;
+pub mod process;
+pub mod prometheus;
+pub mod table;
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock, RwLock};
+
+pub use kernel::{kernel_udp_drops, socket_inode, KernelUdpDrops};
+pub use process::ProcessSnapshot;
+use table::counter_family;
+
+counter_family! {
+    /// One shard's counters: its WAL and what it could not keep.
+    pub struct ShardCounters ("shard", labels ["shard"]) {
+        /// Events made durable in the WAL (fdatasync done).
+        events_durable: counter "sluice_events_durable_total";
+        /// Bytes written to the WAL.
+        wal_bytes: counter "sluice_wal_bytes_total";
+        /// WAL fdatasync calls.
+        wal_fsyncs: counter "sluice_wal_fsyncs_total";
+        /// Events whose WAL write or fdatasync failed (never durable).
+        wal_lost_records: counter "sluice_wal_lost_records_total" loss("wal_write_failed");
+        /// WAL write or fdatasync failures (each blocked ingest until a new segment started).
+        wal_io_failures: counter "sluice_wal_io_failures_total";
+        /// Times the disk budget blocked this shard's ingest.
+        wal_budget_blocks: counter "sluice_wal_budget_blocks_total";
+        /// Events read from a socket that the WAL could not take (blocked by a disk error
+        /// while stopping, or already failed).
+        events_dropped_wal: counter "sluice_events_dropped_wal_unavailable_total" loss("wal_unavailable");
+        /// UDP datagrams read and dropped while the WAL was blocked (UDP has no
+        /// backpressure: counted here rather than lost unseen in the kernel).
+        udp_dropped_blocked: counter "sluice_udp_dropped_blocked_total" loss("udp_while_blocked");
+        /// TCP connections this shard accepted and passed to a less loaded shard.
+        connections_handed_off: counter "sluice_connections_handed_off_total";
+    }
+    extra {
+        /// fdatasync latency.
+        wal_fsync: SharedHistogram = SharedHistogram::new(storage::latency::FSYNC_BUCKETS_SECONDS);
+        /// Socket read → durable in the WAL, per event.
+        ingest_durable: SharedHistogram =
+            SharedHistogram::new(storage::latency::DURABLE_BUCKETS_SECONDS);
+        /// Inodes of this shard's UDP sockets: the kernel counts the datagrams it dropped on
+        /// each (receive buffer full) in /proc/net/udp, which the metrics read.
+        udp_socket_inodes: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
+        /// When the shard last published its counters (Unix ms; 0: not yet): its heartbeat.
+        last_beat_ms: AtomicU64 = AtomicU64::new(0);
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl ShardCounters {
+    /// The shard is alive: its executor ran its publishing task just now.
+    pub fn beat(&self) {
+        self.last_beat_ms.store(unix_ms(), Relaxed);
+    }
+
+    /// Whether the shard beat within `limit` (a shard that has not started yet counts as
+    /// alive: starting is bounded elsewhere).
+    pub fn is_alive(&self, limit: std::time::Duration) -> bool {
+        match self.last_beat_ms.load(Relaxed) {
+            0 => true,
+            last => unix_ms().saturating_sub(last) <= limit.as_millis() as u64,
+        }
+    }
+}
+
+counter_family! {
+    /// One source's counters on one shard (each written only by that shard's thread).
+    pub struct SourceShardCounters ("source", labels ["shard", "source"]) {
+        /// Events read from sockets.
+        events_received: counter "sluice_events_received_total";
+        /// Frame bytes read from sockets.
+        bytes_received: counter "sluice_bytes_received_total";
+        /// Events that fit neither RFC (kept as raw).
+        parse_errors: counter "sluice_parse_errors_total";
+        /// Frames truncated at max_frame.
+        frames_oversize: counter "sluice_frames_oversize_total";
+        /// Octet counts that could not be trusted (resynchronised; the bytes kept, flagged).
+        frames_bad_length: counter "sluice_frames_bad_length_total";
+        /// Frames cut off by a disconnect (an octet-counted rest is not an event).
+        frames_incomplete: counter "sluice_frames_incomplete_total";
+        /// UDP datagrams received.
+        udp_datagrams: counter "sluice_udp_datagrams_total";
+        /// TCP connections accepted.
+        connections_accepted: counter "sluice_connections_accepted_total";
+        /// Open TCP connections.
+        connections_active: gauge "sluice_connections_active";
+        /// Connections closed at accept (max_connections_per_ip).
+        connections_rejected: counter "sluice_connections_rejected_total";
+        /// TCP connections Sluice closed, by reason.
+        closed_idle_timeout: counter "sluice_connections_closed_total" label("reason" = "idle_timeout");
+        /// TCP connections Sluice closed, by reason.
+        closed_frame_timeout: counter "sluice_connections_closed_total" label("reason" = "frame_timeout");
+        /// TCP connections Sluice closed, by reason.
+        closed_memory_budget: counter "sluice_connections_closed_total" label("reason" = "memory_budget");
+    }
+}
+
+counter_family! {
+    /// One output's counters (written by its thread).
+    pub struct OutputCounters ("output", labels ["sink"]) {
+        /// Events an output delivered (confirmed).
+        events_sent: counter "sluice_output_events_sent_total";
+        /// Encoded bytes an output delivered (confirmed).
+        bytes_sent: counter "sluice_output_bytes_sent_total";
+        /// Output delivery, read and cursor errors (each retried).
+        errors: counter "sluice_output_errors_total";
+        /// Deliveries attempted again after the destination failed.
+        retries: counter "sluice_output_retries_total";
+        /// WAL records that did not decode as events (skipped, never delivered).
+        undecodable: counter "sluice_output_undecodable_total";
+        /// Damaged places in the WAL this output skipped (each logged with segment, offset).
+        wal_damaged_skips: counter "sluice_output_wal_damaged_skips_total";
+        /// Records a sealed segment's footer says were there but damage made unreadable.
+        wal_damaged_records: counter "sluice_output_wal_damaged_records_total" loss("wal_damaged");
+    }
+    extra {
+        /// Per shard: the record id after the last persisted cursor (0: unknown).
+        cursor_next_ids: Vec<AtomicU64> = Vec::new();
+    }
+}
+
+counter_family! {
+    /// The admin API's own bounds: what hit them.
+    pub struct ApiCounters ("api", labels []) {
+        /// Admin API requests read.
+        requests: counter "sluice_api_requests_total";
+        /// Admin API connections answered 503 (too many at once, or no thread started).
+        connections_rejected: counter "sluice_api_connections_rejected_total";
+        /// Admin API requests that did not arrive in time (answered 408).
+        requests_timed_out: counter "sluice_api_requests_timed_out_total";
+        /// Admin API requests that were not HTTP/1.x or broke a bound.
+        requests_malformed: counter "sluice_api_requests_malformed_total";
+    }
+}
+
+/// A shard's latency histogram, copied for the admin thread (relaxed atomics).
+#[derive(Debug)]
+pub struct SharedHistogram {
+    pub bounds_seconds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    sum_nanos: AtomicU64,
+}
+
+impl SharedHistogram {
+    pub fn new(bounds_seconds: &'static [f64]) -> Self {
+        SharedHistogram {
+            bounds_seconds,
+            counts: (0..=bounds_seconds.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    pub fn publish(&self, from: &storage::latency::LatencyHistogram) {
+        for (to, count) in self.counts.iter().zip(from.counts()) {
+            to.store(count, Relaxed);
+        }
+        self.sum_nanos.store(from.sum_nanos(), Relaxed);
+    }
+
+    /// Counts per bucket (not cumulative; the last: slower than every bound).
+    pub fn counts(&self) -> Vec<u64> {
+        self.counts.iter().map(|c| c.load(Relaxed)).collect()
+    }
+
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_nanos.load(Relaxed) as f64 / 1e9
+    }
+}
+
+/// One source's counters, one set per shard.
+#[derive(Debug)]
+pub struct SourceCounters {
+    pub per_shard: Vec<SourceShardCounters>,
+}
+
+impl SourceCounters {
+    pub fn new(shards: usize) -> Self {
+        SourceCounters {
+            per_shard: (0..shards)
+                .map(|_| SourceShardCounters::default())
+                .collect(),
+        }
+    }
+
+    /// Shard `shard`'s set (`None` if the index is out of range, never a panic).
+    pub fn shard(&self, shard: usize) -> Option<&SourceShardCounters> {
+        self.per_shard.get(shard)
+    }
+}
+
+/// Per-read-batch tallies, added to the counters in one go.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BatchTally {
+    pub events: u64,
+    pub bytes: u64,
+    pub parse_errors: u64,
+    pub oversize: u64,
+    pub bad_length: u64,
+    pub dropped_wal: u64,
+}
+
+fn add(counter: &AtomicU64, value: u64) {
+    if value > 0 {
+        counter.fetch_add(value, Relaxed);
+    }
+}
+
+impl SourceShardCounters {
+    pub fn add(&self, t: &BatchTally) {
+        add(&self.events_received, t.events);
+        add(&self.bytes_received, t.bytes);
+        add(&self.parse_errors, t.parse_errors);
+        add(&self.frames_oversize, t.oversize);
+        add(&self.frames_bad_length, t.bad_length);
+    }
+}
+
+impl ShardCounters {
+    pub fn add(&self, t: &BatchTally) {
+        add(&self.events_dropped_wal, t.dropped_wal);
+    }
+}
+
+impl OutputCounters {
+    pub fn new(shards: usize) -> Self {
+        OutputCounters {
+            cursor_next_ids: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            ..OutputCounters::default()
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        format_summary(&table::summary(&[self]))
+    }
+}
+
+/// `key=value` pairs, space-separated (the shutdown summary's format).
+fn format_summary(pairs: &[(&str, f64)]) -> String {
+    let fields: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    fields.join(" ")
+}
+
+/// Every counter the API, the status line and the shutdown summary read.
+#[derive(Debug)]
+pub struct Counters {
+    pub shards: Vec<Arc<ShardCounters>>,
+    /// The id each WAL's next durable record gets (all shard logs, running or retired).
+    pub next_record_ids: Vec<Arc<AtomicU64>>,
+    /// By sink name; a reload adds and removes entries.
+    pub outputs: RwLock<Vec<(String, Arc<OutputCounters>)>>,
+    /// By source name; a reload adds and removes entries.
+    pub sources: RwLock<Vec<(String, Arc<SourceCounters>)>>,
+    pub budget: Arc<storage::DiskBudget>,
+    /// What the kernel dropped on the UDP sockets (read from /proc at each scrape).
+    pub kernel_udp_drops: std::sync::Mutex<KernelUdpDrops>,
+    /// The budget of every TCP connection's read buffer.
+    pub connection_memory: Arc<crate::sources::limits::ConnectionMemory>,
+}
+
+/// What `/metrics` reads: the counters (once everything runs; the API answers before), the
+/// API's own and the process's.
+#[derive(Debug)]
+pub struct Published {
+    pub counters: OnceLock<Counters>,
+    pub api: Arc<ApiCounters>,
+    /// Unix time the process started, seconds.
+    pub start_time_seconds: f64,
+}
+
+impl Default for Published {
+    fn default() -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Published {
+            counters: OnceLock::new(),
+            api: Arc::default(),
+            start_time_seconds: now.as_secs_f64(),
+        }
+    }
+}
+
+pub(crate) fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Counters {
+    /// Datagrams the kernel dropped on Sluice's UDP sockets so far (receive buffers full).
+    pub fn kernel_udp_drops(&self) -> u64 {
+        let open: Vec<u64> = self
+            .shards
+            .iter()
+            .flat_map(|c| {
+                c.udp_socket_inodes
+                    .lock()
+                    .map(|i| i.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let now = kernel_udp_drops();
+        match self.kernel_udp_drops.lock() {
+            Ok(mut tally) => tally.update(&open, &now),
+            Err(_) => 0,
+        }
+    }
+
+    pub fn events_durable(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|c| c.events_durable.load(Relaxed))
+            .sum()
+    }
+
+    pub fn events_sent(&self) -> u64 {
+        read_lock(&self.outputs)
+            .iter()
+            .map(|(_, c)| c.events_sent.load(Relaxed))
+            .sum()
+    }
+
+    /// Durable events not yet confirmed, summed over outputs and shards (where known).
+    pub fn lag_events(&self) -> u64 {
+        read_lock(&self.outputs)
+            .iter()
+            .flat_map(|(_, c)| c.cursor_next_ids.iter().zip(&self.next_record_ids))
+            .map(|(cursor, next)| match cursor.load(Relaxed) {
+                0 => 0,
+                cursor => next.load(Relaxed).saturating_sub(cursor),
+            })
+            .sum()
+    }
+
+    /// The shutdown summary: every source, shard and process table row, summed.
+    pub fn summary(&self, start_time_seconds: f64) -> String {
+        let sources = read_lock(&self.sources);
+        let source_sets: Vec<&SourceShardCounters> = sources
+            .iter()
+            .flat_map(|(_, c)| c.per_shard.iter())
+            .collect();
+        let shard_sets: Vec<&ShardCounters> = self.shards.iter().map(Arc::as_ref).collect();
+        let process = ProcessSnapshot::read(self, start_time_seconds);
+        let mut pairs = table::summary(&source_sets);
+        pairs.extend(table::summary(&shard_sets));
+        pairs.extend(table::summary(&[&process]));
+        format_summary(&pairs)
+    }
+}

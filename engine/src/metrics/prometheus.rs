@@ -1,0 +1,288 @@
+//! The Prometheus text of `/metrics`, generated from the metric tables ([`super::table`]):
+//! every row of every family is exported, read at scrape time (relaxed atomics; nothing here
+//! waits for a shard). Beside the tables: the WAL latency histograms, the outputs' lag, every
+//! loss by reason (`sluice_events_dropped_total`) and `sluice_build_info`.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+
+use super::table::{Family, Kind};
+use super::{
+    read_lock, Counters, OutputCounters, ProcessSnapshot, Published, ShardCounters,
+    SharedHistogram, SourceShardCounters,
+};
+
+/// The version and commit this binary was built from.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const COMMIT: &str = env!("SLUICE_COMMIT");
+
+/// Reads the counters at scrape time.
+#[derive(Debug)]
+pub struct SluiceCollector(pub Arc<Published>);
+
+type Labels = Vec<(&'static str, String)>;
+type Encoded = Result<(), std::fmt::Error>;
+
+/// One set of a family's values with its label values (in `Family::LABELS` order).
+struct Set<'a, T> {
+    labels: Vec<String>,
+    values: &'a T,
+}
+
+impl Collector for SluiceCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Encoded {
+        encode_build_info(&mut encoder)?;
+        let api = [Set {
+            labels: vec![],
+            values: self.0.api.as_ref(),
+        }];
+        encode_table(&mut encoder, &api)?;
+        let Some(c) = self.0.counters.get() else {
+            return Ok(()); // Still starting: nothing else to count yet.
+        };
+        let shards = shard_sets(c);
+        let sources = read_lock(&c.sources);
+        let source_sets = source_sets(&sources);
+        let outputs = read_lock(&c.outputs);
+        let output_sets = output_sets(&outputs);
+        let process = [Set {
+            labels: vec![],
+            values: &ProcessSnapshot::read(c, self.0.start_time_seconds),
+        }];
+        encode_table(&mut encoder, &shards)?;
+        encode_table(&mut encoder, &source_sets)?;
+        encode_table(&mut encoder, &output_sets)?;
+        encode_table(&mut encoder, &process)?;
+        let mut losses = Vec::new();
+        collect_losses(&shards, &mut losses);
+        collect_losses(&source_sets, &mut losses);
+        collect_losses(&output_sets, &mut losses);
+        collect_losses(&process, &mut losses);
+        encode_losses(&mut encoder, &losses)?;
+        encode_lag(c, &outputs, &mut encoder)?;
+        encode_histograms(
+            c,
+            &mut encoder,
+            "sluice_wal_fsync_seconds",
+            "WAL fdatasync latency",
+            |s| &s.wal_fsync,
+        )?;
+        encode_histograms(
+            c,
+            &mut encoder,
+            "sluice_ingest_durable_seconds",
+            "Per event: socket read to durable in the WAL (fdatasync done)",
+            |s| &s.ingest_durable,
+        )
+    }
+}
+
+fn shard_sets(c: &Counters) -> Vec<Set<'_, ShardCounters>> {
+    c.shards
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Set {
+            labels: vec![i.to_string()],
+            values: s.as_ref(),
+        })
+        .collect()
+}
+
+fn source_sets(
+    sources: &[(String, Arc<super::SourceCounters>)],
+) -> Vec<Set<'_, SourceShardCounters>> {
+    sources
+        .iter()
+        .flat_map(|(name, c)| {
+            c.per_shard
+                .iter()
+                .enumerate()
+                .map(move |(shard, values)| Set {
+                    labels: vec![shard.to_string(), name.clone()],
+                    values,
+                })
+        })
+        .collect()
+}
+
+fn output_sets(outputs: &[(String, Arc<OutputCounters>)]) -> Vec<Set<'_, OutputCounters>> {
+    outputs
+        .iter()
+        .map(|(name, c)| Set {
+            labels: vec![name.clone()],
+            values: c.as_ref(),
+        })
+        .collect()
+}
+
+/// Every row of `T`'s table, one family per distinct name (rows sharing a name differ in
+/// their fixed label).
+fn encode_table<T: Family>(encoder: &mut DescriptorEncoder<'_>, sets: &[Set<'_, T>]) -> Encoded {
+    let mut names: Vec<&'static str> = Vec::new();
+    for m in T::METRICS {
+        if !names.contains(&m.name) {
+            names.push(m.name);
+        }
+    }
+    for name in names {
+        let rows: Vec<_> = T::METRICS.iter().filter(|m| m.name == name).collect();
+        let Some(first) = rows.first() else { continue };
+        let (base, metric_type) = match first.kind {
+            // The encoder appends `_total` to a counter's samples.
+            Kind::Counter => (
+                name.strip_suffix("_total").unwrap_or(name),
+                MetricType::Counter,
+            ),
+            Kind::Gauge => (name, MetricType::Gauge),
+        };
+        let mut family = encoder.encode_descriptor(base, first.help.trim(), None, metric_type)?;
+        for set in sets {
+            for row in &rows {
+                let mut labels: Labels = T::LABELS
+                    .iter()
+                    .copied()
+                    .zip(set.labels.iter().cloned())
+                    .collect();
+                if let Some((k, v)) = row.label {
+                    labels.push((k, v.to_string()));
+                }
+                let value = (row.read)(set.values);
+                let sample = family.encode_family(&labels)?;
+                match row.kind {
+                    Kind::Counter => ConstCounter::new(value).encode(sample)?,
+                    Kind::Gauge => ConstGauge::new(value).encode(sample)?,
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Adds every loss row of `T` (summed over its sets) to `losses`, by reason.
+fn collect_losses<T: Family>(sets: &[Set<'_, T>], losses: &mut Vec<(&'static str, f64)>) {
+    for row in T::METRICS {
+        let Some(reason) = row.loss else { continue };
+        let value: f64 = sets.iter().map(|s| (row.read)(s.values)).sum();
+        match losses.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, total)) => *total += value,
+            None => losses.push((reason, value)),
+        }
+    }
+}
+
+fn encode_losses(encoder: &mut DescriptorEncoder<'_>, losses: &[(&'static str, f64)]) -> Encoded {
+    let mut family = encoder.encode_descriptor(
+        "sluice_events_dropped",
+        "Events lost, by reason (every loss is counted here)",
+        None,
+        MetricType::Counter,
+    )?;
+    for (reason, value) in losses {
+        let labels: Labels = vec![("reason", reason.to_string())];
+        ConstCounter::new(*value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn encode_build_info(encoder: &mut DescriptorEncoder<'_>) -> Encoded {
+    let mut family = encoder.encode_descriptor(
+        "sluice_build_info",
+        "The version and commit Sluice was built from (always 1)",
+        None,
+        MetricType::Gauge,
+    )?;
+    let labels: Labels = vec![
+        ("version", VERSION.to_string()),
+        ("commit", COMMIT.to_string()),
+    ];
+    ConstGauge::new(1i64).encode(family.encode_family(&labels)?)
+}
+
+/// `sluice_output_lag_events{sink,shard}`: durable events an output has not confirmed.
+fn encode_lag(
+    c: &Counters,
+    outputs: &[(String, Arc<OutputCounters>)],
+    encoder: &mut DescriptorEncoder<'_>,
+) -> Encoded {
+    let mut family = encoder.encode_descriptor(
+        "sluice_output_lag_events",
+        "Durable events an output has not confirmed yet",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (name, o) in outputs {
+        for (shard, (cursor, next)) in o.cursor_next_ids.iter().zip(&c.next_record_ids).enumerate()
+        {
+            let cursor = cursor.load(std::sync::atomic::Ordering::Relaxed);
+            if cursor == 0 {
+                continue; // The cursor's id is not known (after damage): no honest figure.
+            }
+            let lag = next
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .saturating_sub(cursor);
+            let labels: Labels = vec![("sink", name.clone()), ("shard", shard.to_string())];
+            ConstGauge::new(lag as i64).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// One histogram family with a series per shard (the last bucket is `le="+Inf"`).
+fn encode_histograms(
+    c: &Counters,
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    of_shard: impl Fn(&ShardCounters) -> &SharedHistogram,
+) -> Encoded {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for (i, s) in c.shards.iter().enumerate() {
+        let h = of_shard(s);
+        let counts = h.counts();
+        let buckets: Vec<(f64, u64)> = h
+            .bounds_seconds
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(counts.iter().copied())
+            .collect();
+        let count = counts.iter().sum();
+        let labels: Labels = vec![("shard", i.to_string())];
+        family.encode_family(&labels)?.encode_histogram::<Labels>(
+            h.sum_seconds(),
+            count,
+            &buckets,
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+/// The metrics reference (`docs/metrics.md`), generated from the tables.
+pub fn reference() -> String {
+    let mut out = String::from(
+        "# Metrics reference\n\nGenerated from the metric tables in `engine/src/metrics/` by \
+         `sluice metrics-reference`; a test fails when this file differs from what the binary \
+         generates. Every counter ends in `_total`; units are last in the name.\n",
+    );
+    super::table::reference::<ShardCounters>(&mut out);
+    super::table::reference::<SourceShardCounters>(&mut out);
+    super::table::reference::<OutputCounters>(&mut out);
+    super::table::reference::<super::ApiCounters>(&mut out);
+    super::table::reference::<ProcessSnapshot>(&mut out);
+    out.push_str(
+        "\n### Beside the tables\n\n\
+         | name | type | labels | meaning |\n|---|---|---|---|\n\
+         | `sluice_build_info` | gauge | version, commit | always 1 |\n\
+         | `sluice_events_dropped_total` | counter | reason | every loss, by the reasons in the tables' loss column |\n\
+         | `sluice_output_lag_events` | gauge | sink, shard | durable events an output has not confirmed |\n\
+         | `sluice_wal_fsync_seconds` | histogram | shard | WAL fdatasync latency |\n\
+         | `sluice_ingest_durable_seconds` | histogram | shard | per event: socket read to durable in the WAL |\n",
+    );
+    out
+}

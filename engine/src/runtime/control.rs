@@ -1,0 +1,373 @@
+//! The control plane while running: signals, reloads (SIGHUP and the API), the status line,
+//! the systemd watchdog. The main thread waits on events (a signal, a shard that exited, a
+//! reload request, a retired sink that finished) and on the next timer, never in sleep slices.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+
+use super::outputs::OutputSet;
+use super::{notify_systemd, reload, write_lock};
+use crate::admin::{AdminState, ApiAuth, ApiPolicy, ReloadAccepted, ReloadRefused, ReloadRequest};
+use crate::config::{Config, SourceConfig, SourceMode};
+use crate::metrics::{Counters, SourceCounters};
+use crate::shard::{CommandSender, ShardCommand};
+use crate::sources::limits::ConnectionMemory;
+
+/// How often freed heap memory is handed back to the system (after a flood of connections
+/// closed, say).
+const MEMORY_TRIM_INTERVAL: Duration = Duration::from_secs(5);
+/// Longest a reload waits for a shard to take a source command.
+const SHARD_COMMAND_WAIT: Duration = Duration::from_secs(10);
+/// A shard that has not beaten for this long is stuck: the watchdog is not petted and
+/// `/health` answers 503.
+pub const SHARD_LIVENESS_LIMIT: Duration = Duration::from_secs(5);
+
+/// What the main thread changes while running: the config, the outputs, the sources (through
+/// the shards' command channels).
+pub(super) struct Live {
+    pub(super) config: Config,
+    pub(super) config_path: Option<PathBuf>,
+    /// What a posted config may do (from the startup config; reloads do not widen it).
+    pub(super) policy: ApiPolicy,
+    pub(super) outputs: OutputSet,
+    pub(super) shards: Vec<CommandSender>,
+    pub(super) admin_state: Arc<AdminState>,
+    /// Reloads applied so far (numbers them in `GET /reload`).
+    pub(super) reloads_done: u64,
+    /// The connection buffer budget new sources share.
+    pub(super) memory: Arc<ConnectionMemory>,
+}
+
+/// What the main loop waits on.
+pub(super) struct Events {
+    pub(super) signals: Receiver<i32>,
+    /// A shard's id when its executor ended.
+    pub(super) exits: Receiver<usize>,
+    pub(super) reloads: Receiver<ReloadRequest>,
+    /// A retiring output's name when its thread ended.
+    pub(super) retired: Receiver<String>,
+}
+
+/// Why the main loop ended.
+pub(super) enum Stop {
+    Signal,
+    ShardExited(usize),
+}
+
+/// The timers of the main loop.
+struct Timers {
+    status: StatusLine,
+    /// Half the systemd watchdog interval, when it is enabled.
+    watchdog: Option<Duration>,
+    last_pet: Instant,
+    last_trim: Instant,
+}
+
+impl Timers {
+    /// The time until the next timer is due.
+    fn next_due(&self, status_interval: Duration) -> Duration {
+        let mut due = MEMORY_TRIM_INTERVAL.saturating_sub(self.last_trim.elapsed());
+        if !status_interval.is_zero() {
+            due = due.min(status_interval.saturating_sub(self.status.last.elapsed()));
+        }
+        if let Some(every) = self.watchdog {
+            due = due.min(every.saturating_sub(self.last_pet.elapsed()));
+        }
+        due
+    }
+
+    fn run_due(&mut self, status_interval: Duration, counters: &Counters) {
+        self.status.tick(status_interval, counters);
+        if self.last_trim.elapsed() >= MEMORY_TRIM_INTERVAL {
+            return_free_memory();
+            self.last_trim = Instant::now();
+        }
+        if self
+            .watchdog
+            .is_some_and(|every| self.last_pet.elapsed() >= every)
+        {
+            // A stuck shard is not healthy: systemd restarts us when the pets stop.
+            if shards_alive(counters) {
+                notify_systemd(&[sd_notify::NotifyState::Watchdog]);
+            } else {
+                tracing::error!("a shard stopped beating: not petting the systemd watchdog");
+            }
+            self.last_pet = Instant::now();
+        }
+    }
+}
+
+/// Whether every shard beat recently (see [`SHARD_LIVENESS_LIMIT`]).
+pub fn shards_alive(counters: &Counters) -> bool {
+    counters
+        .shards
+        .iter()
+        .all(|s| s.is_alive(SHARD_LIVENESS_LIMIT))
+}
+
+/// Gives the allocator's free memory back to the system (every thread's arena).
+fn return_free_memory() {
+    // SAFETY: malloc_trim has no preconditions; it only releases free pages.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+impl Live {
+    /// Blocks until SIGINT/SIGTERM or a shard exits on its own; applies reloads (SIGHUP, the
+    /// API), logs the status line every `status_interval` and pets the systemd watchdog
+    /// while every shard beats.
+    pub(super) fn wait_for_stop(&mut self, events: &Events, counters: &Counters) -> Stop {
+        let mut timers = Timers {
+            status: StatusLine::new(counters),
+            watchdog: sd_notify::watchdog_enabled().map(|d| d / 2),
+            last_pet: Instant::now(),
+            last_trim: Instant::now(),
+        };
+        loop {
+            let timeout = timers.next_due(self.config.status_interval);
+            crossbeam_channel::select! {
+                recv(events.signals) -> signal => match signal {
+                    Ok(signal_hook::consts::SIGHUP) => {
+                        tracing::info!("SIGHUP: reloading the config file");
+                        let _ = self.reload(None, counters);
+                    }
+                    Ok(signal) => {
+                        tracing::info!(signal, "signal received");
+                        return Stop::Signal;
+                    }
+                    Err(_) => return Stop::Signal,
+                },
+                recv(events.exits) -> id => return Stop::ShardExited(id.unwrap_or(0)),
+                recv(events.reloads) -> request => if let Ok(request) = request {
+                    let verdict = self.reload(request.text, counters);
+                    let _ = request.reply.send(verdict);
+                },
+                recv(events.retired) -> name => if let Ok(name) = name {
+                    if self.outputs.retired(&name, counters) {
+                        self.publish_reload_status("done");
+                    }
+                },
+                default(timeout) => {}
+            }
+            timers.run_due(self.config.status_interval, counters);
+        }
+    }
+
+    /// Applies a new config (`text`, or the file again) or refuses it; the running config
+    /// continues when refused. See [`crate::reload`] for what changes how. Never waits for a
+    /// sink to drain: removed and changed sinks drain in the background (`OutputSet::tick`).
+    fn reload(
+        &mut self,
+        text: Option<String>,
+        counters: &Counters,
+    ) -> Result<ReloadAccepted, ReloadRefused> {
+        let result = self.try_reload(text, counters);
+        match &result {
+            Ok(done) => {
+                tracing::info!("{}", done.summary);
+                self.reloads_done += 1;
+                let state = if done.draining {
+                    "applied, sinks draining"
+                } else {
+                    "done"
+                };
+                self.publish_reload_status(state);
+            }
+            Err(why) => {
+                tracing::error!(error = %why, "reload refused: the running config continues")
+            }
+        }
+        result
+    }
+
+    fn try_reload(
+        &mut self,
+        text: Option<String>,
+        counters: &Counters,
+    ) -> Result<ReloadAccepted, ReloadRefused> {
+        let posted = text.is_some();
+        let new = match (text, &self.config_path) {
+            (Some(text), _) => Config::parse(&text, "the posted config"),
+            (None, Some(path)) => Config::load(path),
+            (None, None) => {
+                return Err(ReloadRefused::Invalid(
+                    "running on the embedded default config: there is no file to reload".into(),
+                ))
+            }
+        }
+        .map_err(|e| ReloadRefused::Invalid(e.to_string()))?;
+        if posted {
+            self.policy
+                .check(&self.config, &new)
+                .map_err(ReloadRefused::Forbidden)?;
+        }
+        let plan = reload::plan(&self.config, &new).map_err(ReloadRefused::Invalid)?;
+        self.check_new_addresses(&plan)
+            .map_err(ReloadRefused::Invalid)?;
+        self.apply(&plan, &new, counters)
+            .map_err(ReloadRefused::Unavailable)?;
+        let summary = plan.describe_with(&self.config, &new);
+        *write_lock(&self.admin_state.config_text) = new.source_text.clone();
+        if let Some(token) = &new.api.token {
+            *write_lock(&self.admin_state.auth) = ApiAuth::configured(token.clone());
+        }
+        self.config = new;
+        Ok(ReloadAccepted {
+            summary,
+            draining: self.outputs.draining(),
+        })
+    }
+
+    fn apply(
+        &mut self,
+        plan: &reload::Plan,
+        new: &Config,
+        counters: &Counters,
+    ) -> Result<(), String> {
+        for name in &plan.sources_removed {
+            self.remove_source(name)?;
+            write_lock(&counters.sources).retain(|(n, _)| n != name);
+        }
+        for (name, source) in &plan.sources_added {
+            let source_counters = self.add_source(name, source)?;
+            write_lock(&counters.sources).push((name.clone(), source_counters));
+        }
+        let deadline = Instant::now() + new.shutdown_timeout;
+        for name in &plan.sinks_removed {
+            let gone = !new.sinks.contains_key(name);
+            self.outputs.retire(name, deadline, gone);
+        }
+        for (name, sink) in &plan.sinks_added {
+            self.outputs
+                .start(name, sink, counters)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// `GET /reload`: the last reload's number, state and the sinks still draining.
+    fn publish_reload_status(&self, state: &str) {
+        let draining = self.outputs.draining_names();
+        let status = if draining.is_empty() {
+            format!("reload {}: {state}", self.reloads_done)
+        } else {
+            format!(
+                "reload {}: {state}; draining: {}",
+                self.reloads_done,
+                draining.join(",")
+            )
+        };
+        *write_lock(&self.admin_state.reload_status) = status;
+    }
+
+    /// A new source address another process holds would fail half-way through a reload:
+    /// refuse it before anything changes.
+    fn check_new_addresses(&self, plan: &reload::Plan) -> Result<(), String> {
+        let ours: Vec<SocketAddr> = self.config.sources.values().map(|s| s.address).collect();
+        for (name, source) in &plan.sources_added {
+            if source.address.port() == 0 || ours.contains(&source.address) {
+                continue;
+            }
+            let free = match source.mode {
+                SourceMode::Tcp => std::net::TcpListener::bind(source.address).map(drop),
+                SourceMode::Udp => std::net::UdpSocket::bind(source.address).map(drop),
+            };
+            free.map_err(|e| format!("sources.{name}.address {}: {e}", source.address))?;
+        }
+        Ok(())
+    }
+
+    /// Sends shard `shard` the command `make` builds around a reply channel and waits for
+    /// the reply (bounded by `SHARD_COMMAND_WAIT`); `what` names the command in errors.
+    fn ask_shard<T>(
+        &self,
+        shard: usize,
+        what: &str,
+        make: impl FnOnce(crossbeam_channel::Sender<T>) -> ShardCommand,
+    ) -> Result<T, String> {
+        let commands = self
+            .shards
+            .get(shard)
+            .ok_or_else(|| format!("no shard {shard}"))?;
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        if commands.send(make(reply)).is_err() {
+            return Err(format!("shard {shard} is not running"));
+        }
+        answer
+            .recv_timeout(SHARD_COMMAND_WAIT)
+            .map_err(|_| format!("shard {shard} did not {what}"))
+    }
+
+    fn remove_source(&self, name: &str) -> Result<(), String> {
+        for shard in 0..self.shards.len() {
+            self.ask_shard(shard, &format!("remove source {name}"), |reply| {
+                ShardCommand::RemoveSource {
+                    name: name.to_string(),
+                    reply,
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Binds on shard 0 first (resolving port 0), then on the others at the same address.
+    fn add_source(&self, name: &str, source: &SourceConfig) -> Result<Arc<SourceCounters>, String> {
+        let mut spec = super::shards::source_spec(name, source, self.shards.len(), &self.memory);
+        for shard in 0..self.shards.len() {
+            let command_spec = spec.clone();
+            let address = self
+                .ask_shard(shard, &format!("add source {name}"), |reply| {
+                    ShardCommand::AddSource {
+                        spec: Box::new(command_spec),
+                        reply,
+                    }
+                })?
+                .map_err(|e| e.to_string())?;
+            spec.address = address;
+            if shard == 0 {
+                tracing::info!(source = %name, %address, "source listening");
+            }
+        }
+        Ok(spec.counters)
+    }
+}
+
+/// The periodic status line: rates in and out since the last line, lag, disk.
+struct StatusLine {
+    last: Instant,
+    durable: u64,
+    sent: u64,
+}
+
+impl StatusLine {
+    fn new(counters: &Counters) -> Self {
+        StatusLine {
+            last: Instant::now(),
+            durable: counters.events_durable(),
+            sent: counters.events_sent(),
+        }
+    }
+
+    fn tick(&mut self, interval: Duration, counters: &Counters) {
+        let elapsed = self.last.elapsed();
+        if interval.is_zero() || elapsed < interval {
+            return;
+        }
+        let (durable, sent) = (counters.events_durable(), counters.events_sent());
+        let per_sec =
+            |now: u64, before: u64| (now - before.min(now)) as f64 / elapsed.as_secs_f64();
+        tracing::info!(
+            durable_per_sec = per_sec(durable, self.durable) as u64,
+            sent_per_sec = per_sec(sent, self.sent) as u64,
+            lag_events = counters.lag_events(),
+            wal_disk_bytes = counters.budget.used(),
+            "status"
+        );
+        (self.last, self.durable, self.sent) = (Instant::now(), durable, sent);
+    }
+}

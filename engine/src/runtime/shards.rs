@@ -1,0 +1,204 @@
+//! Starting and stopping the shards: one pinned glommio executor each.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use glommio::{LocalExecutorBuilder, Placement};
+use storage::DiskBudget;
+
+use super::check_memlock;
+use crate::config::{Config, SourceConfig, SourceMode};
+use crate::delivery::ShardLog;
+use crate::error::EngineError;
+use crate::metrics::{ShardCounters, SourceCounters};
+use crate::shard::{
+    self, Balance, Bound, CommandReceiver, CommandSender, OutputWakers, ShardCommand, ShardError,
+    ShardSpec,
+};
+use crate::sources::limits::{ConnectionLimits, ConnectionMemory};
+use crate::sources::SourceSpec;
+
+/// Memory glommio sets aside per shard for io_uring buffers (Sluice uses few).
+const SHARD_IO_MEMORY: usize = 1 << 20;
+
+/// What the sources are bound to: name, mode, address (port 0 resolved), counters.
+pub(super) type Listening = Vec<(String, SourceMode, SocketAddr, Arc<SourceCounters>)>;
+
+pub(super) struct RunningShard {
+    id: usize,
+    handle: glommio::ExecutorJoinHandle<Result<(), ShardError>>,
+}
+
+/// What every shard is started with, besides its own command receiver.
+pub(super) struct ShardSetup<'a> {
+    pub config: &'a Config,
+    pub logs: &'a [ShardLog],
+    pub wal_starts: &'a [storage::WalStart],
+    pub counters: &'a [Arc<ShardCounters>],
+    pub wakers: &'a Arc<OutputWakers>,
+    /// Each shard sends its id here when its executor ends.
+    pub exits: &'a crossbeam_channel::Sender<usize>,
+    pub budget: &'a Arc<DiskBudget>,
+    pub balance: &'a Arc<Balance>,
+    pub memory: &'a Arc<ConnectionMemory>,
+}
+
+/// A source as `shards` shards run it.
+pub(super) fn source_spec(
+    name: &str,
+    s: &SourceConfig,
+    shards: usize,
+    memory: &Arc<ConnectionMemory>,
+) -> SourceSpec {
+    SourceSpec {
+        idle_timeout: s.idle_timeout,
+        frame_timeout: s.frame_timeout,
+        memory: Arc::clone(memory),
+        counters: Arc::new(SourceCounters::new(shards)),
+        name: name.to_string(),
+        mode: s.mode,
+        address: s.address,
+        max_frame: s.max_frame as usize,
+        read_buffer: s.read_buffer as usize,
+        receive_buffer: s.receive_buffer as usize,
+        limits: ConnectionLimits::with_prefixes(
+            s.max_connections,
+            s.max_connections_per_ip,
+            s.ipv4_prefix_length,
+            s.ipv6_prefix_length,
+        ),
+    }
+}
+
+/// Starts every shard in order; shard 0 binds first and every other shard binds exactly what
+/// it got (port 0 → the chosen port). On a failure the started shards are stopped again.
+pub(super) fn start(
+    setup: &ShardSetup<'_>,
+    senders: &[CommandSender],
+    receivers: Vec<CommandReceiver>,
+) -> Result<(Vec<RunningShard>, Listening), EngineError> {
+    let cpus: Vec<usize> = core_affinity::get_core_ids()
+        .map(|ids| ids.into_iter().map(|c| c.id).collect())
+        .unwrap_or_default();
+    let mut sources: Vec<SourceSpec> = setup
+        .config
+        .sources
+        .iter()
+        .map(|(name, s)| source_spec(name, s, setup.counters.len(), setup.memory))
+        .collect();
+    let mut running = Vec::with_capacity(receivers.len());
+    for (id, commands) in receivers.into_iter().enumerate() {
+        let placement = match cpus.get(id % cpus.len().max(1)) {
+            Some(&cpu) => Placement::Fixed(cpu),
+            None => Placement::Unbound,
+        };
+        let spec = shard_spec(setup, id, &sources, commands);
+        let started = start_one(spec, placement, setup.exits);
+        let (shard, bound) = match started {
+            Ok(s) => s,
+            Err(e) => {
+                stop(running, senders);
+                return Err(e);
+            }
+        };
+        if id == 0 {
+            for (source, addr) in sources.iter_mut().zip(&bound) {
+                source.address = *addr;
+            }
+        }
+        running.push(shard);
+    }
+    // Only now every shard listens: senders connecting after this spread over all of them.
+    let listening = sources
+        .iter()
+        .map(|s| (s.name.clone(), s.mode, s.address, Arc::clone(&s.counters)))
+        .collect();
+    Ok((running, listening))
+}
+
+fn shard_spec(
+    setup: &ShardSetup<'_>,
+    id: usize,
+    sources: &[SourceSpec],
+    commands: CommandReceiver,
+) -> ShardSpec {
+    let log = &setup.logs[id];
+    ShardSpec {
+        id,
+        dir: log.dir.clone(),
+        wal_start: setup.wal_starts[id],
+        wal: setup.config.wal.clone(),
+        sources: sources.to_vec(),
+        watermark: Arc::clone(&log.watermark),
+        counters: Arc::clone(&setup.counters[id]),
+        wakers: Arc::clone(setup.wakers),
+        budget: Arc::clone(setup.budget),
+        next_record_id: Arc::clone(&log.next_record_id),
+        commands,
+        balance: Arc::clone(setup.balance),
+    }
+}
+
+/// Starts one shard's executor and waits until it bound its sources (or failed to).
+fn start_one(
+    spec: ShardSpec,
+    placement: Placement,
+    exits: &crossbeam_channel::Sender<usize>,
+) -> Result<(RunningShard, Bound), EngineError> {
+    let id = spec.id;
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+    let exits = exits.clone();
+    let handle = LocalExecutorBuilder::new(placement)
+        .name(&format!("shard-{id}"))
+        .io_memory(SHARD_IO_MEMORY)
+        .spawn(move || async move {
+            let result = shard::run(spec, bound_tx).await;
+            let _ = exits.send(id);
+            result
+        })
+        .map_err(|e| executor_error(id, &e.to_string()))?;
+    let bound = match bound_rx.recv() {
+        Ok(Ok(bound)) => bound,
+        Ok(Err(error)) => {
+            let _ = handle.join();
+            return Err(EngineError::Shard { shard: id, error });
+        }
+        Err(_) => {
+            let _ = handle.join();
+            return Err(EngineError::ShardEnded { shard: id });
+        }
+    };
+    Ok((RunningShard { id, handle }, bound))
+}
+
+fn executor_error(shard: usize, message: &str) -> EngineError {
+    if message.contains("memlock") {
+        if let Err(e) = check_memlock() {
+            return e;
+        }
+    }
+    EngineError::Executor {
+        shard,
+        message: message.to_string(),
+    }
+}
+
+/// Tells every shard to stop (drain its connections, commit its WAL) and waits for each;
+/// returns what went wrong.
+pub(super) fn stop(shards: Vec<RunningShard>, senders: &[CommandSender]) -> Vec<EngineError> {
+    for sender in senders {
+        let _ = sender.send(ShardCommand::Stop);
+    }
+    let mut failures = Vec::new();
+    for shard in shards {
+        match shard.handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => failures.push(EngineError::Shard {
+                shard: shard.id,
+                error,
+            }),
+            Err(_) => failures.push(EngineError::ShardEnded { shard: shard.id }),
+        }
+    }
+    failures
+}

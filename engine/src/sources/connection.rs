@@ -1,0 +1,200 @@
+//! One TCP connection's read buffer and framer: a small buffer that grows (within the
+//! `max_connection_memory` budget) while reads fill it and shrinks once drained, and the
+//! idle and frame timeouts.
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::net::TcpStream;
+use ingest::framing::{EofRemainder, FrameFlags, Framer};
+
+use super::limits::ConnectionMemory;
+use super::SourceSpec;
+use crate::metrics::{BatchTally, SourceCounters};
+use crate::shard::ingest::{add_to_source, ingest_frame, BatchClock};
+use crate::shard::Shard;
+
+/// A TCP connection's read buffer starts this small; it doubles while a read fills it (up to
+/// the source's `read_buffer`, at least one whole frame) and shrinks back once drained.
+const INITIAL_READ_BUFFER: usize = 4 << 10;
+
+/// One TCP connection's state: its buffer, framer and the frames of the current read.
+pub(crate) struct Connection {
+    pub(crate) buf: Vec<u8>,
+    pub(crate) filled: usize,
+    /// The largest the buffer may grow: `read_buffer`, at least one whole frame.
+    max_buffer: usize,
+    memory: Arc<ConnectionMemory>,
+    framer: Framer,
+    frames: Vec<(usize, usize, FrameFlags)>,
+    peer: IpAddr,
+    counters: Arc<SourceCounters>,
+    /// When the partial frame now in the buffer began (`frame_timeout` counts from it).
+    partial_since: Option<std::time::Instant>,
+    /// Bytes the last read brought (a trickle lets a grown buffer shrink).
+    pub(crate) last_read: usize,
+    /// The read timeout last given to the stream, whole seconds (set again only on change).
+    read_timeout_secs: u64,
+}
+
+/// Why a connection was closed by Sluice (each counted per source).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    IdleTimeout,
+    FrameTimeout,
+    MemoryBudget,
+}
+
+impl Connection {
+    /// A connection with the small initial buffer, or `None` when even that is over budget.
+    pub(crate) fn new(source: &SourceSpec, peer: IpAddr) -> Option<Connection> {
+        let max_buffer = source
+            .read_buffer
+            .max(Framer::min_buffer_len(source.max_frame));
+        let initial = INITIAL_READ_BUFFER.min(max_buffer);
+        if !source.memory.reserve(initial as u64) {
+            return None;
+        }
+        Some(Connection {
+            buf: vec![0; initial],
+            filled: 0,
+            max_buffer,
+            memory: Arc::clone(&source.memory),
+            framer: Framer::new(source.max_frame),
+            frames: Vec::new(),
+            peer,
+            counters: Arc::clone(&source.counters),
+            partial_since: None,
+            last_read: 0,
+            read_timeout_secs: 0,
+        })
+    }
+
+    /// Makes room for the next read: doubles a full buffer (within the budget). `Err` when
+    /// the budget refuses and the buffer has no room left.
+    pub(crate) fn make_room(&mut self) -> Result<(), CloseReason> {
+        if self.filled < self.buf.len() {
+            return Ok(());
+        }
+        let grown = (self.buf.len() * 2).min(self.max_buffer);
+        if grown > self.buf.len() && self.memory.reserve((grown - self.buf.len()) as u64) {
+            self.buf.resize(grown, 0);
+            return Ok(());
+        }
+        Err(CloseReason::MemoryBudget)
+    }
+
+    /// Gives a grown buffer back once drained and the sender slowed to a trickle (a read
+    /// that brought under an eighth of it): the budget and, through the allocator, the system
+    /// get the memory back. A busy connection keeps its buffer (and its large reads).
+    pub(crate) fn shrink_when_drained(&mut self) {
+        let trickle = self.last_read * 8 < self.buf.len();
+        if self.filled > 0 || !trickle || self.buf.len() <= INITIAL_READ_BUFFER {
+            return;
+        }
+        self.memory
+            .release((self.buf.len() - INITIAL_READ_BUFFER) as u64);
+        self.buf = vec![0; INITIAL_READ_BUFFER];
+        self.frames = Vec::new();
+    }
+
+    /// How long the next read may wait: the idle timeout, or what is left of the frame
+    /// timeout while a frame is partial.
+    pub(crate) fn read_timeout(&self, source: &SourceSpec) -> (Duration, CloseReason) {
+        match self.partial_since {
+            Some(since) if self.filled > 0 => (
+                source.frame_timeout.saturating_sub(since.elapsed()),
+                CloseReason::FrameTimeout,
+            ),
+            _ => (source.idle_timeout, CloseReason::IdleTimeout),
+        }
+    }
+
+    /// Gives the stream `timeout`, rounded up to whole seconds, when that changed (the
+    /// deadline counts from when a read starts waiting; a second's slack is fine for both).
+    pub(crate) fn apply_read_timeout(
+        &mut self,
+        stream: &TcpStream,
+        timeout: Duration,
+    ) -> std::io::Result<()> {
+        let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
+        if secs != self.read_timeout_secs {
+            stream.set_read_timeout(Some(Duration::from_secs(secs)))?;
+            self.read_timeout_secs = secs;
+        }
+        Ok(())
+    }
+
+    /// Frames, parses and appends everything complete in the buffer; keeps the partial rest.
+    pub(crate) async fn process(&mut self, shard: &Shard) {
+        shard.appender.note_arrival(std::time::Instant::now());
+        self.frames.clear();
+        let base = self.buf.as_ptr() as usize;
+        let frames = &mut self.frames;
+        let consumed = self.framer.feed(&self.buf[..self.filled], |f| {
+            frames.push(frame_ref(base, &f))
+        });
+        self.append_frames(shard).await;
+        self.buf.copy_within(consumed..self.filled, 0);
+        self.filled -= consumed;
+        // A frame completed in this read: what is left began with this read.
+        self.partial_since = match (self.filled, consumed) {
+            (0, _) => None,
+            (_, 0) => self
+                .partial_since
+                .or_else(|| Some(std::time::Instant::now())),
+            _ => Some(std::time::Instant::now()),
+        };
+    }
+
+    /// The peer closed (or we stop): a pending unterminated line is still an event.
+    pub(crate) async fn finish(&mut self, shard: &Shard) {
+        shard.appender.note_arrival(std::time::Instant::now());
+        self.frames.clear();
+        let base = self.buf.as_ptr() as usize;
+        let frames = &mut self.frames;
+        let remainder = self.framer.finish(&self.buf[..self.filled], |f| {
+            frames.push(frame_ref(base, &f))
+        });
+        self.append_frames(shard).await;
+        if let EofRemainder::IncompleteFrame { bytes } = remainder {
+            if let Some(c) = self.counters.shard(shard.id) {
+                c.frames_incomplete.fetch_add(1, Ordering::Relaxed);
+            }
+            tracing::debug!(shard = shard.id, peer = %self.peer, bytes, "connection closed mid-frame");
+        }
+        self.filled = 0;
+    }
+
+    pub(crate) async fn append_frames(&self, shard: &Shard) {
+        if self.frames.is_empty() {
+            return;
+        }
+        let clock = BatchClock::now();
+        let mut tally = BatchTally::default();
+        for &(start, len, flags) in &self.frames {
+            let frame = &self.buf[start..start + len];
+            ingest_frame(shard, frame, flags, &clock, self.peer, &mut tally).await;
+        }
+        shard.counters.add(&tally);
+        add_to_source(&self.counters, shard.id, &tally);
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.memory.release(self.buf.len() as u64);
+    }
+}
+
+/// A frame as (offset in the connection's buffer, length, flags): the framer's slices borrow
+/// the buffer, which the appends that follow need back.
+fn frame_ref(buffer_start: usize, frame: &ingest::Frame) -> (usize, usize, FrameFlags) {
+    (
+        frame.bytes.as_ptr() as usize - buffer_start,
+        frame.bytes.len(),
+        frame.flags,
+    )
+}

@@ -1,0 +1,207 @@
+//! TCP syslog: the accept loop (connection limits, balancing) and one task per connection.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_lite::AsyncReadExt;
+use glommio::net::{TcpListener, TcpStream};
+use glommio::sync::Gate;
+
+use super::connection::{CloseReason, Connection};
+use super::limits::ConnectionSlot;
+use super::{is_timeout, BoundSource, SourceRun, SourceSpec};
+use crate::metrics::SourceShardCounters;
+use crate::shard::balance::hand_off_if_busier;
+use crate::shard::Shard;
+
+/// How often a full source's accept loop looks whether a slot came free.
+const ACCEPT_FULL_POLL: Duration = Duration::from_millis(10);
+
+pub(super) fn bind(spec: &SourceSpec) -> std::io::Result<Box<dyn BoundSource>> {
+    Ok(Box::new(TcpListener::bind(spec.address)?))
+}
+
+impl BoundSource for TcpListener {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        TcpListener::local_addr(self).map_err(std::io::Error::from)
+    }
+
+    fn serve(self: Box<Self>, shard: Rc<Shard>, run: Rc<SourceRun>, gate: &Rc<Gate>) -> bool {
+        let task = accept_loop(shard, run, *self, Rc::clone(gate));
+        gate.spawn(task).map(|t| t.detach()).is_ok()
+    }
+}
+
+async fn accept_loop(shard: Rc<Shard>, run: Rc<SourceRun>, listener: TcpListener, gate: Rc<Gate>) {
+    let source = &run.spec;
+    loop {
+        // At max_connections: leave new connections in the kernel's backlog (the sender is
+        // pushed back) rather than accept and reset them, losing what they already sent.
+        while source.limits.is_full() && !run.is_stopping(&shard) {
+            glommio::timer::sleep(ACCEPT_FULL_POLL).await;
+        }
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            run.stopped(&shard).await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => return,
+            Some(Ok(stream)) => stream,
+            Some(Err(e)) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(source = %source.name, error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let peer = match stream.peer_addr() {
+            Ok(p) => p,
+            Err(_) => continue, // Already gone.
+        };
+        let slot = match source.limits.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                if let Some(c) = source.counters.shard(shard.id) {
+                    c.connections_rejected.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::debug!(source = %source.name, %peer, ?refusal, "connection refused by limit");
+                continue; // Dropping the stream closes it.
+            }
+        };
+        if let Some(c) = source.counters.shard(shard.id) {
+            c.connections_accepted.fetch_add(1, Ordering::Relaxed);
+        }
+        let Some((stream, slot)) = hand_off_if_busier(&shard, &source.name, stream, peer, slot)
+        else {
+            continue;
+        };
+        let task = serve_tcp(Rc::clone(&shard), Rc::clone(&run), stream, peer, slot);
+        match gate.spawn(task) {
+            Ok(t) => t.detach(),
+            Err(_) => {
+                shard.balance.release(shard.id);
+                return; // The gate is closing: we are stopping.
+            }
+        };
+    }
+}
+
+enum ReadOutcome {
+    Data(std::io::Result<usize>),
+    Stop,
+}
+
+/// Counts a connection on its source (and in the shard's balance) for as long as it lives.
+struct ActiveConnection<'a> {
+    shard: &'a Shard,
+    source: Option<&'a SourceShardCounters>,
+}
+
+impl<'a> ActiveConnection<'a> {
+    fn open(shard: &'a Shard, source: Option<&'a SourceShardCounters>) -> Self {
+        if let Some(c) = source {
+            c.connections_active.fetch_add(1, Ordering::Relaxed);
+        }
+        ActiveConnection { shard, source }
+    }
+
+    fn closed_by_us(&self, reason: CloseReason, peer: SocketAddr) {
+        if let Some(c) = self.source {
+            let counter = match reason {
+                CloseReason::IdleTimeout => &c.closed_idle_timeout,
+                CloseReason::FrameTimeout => &c.closed_frame_timeout,
+                CloseReason::MemoryBudget => &c.closed_memory_budget,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::debug!(shard = self.shard.id, %peer, ?reason, "connection closed");
+    }
+}
+
+impl Drop for ActiveConnection<'_> {
+    fn drop(&mut self) {
+        self.shard.balance.release(self.shard.id);
+        if let Some(c) = self.source {
+            c.connections_active.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+pub(crate) async fn serve_tcp(
+    shard: Rc<Shard>,
+    run: Rc<SourceRun>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    _slot: ConnectionSlot,
+) {
+    let source = &run.spec;
+    let active = ActiveConnection::open(&shard, source.counters.shard(shard.id));
+    let Some(mut conn) = Connection::new(source, peer.ip()) else {
+        active.closed_by_us(CloseReason::MemoryBudget, peer);
+        return;
+    };
+    loop {
+        if let Err(reason) = conn.make_room() {
+            active.closed_by_us(reason, peer);
+            break;
+        }
+        let (timeout, on_timeout) = conn.read_timeout(source);
+        if timeout.is_zero() || conn.apply_read_timeout(&stream, timeout).is_err() {
+            active.closed_by_us(on_timeout, peer);
+            break;
+        }
+        let filled = conn.filled;
+        let outcome = futures_lite::future::or(
+            async { ReadOutcome::Data(stream.read(&mut conn.buf[filled..]).await) },
+            async {
+                run.stopped(&shard).await;
+                ReadOutcome::Stop
+            },
+        )
+        .await;
+        match outcome {
+            ReadOutcome::Data(Ok(0)) => break,
+            ReadOutcome::Data(Ok(n)) => {
+                conn.filled += n;
+                conn.last_read = n;
+            }
+            ReadOutcome::Data(Err(e)) if is_timeout(&e) => {
+                active.closed_by_us(on_timeout, peer);
+                break;
+            }
+            ReadOutcome::Data(Err(e)) => {
+                tracing::debug!(shard = shard.id, %peer, error = %e, "connection read failed");
+                break;
+            }
+            ReadOutcome::Stop => {
+                drain_ready(&shard, &mut stream, &mut conn).await;
+                break;
+            }
+        }
+        conn.process(&shard).await;
+        conn.shrink_when_drained();
+        glommio::yield_if_needed().await;
+    }
+    conn.finish(&shard).await;
+}
+
+/// On stop: take in whatever the kernel already holds for this connection, without waiting.
+/// (glommio's read tries a non-blocking `recv` first, so polling it once never loses data.)
+async fn drain_ready(shard: &Shard, stream: &mut TcpStream, conn: &mut Connection) {
+    loop {
+        if conn.make_room().is_err() {
+            return;
+        }
+        let filled = conn.filled;
+        match futures_lite::future::poll_once(stream.read(&mut conn.buf[filled..])).await {
+            Some(Ok(n)) if n > 0 => {
+                conn.filled += n;
+                conn.process(shard).await;
+            }
+            _ => return,
+        }
+    }
+}
