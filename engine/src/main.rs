@@ -155,15 +155,14 @@ fn wal_command(command: WalCommand) -> Result<ExitCode, String> {
 /// Sluice's own logs: stderr, `RUST_LOG` filter (default `info`), text or JSON lines.
 fn init_logging(format: LogFormat) {
     use std::io::IsTerminal;
+    let _ = LOG_FORMAT.set(format);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter);
     match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }
@@ -214,7 +213,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Wal(command) => wal_command(command).unwrap_or_else(|e| {
-            eprintln!("sluice: {e}");
+            report(&e.to_string());
             ExitCode::from(EXIT_FAILURE)
         }),
         Command::MetricsReference => {
@@ -236,7 +235,7 @@ fn man_page() -> ExitCode {
     match man.render(&mut std::io::stdout()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sluice: {e}");
+            report(&e.to_string());
             ExitCode::from(EXIT_FAILURE)
         }
     }
@@ -256,11 +255,11 @@ fn reload_command(config: Option<&std::path::Path>, status: bool) -> ExitCode {
         }
         Ok((code, body)) => {
             print!("{body}");
-            eprintln!("sluice: the API answered {code}");
+            report(&format!("the API answered {code}"));
             ExitCode::from(EXIT_FAILURE)
         }
         Err(e) => {
-            eprintln!("sluice: {e}");
+            report(&e.to_string());
             ExitCode::from(EXIT_FAILURE)
         }
     }
@@ -286,13 +285,24 @@ fn validate_environment(file: &std::path::Path, config: &Config, skip: bool) -> 
         return ExitCode::SUCCESS;
     }
     for p in &problems {
-        eprintln!("sluice: {}: {}: {}", file.display(), p.check, p.message);
+        report(&format!("{}: {}: {}", file.display(), p.check, p.message));
     }
     ExitCode::from(EXIT_ENVIRONMENT)
 }
 
+/// The log format chosen on the command line (errors are written in it too).
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+/// Reports a fatal error: a plain `sluice: …` line, or a JSON log line with `--log-format json`.
+fn report(message: &str) {
+    match LOG_FORMAT.get() {
+        Some(LogFormat::Json) => tracing::error!("{message}"),
+        _ => eprintln!("sluice: {message}"),
+    }
+}
+
 fn fail(error: &EngineError) -> ExitCode {
-    eprintln!("sluice: {error}");
+    report(&error.to_string());
     match error {
         EngineError::Config(_) => ExitCode::from(EXIT_CONFIG),
         _ => ExitCode::from(EXIT_FAILURE),

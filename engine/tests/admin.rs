@@ -300,3 +300,93 @@ fn datagrams_the_kernel_drops_are_counted() {
     let (status, log) = sluice.stop();
     assert!(status.success(), "{log}");
 }
+
+/// Every row of every metric table is exported (a counter with `_total`, units in the name),
+/// histograms end in `le="+Inf"`, `sluice_build_info` names the version, and every loss
+/// reason of the tables appears in `sluice_events_dropped_total`.
+#[test]
+fn every_table_metric_is_exported_by_its_contract_name() {
+    use engine::metrics::table::{Family, Kind};
+    use engine::metrics::{
+        ApiCounters, OutputCounters, ProcessSnapshot, ShardCounters, SourceShardCounters,
+    };
+
+    fn check<T: Family>(page: &str) {
+        for m in T::METRICS {
+            match m.kind {
+                Kind::Counter => assert!(
+                    m.name.ends_with("_total"),
+                    "{}: a counter ends in _total",
+                    m.name
+                ),
+                Kind::Gauge => assert!(
+                    !m.name.ends_with("_total"),
+                    "{}: a gauge does not end in _total",
+                    m.name
+                ),
+            }
+            for unit in ["bytes", "seconds"] {
+                if m.key.contains(unit) {
+                    assert!(
+                        m.name.contains(&format!("_{unit}")),
+                        "{}: the unit is in the name",
+                        m.name
+                    );
+                }
+            }
+            let mut labels: Vec<String> = T::LABELS.iter().map(|l| format!("{l}=\"")).collect();
+            if let Some((k, v)) = m.label {
+                labels.push(format!("{k}=\"{v}\""));
+            }
+            let found = page.lines().any(|l| {
+                l.split(['{', ' ']).next() == Some(m.name)
+                    && labels.iter().all(|want| l.contains(want.as_str()))
+            });
+            assert!(found, "{} ({:?}) is not exported:\n{page}", m.name, labels);
+            if let Some(reason) = m.loss {
+                let series = format!("sluice_events_dropped_total{{reason=\"{reason}\"}}");
+                assert!(sample(page, &series).is_some(), "{series} missing");
+            }
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let sluice = Sluice::start(dir.path(), &config(dir.path(), 2, &file_sink(dir.path())));
+    let api = sluice.addr("api");
+    let token = api_token(dir.path());
+    send_tcp(
+        sluice.addr("tcp"),
+        format!("{}\n", rfc5424_line("scrape", 1)).as_bytes(),
+    );
+    wait_for("the event delivered", || {
+        count_output_lines(dir.path()) == 1
+    });
+    let (code, page) = http(api, "GET", "/metrics", Some(&token));
+    assert_eq!(code, 200);
+    check::<ShardCounters>(&page);
+    check::<SourceShardCounters>(&page);
+    check::<OutputCounters>(&page);
+    check::<ApiCounters>(&page);
+    check::<ProcessSnapshot>(&page);
+    for family in ["sluice_wal_fsync_seconds", "sluice_ingest_durable_seconds"] {
+        let inf = format!("{family}_bucket{{le=\"+Inf\",shard=\"0\"}}");
+        assert!(sample(&page, &inf).is_some(), "{inf} missing:\n{page}");
+    }
+    assert!(!page.contains("le=\"inf\""), "scrapers reject le=\"inf\"");
+    let info = format!(
+        "sluice_build_info{{version=\"{}\",",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(
+        page.lines()
+            .any(|l| l.starts_with(&info) && l.ends_with(" 1")),
+        "build info:\n{page}"
+    );
+    assert_eq!(
+        sample(&page, "sluice_output_events_sent_total{sink=\"out\"}"),
+        Some(1.0)
+    );
+    assert!(sample(&page, "sluice_process_resident_memory_bytes").unwrap_or(0.0) > 0.0);
+    assert!(sample(&page, "sluice_process_open_fds").unwrap_or(0.0) > 0.0);
+    sluice.stop();
+}

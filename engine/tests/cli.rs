@@ -317,3 +317,70 @@ fn min_free_disk_larger_than_the_file_system_is_refused() {
         String::from_utf8_lossy(&run.stderr)
     );
 }
+
+/// `docs/metrics.md` is what the binary generates from its metric tables (regenerate with
+/// `sluice metrics-reference > docs/metrics.md`).
+#[test]
+fn the_metrics_reference_in_docs_is_generated_from_the_tables() {
+    let out = Command::new(sluice_bin())
+        .arg("metrics-reference")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let generated = String::from_utf8(out.stdout).unwrap();
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md"))
+        .unwrap();
+    assert!(
+        generated == docs,
+        "docs/metrics.md is stale: run `sluice metrics-reference > docs/metrics.md`"
+    );
+}
+
+/// `--log-format json`: every log line Sluice writes is one JSON object.
+#[test]
+fn log_format_json_writes_one_object_per_line() {
+    let out = Command::new(sluice_bin())
+        .args([
+            "--log-format",
+            "json",
+            "validate",
+            "/nonexistent/sluice.toml",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let error: serde_json::Value = serde_json::from_slice(&out.stderr).expect("the error as JSON");
+    assert_eq!(error["level"], "ERROR");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sluice.toml");
+    std::fs::write(&cfg, config(dir.path(), 1, &file_sink(dir.path()))).unwrap();
+    let mut child = Command::new(sluice_bin())
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(&cfg)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let value: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let ready = value["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("ready"));
+        seen.push(value);
+        if ready {
+            break;
+        }
+    }
+    common::signal(&child, libc::SIGTERM);
+    for line in lines {
+        let line = line.unwrap();
+        serde_json::from_str::<serde_json::Value>(&line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+    assert!(child.wait().unwrap().success());
+    assert!(seen.iter().all(|v| v["level"].is_string()), "{seen:?}");
+}

@@ -129,6 +129,24 @@ impl AdminServer {
     }
 }
 
+/// A shard that stopped beating for this long is stuck: `/health` answers 503.
+pub const SHARD_LIVENESS_LIMIT: Duration = Duration::from_secs(5);
+
+/// 200 while every shard beats (or before the shards run), 503 naming the stuck ones.
+fn health(state: &AdminState) -> Response {
+    let stuck = state
+        .metrics
+        .counters
+        .get()
+        .map(|c| c.stuck_shards(SHARD_LIVENESS_LIMIT))
+        .unwrap_or_default();
+    if stuck.is_empty() {
+        return Response::text(200, "ok\n");
+    }
+    let names: Vec<String> = stuck.iter().map(|s| format!("shard-{s}")).collect();
+    Response::text(503, &format!("stuck: {}\n", names.join(" ")))
+}
+
 const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 fn route(request: &Request, state: &AdminState, registry: &Registry) -> Response {
@@ -153,7 +171,7 @@ fn route(request: &Request, state: &AdminState, registry: &Registry) -> Response
         );
     }
     match (method, path) {
-        ("GET", "/health") => Response::text(200, "ok\n"),
+        ("GET", "/health") => health(state),
         ("GET", "/ready") if state.ready.load(Relaxed) => Response::text(200, "ready\n"),
         ("GET", "/ready") => Response::text(503, "not ready\n"),
         ("GET", "/metrics") => {
@@ -245,6 +263,40 @@ mod tests {
         assert_eq!(get(server.address, "/metrics"), 200);
         state.ready.store(true, Relaxed);
         assert_eq!(get(server.address, "/ready"), 200);
+        server.stop();
+    }
+
+    /// A shard whose executor stopped running its tasks (it no longer beats) makes `/health`
+    /// answer 503; one that beats keeps it 200.
+    #[test]
+    fn health_is_503_while_a_shard_does_not_beat() {
+        use crate::metrics::{Counters, ShardCounters};
+        let dir = tempfile::tempdir().unwrap();
+        let budget =
+            storage::DiskBudget::new(dir.path(), None, None, storage::FullPolicy::Block).unwrap();
+        let shards = vec![
+            Arc::new(ShardCounters::default()),
+            Arc::new(ShardCounters::default()),
+        ];
+        shards[0].beat();
+        shards[1].beat();
+        let state = Arc::new(AdminState::default());
+        let _ = state.metrics.counters.set(Counters {
+            shards: shards.clone(),
+            next_record_ids: Vec::new(),
+            outputs: Default::default(),
+            sources: Default::default(),
+            budget: Arc::new(budget),
+            kernel_udp_drops: Default::default(),
+            connection_memory: crate::sources::limits::ConnectionMemory::new(1 << 20),
+        });
+        let server =
+            AdminServer::start("127.0.0.1:0".parse().unwrap(), Arc::clone(&state)).unwrap();
+        assert_eq!(get(server.address, "/health"), 200);
+        shards[1].last_beat_ms.store(1, Relaxed); // Last beat long ago: stuck.
+        assert_eq!(get(server.address, "/health"), 503);
+        shards[1].beat();
+        assert_eq!(get(server.address, "/health"), 200);
         server.stop();
     }
 }

@@ -319,6 +319,13 @@ impl Counters {
         }
     }
 
+    /// Shards that have not beaten within `limit` (their executor is stuck).
+    pub fn stuck_shards(&self, limit: std::time::Duration) -> Vec<usize> {
+        (0..self.shards.len())
+            .filter(|&i| !self.shards[i].is_alive(limit))
+            .collect()
+    }
+
     pub fn events_durable(&self) -> u64 {
         self.shards
             .iter()

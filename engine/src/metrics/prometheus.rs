@@ -140,7 +140,8 @@ fn encode_table<T: Family>(encoder: &mut DescriptorEncoder<'_>, sets: &[Set<'_, 
             ),
             Kind::Gauge => (name, MetricType::Gauge),
         };
-        let mut family = encoder.encode_descriptor(base, first.help.trim(), None, metric_type)?;
+        let family = encoder.encode_descriptor(base, first.help.trim(), None, metric_type)?;
+        let mut samples = Vec::with_capacity(sets.len() * rows.len());
         for set in sets {
             for row in &rows {
                 let mut labels: Labels = T::LABELS
@@ -151,14 +152,31 @@ fn encode_table<T: Family>(encoder: &mut DescriptorEncoder<'_>, sets: &[Set<'_, 
                 if let Some((k, v)) = row.label {
                     labels.push((k, v.to_string()));
                 }
-                let value = (row.read)(set.values);
-                let sample = family.encode_family(&labels)?;
-                match row.kind {
-                    Kind::Counter => ConstCounter::new(value).encode(sample)?,
-                    Kind::Gauge => ConstGauge::new(value).encode(sample)?,
-                }
+                samples.push((labels, row.kind, (row.read)(set.values)));
             }
         }
+        encode_samples(family, samples)?;
+    }
+    Ok(())
+}
+
+/// Writes a family's samples; a lone sample without labels is written without `{}`.
+fn encode_samples(
+    mut family: prometheus_client::encoding::MetricEncoder<'_>,
+    samples: Vec<(Labels, Kind, f64)>,
+) -> Encoded {
+    let encode =
+        |kind: Kind, value: f64, to: prometheus_client::encoding::MetricEncoder<'_>| match kind {
+            Kind::Counter => ConstCounter::new(value).encode(to),
+            Kind::Gauge => ConstGauge::new(value).encode(to),
+        };
+    if let [(labels, kind, value)] = samples.as_slice() {
+        if labels.is_empty() {
+            return encode(*kind, *value, family);
+        }
+    }
+    for (labels, kind, value) in &samples {
+        encode(*kind, *value, family.encode_family(labels)?)?;
     }
     Ok(())
 }
@@ -248,7 +266,9 @@ fn encode_histograms(
             .bounds_seconds
             .iter()
             .copied()
-            .chain([f64::INFINITY])
+            // prometheus-client writes `le="+Inf"` for f64::MAX (f64::INFINITY would print
+            // `le="inf"`, which scrapers reject).
+            .chain([f64::MAX])
             .zip(counts.iter().copied())
             .collect();
         let count = counts.iter().sum();

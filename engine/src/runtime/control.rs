@@ -11,7 +11,10 @@ use crossbeam_channel::Receiver;
 
 use super::outputs::OutputSet;
 use super::{notify_systemd, reload, write_lock};
-use crate::admin::{AdminState, ApiAuth, ApiPolicy, ReloadAccepted, ReloadRefused, ReloadRequest};
+use crate::admin::{
+    AdminState, ApiAuth, ApiPolicy, ReloadAccepted, ReloadRefused, ReloadRequest,
+    SHARD_LIVENESS_LIMIT,
+};
 use crate::config::{Config, SourceConfig, SourceMode};
 use crate::metrics::{Counters, SourceCounters};
 use crate::shard::{CommandSender, ShardCommand};
@@ -22,10 +25,6 @@ use crate::sources::limits::ConnectionMemory;
 const MEMORY_TRIM_INTERVAL: Duration = Duration::from_secs(5);
 /// Longest a reload waits for a shard to take a source command.
 const SHARD_COMMAND_WAIT: Duration = Duration::from_secs(10);
-/// A shard that has not beaten for this long is stuck: the watchdog is not petted and
-/// `/health` answers 503.
-pub const SHARD_LIVENESS_LIMIT: Duration = Duration::from_secs(5);
-
 /// What the main thread changes while running: the config, the outputs, the sources (through
 /// the shards' command channels).
 pub(super) struct Live {
@@ -91,7 +90,7 @@ impl Timers {
             .is_some_and(|every| self.last_pet.elapsed() >= every)
         {
             // A stuck shard is not healthy: systemd restarts us when the pets stop.
-            if shards_alive(counters) {
+            if counters.stuck_shards(SHARD_LIVENESS_LIMIT).is_empty() {
                 notify_systemd(&[sd_notify::NotifyState::Watchdog]);
             } else {
                 tracing::error!("a shard stopped beating: not petting the systemd watchdog");
@@ -99,14 +98,6 @@ impl Timers {
             self.last_pet = Instant::now();
         }
     }
-}
-
-/// Whether every shard beat recently (see [`SHARD_LIVENESS_LIMIT`]).
-pub fn shards_alive(counters: &Counters) -> bool {
-    counters
-        .shards
-        .iter()
-        .all(|s| s.is_alive(SHARD_LIVENESS_LIMIT))
 }
 
 /// Gives the allocator's free memory back to the system (every thread's arena).
