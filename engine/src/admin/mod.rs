@@ -144,7 +144,7 @@ fn health(state: &AdminState) -> Response {
         return Response::text(200, "ok\n");
     }
     let names: Vec<String> = stuck.iter().map(|s| format!("shard-{s}")).collect();
-    Response::text(503, &format!("stuck: {}\n", names.join(" ")))
+    Response::text(503, format!("stuck: {}\n", names.join(" ")))
 }
 
 const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
