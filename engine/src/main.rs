@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use engine::config::ConfigFiles;
 use engine::{Config, EngineError};
 
 /// Exit code for an invalid configuration (EX_CONFIG, as Vector's `validate` uses).
@@ -37,15 +38,19 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run Sluice (on the embedded default config unless --config is given).
+    /// Run Sluice (on the embedded default config unless --config or --config-dir is given).
     Run {
-        #[arg(long, short)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArgs,
     },
-    /// Check a config file and the host: exit 0 if both are fine, 78 (with key and line) if
+    /// Check config files and the host: exit 0 if both are fine, 78 (with key and line) if
     /// the config is invalid, 69 if the host is not ready for it (each problem printed).
     Validate {
-        file: PathBuf,
+        /// The config files (merged, as `run --config` repeated would).
+        files: Vec<PathBuf>,
+        /// Also every `*.toml` in this directory.
+        #[arg(long)]
+        config_dir: Option<PathBuf>,
         /// Check the file only: not data_dir, ports or locked memory (e.g. before a reload,
         /// while Sluice holds the ports).
         #[arg(long)]
@@ -53,13 +58,19 @@ enum Command {
     },
     /// Print the embedded default config.
     DefaultConfig,
+    /// Print the effective config: every file merged, defaults filled in, `${VAR}` taken from
+    /// the environment (`api.token` is not shown).
+    Config {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
     /// Ask a running Sluice to re-read its config file (POST /reload on its admin API, with
     /// the token from `api.token` or `data_dir/api.token`); `--status` shows the last
     /// reload's progress instead.
     Reload {
         /// The config the running Sluice was started with (default: the embedded default).
-        #[arg(long, short)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArgs,
         #[arg(long)]
         status: bool,
     },
@@ -68,8 +79,8 @@ enum Command {
     /// and sysctl lines. Exit 0 unless an item FAILs (69).
     Tune {
         /// Take data_dir from this config (default: the embedded default's).
-        #[arg(long, short)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArgs,
         /// Measure this directory's disk instead of the config's data_dir.
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -92,6 +103,26 @@ enum Command {
     },
     /// Print the man page (roff).
     Man,
+}
+
+/// Where the config comes from: files (repeatable, merged) and a directory.
+#[derive(clap::Args, Clone, Default)]
+struct ConfigArgs {
+    /// A config file; repeat to merge several (a key or a name defined twice is an error).
+    #[arg(long, short)]
+    config: Vec<PathBuf>,
+    /// Every `*.toml` in this directory too, in name order.
+    #[arg(long)]
+    config_dir: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    fn files(&self) -> ConfigFiles {
+        ConfigFiles {
+            files: self.config.clone(),
+            dir: self.config_dir.clone(),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -171,22 +202,33 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
-        Command::Run { config: path } => {
-            let config = match load_or_default(path.as_deref()) {
+        Command::Run { config } => {
+            let config = match load(&config.files()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            match engine::runtime::run(&config, path.as_deref()) {
+            match engine::runtime::run(&config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
             }
         }
         Command::Validate {
-            file,
+            files,
+            config_dir,
             no_environment,
-        } => match Config::load(&file) {
-            Ok(config) => validate_environment(&file, &config, no_environment),
-            Err(e) => fail(&EngineError::Config(e)),
+        } => validate(
+            ConfigFiles {
+                files,
+                dir: config_dir,
+            },
+            no_environment,
+        ),
+        Command::Config { config } => match load(&config.files()) {
+            Ok(config) => {
+                print!("{}", engine::config::show::render(&config));
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
         },
         Command::Tune {
             config,
@@ -194,7 +236,7 @@ fn main() -> ExitCode {
             probe_seconds,
             target_latency,
         } => {
-            let config = match load_or_default(config.as_deref()) {
+            let config = match load(&config.files()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -207,7 +249,7 @@ fn main() -> ExitCode {
                 _ => ExitCode::SUCCESS,
             }
         }
-        Command::Reload { config, status } => reload_command(config.as_deref(), status),
+        Command::Reload { config, status } => reload_command(&config.files(), status),
         Command::DefaultConfig => {
             print!("{}", engine::config::DEFAULT_CONFIG);
             ExitCode::SUCCESS
@@ -242,8 +284,8 @@ fn man_page() -> ExitCode {
 }
 
 /// `sluice reload`: POST /reload (or GET it with `--status`) on the running Sluice's API.
-fn reload_command(config: Option<&std::path::Path>, status: bool) -> ExitCode {
-    let config = match load_or_default(config) {
+fn reload_command(files: &ConfigFiles, status: bool) -> ExitCode {
+    let config = match load(files) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -265,27 +307,44 @@ fn reload_command(config: Option<&std::path::Path>, status: bool) -> ExitCode {
     }
 }
 
-/// The config at `path`, or the embedded default; an error is printed and becomes the exit code.
-fn load_or_default(path: Option<&std::path::Path>) -> Result<Config, ExitCode> {
-    match path {
-        Some(path) => Config::load(path),
-        None => Config::embedded_default(),
-    }
-    .map_err(|e| fail(&EngineError::Config(e)))
+/// The config from `files` (the embedded default when none); an error is printed and becomes
+/// the exit code.
+fn load(files: &ConfigFiles) -> Result<Config, ExitCode> {
+    files.load().map_err(|e| fail(&EngineError::Config(e)))
 }
 
-fn validate_environment(file: &std::path::Path, config: &Config, skip: bool) -> ExitCode {
+/// `sluice validate`: the files, then (unless `skip_environment`) the host.
+fn validate(files: ConfigFiles, skip_environment: bool) -> ExitCode {
+    if files.is_embedded() {
+        report("validate: name a config file (or --config-dir)");
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    let config = match load(&files) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    for warning in &config.warnings {
+        report(&format!("warning: {warning}"));
+    }
+    let name = match files.single_file() {
+        Some(file) => file.display().to_string(),
+        None => "the config".to_string(),
+    };
+    validate_environment(&name, &config, skip_environment)
+}
+
+fn validate_environment(file: &str, config: &Config, skip: bool) -> ExitCode {
     let problems = if skip {
         Vec::new()
     } else {
         engine::tools::preflight::check_environment(config)
     };
     if problems.is_empty() {
-        println!("{}: valid", file.display());
+        println!("{file}: valid");
         return ExitCode::SUCCESS;
     }
     for p in &problems {
-        report(&format!("{}: {}: {}", file.display(), p.check, p.message));
+        report(&format!("{file}: {}: {}", p.check, p.message));
     }
     ExitCode::from(EXIT_ENVIRONMENT)
 }

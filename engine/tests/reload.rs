@@ -175,15 +175,25 @@ fn post_config_validates_then_applies_and_post_reload_rereads_the_file() {
     );
     wait_for("the new sink delivers", || seqs_in(&extra).contains(&7));
 
-    // The file still holds the first config: POST /reload goes back to it.
+    // The posted config was written to the file (a SIGHUP or restart keeps it) ...
+    let path = dir.path().join("sluice.toml");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), added);
+    let (status, body) = http(dir.path(), api, "POST", "/reload", "");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !body.contains("[extra]"),
+        "the file holds what runs: {body}"
+    );
+    // ... and an edit of the file is what POST /reload applies.
     // The removed sink drains in the background: 202 until it stopped, then "done".
+    std::fs::write(&path, &cfg).unwrap();
     let (status, body) = http(dir.path(), api, "POST", "/reload", "");
     assert!(matches!(status, 200 | 202), "{status} {body}");
     assert!(body.contains("-[extra]"), "{body}");
     wait_for("the removed sink stopped", || {
         http(dir.path(), api, "GET", "/reload", "")
             .1
-            .contains("reload 2: done")
+            .contains("reload 3: done")
     });
     let (status, log) = sluice.stop();
     assert!(status.success(), "{log}");
@@ -274,4 +284,76 @@ fn a_source_added_by_reload_listens_on_every_shard_and_a_removed_one_stops() {
     );
     let (status, log) = sluice.stop();
     assert!(status.success(), "{log}");
+}
+
+/// `--config-dir`: every `*.toml` merged (a name defined twice is refused, naming both
+/// files); `sluice config` prints the merged effective config; a posted config cannot be
+/// written back to several files, so `POST /config` is refused (409) rather than diverge.
+#[test]
+fn a_config_dir_merges_and_a_posted_config_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("conf.d");
+    std::fs::create_dir(&conf).unwrap();
+    let cfg = config(dir.path(), 1, "");
+    std::fs::write(conf.join("10-main.toml"), &cfg).unwrap();
+    std::fs::write(conf.join("20-out.toml"), file_sink(dir.path())).unwrap();
+    std::fs::write(conf.join("notes.txt"), "not a config").unwrap();
+
+    let shown = std::process::Command::new(sluice_bin())
+        .args(["config", "--config-dir"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    let shown = String::from_utf8(shown.stdout).unwrap();
+    assert!(
+        shown.contains("[sinks.out]") && shown.contains("[sources.tcp]"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("max_connection_memory = "),
+        "defaults filled in: {shown}"
+    );
+
+    let sluice = Sluice::start_args(&["--config-dir".as_ref(), conf.as_os_str()], &conf);
+    let api = sluice.addr("api");
+    send_tcp(
+        sluice.addr("tcp"),
+        format!("{}\n", rfc5424_line("dir", 1)).as_bytes(),
+    );
+    wait_for("delivered through the merged config", || {
+        count_output_lines(dir.path()) == 1
+    });
+    let (status, body) = http(
+        dir.path(),
+        api,
+        "POST",
+        "/config",
+        &format!("{cfg}{}", file_sink(dir.path())),
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("several config files"), "{body}");
+    let (status, body) = http(dir.path(), api, "POST", "/reload", "");
+    assert_eq!(status, 200, "re-reading the directory works: {body}");
+    let (status, log) = sluice.stop();
+    assert!(status.success(), "{log}");
+
+    std::fs::write(conf.join("30-dup.toml"), file_sink(dir.path())).unwrap();
+    let out = std::process::Command::new(sluice_bin())
+        .args(["validate", "--no-environment", "--config-dir"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("sinks.out is defined in both")
+            && err.contains("20-out.toml")
+            && err.contains("30-dup.toml"),
+        "{err}"
+    );
 }

@@ -43,8 +43,6 @@ pub struct AdminState {
     pub ready: AtomicBool,
     /// What `/metrics` reads (the counters arrive once everything runs).
     pub metrics: Arc<Published>,
-    /// The file the running configuration came from (`None`: the embedded default).
-    pub config_path: Option<std::path::PathBuf>,
     /// The running configuration's text (a reload replaces it).
     pub config_text: RwLock<String>,
     /// The token in force (a reload may change a configured one).
@@ -79,12 +77,16 @@ pub enum ReloadRefused {
     Forbidden(String),
     /// The control plane cannot take it now (503).
     Unavailable(String),
+    /// A posted config cannot be kept: no single config file to write it to (409).
+    Conflict(String),
 }
 
 impl std::fmt::Display for ReloadRefused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ReloadRefused::Invalid(m) | ReloadRefused::Unavailable(m) => f.write_str(m),
+            ReloadRefused::Invalid(m)
+            | ReloadRefused::Unavailable(m)
+            | ReloadRefused::Conflict(m) => f.write_str(m),
             ReloadRefused::Forbidden(m) => write!(f, "not allowed through the API: {m}"),
         }
     }
@@ -225,6 +227,9 @@ fn reload(state: &AdminState, text: Option<String>) -> Response {
         }
         Ok(Err(refused @ ReloadRefused::Unavailable(_))) => {
             Response::text(503, format!("{refused}\n"))
+        }
+        Ok(Err(refused @ ReloadRefused::Conflict(_))) => {
+            Response::text(409, format!("{refused}\n"))
         }
         Err(_) => Response::text(503, "no answer from the control plane\n"),
     }

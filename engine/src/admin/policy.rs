@@ -47,7 +47,7 @@ impl ApiPolicy {
         }));
         ApiPolicy {
             allowed_paths: paths,
-            listen_ips: config.sources.values().map(|s| s.address.ip()).collect(),
+            listen_ips: config.sources.values().map(|s| s.address().ip()).collect(),
             destinations,
         }
     }
@@ -61,7 +61,7 @@ impl ApiPolicy {
             if running.sources.get(name) == Some(source) {
                 continue;
             }
-            let ip = source.address.ip();
+            let ip = source.address().ip();
             if !ip.is_loopback() && !self.listen_ips.contains(&ip) {
                 return Err(format!(
                     "sources.{name}.address: {ip} is not loopback and no source of the startup config listens on it"

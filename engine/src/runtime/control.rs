@@ -3,7 +3,6 @@
 //! reload request, a retired sink that finished) and on the next timer, never in sleep slices.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,7 @@ use crate::admin::{
     AdminState, ApiAuth, ApiPolicy, ReloadAccepted, ReloadRefused, ReloadRequest,
     SHARD_LIVENESS_LIMIT,
 };
-use crate::config::{Config, SourceConfig, SourceMode};
+use crate::config::{self, Config, SourceConfig, SourceMode};
 use crate::metrics::{Counters, SourceCounters};
 use crate::shard::{CommandSender, ShardCommand};
 use crate::sources::limits::ConnectionMemory;
@@ -29,7 +28,6 @@ const SHARD_COMMAND_WAIT: Duration = Duration::from_secs(10);
 /// the shards' command channels).
 pub(super) struct Live {
     pub(super) config: Config,
-    pub(super) config_path: Option<PathBuf>,
     /// What a posted config may do (from the startup config; reloads do not widen it).
     pub(super) policy: ApiPolicy,
     pub(super) outputs: OutputSet,
@@ -181,18 +179,11 @@ impl Live {
         text: Option<String>,
         counters: &Counters,
     ) -> Result<ReloadAccepted, ReloadRefused> {
-        let posted = text.is_some();
-        let new = match (text, &self.config_path) {
-            (Some(text), _) => Config::parse(&text, "the posted config"),
-            (None, Some(path)) => Config::load(path),
-            (None, None) => {
-                return Err(ReloadRefused::Invalid(
-                    "running on the embedded default config: there is no file to reload".into(),
-                ))
-            }
+        let new = self.read_new(text.as_deref())?;
+        for warning in &new.warnings {
+            tracing::warn!("config: {warning}");
         }
-        .map_err(|e| ReloadRefused::Invalid(e.to_string()))?;
-        if posted {
+        if text.is_some() {
             self.policy
                 .check(&self.config, &new)
                 .map_err(ReloadRefused::Forbidden)?;
@@ -200,6 +191,15 @@ impl Live {
         let plan = reload::plan(&self.config, &new).map_err(ReloadRefused::Invalid)?;
         self.check_new_addresses(&plan)
             .map_err(ReloadRefused::Invalid)?;
+        if let (Some(text), Some(path)) = (&text, self.config.files.single_file()) {
+            // Written before it is applied: a SIGHUP or restart later keeps it.
+            config::files::write_atomically(path, text).map_err(|e| {
+                ReloadRefused::Unavailable(format!(
+                    "cannot write the posted config to {}: {e}; nothing was changed",
+                    path.display()
+                ))
+            })?;
+        }
         self.apply(&plan, &new, counters)
             .map_err(ReloadRefused::Unavailable)?;
         let summary = plan.describe_with(&self.config, &new);
@@ -212,6 +212,35 @@ impl Live {
             summary,
             draining: self.outputs.draining(),
         })
+    }
+
+    /// The new config: `text` posted (only when it can be written back to the one file the
+    /// running config came from), or the files read again.
+    fn read_new(&self, text: Option<&str>) -> Result<Config, ReloadRefused> {
+        let files = &self.config.files;
+        let new = match text {
+            Some(_) if files.is_embedded() => {
+                return Err(ReloadRefused::Conflict(
+                    "Sluice runs on the embedded default config: a posted config has no file to be written to and a restart would lose it; start Sluice with --config FILE".into(),
+                ))
+            }
+            Some(_) if files.single_file().is_none() => {
+                return Err(ReloadRefused::Conflict(
+                    "Sluice was started from several config files: a posted config cannot be written back to them; edit the files and POST /reload".into(),
+                ))
+            }
+            Some(text) => Config::parse(text, "the posted config").map(|mut c| {
+                c.files = files.clone();
+                c
+            }),
+            None if files.is_embedded() => {
+                return Err(ReloadRefused::Invalid(
+                    "running on the embedded default config: there is no file to reload".into(),
+                ))
+            }
+            None => files.load(),
+        };
+        new.map_err(|e| ReloadRefused::Invalid(e.to_string()))
     }
 
     fn apply(
@@ -259,16 +288,16 @@ impl Live {
     /// A new source address another process holds would fail half-way through a reload:
     /// refuse it before anything changes.
     fn check_new_addresses(&self, plan: &reload::Plan) -> Result<(), String> {
-        let ours: Vec<SocketAddr> = self.config.sources.values().map(|s| s.address).collect();
+        let ours: Vec<SocketAddr> = self.config.sources.values().map(|s| s.address()).collect();
         for (name, source) in &plan.sources_added {
-            if source.address.port() == 0 || ours.contains(&source.address) {
+            if source.address().port() == 0 || ours.contains(&source.address()) {
                 continue;
             }
-            let free = match source.mode {
-                SourceMode::Tcp => std::net::TcpListener::bind(source.address).map(drop),
-                SourceMode::Udp => std::net::UdpSocket::bind(source.address).map(drop),
+            let free = match source.mode() {
+                SourceMode::Tcp => std::net::TcpListener::bind(source.address()).map(drop),
+                SourceMode::Udp => std::net::UdpSocket::bind(source.address()).map(drop),
             };
-            free.map_err(|e| format!("sources.{name}.address {}: {e}", source.address))?;
+            free.map_err(|e| format!("sources.{name}.address {}: {e}", source.address()))?;
         }
         Ok(())
     }

@@ -87,9 +87,12 @@ fn existing_shard_dirs(data_dir: &Path) -> Result<usize, EngineError> {
 }
 
 /// Runs until SIGINT/SIGTERM, then drains and returns.
-/// `config_path`: the file `config` came from (SIGHUP and `POST /reload` re-read it); `None`
-/// for the embedded default.
-pub fn run(config: &Config, config_path: Option<&Path>) -> Result<(), EngineError> {
+/// SIGHUP and `POST /reload` read `config.files` again (nothing to read on the embedded
+/// default).
+pub fn run(config: &Config) -> Result<(), EngineError> {
+    for warning in &config.warnings {
+        tracing::warn!("config: {warning}");
+    }
     check_memlock()?;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| EngineError::Io {
         op: "create directory",
@@ -104,12 +107,11 @@ pub fn run(config: &Config, config_path: Option<&Path>) -> Result<(), EngineErro
     })?;
     let admin_state = Arc::new(AdminState {
         config_text: config.source_text.clone().into(),
-        config_path: config_path.map(Path::to_path_buf),
         auth: api_auth(config, data_dir)?.into(),
         ..AdminState::default()
     });
     let admin = start_admin(config, &admin_state)?;
-    let result = run_with(config, config_path, data_dir, &admin_state, admin.as_ref());
+    let result = run_with(config, data_dir, &admin_state, admin.as_ref());
     if let Some(server) = admin {
         server.stop();
     }
@@ -208,7 +210,6 @@ struct Running {
 
 fn run_with(
     config: &Config,
-    config_path: Option<&Path>,
     data_dir: &Path,
     admin_state: &Arc<AdminState>,
     admin: Option<&AdminServer>,
@@ -239,7 +240,6 @@ fn run_with(
     } = running;
     let mut live = Live {
         config: config.clone(),
-        config_path: config_path.map(Path::to_path_buf),
         policy: ApiPolicy::from_startup(config),
         outputs,
         shards: senders,
@@ -444,6 +444,6 @@ pub fn source_addresses(config: &Config) -> Vec<(String, SourceMode, SocketAddr)
     config
         .sources
         .iter()
-        .map(|(n, s)| (n.clone(), s.mode, s.address))
+        .map(|(n, s)| (n.clone(), s.mode(), s.address()))
         .collect()
 }

@@ -50,6 +50,7 @@ pub(super) fn source_spec(
     shards: usize,
     memory: &Arc<ConnectionMemory>,
 ) -> SourceSpec {
+    let SourceConfig::Syslog(s) = s;
     SourceSpec {
         idle_timeout: s.idle_timeout,
         frame_timeout: s.frame_timeout,

@@ -428,6 +428,7 @@ mod tests {
 
     fn sink(path: &Path, rotate_size: u64, keep: u32) -> FileSink {
         FileSink {
+            tag: crate::config::TypeTag,
             path: path.to_path_buf(),
             encoding: Encoding::Raw,
             rotate_size,

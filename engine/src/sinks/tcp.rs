@@ -227,6 +227,7 @@ mod tests {
 
     fn config(address: String, replay_window: u64) -> TcpSink {
         TcpSink {
+            tag: crate::config::TypeTag,
             address,
             framing: TcpFraming::Newline,
             encoding: Encoding::Raw,

@@ -34,9 +34,9 @@ pub fn check_environment(config: &Config) -> Vec<Problem> {
         });
     }
     for (name, source) in &config.sources {
-        if let Err(message) = check_bind(source.mode, source.address) {
+        if let Err(message) = check_bind(source.mode(), source.address()) {
             problems.push(Problem {
-                check: format!("sources.{name}.address {}", source.address),
+                check: format!("sources.{name}.address {}", source.address()),
                 message,
             });
         }

@@ -32,9 +32,14 @@ impl Sluice {
     }
 
     pub fn start_with(config_path: &Path) -> Sluice {
+        Self::start_args(&["--config".as_ref(), config_path.as_os_str()], config_path)
+    }
+
+    /// Starts `sluice run ARGS`; `config_path` is what the test edits to reload.
+    pub fn start_args(args: &[&std::ffi::OsStr], config_path: &Path) -> Sluice {
         let mut child = Command::new(sluice_bin())
-            .args(["run", "--config"])
-            .arg(config_path)
+            .arg("run")
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -1,0 +1,241 @@
+//! `sluice config`: the effective configuration (every file merged, every default filled in,
+//! the environment interpolated) as TOML that reads back to the same config. `api.token` is
+//! never shown.
+
+use toml::{Table, Value};
+
+use super::{
+    ApiListen, Compression, Config, Encoding, LineBreaks, Shards, SinkConfig, SinkFsync,
+    SourceConfig, SourceMode, TcpFraming,
+};
+use storage::{FsyncPolicy, FullPolicy, MinFree, RecoveryMode};
+
+fn duration(d: std::time::Duration) -> Value {
+    Value::String(humantime::format_duration(d).to_string())
+}
+
+fn bytes(b: u64) -> Value {
+    Value::Integer(b.min(i64::MAX as u64) as i64)
+}
+
+fn text(s: &str) -> Value {
+    Value::String(s.to_string())
+}
+
+/// The effective config as TOML.
+pub fn render(config: &Config) -> String {
+    let mut top = Table::new();
+    top.insert(
+        "data_dir".into(),
+        text(&config.data_dir.display().to_string()),
+    );
+    top.insert(
+        "shards".into(),
+        match config.shards {
+            Shards::Auto => text("auto"),
+            Shards::Count(n) => Value::Integer(n as i64),
+        },
+    );
+    top.insert("shutdown_timeout".into(), duration(config.shutdown_timeout));
+    top.insert("status_interval".into(), duration(config.status_interval));
+    top.insert(
+        "max_connection_memory".into(),
+        bytes(config.max_connection_memory),
+    );
+    top.insert("wal".into(), Value::Table(wal(config)));
+    top.insert("api".into(), Value::Table(api(config)));
+    let sources = config
+        .sources
+        .iter()
+        .map(|(n, s)| (n.clone(), Value::Table(source(s))));
+    top.insert("sources".into(), Value::Table(sources.collect()));
+    let sinks = config
+        .sinks
+        .iter()
+        .map(|(n, s)| (n.clone(), Value::Table(sink(s))));
+    top.insert("sinks".into(), Value::Table(sinks.collect()));
+    let mut out = String::from(
+        "# The effective Sluice config (sluice config): files merged, defaults filled in.\n",
+    );
+    if config.api.token.is_some() {
+        out.push_str("# api.token is set (not shown).\n");
+    }
+    out.push_str(&toml::to_string(&top).unwrap_or_default());
+    out
+}
+
+fn wal(config: &Config) -> Table {
+    let w = &config.wal;
+    let mut t = Table::new();
+    let fsync = match w.fsync {
+        FsyncPolicy::Always => text("always"),
+        FsyncPolicy::Never => text("never"),
+        FsyncPolicy::Interval(d) => duration(d),
+    };
+    t.insert("fsync".into(), fsync);
+    t.insert("segment_size".into(), bytes(w.segment_size));
+    t.insert("buffer_size".into(), bytes(w.buffer_size));
+    let recovery = match w.recovery {
+        RecoveryMode::TolerateCorruptTail => "tolerate_corrupt_tail",
+        RecoveryMode::Strict => "strict",
+    };
+    t.insert("recovery".into(), text(recovery));
+    let compression = match w.compression {
+        Compression::Zstd => "zstd",
+        Compression::None => "none",
+    };
+    t.insert("compression".into(), text(compression));
+    t.insert(
+        "compression_level".into(),
+        Value::Integer(w.compression_level.into()),
+    );
+    t.insert("compress_after".into(), duration(w.compress_after));
+    if let Some(max) = w.max_disk {
+        t.insert("max_disk".into(), bytes(max));
+    }
+    let min_free = match w.min_free_disk {
+        MinFree::Bytes(b) => b.to_string(),
+        MinFree::Percent(p) => format!("{p}%"),
+    };
+    t.insert("min_free_disk".into(), Value::String(min_free));
+    let when_full = match w.when_full {
+        FullPolicy::Block => "block",
+        FullPolicy::DropOldest => "drop_oldest",
+    };
+    t.insert("when_full".into(), text(when_full));
+    t
+}
+
+fn api(config: &Config) -> Table {
+    let a = &config.api;
+    let mut t = Table::new();
+    let address = match a.address {
+        ApiListen::Off => "off".to_string(),
+        ApiListen::On(address) => address.to_string(),
+    };
+    t.insert("address".into(), Value::String(address));
+    let paths = a
+        .allowed_paths
+        .iter()
+        .map(|p| text(&p.display().to_string()));
+    t.insert("allowed_paths".into(), Value::Array(paths.collect()));
+    let destinations = a.allowed_destinations.iter().map(|d| text(d));
+    t.insert(
+        "allowed_destinations".into(),
+        Value::Array(destinations.collect()),
+    );
+    t
+}
+
+fn source(source: &SourceConfig) -> Table {
+    let SourceConfig::Syslog(s) = source;
+    let mut t = Table::new();
+    t.insert("type".into(), text("syslog"));
+    let mode = match s.mode {
+        SourceMode::Tcp => "tcp",
+        SourceMode::Udp => "udp",
+    };
+    t.insert("mode".into(), text(mode));
+    t.insert("address".into(), text(&s.address.to_string()));
+    t.insert("max_frame".into(), bytes(s.max_frame));
+    t.insert(
+        "max_connections".into(),
+        Value::Integer(s.max_connections.into()),
+    );
+    t.insert(
+        "max_connections_per_ip".into(),
+        Value::Integer(s.max_connections_per_ip.into()),
+    );
+    t.insert("read_buffer".into(), bytes(s.read_buffer));
+    t.insert("receive_buffer".into(), bytes(s.receive_buffer));
+    t.insert("idle_timeout".into(), duration(s.idle_timeout));
+    t.insert("frame_timeout".into(), duration(s.frame_timeout));
+    t.insert(
+        "ipv4_prefix_length".into(),
+        Value::Integer(s.ipv4_prefix_length.into()),
+    );
+    t.insert(
+        "ipv6_prefix_length".into(),
+        Value::Integer(s.ipv6_prefix_length.into()),
+    );
+    t
+}
+
+fn encoding(e: Encoding) -> Value {
+    text(match e {
+        Encoding::Json => "json",
+        Encoding::Raw => "raw",
+    })
+}
+
+fn line_breaks(l: LineBreaks) -> Value {
+    text(match l {
+        LineBreaks::Escape => "escape",
+        LineBreaks::Space => "space",
+        LineBreaks::Keep => "keep",
+    })
+}
+
+fn sink(sink: &SinkConfig) -> Table {
+    let mut t = Table::new();
+    match sink {
+        SinkConfig::File(f) => {
+            t.insert("type".into(), text("file"));
+            t.insert("path".into(), text(&f.path.display().to_string()));
+            t.insert("encoding".into(), encoding(f.encoding));
+            t.insert("rotate_size".into(), bytes(f.rotate_size));
+            t.insert("keep".into(), Value::Integer(f.keep.into()));
+            let fsync = match f.fsync {
+                SinkFsync::Always => "always",
+                SinkFsync::Never => "never",
+            };
+            t.insert("fsync".into(), text(fsync));
+            t.insert("append_existing".into(), Value::Boolean(f.append_existing));
+            t.insert("line_breaks".into(), line_breaks(f.line_breaks));
+        }
+        SinkConfig::Tcp(c) => {
+            t.insert("type".into(), text("tcp"));
+            t.insert("address".into(), text(&c.address));
+            let framing = match c.framing {
+                TcpFraming::OctetCounting => "octet_counting",
+                TcpFraming::Newline => "newline",
+            };
+            t.insert("framing".into(), text(framing));
+            t.insert("encoding".into(), encoding(c.encoding));
+            t.insert("connect_timeout".into(), duration(c.connect_timeout));
+            t.insert("initial_backoff".into(), duration(c.initial_backoff));
+            t.insert("max_backoff".into(), duration(c.max_backoff));
+            t.insert("write_timeout".into(), duration(c.write_timeout));
+            t.insert("line_breaks".into(), line_breaks(c.line_breaks));
+            t.insert("replay_window".into(), bytes(c.replay_window));
+        }
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `sluice config` prints reads back to the same config.
+    #[test]
+    fn the_rendered_config_reads_back_the_same() {
+        let original = Config::parse(
+            &format!(
+                "{}\n[sinks.fwd]\ntype = \"tcp\"\naddress = \"127.0.0.1:6514\"\nframing = \"newline\"\n[api]\naddress = \"127.0.0.1:9514\"\ntoken = \"a-token-of-enough-length\"\n",
+                super::super::DEFAULT_CONFIG.replace("[api]\naddress = \"127.0.0.1:9514\"\n", "")
+            ),
+            "t",
+        )
+        .unwrap();
+        let rendered = render(&original);
+        assert!(!rendered.contains("a-token-of-enough-length"), "{rendered}");
+        let mut again = Config::parse(&rendered, "rendered").unwrap();
+        again.api.token = original.api.token.clone();
+        assert_eq!(again.sources, original.sources);
+        assert_eq!(again.sinks, original.sinks);
+        assert_eq!(again.wal, original.wal);
+        assert_eq!(again.api, original.api);
+        assert_eq!(render(&again), rendered);
+    }
+}

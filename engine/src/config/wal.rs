@@ -1,0 +1,141 @@
+//! `[wal]`: the write-ahead log's sizes, fsync policy, compression and disk budget.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use storage::{FsyncPolicy, FullPolicy, MinFree, RecoveryMode};
+
+use super::units::{de_bytes, de_duration, de_from_str, de_opt_bytes, snake_case};
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WalConfig {
+    /// `"always"`, `"never"` or a group-commit interval like `"5ms"`.
+    #[serde(default = "default_fsync", deserialize_with = "de_from_str")]
+    pub fsync: FsyncPolicy,
+    #[serde(default = "default_segment_size", deserialize_with = "de_bytes")]
+    pub segment_size: u64,
+    /// Bytes appended before a write is forced (one group-commit batch; two may exist).
+    #[serde(default = "default_wal_buffer", deserialize_with = "de_bytes")]
+    pub buffer_size: u64,
+    /// What recovery does with damage: `"tolerate_corrupt_tail"` or `"strict"`.
+    #[serde(default, deserialize_with = "de_recovery")]
+    pub recovery: RecoveryMode,
+    /// Compression of sealed segments outputs have not reached yet: `"zstd"` or `"none"`.
+    #[serde(default, deserialize_with = "de_from_str")]
+    pub compression: Compression,
+    /// zstd level, 1 (fastest) to 19.
+    #[serde(default = "default_compression_level")]
+    pub compression_level: i32,
+    /// A sealed segment is compressed only once it has waited this long undelivered: a
+    /// backlog of seconds is delivered soon anyway, compressing it would only cost CPU.
+    #[serde(default = "default_compress_after", deserialize_with = "de_duration")]
+    pub compress_after: Duration,
+    /// Most bytes of segments in data_dir, all shards together (unset: no limit).
+    #[serde(default, deserialize_with = "de_opt_bytes")]
+    pub max_disk: Option<u64>,
+    /// Free space to leave on data_dir's file system: a size or a percentage like `"5%"`.
+    #[serde(default = "default_min_free_disk", deserialize_with = "de_from_str")]
+    pub min_free_disk: MinFree,
+    /// At a limit: `"block"` (stop reading sockets) or `"drop_oldest"` (delete the oldest
+    /// undelivered segment, counting its events).
+    #[serde(default, deserialize_with = "de_from_str")]
+    pub when_full: FullPolicy,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig {
+            fsync: default_fsync(),
+            segment_size: default_segment_size(),
+            buffer_size: default_wal_buffer(),
+            recovery: RecoveryMode::default(),
+            compression: Compression::default(),
+            compression_level: default_compression_level(),
+            compress_after: default_compress_after(),
+            max_disk: None,
+            min_free_disk: default_min_free_disk(),
+            when_full: FullPolicy::default(),
+        }
+    }
+}
+
+impl WalConfig {
+    /// The WAL's sizes and how they must relate.
+    pub(super) fn check(&self) -> Result<(), (String, String)> {
+        let invalid = |key: &str, msg: &str| Err((format!("wal.{key}"), msg.to_string()));
+        if !(1 << 20..=storage::position::MAX_SEGMENT_SIZE / 2).contains(&self.segment_size) {
+            return invalid("segment_size", "must be between 1MiB and 32GiB");
+        }
+        if !(64 << 10..=256 << 20).contains(&self.buffer_size) {
+            return invalid("buffer_size", "must be between 64KiB and 256MiB");
+        }
+        if self.segment_size < self.buffer_size {
+            return invalid(
+                "segment_size",
+                "must be at least wal.buffer_size (a segment would grow to the buffer's size)",
+            );
+        }
+        if !(1..=19).contains(&self.compression_level) {
+            return invalid("compression_level", "must be between 1 and 19");
+        }
+        if self.max_disk.is_some_and(|m| m < 2 * self.segment_size) {
+            return invalid(
+                "max_disk",
+                "must hold at least two segments (2 × wal.segment_size); (shards + 1) × segment_size keeps every shard writing",
+            );
+        }
+        Ok(())
+    }
+}
+
+fn de_recovery<'de, D: Deserializer<'de>>(d: D) -> Result<RecoveryMode, D::Error> {
+    snake_case(
+        d,
+        &[
+            ("tolerate_corrupt_tail", RecoveryMode::TolerateCorruptTail),
+            ("strict", RecoveryMode::Strict),
+        ],
+    )
+}
+
+/// `[wal] compression`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    #[default]
+    Zstd,
+}
+
+impl FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "zstd" => Ok(Compression::Zstd),
+            "none" => Ok(Compression::None),
+            other => Err(format!("expected \"zstd\" or \"none\", got {other:?}")),
+        }
+    }
+}
+
+fn default_compression_level() -> i32 {
+    3
+}
+fn default_compress_after() -> Duration {
+    Duration::from_secs(30)
+}
+/// A floor that keeps the host usable when outputs stall for long.
+fn default_min_free_disk() -> MinFree {
+    MinFree::Bytes(256 << 20)
+}
+
+fn default_fsync() -> FsyncPolicy {
+    FsyncPolicy::Interval(Duration::from_millis(5))
+}
+fn default_segment_size() -> u64 {
+    128 << 20
+}
+fn default_wal_buffer() -> u64 {
+    4 << 20
+}
