@@ -17,7 +17,7 @@ const EXIT_FAILURE: u8 = 1;
 #[derive(Parser)]
 #[command(
     name = "sluice",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("SLUICE_COMMIT"), ")"),
     about = "Thread-per-core durable syslog aggregator"
 )]
 struct Cli {

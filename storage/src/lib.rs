@@ -59,6 +59,9 @@ pub mod reader;
 pub mod recovery;
 pub mod retention;
 pub mod segment;
+/// Fault injection for tests (a simulated disk that fails, tears and loses writes): only in
+/// test builds and with the `sim` feature, never in the release binary.
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod writer;
 
