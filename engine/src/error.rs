@@ -24,8 +24,12 @@ pub enum EngineError {
          /etc/security/limits.conf"
     )]
     MemlockTooLow { limit_kib: u64, needed_kib: u64 },
-    #[error("shard {shard}: cannot start its executor: {message}")]
-    Executor { shard: usize, message: String },
+    #[error("shard {shard}: cannot start its executor: {error}")]
+    Executor {
+        shard: usize,
+        #[source]
+        error: glommio::GlommioError<()>,
+    },
     #[error("shard {shard}: {error}")]
     Shard {
         shard: usize,
@@ -35,9 +39,13 @@ pub enum EngineError {
     #[error("shard {shard}: its executor ended unexpectedly")]
     ShardEnded { shard: usize },
     #[error("admin API: {0}")]
-    Admin(String),
-    #[error("sink {sink}: {message}")]
-    Output { sink: String, message: String },
+    Admin(#[from] crate::admin::AdminError),
+    #[error("sink {sink}: {error}")]
+    Sink {
+        sink: String,
+        #[source]
+        error: crate::sinks::SinkError,
+    },
     #[error("{op} {}: {source}", path.display())]
     Io {
         op: &'static str,

@@ -152,7 +152,7 @@ enum DumpEncoding {
 /// Exit code of `wal verify` when it found damage (EX_DATAERR).
 const EXIT_DAMAGED: u8 = 65;
 
-fn wal_command(command: WalCommand) -> Result<ExitCode, String> {
+fn wal_command(command: WalCommand) -> Result<ExitCode, engine::tools::ToolError> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let code = match command {
@@ -179,7 +179,7 @@ fn wal_command(command: WalCommand) -> Result<ExitCode, String> {
         }
     };
     use std::io::Write as _;
-    out.flush().map_err(|e| format!("write: {e}"))?;
+    out.flush().map_err(engine::tools::ToolError::Write)?;
     Ok(code)
 }
 

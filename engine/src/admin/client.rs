@@ -10,13 +10,34 @@ use crate::config::{ApiListen, Config};
 /// How long a subcommand waits for the API.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Why a subcommand could not ask the API.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("api.address is \"off\" in this config: there is no API to ask")]
+    Off,
+    #[error("cannot read the API token {}: {source}", path.display())]
+    Token {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("admin API at {address}: {source}")]
+    Io {
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("admin API at {address}: not an HTTP answer")]
+    NotHttp { address: std::net::SocketAddr },
+}
+
 /// Sends `method path` to the API of the Sluice running `config`; returns status and body.
-pub fn request(config: &Config, method: &str, path: &str) -> Result<(u16, String), String> {
+pub fn request(config: &Config, method: &str, path: &str) -> Result<(u16, String), ClientError> {
     let ApiListen::On(address) = config.api.address else {
-        return Err("api.address is \"off\" in this config: there is no API to ask".into());
+        return Err(ClientError::Off);
     };
     let token = super::token::read_for_client(config.api.token.as_deref(), &config.data_dir)?;
-    let io = |e: std::io::Error| format!("admin API at {address}: {e}");
+    let io = |source| ClientError::Io { address, source };
     let mut stream = TcpStream::connect_timeout(&address, CLIENT_TIMEOUT).map_err(io)?;
     stream.set_read_timeout(Some(CLIENT_TIMEOUT)).map_err(io)?;
     write!(
@@ -30,7 +51,7 @@ pub fn request(config: &Config, method: &str, path: &str) -> Result<(u16, String
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("admin API at {address}: not an HTTP answer"))?;
+        .ok_or(ClientError::NotHttp { address })?;
     let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     Ok((status, body.to_string()))
 }

@@ -68,26 +68,31 @@ pub struct ReloadAccepted {
     pub draining: bool,
 }
 
-/// Why a reload was refused; the running config continues.
-#[derive(Debug, Clone)]
+/// A typed reason (its chain of sources kept) for a refused reload.
+pub type Reason = Box<dyn std::error::Error + Send>;
+
+/// Why a reload was refused; the running config continues. Each carries the typed error.
+#[derive(Debug)]
 pub enum ReloadRefused {
     /// The config is invalid or needs a restart (400).
-    Invalid(String),
+    Invalid(Reason),
     /// The posted config would widen what Sluice may touch (403).
-    Forbidden(String),
+    Forbidden(Reason),
     /// The control plane cannot take it now (503).
-    Unavailable(String),
+    Unavailable(Reason),
     /// A posted config cannot be kept: no single config file to write it to (409).
-    Conflict(String),
+    Conflict(Reason),
 }
 
 impl std::fmt::Display for ReloadRefused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ReloadRefused::Invalid(m)
-            | ReloadRefused::Unavailable(m)
-            | ReloadRefused::Conflict(m) => f.write_str(m),
-            ReloadRefused::Forbidden(m) => write!(f, "not allowed through the API: {m}"),
+            ReloadRefused::Invalid(e)
+            | ReloadRefused::Unavailable(e)
+            | ReloadRefused::Conflict(e) => {
+                write!(f, "{e}")
+            }
+            ReloadRefused::Forbidden(e) => write!(f, "not allowed through the API: {e}"),
         }
     }
 }
@@ -102,6 +107,17 @@ impl std::fmt::Debug for ReloadRequest {
 /// to drain: that goes on in the background).
 const RELOAD_WAIT: Duration = Duration::from_secs(30);
 
+/// Why the admin API could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("api.address {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// The running server: its address and how to stop it.
 pub struct AdminServer {
     pub address: SocketAddr,
@@ -110,7 +126,7 @@ pub struct AdminServer {
 
 impl AdminServer {
     /// Binds `address` and serves (the token is `state.auth`).
-    pub fn start(address: SocketAddr, state: Arc<AdminState>) -> Result<AdminServer, String> {
+    pub fn start(address: SocketAddr, state: Arc<AdminState>) -> Result<AdminServer, AdminError> {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(crate::metrics::prometheus::SluiceCollector(
             Arc::clone(&state.metrics),
@@ -119,7 +135,7 @@ impl AdminServer {
         let handler: Arc<server::Handler> =
             Arc::new(move |request: &Request| route(request, &state, &registry));
         let http = server::HttpServer::start(address, ServerLimits::default(), counters, handler)
-            .map_err(|e| format!("api.address {address}: {e}"))?;
+            .map_err(|source| AdminError::Bind { address, source })?;
         Ok(AdminServer {
             address: http.address,
             http,

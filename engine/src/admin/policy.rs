@@ -53,9 +53,9 @@ impl ApiPolicy {
     }
 
     /// Checks what `posted` adds or changes against `running`; the reason when refused.
-    pub fn check(&self, running: &Config, posted: &Config) -> Result<(), String> {
+    pub fn check(&self, running: &Config, posted: &Config) -> Result<(), PolicyViolation> {
         if running.api != posted.api {
-            return Err("api: the [api] table cannot change through the API (edit the file and send SIGHUP)".into());
+            return Err(PolicyViolation::ApiChanged);
         }
         for (name, source) in &posted.sources {
             if running.sources.get(name) == Some(source) {
@@ -63,9 +63,10 @@ impl ApiPolicy {
             }
             let ip = source.address().ip();
             if !ip.is_loopback() && !self.listen_ips.contains(&ip) {
-                return Err(format!(
-                    "sources.{name}.address: {ip} is not loopback and no source of the startup config listens on it"
-                ));
+                return Err(PolicyViolation::ListenAddress {
+                    name: name.clone(),
+                    ip,
+                });
             }
         }
         for (name, sink) in &posted.sinks {
@@ -73,14 +74,19 @@ impl ApiPolicy {
                 continue;
             }
             match sink {
-                SinkConfig::File(f) => self.check_path(&f.path).map_err(|why| {
-                    format!("sinks.{name}.path: {}: {why}", f.path.display())
-                })?,
+                SinkConfig::File(f) => {
+                    self.check_path(&f.path)
+                        .map_err(|why| PolicyViolation::Path {
+                            name: name.clone(),
+                            path: f.path.clone(),
+                            why,
+                        })?
+                }
                 SinkConfig::Tcp(t) if !self.destinations.contains(&t.address) => {
-                    return Err(format!(
-                        "sinks.{name}.address: {} is not a destination of the startup config (list it in api.allowed_destinations)",
-                        t.address
-                    ))
+                    return Err(PolicyViolation::Destination {
+                        name: name.clone(),
+                        address: t.address.clone(),
+                    })
                 }
                 SinkConfig::Tcp(_) => {}
             }
@@ -88,7 +94,7 @@ impl ApiPolicy {
         Ok(())
     }
 
-    fn check_path(&self, path: &Path) -> Result<(), String> {
+    fn check_path(&self, path: &Path) -> Result<(), PathRefusal> {
         let resolved = resolve(path)?;
         if self.allowed_paths.iter().any(|a| resolved.starts_with(a)) {
             return Ok(());
@@ -98,11 +104,41 @@ impl ApiPolicy {
             .iter()
             .map(|p| p.display().to_string())
             .collect();
-        Err(format!(
-            "not under api.allowed_paths ({})",
-            allowed.join(", ")
-        ))
+        Err(PathRefusal::Outside {
+            allowed: allowed.join(", "),
+        })
     }
+}
+
+/// Why a posted config was refused (403).
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyViolation {
+    #[error("api: the [api] table cannot change through the API (edit the file and send SIGHUP)")]
+    ApiChanged,
+    #[error("sources.{name}.address: {ip} is not loopback and no source of the startup config listens on it")]
+    ListenAddress { name: String, ip: std::net::IpAddr },
+    #[error("sinks.{name}.path: {}: {why}", path.display())]
+    Path {
+        name: String,
+        path: PathBuf,
+        #[source]
+        why: PathRefusal,
+    },
+    #[error("sinks.{name}.address: {address} is not a destination of the startup config (list it in api.allowed_destinations)")]
+    Destination { name: String, address: String },
+}
+
+/// Why a file sink's path may not be set through the API.
+#[derive(Debug, thiserror::Error)]
+pub enum PathRefusal {
+    #[error("'..' is not allowed in paths set through the API")]
+    ParentDir,
+    #[error("cannot resolve relative paths: {0}")]
+    CurrentDir(#[source] std::io::Error),
+    #[error("cannot resolve the path")]
+    Unresolvable,
+    #[error("not under api.allowed_paths ({allowed})")]
+    Outside { allowed: String },
 }
 
 fn parent_dir(path: &Path) -> PathBuf {
@@ -113,12 +149,12 @@ fn parent_dir(path: &Path) -> PathBuf {
 }
 
 /// `path` made absolute, without `..`, with its longest existing ancestor's symlinks resolved.
-fn resolve(path: &Path) -> Result<PathBuf, String> {
+fn resolve(path: &Path) -> Result<PathBuf, PathRefusal> {
     if path.components().any(|c| c == Component::ParentDir) {
-        return Err("'..' is not allowed in paths set through the API".into());
+        return Err(PathRefusal::ParentDir);
     }
     let absolute = std::env::current_dir()
-        .map_err(|e| format!("cannot resolve relative paths: {e}"))?
+        .map_err(PathRefusal::CurrentDir)?
         .join(path);
     let mut existing = absolute.as_path();
     let mut rest = Vec::new();
@@ -134,7 +170,7 @@ fn resolve(path: &Path) -> Result<PathBuf, String> {
                     rest.push(name.to_os_string());
                     existing = parent;
                 }
-                _ => return Err("cannot resolve the path".into()),
+                _ => return Err(PathRefusal::Unresolvable),
             },
         }
     }
@@ -174,10 +210,26 @@ mod tests {
             let e = policy
                 .check(&running, &config(dir.path(), &file_sink(Path::new(bad))))
                 .unwrap_err();
-            assert!(e.contains("allowed_paths"), "{e}");
+            assert!(
+                matches!(
+                    e,
+                    PolicyViolation::Path {
+                        why: PathRefusal::Outside { .. },
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+            assert!(e.to_string().contains("allowed_paths"), "{e}");
         }
         let dotdot = config(dir.path(), &file_sink(&out.join("../../etc/x")));
-        assert!(policy.check(&running, &dotdot).unwrap_err().contains(".."));
+        assert!(matches!(
+            policy.check(&running, &dotdot),
+            Err(PolicyViolation::Path {
+                why: PathRefusal::ParentDir,
+                ..
+            })
+        ));
         // A symlink inside an allowed directory does not lead out of it.
         std::os::unix::fs::symlink("/etc", out.join("etc")).unwrap();
         let linked = config(dir.path(), &file_sink(&out.join("etc/cron.d/x")));
@@ -194,10 +246,10 @@ mod tests {
             "t",
         )
         .unwrap();
-        assert!(policy
-            .check(&running, &wide)
-            .unwrap_err()
-            .contains("loopback"));
+        assert!(matches!(
+            policy.check(&running, &wide),
+            Err(PolicyViolation::ListenAddress { .. })
+        ));
         let exfil = Config::parse(
             &format!(
                 "{}[sinks.t]\ntype = \"tcp\"\naddress = \"127.0.0.1:4444\"\n",
@@ -206,10 +258,10 @@ mod tests {
             "t",
         )
         .unwrap();
-        assert!(policy
-            .check(&running, &exfil)
-            .unwrap_err()
-            .contains("allowed_destinations"));
+        assert!(matches!(
+            policy.check(&running, &exfil),
+            Err(PolicyViolation::Destination { .. })
+        ));
         let token = Config::parse(
             &running.source_text.replace(
                 "[sources.a]",
@@ -218,9 +270,9 @@ mod tests {
             "t",
         )
         .unwrap();
-        assert!(policy
-            .check(&running, &token)
-            .unwrap_err()
-            .starts_with("api"));
+        assert!(matches!(
+            policy.check(&running, &token),
+            Err(PolicyViolation::ApiChanged)
+        ));
     }
 }

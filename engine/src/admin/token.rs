@@ -86,14 +86,17 @@ pub fn write_generated(data_dir: &Path) -> Result<String, (PathBuf, std::io::Err
 }
 
 /// The token a `sluice` subcommand presents: the configured one, else the file's.
-pub fn read_for_client(configured: Option<&str>, data_dir: &Path) -> Result<String, String> {
+pub fn read_for_client(
+    configured: Option<&str>,
+    data_dir: &Path,
+) -> Result<String, super::client::ClientError> {
     if let Some(t) = configured {
         return Ok(t.to_string());
     }
     let path = data_dir.join(TOKEN_FILE);
     std::fs::read_to_string(&path)
         .map(|t| t.trim().to_string())
-        .map_err(|e| format!("cannot read the API token {}: {e}", path.display()))
+        .map_err(|source| super::client::ClientError::Token { path, source })
 }
 
 #[cfg(test)]

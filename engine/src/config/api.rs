@@ -46,15 +46,20 @@ pub enum ApiListen {
     On(SocketAddr),
 }
 
+/// `api.address` that is neither `host:port` nor `off`.
+#[derive(Debug, thiserror::Error)]
+#[error("expected \"host:port\" or \"off\", got {0:?}")]
+pub struct ApiListenError(String);
+
 impl FromStr for ApiListen {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ApiListenError;
+    fn from_str(s: &str) -> Result<Self, ApiListenError> {
         if s == "off" {
             return Ok(ApiListen::Off);
         }
         s.parse()
             .map(ApiListen::On)
-            .map_err(|_| format!("expected \"host:port\" or \"off\", got {s:?}"))
+            .map_err(|_| ApiListenError(s.to_string()))
     }
 }
 

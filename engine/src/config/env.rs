@@ -5,10 +5,24 @@
 //! uninterpolated.
 
 /// Why interpolation failed: the line (1-based) and what.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {problem}")]
 pub struct InterpolationError {
     pub line: usize,
-    pub message: String,
+    pub problem: Problem,
+}
+
+/// What is wrong with a `${…}`.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error("an unterminated `${{`")]
+    Unterminated,
+    #[error("`${{{0}}}`: not an environment variable name")]
+    BadName(String),
+    #[error("environment variable {0} is not set (write ${{{0}:-}} for an empty default)")]
+    Unset(String),
+    #[error("{name}: {message}")]
+    Required { name: String, message: String },
 }
 
 /// `text` with every `${…}` replaced from `lookup`.
@@ -22,9 +36,9 @@ pub fn interpolate(
             out.push_str(line);
             continue;
         }
-        interpolate_line(line, &lookup, &mut out).map_err(|message| InterpolationError {
+        interpolate_line(line, &lookup, &mut out).map_err(|problem| InterpolationError {
             line: i + 1,
-            message,
+            problem,
         })?;
     }
     Ok(out)
@@ -34,7 +48,7 @@ fn interpolate_line(
     line: &str,
     lookup: &impl Fn(&str) -> Option<String>,
     out: &mut String,
-) -> Result<(), String> {
+) -> Result<(), Problem> {
     let mut rest = line;
     while let Some(at) = rest.find('$') {
         out.push_str(&rest[..at]);
@@ -43,9 +57,7 @@ fn interpolate_line(
             out.push('$');
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end = body
-                .find('}')
-                .ok_or_else(|| "an unterminated `${`".to_string())?;
+            let end = body.find('}').ok_or(Problem::Unterminated)?;
             out.push_str(&expand(&body[..end], lookup)?);
             rest = &body[end + 1..];
         } else {
@@ -58,7 +70,7 @@ fn interpolate_line(
 }
 
 /// One `${…}` body: `NAME`, `NAME:-default` or `NAME:?message`.
-fn expand(body: &str, lookup: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
+fn expand(body: &str, lookup: &impl Fn(&str) -> Option<String>) -> Result<String, Problem> {
     let (name, op, arg) = match body.find(":-").or_else(|| body.find(":?")) {
         Some(i) => (&body[..i], &body[i..i + 2], &body[i + 2..]),
         None => (body, "", ""),
@@ -66,16 +78,17 @@ fn expand(body: &str, lookup: &impl Fn(&str) -> Option<String>) -> Result<String
     let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
-        return Err(format!("`${{{body}}}`: not an environment variable name"));
+        return Err(Problem::BadName(body.to_string()));
     }
     let value = lookup(name).filter(|v| !v.is_empty() || op.is_empty());
     match (value, op) {
         (Some(v), _) => Ok(v),
         (None, ":-") => Ok(arg.to_string()),
-        (None, ":?") => Err(format!("{name}: {arg}")),
-        (None, _) => Err(format!(
-            "environment variable {name} is not set (write ${{{name}:-}} for an empty default)"
-        )),
+        (None, ":?") => Err(Problem::Required {
+            name: name.to_string(),
+            message: arg.to_string(),
+        }),
+        (None, _) => Err(Problem::Unset(name.to_string())),
     }
 }
 
@@ -100,11 +113,12 @@ mod tests {
         );
         let e = interpolate("x = 1\ntoken = \"${MISSING}\"\n", env).unwrap_err();
         assert_eq!(e.line, 2);
-        assert!(e.message.contains("MISSING is not set"), "{e:?}");
+        assert_eq!(e.problem, Problem::Unset("MISSING".into()));
+        assert!(e.to_string().contains("MISSING is not set"), "{e}");
         let e = interpolate("t = \"${MISSING:?set the API token}\"\n", env).unwrap_err();
-        assert_eq!(e.message, "MISSING: set the API token");
+        assert_eq!(e.problem.to_string(), "MISSING: set the API token");
         let e = interpolate("t = \"${EMPTY:?must not be empty}\"\n", env).unwrap_err();
-        assert_eq!(e.message, "EMPTY: must not be empty");
+        assert_eq!(e.problem.to_string(), "EMPTY: must not be empty");
         assert!(interpolate("t = \"${1BAD}\"\n", env).is_err());
         assert!(interpolate("t = \"${OPEN\"\n", env).is_err());
         assert_eq!(

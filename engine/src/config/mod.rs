@@ -48,11 +48,11 @@ pub enum ConfigError {
     },
     #[error("{origin}: {message}")]
     Parse { origin: String, message: String },
-    #[error("{origin}: line {line}: {message}")]
+    #[error("{origin}: {error}")]
     Environment {
         origin: String,
-        line: usize,
-        message: String,
+        #[source]
+        error: env::InterpolationError,
     },
     #[error("{origin}: {key}: {message}")]
     Invalid {
@@ -238,8 +238,7 @@ fn read_part(text: &str, origin: &str) -> Result<Part, ConfigError> {
     let interpolated = env::interpolate(text, |name| std::env::var(name).ok()).map_err(|e| {
         ConfigError::Environment {
             origin: origin.to_string(),
-            line: e.line,
-            message: e.message,
+            error: e,
         }
     })?;
     let parse_error = |e: toml::de::Error| ConfigError::Parse {
@@ -319,15 +318,21 @@ impl Config {
 
     /// The file system under data_dir must be larger than what `min_free_disk` keeps free, or
     /// no segment could ever be written (ingest would block forever while `/ready` says 200).
-    pub fn check_min_free_disk(&self, data_dir: &Path) -> Result<(), String> {
+    pub fn check_min_free_disk(&self, data_dir: &Path) -> Result<(), ConfigError> {
         let MinFree::Bytes(keep) = self.wal.min_free_disk else {
             return Ok(());
         };
         match storage::budget::file_system_size(data_dir) {
-            Some(total) if keep.saturating_add(self.wal.segment_size) > total => Err(format!(
-                "wal.min_free_disk ({keep} bytes) plus one segment does not fit on the file system of {} ({total} bytes)",
-                data_dir.display()
-            )),
+            Some(total) if keep.saturating_add(self.wal.segment_size) > total => {
+                Err(ConfigError::Invalid {
+                    origin: "the config".into(),
+                    key: "wal.min_free_disk".into(),
+                    message: format!(
+                        "{keep} bytes plus one segment does not fit on the file system of {} ({total} bytes)",
+                        data_dir.display()
+                    ),
+                })
+            }
             _ => Ok(()),
         }
     }
@@ -393,7 +398,9 @@ impl Config {
         self.api.check()?;
         let mut bound = Vec::new();
         for (name, source) in &self.sources {
-            check_name(name).or_else(|m| invalid(format!("sources.{name}"), &m))?;
+            if !is_plain_name(name) {
+                return invalid(format!("sources.{name}"), NAME_RULE);
+            }
             let SourceConfig::Syslog(s) = source;
             s.check(name, &self.wal)?;
             if bound.contains(&(s.mode, s.address)) {
@@ -405,7 +412,9 @@ impl Config {
             bound.push((s.mode, s.address));
         }
         for (name, sink) in &self.sinks {
-            check_name(name).or_else(|m| invalid(format!("sinks.{name}"), &m))?;
+            if !is_plain_name(name) {
+                return invalid(format!("sinks.{name}"), NAME_RULE);
+            }
             sink.check(name)?;
         }
         Ok(())
@@ -424,17 +433,14 @@ impl Config {
 }
 
 /// Source and sink names become file names (cursors), so they are kept plain.
-fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
+const NAME_RULE: &str = "names may only use letters, digits, '_' and '-' (at most 64)";
+
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 64
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err("names may only use letters, digits, '_' and '-' (at most 64)".into())
-    }
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 #[cfg(test)]
@@ -544,7 +550,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = Config::parse(&format!("[wal]\nmin_free_disk = \"1PiB\"\n{MINIMAL}"), "t").unwrap();
         let e = c.check_min_free_disk(dir.path()).unwrap_err();
-        assert!(e.contains("min_free_disk"), "{e}");
+        assert!(e.to_string().contains("min_free_disk"), "{e}");
         assert!(Config::parse(MINIMAL, "t")
             .unwrap()
             .check_min_free_disk(dir.path())

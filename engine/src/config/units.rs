@@ -54,7 +54,8 @@ where
 pub(super) fn de_from_str<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
-    T: FromStr<Err = String>,
+    T: FromStr,
+    T::Err: std::fmt::Display,
 {
     let s = String::deserialize(d)?;
     s.parse().map_err(de::Error::custom)

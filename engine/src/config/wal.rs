@@ -1,6 +1,5 @@
 //! `[wal]`: the write-ahead log's sizes, fsync policy, compression and disk budget.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -23,7 +22,7 @@ pub struct WalConfig {
     #[serde(default, deserialize_with = "de_recovery")]
     pub recovery: RecoveryMode,
     /// Compression of sealed segments outputs have not reached yet: `"zstd"` or `"none"`.
-    #[serde(default, deserialize_with = "de_from_str")]
+    #[serde(default)]
     pub compression: Compression,
     /// zstd level, 1 (fastest) to 19.
     #[serde(default = "default_compression_level")]
@@ -108,14 +107,12 @@ pub enum Compression {
     Zstd,
 }
 
-impl FromStr for Compression {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "zstd" => Ok(Compression::Zstd),
-            "none" => Ok(Compression::None),
-            other => Err(format!("expected \"zstd\" or \"none\", got {other:?}")),
-        }
+impl<'de> Deserialize<'de> for Compression {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        snake_case(
+            d,
+            &[("zstd", Compression::Zstd), ("none", Compression::None)],
+        )
     }
 }
 

@@ -24,6 +24,38 @@ use crate::sources::limits::ConnectionMemory;
 const MEMORY_TRIM_INTERVAL: Duration = Duration::from_secs(5);
 /// Longest a reload waits for a shard to take a source command.
 const SHARD_COMMAND_WAIT: Duration = Duration::from_secs(10);
+/// Why the control plane could not apply (or keep) a new config.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("running on the embedded default config: there is no file to reload")]
+    NoFileToReload,
+    #[error("Sluice runs on the embedded default config: a posted config has no file to be written to and a restart would lose it; start Sluice with --config FILE")]
+    PostedToEmbedded,
+    #[error("Sluice was started from several config files: a posted config cannot be written back to them; edit the files and POST /reload")]
+    PostedToSeveralFiles,
+    #[error("cannot write the posted config to {}: {source}; nothing was changed", path.display())]
+    WriteBack {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sources.{name}.address {address}: {source}")]
+    AddressInUse {
+        name: String,
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("shard {shard} is not running")]
+    ShardNotRunning { shard: usize },
+    #[error("shard {shard} did not {what} in time")]
+    ShardNoAnswer { shard: usize, what: String },
+    #[error(transparent)]
+    Source(#[from] crate::sources::SourceError),
+    #[error(transparent)]
+    Sink(Box<crate::error::EngineError>),
+}
+
 /// What the main thread changes while running: the config, the outputs, the sources (through
 /// the shards' command channels).
 pub(super) struct Live {
@@ -186,22 +218,23 @@ impl Live {
         if text.is_some() {
             self.policy
                 .check(&self.config, &new)
-                .map_err(ReloadRefused::Forbidden)?;
+                .map_err(|e| ReloadRefused::Forbidden(Box::new(e)))?;
         }
-        let plan = reload::plan(&self.config, &new).map_err(ReloadRefused::Invalid)?;
+        let plan =
+            reload::plan(&self.config, &new).map_err(|e| ReloadRefused::Invalid(Box::new(e)))?;
         self.check_new_addresses(&plan)
-            .map_err(ReloadRefused::Invalid)?;
+            .map_err(|e| ReloadRefused::Invalid(Box::new(e)))?;
         if let (Some(text), Some(path)) = (&text, self.config.files.single_file()) {
             // Written before it is applied: a SIGHUP or restart later keeps it.
-            config::files::write_atomically(path, text).map_err(|e| {
-                ReloadRefused::Unavailable(format!(
-                    "cannot write the posted config to {}: {e}; nothing was changed",
-                    path.display()
-                ))
+            config::files::write_atomically(path, text).map_err(|source| {
+                ReloadRefused::Unavailable(Box::new(ControlError::WriteBack {
+                    path: path.to_path_buf(),
+                    source,
+                }))
             })?;
         }
         self.apply(&plan, &new, counters)
-            .map_err(ReloadRefused::Unavailable)?;
+            .map_err(|e| ReloadRefused::Unavailable(Box::new(e)))?;
         let summary = plan.describe_with(&self.config, &new);
         *write_lock(&self.admin_state.config_text) = new.source_text.clone();
         if let Some(token) = &new.api.token {
@@ -220,27 +253,27 @@ impl Live {
         let files = &self.config.files;
         let new = match text {
             Some(_) if files.is_embedded() => {
-                return Err(ReloadRefused::Conflict(
-                    "Sluice runs on the embedded default config: a posted config has no file to be written to and a restart would lose it; start Sluice with --config FILE".into(),
-                ))
+                return Err(ReloadRefused::Conflict(Box::new(
+                    ControlError::PostedToEmbedded,
+                )))
             }
             Some(_) if files.single_file().is_none() => {
-                return Err(ReloadRefused::Conflict(
-                    "Sluice was started from several config files: a posted config cannot be written back to them; edit the files and POST /reload".into(),
-                ))
+                return Err(ReloadRefused::Conflict(Box::new(
+                    ControlError::PostedToSeveralFiles,
+                )))
             }
             Some(text) => Config::parse(text, "the posted config").map(|mut c| {
                 c.files = files.clone();
                 c
             }),
             None if files.is_embedded() => {
-                return Err(ReloadRefused::Invalid(
-                    "running on the embedded default config: there is no file to reload".into(),
-                ))
+                return Err(ReloadRefused::Invalid(Box::new(
+                    ControlError::NoFileToReload,
+                )))
             }
             None => files.load(),
         };
-        new.map_err(|e| ReloadRefused::Invalid(e.to_string()))
+        new.map_err(|e| ReloadRefused::Invalid(Box::new(e)))
     }
 
     fn apply(
@@ -248,7 +281,7 @@ impl Live {
         plan: &reload::Plan,
         new: &Config,
         counters: &Counters,
-    ) -> Result<(), String> {
+    ) -> Result<(), ControlError> {
         for name in &plan.sources_removed {
             self.remove_source(name)?;
             write_lock(&counters.sources).retain(|(n, _)| n != name);
@@ -265,7 +298,7 @@ impl Live {
         for (name, sink) in &plan.sinks_added {
             self.outputs
                 .start(name, sink, counters)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| ControlError::Sink(Box::new(e)))?;
         }
         Ok(())
     }
@@ -287,7 +320,7 @@ impl Live {
 
     /// A new source address another process holds would fail half-way through a reload:
     /// refuse it before anything changes.
-    fn check_new_addresses(&self, plan: &reload::Plan) -> Result<(), String> {
+    fn check_new_addresses(&self, plan: &reload::Plan) -> Result<(), ControlError> {
         let ours: Vec<SocketAddr> = self.config.sources.values().map(|s| s.address()).collect();
         for (name, source) in &plan.sources_added {
             if source.address().port() == 0 || ours.contains(&source.address()) {
@@ -297,7 +330,11 @@ impl Live {
                 SourceMode::Tcp => std::net::TcpListener::bind(source.address()).map(drop),
                 SourceMode::Udp => std::net::UdpSocket::bind(source.address()).map(drop),
             };
-            free.map_err(|e| format!("sources.{name}.address {}: {e}", source.address()))?;
+            free.map_err(|source_error| ControlError::AddressInUse {
+                name: name.clone(),
+                address: source.address(),
+                source: source_error,
+            })?;
         }
         Ok(())
     }
@@ -309,21 +346,22 @@ impl Live {
         shard: usize,
         what: &str,
         make: impl FnOnce(crossbeam_channel::Sender<T>) -> ShardCommand,
-    ) -> Result<T, String> {
-        let commands = self
-            .shards
-            .get(shard)
-            .ok_or_else(|| format!("no shard {shard}"))?;
+    ) -> Result<T, ControlError> {
+        let not_running = ControlError::ShardNotRunning { shard };
+        let commands = self.shards.get(shard).ok_or(not_running)?;
         let (reply, answer) = crossbeam_channel::bounded(1);
         if commands.send(make(reply)).is_err() {
-            return Err(format!("shard {shard} is not running"));
+            return Err(ControlError::ShardNotRunning { shard });
         }
         answer
             .recv_timeout(SHARD_COMMAND_WAIT)
-            .map_err(|_| format!("shard {shard} did not {what}"))
+            .map_err(|_| ControlError::ShardNoAnswer {
+                shard,
+                what: what.to_string(),
+            })
     }
 
-    fn remove_source(&self, name: &str) -> Result<(), String> {
+    fn remove_source(&self, name: &str) -> Result<(), ControlError> {
         for shard in 0..self.shards.len() {
             self.ask_shard(shard, &format!("remove source {name}"), |reply| {
                 ShardCommand::RemoveSource {
@@ -336,18 +374,20 @@ impl Live {
     }
 
     /// Binds on shard 0 first (resolving port 0), then on the others at the same address.
-    fn add_source(&self, name: &str, source: &SourceConfig) -> Result<Arc<SourceCounters>, String> {
+    fn add_source(
+        &self,
+        name: &str,
+        source: &SourceConfig,
+    ) -> Result<Arc<SourceCounters>, ControlError> {
         let mut spec = super::shards::source_spec(name, source, self.shards.len(), &self.memory);
         for shard in 0..self.shards.len() {
             let command_spec = spec.clone();
-            let address = self
-                .ask_shard(shard, &format!("add source {name}"), |reply| {
-                    ShardCommand::AddSource {
-                        spec: Box::new(command_spec),
-                        reply,
-                    }
-                })?
-                .map_err(|e| e.to_string())?;
+            let address = self.ask_shard(shard, &format!("add source {name}"), |reply| {
+                ShardCommand::AddSource {
+                    spec: Box::new(command_spec),
+                    reply,
+                }
+            })??;
             spec.address = address;
             if shard == 0 {
                 tracing::info!(source = %name, %address, "source listening");

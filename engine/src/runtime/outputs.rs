@@ -64,9 +64,9 @@ impl OutputSet {
             self.waiting.insert(name.to_string(), sink.clone());
             return Ok(());
         }
-        let opened = crate::sinks::open(sink).map_err(|message| EngineError::Output {
+        let opened = crate::sinks::open(sink).map_err(|error| EngineError::Sink {
             sink: name.to_string(),
-            message: message.to_string(),
+            error,
         })?;
         for log in &self.logs {
             log.retention.register(name);
@@ -89,9 +89,10 @@ impl OutputSet {
                 let _ = ended.send(name);
                 result
             })
-            .map_err(|e| EngineError::Output {
-                sink: name.to_string(),
-                message: e.to_string(),
+            .map_err(|source| EngineError::Io {
+                op: "start the thread of sink",
+                path: name.into(),
+                source,
             })?;
         self.wakers.add(name, handle.thread().clone());
         write_lock(&registry.outputs).push((name.to_string(), Arc::clone(&counters)));

@@ -19,6 +19,13 @@ use std::collections::BTreeMap;
 
 use crate::config::{Config, SinkConfig, SourceConfig};
 
+/// A change only a restart can apply.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{key} cannot change while running: restart Sluice to apply it")]
+pub struct RestartNeeded {
+    pub key: &'static str,
+}
+
 /// What a reload changes.
 #[derive(Debug, Default, PartialEq)]
 pub struct Plan {
@@ -30,7 +37,7 @@ pub struct Plan {
 
 /// Compares the running config with a new one: what changes, or why it cannot be applied
 /// without a restart.
-pub fn plan(old: &Config, new: &Config) -> Result<Plan, String> {
+pub fn plan(old: &Config, new: &Config) -> Result<Plan, RestartNeeded> {
     let restart_only = [
         ("data_dir", old.data_dir != new.data_dir),
         ("shards", old.shard_count() != new.shard_count()),
@@ -42,9 +49,7 @@ pub fn plan(old: &Config, new: &Config) -> Result<Plan, String> {
         ),
     ];
     if let Some((key, _)) = restart_only.iter().find(|(_, changed)| *changed) {
-        return Err(format!(
-            "{key} cannot change while running: restart Sluice to apply it"
-        ));
+        return Err(RestartNeeded { key });
     }
     let (sources_removed, sources_added) = diff(&old.sources, &new.sources);
     let (sinks_removed, sinks_added) = diff(&old.sinks, &new.sinks);
@@ -162,8 +167,9 @@ mod tests {
     fn restart_only_keys_are_refused() {
         let old = config("");
         let e = plan(&old, &config("[wal]\nfsync = \"always\"\n")).unwrap_err();
-        assert!(e.contains("wal") && e.contains("restart"), "{e}");
+        assert_eq!(e, RestartNeeded { key: "wal" });
+        assert!(e.to_string().contains("restart"), "{e}");
         let e = plan(&old, &config("shards = 3\n")).unwrap_err();
-        assert!(e.contains("shards"), "{e}");
+        assert_eq!(e, RestartNeeded { key: "shards" });
     }
 }

@@ -19,13 +19,7 @@ pub(super) fn disk_budget(
     shards: usize,
 ) -> Result<Arc<DiskBudget>, EngineError> {
     let wal = &config.wal;
-    config.check_min_free_disk(data_dir).map_err(|message| {
-        EngineError::Config(crate::config::ConfigError::Invalid {
-            origin: "the config".into(),
-            key: "wal.min_free_disk".into(),
-            message,
-        })
-    })?;
+    config.check_min_free_disk(data_dir)?;
     if let Some(max) = wal.max_disk {
         let needed = (shards as u64 + 1) * wal.segment_size;
         if max < needed {

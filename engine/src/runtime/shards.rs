@@ -157,7 +157,7 @@ fn start_one(
             let _ = exits.send(id);
             result
         })
-        .map_err(|e| executor_error(id, &e.to_string()))?;
+        .map_err(|e| executor_error(id, e))?;
     let bound = match bound_rx.recv() {
         Ok(Ok(bound)) => bound,
         Ok(Err(error)) => {
@@ -172,16 +172,13 @@ fn start_one(
     Ok((RunningShard { id, handle }, bound))
 }
 
-fn executor_error(shard: usize, message: &str) -> EngineError {
-    if message.contains("memlock") {
+fn executor_error(shard: usize, error: glommio::GlommioError<()>) -> EngineError {
+    if error.to_string().contains("memlock") {
         if let Err(e) = check_memlock() {
             return e;
         }
     }
-    EngineError::Executor {
-        shard,
-        message: message.to_string(),
-    }
+    EngineError::Executor { shard, error }
 }
 
 /// Tells every shard to stop (drain its connections, commit its WAL) and waits for each;

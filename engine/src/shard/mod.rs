@@ -112,7 +112,7 @@ pub enum ShardError {
     #[error("cannot read its command doorbell: {0}")]
     Doorbell(#[source] std::io::Error),
     #[error("executor: {0}")]
-    Executor(String),
+    Executor(#[source] glommio::GlommioError<()>),
 }
 
 /// The addresses a shard bound, in source order.
@@ -278,9 +278,7 @@ pub async fn run(
     let taken = take_commands(&shard, &gate, &mut running, spec.commands).await;
     tracing::debug!(shard = spec.id, "stopping: draining connections");
     shard.stop.stop();
-    gate.close()
-        .await
-        .map_err(|e| ShardError::Executor(e.to_string()))?;
+    gate.close().await.map_err(ShardError::Executor)?;
     appender.close();
     let flushed = flusher_task.await;
     let _ = publisher.await;

@@ -11,6 +11,19 @@ use storage::inspect::{inspect_shard, shard_dirs, ShardInfo};
 use crate::config::Encoding;
 use crate::delivery::encode_record;
 
+/// Why a tool could not look at the data directory.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("{}: no shard-<n> directories: not a Sluice data_dir?", data_dir.display())]
+    NotADataDir { data_dir: std::path::PathBuf },
+    #[error("{}: no such shard directory", dir.display())]
+    NoShard { dir: std::path::PathBuf },
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    #[error("write: {0}")]
+    Write(#[source] std::io::Error),
+}
+
 /// What `verify` found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -18,24 +31,19 @@ pub enum Verdict {
     Damaged,
 }
 
-fn shards(data_dir: &Path) -> Result<Vec<(usize, ShardInfo)>, String> {
-    let dirs = shard_dirs(data_dir).map_err(|e| e.to_string())?;
+fn shards(data_dir: &Path) -> Result<Vec<(usize, ShardInfo)>, ToolError> {
+    let dirs = shard_dirs(data_dir)?;
     if dirs.is_empty() {
-        return Err(format!(
-            "{}: no shard-<n> directories: not a Sluice data_dir?",
-            data_dir.display()
-        ));
+        return Err(ToolError::NotADataDir {
+            data_dir: data_dir.to_path_buf(),
+        });
     }
     dirs.into_iter()
-        .map(|(n, dir)| {
-            inspect_shard(&dir)
-                .map(|i| (n, i))
-                .map_err(|e| e.to_string())
-        })
+        .map(|(n, dir)| Ok((n, inspect_shard(&dir)?)))
         .collect()
 }
 
-pub fn inspect(data_dir: &Path, out: &mut impl Write) -> Result<(), String> {
+pub fn inspect(data_dir: &Path, out: &mut impl Write) -> Result<(), ToolError> {
     for (n, shard) in shards(data_dir)? {
         let bytes: u64 = shard.segments.iter().map(|s| s.bytes).sum();
         let records: u64 = shard.segments.iter().map(|s| s.records).sum();
@@ -87,7 +95,7 @@ pub fn inspect(data_dir: &Path, out: &mut impl Write) -> Result<(), String> {
 
 /// Checks every record and footer of every segment (compressed ones decompressed) and every
 /// cursor; prints each problem with its place.
-pub fn verify(data_dir: &Path, out: &mut impl Write) -> Result<Verdict, String> {
+pub fn verify(data_dir: &Path, out: &mut impl Write) -> Result<Verdict, ToolError> {
     let mut verdict = Verdict::Clean;
     let mut records = 0;
     for (n, shard) in shards(data_dir)? {
@@ -137,10 +145,10 @@ pub fn dump(
     from_id: Option<u64>,
     encoding: Encoding,
     out: &mut impl Write,
-) -> Result<u64, String> {
+) -> Result<u64, ToolError> {
     let dir = data_dir.join(format!("shard-{shard}"));
     if !dir.is_dir() {
-        return Err(format!("{}: no such shard directory", dir.display()));
+        return Err(ToolError::NoShard { dir });
     }
     let (mut buf, mut scratch) = (Vec::new(), Vec::new());
     let mut write_error = None;
@@ -155,11 +163,10 @@ pub fn dump(
             write_error = out.write_all(&buf).err();
             buf.clear();
         }
-    })
-    .map_err(|e| e.to_string())?;
+    })?;
     match write_error {
-        None => out.write_all(&buf).map_err(|e| format!("write: {e}"))?,
-        Some(e) => return Err(format!("write: {e}")),
+        None => out.write_all(&buf).map_err(ToolError::Write)?,
+        Some(e) => return Err(ToolError::Write(e)),
     }
     Ok(count)
 }

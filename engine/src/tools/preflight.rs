@@ -22,30 +22,30 @@ pub struct Problem {
 /// Runs every check; an empty list means the host is ready for this config.
 pub fn check_environment(config: &Config) -> Vec<Problem> {
     let mut problems = Vec::new();
-    if let Err(message) = check_data_dir(&config.data_dir) {
+    if let Err(e) = check_data_dir(&config.data_dir) {
         problems.push(Problem {
             check: format!("data_dir {}", config.data_dir.display()),
-            message,
+            message: e.to_string(),
         });
-    } else if let Err(message) = config.check_min_free_disk(&config.data_dir) {
+    } else if let Err(e) = config.check_min_free_disk(&config.data_dir) {
         problems.push(Problem {
             check: "wal.min_free_disk".into(),
-            message,
+            message: e.to_string(),
         });
     }
     for (name, source) in &config.sources {
-        if let Err(message) = check_bind(source.mode(), source.address()) {
+        if let Err(e) = check_bind(source.mode(), source.address()) {
             problems.push(Problem {
                 check: format!("sources.{name}.address {}", source.address()),
-                message,
+                message: e.to_string(),
             });
         }
     }
     if let ApiListen::On(address) = config.api.address {
-        if let Err(message) = check_bind(SourceMode::Tcp, address) {
+        if let Err(e) = check_bind(SourceMode::Tcp, address) {
             problems.push(Problem {
                 check: format!("api.address {address}"),
-                message,
+                message: e.to_string(),
             });
         }
     }
@@ -58,26 +58,39 @@ pub fn check_environment(config: &Config) -> Vec<Problem> {
     problems
 }
 
-fn check_data_dir(dir: &Path) -> Result<(), String> {
+/// A host check that failed: what, with the I/O error that says why.
+#[derive(Debug, thiserror::Error)]
+pub enum HostProblem {
+    #[error("cannot create it: {0}")]
+    CreateDir(#[source] std::io::Error),
+    #[error("not writable by this user: {0}")]
+    NotWritable(#[source] std::io::Error),
+    #[error("{0}: ports below 1024 need CAP_NET_BIND_SERVICE (the systemd unit grants it)")]
+    PrivilegedPort(#[source] std::io::Error),
+    #[error("{0}: another process holds it")]
+    InUse(#[source] std::io::Error),
+    #[error("{0}")]
+    Bind(#[source] std::io::Error),
+}
+
+fn check_data_dir(dir: &Path) -> Result<(), HostProblem> {
     use std::io::Write;
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create it: {e}"))?;
+    std::fs::create_dir_all(dir).map_err(HostProblem::CreateDir)?;
     let probe = dir.join(".sluice-validate-probe");
     let written = std::fs::File::create(&probe)
         .and_then(|mut f| f.write_all(b"probe").and_then(|()| f.sync_all()));
     let _ = std::fs::remove_file(&probe);
-    written.map_err(|e| format!("not writable by this user: {e}"))
+    written.map_err(HostProblem::NotWritable)
 }
 
-fn check_bind(mode: SourceMode, address: SocketAddr) -> Result<(), String> {
+fn check_bind(mode: SourceMode, address: SocketAddr) -> Result<(), HostProblem> {
     let bound = match mode {
         SourceMode::Tcp => TcpListener::bind(address).map(drop),
         SourceMode::Udp => UdpSocket::bind(address).map(drop),
     };
     bound.map_err(|e| match e.kind() {
-        std::io::ErrorKind::PermissionDenied => {
-            format!("{e}: ports below 1024 need CAP_NET_BIND_SERVICE (the systemd unit grants it)")
-        }
-        std::io::ErrorKind::AddrInUse => format!("{e}: another process holds it"),
-        _ => e.to_string(),
+        std::io::ErrorKind::PermissionDenied => HostProblem::PrivilegedPort(e),
+        std::io::ErrorKind::AddrInUse => HostProblem::InUse(e),
+        _ => HostProblem::Bind(e),
     })
 }
