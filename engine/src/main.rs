@@ -202,16 +202,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
-        Command::Run { config } => {
-            let config = match load(&config.files()) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            match engine::runtime::run(&config) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(&e),
-            }
-        }
+        Command::Run { config } => run(&config),
         Command::Validate {
             files,
             config_dir,
@@ -235,20 +226,7 @@ fn main() -> ExitCode {
             data_dir,
             probe_seconds,
             target_latency,
-        } => {
-            let config = match load(&config.files()) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let dir = data_dir.unwrap_or(config.data_dir);
-            let probe = std::time::Duration::from_secs_f64(probe_seconds.clamp(0.01, 60.0));
-            let report = tuning::report::build(&dir, probe, *target_latency);
-            print!("{}", report.render());
-            match report.worst() {
-                tuning::report::Verdict::Fail => ExitCode::from(EXIT_ENVIRONMENT),
-                _ => ExitCode::SUCCESS,
-            }
-        }
+        } => tune(&config, data_dir, probe_seconds, *target_latency),
         Command::Reload { config, status } => reload_command(&config.files(), status),
         Command::DefaultConfig => {
             print!("{}", engine::config::DEFAULT_CONFIG);
@@ -268,6 +246,39 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Man => man_page(),
+    }
+}
+
+/// `sluice run`.
+fn run(config: &ConfigArgs) -> ExitCode {
+    let config = match load(&config.files()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match engine::runtime::run(&config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+/// `sluice tune`: the host report for the config's data_dir (or `data_dir`).
+fn tune(
+    config: &ConfigArgs,
+    data_dir: Option<PathBuf>,
+    probe_seconds: f64,
+    target_latency: std::time::Duration,
+) -> ExitCode {
+    let config = match load(&config.files()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let dir = data_dir.unwrap_or(config.data_dir);
+    let probe = std::time::Duration::from_secs_f64(probe_seconds.clamp(0.01, 60.0));
+    let report = tuning::report::build(&dir, probe, target_latency);
+    print!("{}", report.render());
+    match report.worst() {
+        tuning::report::Verdict::Fail => ExitCode::from(EXIT_ENVIRONMENT),
+        _ => ExitCode::SUCCESS,
     }
 }
 
