@@ -171,6 +171,12 @@ impl DiskBudget {
             .fetch_update(Relaxed, Relaxed, |u| Some(u.saturating_sub(bytes)));
     }
 
+    /// Counts `bytes` written past a reservation (a sealed segment's footer), without a limit
+    /// check: they are on disk already.
+    pub fn charge(&self, bytes: u64) {
+        self.used.fetch_add(bytes, Relaxed);
+    }
+
     /// Counts a segment deleted undelivered.
     pub fn count_drop(&self, records: u64) {
         self.dropped_segments.fetch_add(1, Relaxed);

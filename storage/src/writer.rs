@@ -724,7 +724,12 @@ impl<F: SegmentFs> WalFlusher<F> {
         if self.appender.policy.syncs() {
             self.sync().await?;
         }
-        self.budget.release(self.segment_size.saturating_sub(end));
+        // The budget counts what is on disk: the unused reservation goes back, and a footer
+        // that ends past the reservation (the segment was full to the last bytes) is added.
+        match end.checked_sub(self.segment_size) {
+            Some(over) => self.budget.charge(over),
+            None => self.budget.release(self.segment_size - end),
+        }
         if let Some(file) = self.file.take() {
             file.close()
                 .await

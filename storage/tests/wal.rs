@@ -500,3 +500,35 @@ fn drop_oldest_deletes_whole_segments_and_counts_their_records() {
     assert_eq!(run.left.len() as u64 + run.dropped, run.all.len() as u64);
     assert_eq!(run.left, run.all[run.dropped as usize..]);
 }
+
+/// The disk budget (the `sluice_wal_disk_bytes` gauge) counts what is on disk: after a run of
+/// many rotations, its use equals the segment files' sizes, footers included.
+#[test]
+fn the_budget_counts_exactly_what_is_on_disk() {
+    use storage::{DiskBudget, FullPolicy};
+    const SEGMENT: u64 = 8 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let used = LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(move || async move {
+            let budget = Arc::new(DiskBudget::new(&path, None, None, FullPolicy::Block).unwrap());
+            let (appender, _watermark, task) = start_budgeted(&path, SEGMENT, &budget).await;
+            append_all(&appender, &payloads(3000, 12)).await;
+            appender.wait_durable().await;
+            appender.close();
+            task.await.unwrap();
+            budget.used()
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    let on_disk: u64 = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".wal"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    let segments = std::fs::read_dir(dir.path()).unwrap().count();
+    assert!(segments > 20, "many rotations: {segments}");
+    assert_eq!(used, on_disk);
+}
