@@ -109,7 +109,7 @@ fn sluice_to_sluice_chain_delivers_exactly_once() {
     );
     let up_dir = tempfile::tempdir().unwrap();
     let forward = format!(
-        "[sinks.forward]\ntype = \"tcp\"\naddress = \"{}\"\nframing = \"octet-counting\"\nencoding = \"raw\"\n",
+        "[sinks.forward]\ntype = \"tcp\"\naddress = \"{}\"\nframing = \"octet_counting\"\nencoding = \"raw\"\n",
         downstream.addr("tcp")
     );
     let upstream = Sluice::start(up_dir.path(), &config(up_dir.path(), 2, &forward));
@@ -130,7 +130,7 @@ fn kill_9_during_delivery_loses_no_durable_event() {
     // The receiver stops reading after 1,000 frames: delivery is stuck mid-way when we kill.
     let receiver = Receiver::start(1_000);
     let forward = format!(
-        "[sinks.forward]\ntype = \"tcp\"\naddress = \"{}\"\nframing = \"octet-counting\"\nencoding = \"raw\"\ninitial_backoff = \"10ms\"\nmax_backoff = \"200ms\"\n",
+        "[sinks.forward]\ntype = \"tcp\"\naddress = \"{}\"\nframing = \"octet_counting\"\nencoding = \"raw\"\ninitial_backoff = \"10ms\"\nmax_backoff = \"200ms\"\n",
         receiver.addr
     );
     // One segment holds everything, so retention cannot delete delivered records before the

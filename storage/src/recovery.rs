@@ -4,7 +4,7 @@
 //! Only the newest segment can have a torn tail: older ones were fdatasync'd before the writer
 //! moved on. What recovery does with damage is a named [`RecoveryMode`]:
 //!
-//! | damage in the newest segment                         | tolerate-corrupt-tail | strict  |
+//! | damage in the newest segment                         | tolerate_corrupt_tail | strict  |
 //! |------------------------------------------------------|-----------------------|---------|
 //! | torn tail (cut-off record, zeros, or a bad last one) | cut back, go on       | same    |
 //! | a bad record with more data after it                 | cut back, report      | refuse  |
@@ -41,10 +41,13 @@ impl std::str::FromStr for RecoveryMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
-            "tolerate-corrupt-tail" => Ok(RecoveryMode::TolerateCorruptTail),
+            // The kebab-case spelling is what earlier versions wrote.
+            "tolerate_corrupt_tail" | "tolerate-corrupt-tail" => {
+                Ok(RecoveryMode::TolerateCorruptTail)
+            }
             "strict" => Ok(RecoveryMode::Strict),
             other => Err(format!(
-                "expected \"tolerate-corrupt-tail\" or \"strict\", got {other:?}"
+                "expected \"tolerate_corrupt_tail\" or \"strict\", got {other:?}"
             )),
         }
     }
