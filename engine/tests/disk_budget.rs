@@ -91,25 +91,26 @@ fn block_pushes_back_on_tcp_counts_udp_and_loses_nothing() {
         let seqs = receiver.seqs.lock().unwrap();
         (0..BLOCK_TOTAL).all(|s| seqs.contains_key(&s))
     });
+    let (api, d) = (sluice.addr("api"), dir.path());
+    let udp_delivered = || {
+        let seqs = receiver.seqs.lock().unwrap();
+        (1_000_000..1_000_000 + UDP)
+            .filter(|s| seqs.contains_key(s))
+            .count() as f64
+    };
+    wait_for("every datagram delivered or counted", || {
+        udp_delivered() + metric_sum(api, d, "sluice_udp_dropped_blocked_total") == UDP as f64
+    });
+    assert!(metric_sum(api, d, "sluice_wal_budget_blocks_total") >= 1.0);
+    assert_eq!(metric_sum(api, d, "sluice_wal_lost_records_total"), 0.0);
+    assert_eq!(metric_sum(api, d, "sluice_wal_dropped_records_total"), 0.0);
+    assert!(
+        metric_sum(api, d, "sluice_wal_disk_bytes") <= (3 << 20) as f64,
+        "the budget held"
+    );
     let (status, log) = sluice.stop();
     assert!(status.success(), "{log}");
     eprintln!("{}", summary_line(&log));
-    assert!(summary_value(&log, "wal_budget_blocks") >= 1, "{log}");
-    assert_eq!(summary_value(&log, "wal_lost_records"), 0, "{log}");
-    assert_eq!(summary_value(&log, "wal_dropped_records"), 0, "{log}");
-    assert!(
-        summary_value(&log, "wal_disk_bytes") <= 3 << 20,
-        "the budget held: {log}"
-    );
-    let seqs = receiver.seqs.lock().unwrap();
-    let udp_delivered = (1_000_000..1_000_000 + UDP)
-        .filter(|s| seqs.contains_key(s))
-        .count() as u64;
-    assert_eq!(
-        udp_delivered + summary_value(&log, "udp_dropped_blocked"),
-        UDP,
-        "every datagram delivered or counted: {log}"
-    );
 }
 
 #[test]
@@ -134,12 +135,22 @@ fn drop_oldest_deletes_and_counts_never_silent() {
     wait_for("the newest event delivered", || {
         receiver.seqs.lock().unwrap().contains_key(&(TOTAL - 1))
     });
+    let (api, d) = (sluice.addr("api"), dir.path());
+    wait_for_metric(api, d, "sluice_events_durable_total", TOTAL as f64);
+    let dropped = metric_sum(api, d, "sluice_wal_dropped_records_total") as u64;
+    assert!(dropped > 0);
+    assert_eq!(
+        metric_sum(
+            api,
+            d,
+            "sluice_events_dropped_total{reason=\"disk_full_drop_oldest\"}"
+        ),
+        dropped as f64,
+        "every loss is in sluice_events_dropped_total"
+    );
     let (status, log) = sluice.stop();
     assert!(status.success(), "{log}");
     eprintln!("{}", summary_line(&log));
-    let dropped = summary_value(&log, "wal_dropped_records");
-    assert!(dropped > 0, "{log}");
-    assert_eq!(summary_value(&log, "events_durable"), TOTAL, "{log}");
     let seqs = receiver.seqs.lock().unwrap();
     let missing = (0..TOTAL).filter(|s| !seqs.contains_key(s)).count() as u64;
     assert!(

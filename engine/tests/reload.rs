@@ -238,6 +238,8 @@ fn sigterm_under_load_drains_and_exits_zero_with_every_received_event_delivered(
     for s in senders {
         s.join().unwrap();
     }
+    // Sluice has exited: the final count is the shutdown summary's (the same table rows as
+    // /metrics), after every connection was drained.
     let received = summary_value(&log, "events_received");
     assert!(received >= 20_000);
     let lines = std::fs::read_to_string(&out).unwrap().lines().count() as u64;

@@ -446,3 +446,25 @@ pub fn http_request(
         .to_string();
     (status, body)
 }
+
+/// The sum of every sample of metric `name` (whatever its labels) on the running Sluice's
+/// `/metrics` (Sluice in `dir` made up the token).
+pub fn metric_sum(api: SocketAddr, dir: &Path, name: &str) -> f64 {
+    let token = api_token(dir);
+    let (status, page) = http_request(api, "GET", "/metrics", Some(&token), "");
+    assert_eq!(status, 200, "{page}");
+    page.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Waits until metric `name` reaches `want` (counters are published every few ms).
+pub fn wait_for_metric(api: SocketAddr, dir: &Path, name: &str, want: f64) {
+    wait_for(&format!("{name} = {want}"), || {
+        metric_sum(api, dir, name) == want
+    });
+}
