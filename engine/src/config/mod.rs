@@ -403,6 +403,12 @@ impl Config {
             }
             let SourceConfig::Syslog(s) = source;
             s.check(name, &self.wal)?;
+            if s.read_buffer.max(s.max_frame) > self.max_connection_memory {
+                return invalid(
+                    format!("sources.{name}.read_buffer"),
+                    "read_buffer and max_frame must each be at most max_connection_memory (a connection could never hold one frame)",
+                );
+            }
             if bound.contains(&(s.mode, s.address)) {
                 return invalid(
                     format!("sources.{name}.address"),
@@ -537,6 +543,13 @@ mod tests {
             (
                 format!("[api]\naddress = \"0.0.0.0:9514\"\n{MINIMAL}"),
                 "api.address",
+            ),
+            (
+                format!(
+                    "max_connection_memory = \"1MiB\"\n{}",
+                    source_key("read_buffer = \"2MiB\"")
+                ),
+                "sources.a.read_buffer",
             ),
         ];
         for (text, key) in cases {
