@@ -19,6 +19,9 @@ pub struct ConnectionLimits {
     ipv6_prefix: u8,
     total: AtomicU32,
     per_ip: Mutex<HashMap<IpAddr, u32>>,
+    /// Notified when a slot comes free: the accept loops of a full source wait on it (from
+    /// any shard: glommio takes wakes from other threads).
+    freed: event_listener::Event,
 }
 
 /// Why a connection was refused.
@@ -53,6 +56,7 @@ impl ConnectionLimits {
             ipv6_prefix: ipv6_prefix.min(128),
             total: AtomicU32::new(0),
             per_ip: Mutex::new(HashMap::new()),
+            freed: event_listener::Event::new(),
         })
     }
 
@@ -60,6 +64,17 @@ impl ConnectionLimits {
     /// instead of accepting and resetting connections whose data would be lost.
     pub fn is_full(&self) -> bool {
         self.total.load(Ordering::Acquire) >= self.max_total
+    }
+
+    /// Waits until a slot is free (returns at once when one is).
+    pub async fn slot_freed(&self) {
+        loop {
+            let listener = self.freed.listen();
+            if !self.is_full() {
+                return;
+            }
+            listener.await;
+        }
     }
 
     /// The client an address belongs to: the address masked to the configured prefix.
@@ -116,6 +131,7 @@ impl Drop for ConnectionSlot {
         }
         drop(table);
         self.limits.total.fetch_sub(1, Ordering::AcqRel);
+        self.limits.freed.notify(usize::MAX);
     }
 }
 
@@ -156,6 +172,33 @@ impl ConnectionMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A full source's accept loop (on a shard's executor) wakes when a connection on another
+    /// thread (another shard) closes: no polling, and no missed wake.
+    #[test]
+    fn a_slot_freed_on_another_thread_wakes_the_waiting_shard() {
+        let limits = ConnectionLimits::new(1, 1);
+        let slot = limits.admit("10.0.0.1".parse().unwrap()).unwrap();
+        assert!(limits.is_full());
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let waiting = Arc::clone(&limits);
+        let shard = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(move || async move {
+                let _ = started_tx.send(());
+                waiting.slot_freed().await;
+                waiting.is_full()
+            })
+            .unwrap();
+        started_rx.recv().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::spawn(move || drop(slot)).join().unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done_tx.send(shard.join().unwrap()));
+        let full = done_rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the waiting shard was woken");
+        assert!(!full, "woken with the slot free");
+    }
 
     #[test]
     fn limits_per_ip_and_total() {

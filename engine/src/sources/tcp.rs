@@ -16,9 +16,6 @@ use crate::metrics::SourceShardCounters;
 use crate::shard::balance::hand_off_if_busier;
 use crate::shard::Shard;
 
-/// How often a full source's accept loop looks whether a slot came free.
-const ACCEPT_FULL_POLL: Duration = Duration::from_millis(10);
-
 pub(super) fn bind(spec: &SourceSpec) -> std::io::Result<Box<dyn BoundSource>> {
     Ok(Box::new(TcpListener::bind(spec.address)?))
 }
@@ -39,8 +36,8 @@ async fn accept_loop(shard: Rc<Shard>, run: Rc<SourceRun>, listener: TcpListener
     loop {
         // At max_connections: leave new connections in the kernel's backlog (the sender is
         // pushed back) rather than accept and reset them, losing what they already sent.
-        while source.limits.is_full() && !run.is_stopping(&shard) {
-            glommio::timer::sleep(ACCEPT_FULL_POLL).await;
+        if source.limits.is_full() {
+            futures_lite::future::or(source.limits.slot_freed(), run.stopped(&shard)).await;
         }
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             run.stopped(&shard).await;
