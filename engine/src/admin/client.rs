@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::time::Duration;
 
 use crate::config::{ApiListen, Config};
@@ -36,7 +37,7 @@ pub fn request(config: &Config, method: &str, path: &str) -> Result<(u16, String
     let ApiListen::On(address) = config.api.address else {
         return Err(ClientError::Off);
     };
-    let token = super::token::read_for_client(config.api.token.as_deref(), &config.data_dir)?;
+    let token = read_for_client(config.api.token.as_deref(), &config.data_dir)?;
     let io = |source| ClientError::Io { address, source };
     let mut stream = TcpStream::connect_timeout(&address, CLIENT_TIMEOUT).map_err(io)?;
     stream.set_read_timeout(Some(CLIENT_TIMEOUT)).map_err(io)?;
@@ -54,4 +55,15 @@ pub fn request(config: &Config, method: &str, path: &str) -> Result<(u16, String
         .ok_or(ClientError::NotHttp { address })?;
     let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     Ok((status, body.to_string()))
+}
+
+/// The token a `sluice` subcommand presents: the configured one, else the file's.
+pub fn read_for_client(configured: Option<&str>, data_dir: &Path) -> Result<String, ClientError> {
+    if let Some(t) = configured {
+        return Ok(t.to_string());
+    }
+    let path = data_dir.join(super::token::TOKEN_FILE);
+    std::fs::read_to_string(&path)
+        .map(|t| t.trim().to_string())
+        .map_err(|source| ClientError::Token { path, source })
 }

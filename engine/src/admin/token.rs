@@ -85,20 +85,6 @@ pub fn write_generated(data_dir: &Path) -> Result<String, (PathBuf, std::io::Err
     Ok(token)
 }
 
-/// The token a `sluice` subcommand presents: the configured one, else the file's.
-pub fn read_for_client(
-    configured: Option<&str>,
-    data_dir: &Path,
-) -> Result<String, super::client::ClientError> {
-    if let Some(t) = configured {
-        return Ok(t.to_string());
-    }
-    let path = data_dir.join(TOKEN_FILE);
-    std::fs::read_to_string(&path)
-        .map(|t| t.trim().to_string())
-        .map_err(|source| super::client::ClientError::Token { path, source })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,7 +97,10 @@ mod tests {
         assert_eq!(token.len(), 64);
         let meta = std::fs::metadata(dir.path().join(TOKEN_FILE)).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-        assert_eq!(read_for_client(None, dir.path()).unwrap(), token);
+        assert_eq!(
+            super::super::client::read_for_client(None, dir.path()).unwrap(),
+            token
+        );
         let again = write_generated(dir.path()).unwrap();
         assert_ne!(again, token, "a fresh token at every start");
         let auth = ApiAuth::generated(again.clone());

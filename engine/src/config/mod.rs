@@ -31,7 +31,7 @@ pub use sink::{
     DEFAULT_REPLAY_WINDOW,
 };
 pub use source::{SourceConfig, SourceMode, SourceType, SyslogSource, MAX_FRAME_LIMIT};
-pub use typed::TypeTag;
+pub use units::TypeTag;
 use units::{de_opt_bytes, de_opt_duration, Bounds, DAY, HOUR, MIB};
 pub use wal::{Compression, WalConfig};
 

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use super::typed::TypeTag;
-use super::units::{de_bytes, de_duration, snake_case, Bounds, DAY, HOUR};
+use super::units::{de_bytes, de_duration, snake_case, Bounds, TypeTag, DAY, HOUR};
 
 /// Sink types (`type = "..."`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

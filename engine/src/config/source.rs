@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::typed::TypeTag;
-use super::units::{de_bytes, de_duration, Bounds, DAY, MIB};
+use super::units::{de_bytes, de_duration, Bounds, TypeTag, DAY, MIB};
 
 /// Source types (`type = "..."`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

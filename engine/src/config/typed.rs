@@ -16,16 +16,6 @@ use serde::{Deserialize, Deserializer};
 use super::sink::{FileSink, SinkConfig, SinkType, TcpSink};
 use super::source::{SourceConfig, SourceType, SyslogSource};
 
-/// The `type` key of a typed table (its value was checked by the first pass).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TypeTag;
-
-impl<'de> Deserialize<'de> for TypeTag {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        de::IgnoredAny::deserialize(d).map(|_| TypeTag)
-    }
-}
-
 /// Every source's and sink's type, by name (the first pass).
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct Kinds {

@@ -144,3 +144,13 @@ impl Bounds {
         self.first_violation.map_or(Ok(()), Err)
     }
 }
+
+/// The `type` key of a typed table (its value was checked by the first pass).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TypeTag;
+
+impl<'de> Deserialize<'de> for TypeTag {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        de::IgnoredAny::deserialize(d).map(|_| TypeTag)
+    }
+}

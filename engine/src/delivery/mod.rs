@@ -37,7 +37,6 @@ pub use encode::{encode_record, RecordEncoding};
 
 use crate::config::SinkConfig;
 use crate::metrics::OutputCounters;
-use crate::sinks::{Backoff, OpenedSink, Sink};
 use cursor::ShardCursor;
 
 /// WAL bytes read per batch and shard.
@@ -46,6 +45,32 @@ pub const BATCH_BYTES: usize = 2 << 20;
 pub const CURSOR_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 /// How long an idle output sleeps when no shard wakes it (shards wake it on every commit).
 pub const IDLE_PARK: Duration = Duration::from_millis(200);
+
+/// A destination. `deliver` returns only when the batch is confirmed.
+pub trait Sink {
+    fn deliver(&mut self, batch: &[u8]) -> std::io::Result<()>;
+    /// Called between failed attempts: drop connections, reopen files.
+    fn reset(&mut self) {}
+    /// Called when there is nothing to deliver (at least every
+    /// [`IDLE_PARK`]): a sink can notice a broken connection and repair it
+    /// before the next batch.
+    fn idle(&mut self) {}
+}
+
+/// A sink ready to run: opened (so a refusal surfaces where the sink is started: at start,
+/// Sluice exits; on a reload, the reload is refused), with its encoding and retry backoff.
+pub struct OpenedSink {
+    pub sink: Box<dyn Sink + Send>,
+    pub encoding: RecordEncoding,
+    pub backoff: Backoff,
+}
+
+/// Delay between failed deliveries: exponential from `initial` up to `max`, full jitter.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
 
 /// A shard's WAL as an output sees it.
 #[derive(Clone, Debug)]

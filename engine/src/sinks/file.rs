@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{FileSink, SinkFsync};
 
-use super::Sink;
+use crate::delivery::Sink;
 
 /// A file's identity on its file system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

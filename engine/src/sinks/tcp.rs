@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::TcpSink;
 
-use super::Sink;
+use crate::delivery::Sink;
 
 pub struct TcpOutput {
     config: TcpSink,
