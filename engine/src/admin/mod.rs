@@ -318,6 +318,10 @@ mod tests {
         assert_eq!(get(server.address, "/health"), 503);
         shards[1].beat();
         assert_eq!(get(server.address, "/health"), 200);
+        // A shard that stops on request (a graceful drain) is not stuck.
+        shards[1].last_beat_ms.store(1, Relaxed);
+        shards[1].not_running();
+        assert_eq!(get(server.address, "/health"), 200);
         server.stop();
     }
 }

@@ -49,7 +49,8 @@ counter_family! {
         /// Inodes of this shard's UDP sockets: the kernel counts the datagrams it dropped on
         /// each (receive buffer full) in /proc/net/udp, which the metrics read.
         udp_socket_inodes: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
-        /// When the shard last published its counters (Unix ms; 0: not yet): its heartbeat.
+        /// When the shard last published its counters (Unix ms; 0: not running, i.e. not
+        /// started yet or stopped on request): its heartbeat.
         last_beat_ms: AtomicU64 = AtomicU64::new(0);
     }
 }
@@ -66,8 +67,13 @@ impl ShardCounters {
         self.last_beat_ms.store(unix_ms(), Relaxed);
     }
 
-    /// Whether the shard beat within `limit` (a shard that has not started yet counts as
-    /// alive: starting is bounded elsewhere).
+    /// The shard stopped on request: not beating any more is not being stuck.
+    pub fn not_running(&self) {
+        self.last_beat_ms.store(0, Relaxed);
+    }
+
+    /// Whether the shard beat within `limit` (a shard that is not running, before its start
+    /// or after a requested stop, counts as alive: it is not stuck).
     pub fn is_alive(&self, limit: std::time::Duration) -> bool {
         match self.last_beat_ms.load(Relaxed) {
             0 => true,

@@ -23,8 +23,9 @@
 //! - Commands (reload, handed-off connections, stop) are awaited, not polled: a sender queues
 //!   the command and rings the shard's doorbell (a socket pair the shard reads through its
 //!   io_uring), so a handed-off connection is served at once.
-//! - A shard beats (`ShardCounters::last_beat_ms`) every [`PUBLISH_INTERVAL`]; the watchdog
-//!   and `/health` treat a shard that stopped beating as stuck.
+//! - A shard beats (`ShardCounters::last_beat_ms`) every [`PUBLISH_INTERVAL`] while it serves;
+//!   the watchdog and `/health` treat a shard that stopped beating as stuck. A shard stopping
+//!   on request says so first (`not_running`), so a graceful drain is never reported stuck.
 
 pub mod balance;
 pub mod ingest;
@@ -217,7 +218,6 @@ pub struct Shard {
 
 impl Shard {
     fn publish_wal_counters(&self) {
-        self.counters.beat();
         let stats = &self.appender.stats;
         let c = &self.counters;
         c.events_durable
@@ -278,6 +278,8 @@ pub async fn run(
     let taken = take_commands(&shard, &gate, &mut running, spec.commands).await;
     tracing::debug!(shard = spec.id, "stopping: draining connections");
     shard.stop.stop();
+    // From here it drains and stops on request: no longer beating is not being stuck.
+    shard.counters.not_running();
     gate.close().await.map_err(ShardError::Executor)?;
     appender.close();
     let flushed = flusher_task.await;
@@ -348,6 +350,7 @@ fn bind_and_serve(
 async fn publish_until_stopped(shard: Rc<Shard>) {
     while !shard.stop.is_stopping() {
         shard.publish_wal_counters();
+        shard.counters.beat();
         let tick = async {
             glommio::timer::sleep(PUBLISH_INTERVAL).await;
         };
