@@ -385,8 +385,9 @@ fn scrape(api: SocketAddr) -> Result<String, String> {
     Ok(page)
 }
 
-/// Sum over every series of a metric (`name{...} value` lines).
-fn metric_sum(page: &str, name: &str) -> f64 {
+/// Sum over every series of a metric (`name{...} value` lines) in a `/metrics` page (the
+/// engine's tests read their counters with it too).
+pub fn metric_sum(page: &str, name: &str) -> f64 {
     page.lines()
         .filter(|l| {
             l.strip_prefix(name)

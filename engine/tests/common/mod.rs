@@ -453,13 +453,7 @@ pub fn metric_sum(api: SocketAddr, dir: &Path, name: &str) -> f64 {
     let token = api_token(dir);
     let (status, page) = http_request(api, "GET", "/metrics", Some(&token), "");
     assert_eq!(status, 200, "{page}");
-    page.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    bench_harness::compare::metric_sum(&page, name)
 }
 
 /// Waits until metric `name` reaches `want` (counters are published every few ms).
