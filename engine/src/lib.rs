@@ -12,6 +12,7 @@ pub mod shard;
 pub mod sinks;
 pub mod sources;
 pub mod tools;
+pub mod units;
 
 pub use config::Config;
 pub use error::EngineError;

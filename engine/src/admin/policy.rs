@@ -16,7 +16,8 @@
 use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
 
-use crate::config::{Config, SinkConfig};
+use crate::config::Config;
+use crate::sinks::Reach;
 
 /// The bounds taken from the startup config.
 #[derive(Debug, Clone, Default)]
@@ -31,20 +32,30 @@ impl ApiPolicy {
         let configured = &config.api.allowed_paths;
         let mut paths: Vec<PathBuf> = if configured.is_empty() {
             let mut p = vec![config.data_dir.clone()];
-            p.extend(config.sinks.values().filter_map(|s| match s {
-                SinkConfig::File(f) => Some(parent_dir(&f.path)),
-                SinkConfig::Tcp(_) => None,
-            }));
+            p.extend(
+                config
+                    .sinks
+                    .values()
+                    .filter_map(|s| match s.settings().reach() {
+                        Reach::File(path) => Some(parent_dir(path)),
+                        Reach::Destination(_) => None,
+                    }),
+            );
             p
         } else {
             configured.clone()
         };
         paths = paths.iter().filter_map(|p| resolve(p).ok()).collect();
         let mut destinations = config.api.allowed_destinations.clone();
-        destinations.extend(config.sinks.values().filter_map(|s| match s {
-            SinkConfig::Tcp(t) => Some(t.address.clone()),
-            SinkConfig::File(_) => None,
-        }));
+        destinations.extend(
+            config
+                .sinks
+                .values()
+                .filter_map(|s| match s.settings().reach() {
+                    Reach::Destination(address) => Some(address.to_string()),
+                    Reach::File(_) => None,
+                }),
+        );
         ApiPolicy {
             allowed_paths: paths,
             listen_ips: config.sources.values().map(|s| s.address().ip()).collect(),
@@ -73,22 +84,21 @@ impl ApiPolicy {
             if running.sinks.get(name) == Some(sink) {
                 continue;
             }
-            match sink {
-                SinkConfig::File(f) => {
-                    self.check_path(&f.path)
-                        .map_err(|why| PolicyViolation::Path {
-                            name: name.clone(),
-                            path: f.path.clone(),
-                            why,
-                        })?
+            match sink.settings().reach() {
+                Reach::File(path) => {
+                    self.check_path(path).map_err(|why| PolicyViolation::Path {
+                        name: name.clone(),
+                        path: path.to_path_buf(),
+                        why,
+                    })?
                 }
-                SinkConfig::Tcp(t) if !self.destinations.contains(&t.address) => {
+                Reach::Destination(address) if !self.destinations.iter().any(|d| d == address) => {
                     return Err(PolicyViolation::Destination {
                         name: name.clone(),
-                        address: t.address.clone(),
+                        address: address.to_string(),
                     })
                 }
-                SinkConfig::Tcp(_) => {}
+                Reach::Destination(_) => {}
             }
         }
         Ok(())

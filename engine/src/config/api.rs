@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
-use super::units::de_from_str;
+use crate::units::de_from_str;
 
 /// `[api]`: the admin HTTP API (metrics, health, readiness, config).
 #[derive(Debug, Clone, Deserialize, PartialEq)]

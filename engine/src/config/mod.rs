@@ -11,10 +11,7 @@ pub mod api;
 pub mod env;
 pub mod files;
 pub mod show;
-pub mod sink;
-pub mod source;
 pub mod typed;
-mod units;
 pub mod wal;
 
 use std::collections::BTreeMap;
@@ -24,15 +21,13 @@ use std::time::Duration;
 use serde::{de, Deserialize, Deserializer};
 use storage::{FsyncPolicy, MinFree};
 
+pub use crate::delivery::{Encoding, LineBreaks, TcpFraming};
+pub use crate::sinks::{FileSink, SinkConfig, SinkFsync, SinkType, TcpSink, DEFAULT_REPLAY_WINDOW};
+pub use crate::sources::{SourceConfig, SourceMode, SourceType, SyslogSource, MAX_FRAME_LIMIT};
+pub use crate::units::TypeTag;
+use crate::units::{self, de_opt_bytes, de_opt_duration, Bounds, DAY, HOUR, MIB};
 pub use api::{ApiConfig, ApiListen};
 pub use files::ConfigFiles;
-pub use sink::{
-    Encoding, FileSink, LineBreaks, SinkConfig, SinkFsync, SinkType, TcpFraming, TcpSink,
-    DEFAULT_REPLAY_WINDOW,
-};
-pub use source::{SourceConfig, SourceMode, SourceType, SyslogSource, MAX_FRAME_LIMIT};
-pub use units::TypeTag;
-use units::{de_opt_bytes, de_opt_duration, Bounds, DAY, HOUR, MIB};
 pub use wal::{Compression, WalConfig};
 
 /// The configuration `sluice run` uses when no `--config` is given.
@@ -376,11 +371,13 @@ impl Config {
             b.size("wal.min_free_disk", bytes, 0..=1 << 50);
         }
         for (name, source) in &self.sources {
-            let SourceConfig::Syslog(source) = source;
-            source.check_bounds(&format!("sources.{name}"), &mut b);
+            source
+                .settings()
+                .check_bounds(&format!("sources.{name}"), &mut b);
         }
         for (name, sink) in &self.sinks {
-            sink.check_bounds(&format!("sinks.{name}"), &mut b);
+            sink.settings()
+                .check_bounds(&format!("sinks.{name}"), &mut b);
         }
         b.into_result()
     }
@@ -401,27 +398,25 @@ impl Config {
             if !is_plain_name(name) {
                 return invalid(format!("sources.{name}"), NAME_RULE);
             }
-            let SourceConfig::Syslog(s) = source;
-            s.check(name, &self.wal)?;
-            if s.read_buffer.max(s.max_frame) > self.max_connection_memory {
-                return invalid(
-                    format!("sources.{name}.read_buffer"),
-                    "read_buffer and max_frame must each be at most max_connection_memory (a connection could never hold one frame)",
-                );
-            }
-            if bound.contains(&(s.mode, s.address)) {
+            let shared = crate::sources::SharedLimits {
+                wal_buffer_size: self.wal.buffer_size,
+                max_connection_memory: self.max_connection_memory,
+            };
+            source.settings().check(name, &shared)?;
+            let listens = (source.mode(), source.address());
+            if bound.contains(&listens) {
                 return invalid(
                     format!("sources.{name}.address"),
                     "another source already uses this address and mode",
                 );
             }
-            bound.push((s.mode, s.address));
+            bound.push(listens);
         }
         for (name, sink) in &self.sinks {
             if !is_plain_name(name) {
                 return invalid(format!("sinks.{name}"), NAME_RULE);
             }
-            sink.check(name)?;
+            sink.settings().check(name)?;
         }
         Ok(())
     }

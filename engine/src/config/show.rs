@@ -4,23 +4,10 @@
 
 use toml::{Table, Value};
 
-use super::{
-    ApiListen, Compression, Config, Encoding, LineBreaks, Shards, SinkConfig, SinkFsync,
-    SourceConfig, SourceMode, TcpFraming,
-};
+use super::{ApiListen, Compression, Config, Shards, SinkConfig, SourceConfig};
 use storage::{FsyncPolicy, FullPolicy, MinFree, RecoveryMode};
 
-fn duration(d: std::time::Duration) -> Value {
-    Value::String(humantime::format_duration(d).to_string())
-}
-
-fn bytes(b: u64) -> Value {
-    Value::Integer(b.min(i64::MAX as u64) as i64)
-}
-
-fn text(s: &str) -> Value {
-    Value::String(s.to_string())
-}
+use crate::units::render::{bytes, duration, text};
 
 /// The effective config as TOML.
 pub fn render(config: &Config) -> String {
@@ -128,88 +115,16 @@ fn api(config: &Config) -> Table {
 }
 
 fn source(source: &SourceConfig) -> Table {
-    let SourceConfig::Syslog(s) = source;
     let mut t = Table::new();
-    t.insert("type".into(), text("syslog"));
-    let mode = match s.mode {
-        SourceMode::Tcp => "tcp",
-        SourceMode::Udp => "udp",
-    };
-    t.insert("mode".into(), text(mode));
-    t.insert("address".into(), text(&s.address.to_string()));
-    t.insert("max_frame".into(), bytes(s.max_frame));
-    t.insert(
-        "max_connections".into(),
-        Value::Integer(s.max_connections.into()),
-    );
-    t.insert(
-        "max_connections_per_ip".into(),
-        Value::Integer(s.max_connections_per_ip.into()),
-    );
-    t.insert("read_buffer".into(), bytes(s.read_buffer));
-    t.insert("receive_buffer".into(), bytes(s.receive_buffer));
-    t.insert("idle_timeout".into(), duration(s.idle_timeout));
-    t.insert("frame_timeout".into(), duration(s.frame_timeout));
-    t.insert(
-        "ipv4_prefix_length".into(),
-        Value::Integer(s.ipv4_prefix_length.into()),
-    );
-    t.insert(
-        "ipv6_prefix_length".into(),
-        Value::Integer(s.ipv6_prefix_length.into()),
-    );
+    t.insert("type".into(), text(source.type_name()));
+    t.extend(source.settings().render());
     t
-}
-
-fn encoding(e: Encoding) -> Value {
-    text(match e {
-        Encoding::Json => "json",
-        Encoding::Raw => "raw",
-    })
-}
-
-fn line_breaks(l: LineBreaks) -> Value {
-    text(match l {
-        LineBreaks::Escape => "escape",
-        LineBreaks::Space => "space",
-        LineBreaks::Keep => "keep",
-    })
 }
 
 fn sink(sink: &SinkConfig) -> Table {
     let mut t = Table::new();
-    match sink {
-        SinkConfig::File(f) => {
-            t.insert("type".into(), text("file"));
-            t.insert("path".into(), text(&f.path.display().to_string()));
-            t.insert("encoding".into(), encoding(f.encoding));
-            t.insert("rotate_size".into(), bytes(f.rotate_size));
-            t.insert("keep".into(), Value::Integer(f.keep.into()));
-            let fsync = match f.fsync {
-                SinkFsync::Always => "always",
-                SinkFsync::Never => "never",
-            };
-            t.insert("fsync".into(), text(fsync));
-            t.insert("append_existing".into(), Value::Boolean(f.append_existing));
-            t.insert("line_breaks".into(), line_breaks(f.line_breaks));
-        }
-        SinkConfig::Tcp(c) => {
-            t.insert("type".into(), text("tcp"));
-            t.insert("address".into(), text(&c.address));
-            let framing = match c.framing {
-                TcpFraming::OctetCounting => "octet_counting",
-                TcpFraming::Newline => "newline",
-            };
-            t.insert("framing".into(), text(framing));
-            t.insert("encoding".into(), encoding(c.encoding));
-            t.insert("connect_timeout".into(), duration(c.connect_timeout));
-            t.insert("initial_backoff".into(), duration(c.initial_backoff));
-            t.insert("max_backoff".into(), duration(c.max_backoff));
-            t.insert("write_timeout".into(), duration(c.write_timeout));
-            t.insert("line_breaks".into(), line_breaks(c.line_breaks));
-            t.insert("replay_window".into(), bytes(c.replay_window));
-        }
-    }
+    t.insert("type".into(), text(sink.type_name()));
+    t.extend(sink.settings().render());
     t
 }
 

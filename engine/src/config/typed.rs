@@ -13,8 +13,8 @@ use std::marker::PhantomData;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use super::sink::{FileSink, SinkConfig, SinkType, TcpSink};
-use super::source::{SourceConfig, SourceType, SyslogSource};
+use crate::sinks::{SinkConfig, SinkType};
+use crate::sources::{SourceConfig, SourceType};
 
 /// Every source's and sink's type, by name (the first pass).
 #[derive(Debug, Default, Deserialize)]
@@ -63,9 +63,7 @@ impl Typed for SourceConfig {
     const WHAT: &'static str = "sources";
     fn read<'de, A: MapAccess<'de>>(name: &str, map: &mut A) -> Result<Self, A::Error> {
         let kind = KINDS.with(|k| k.borrow().sources.get(name).map(|k| k.kind));
-        match kind.ok_or_else(|| missing_type(Self::WHAT, name))? {
-            SourceType::Syslog => map.next_value::<SyslogSource>().map(SourceConfig::Syslog),
-        }
+        SourceConfig::read(kind.ok_or_else(|| missing_type(Self::WHAT, name))?, map)
     }
 }
 
@@ -73,10 +71,7 @@ impl Typed for SinkConfig {
     const WHAT: &'static str = "sinks";
     fn read<'de, A: MapAccess<'de>>(name: &str, map: &mut A) -> Result<Self, A::Error> {
         let kind = KINDS.with(|k| k.borrow().sinks.get(name).map(|k| k.kind));
-        match kind.ok_or_else(|| missing_type(Self::WHAT, name))? {
-            SinkType::File => map.next_value::<FileSink>().map(SinkConfig::File),
-            SinkType::Tcp => map.next_value::<TcpSink>().map(SinkConfig::Tcp),
-        }
+        SinkConfig::read(kind.ok_or_else(|| missing_type(Self::WHAT, name))?, map)
     }
 }
 

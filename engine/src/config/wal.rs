@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use storage::{FsyncPolicy, FullPolicy, MinFree, RecoveryMode};
 
-use super::units::{de_bytes, de_duration, de_from_str, de_opt_bytes, snake_case};
+use crate::units::{de_bytes, de_duration, de_from_str, de_opt_bytes, snake_case};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

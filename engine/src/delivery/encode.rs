@@ -5,7 +5,76 @@ use std::io::Write as _;
 use ingest::json;
 use ingest::EventView;
 
-use crate::config::{Encoding, LineBreaks, TcpFraming};
+use serde::{Deserialize, Deserializer};
+
+use crate::units::snake_case;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// One JSON object per line.
+    Json,
+    /// The frame's bytes as received.
+    Raw,
+}
+
+/// What raw encoding does with line breaks (LF, CR) and NULs inside a frame: a frame that
+/// carries them (octet-counted, or a UDP datagram) would otherwise forge whole lines in a raw
+/// file or a newline-framed forward.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineBreaks {
+    /// As rsyslog's control-character escaping does: LF → `#012`, CR → `#015`, NUL → `#000`.
+    #[default]
+    Escape,
+    /// Each replaced by a space.
+    Space,
+    /// Written verbatim (only for receivers that frame by octet count and trust the sender).
+    Keep,
+}
+
+/// How the TCP sink frames events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TcpFraming {
+    /// RFC 6587 octet counting: `<length> <frame>`.
+    #[default]
+    OctetCounting,
+    /// One event per line.
+    Newline,
+}
+
+impl<'de> Deserialize<'de> for TcpFraming {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        snake_case(
+            d,
+            &[
+                ("octet_counting", TcpFraming::OctetCounting),
+                ("newline", TcpFraming::Newline),
+            ],
+        )
+    }
+}
+
+impl Encoding {
+    /// The config spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Json => "json",
+            Encoding::Raw => "raw",
+        }
+    }
+}
+
+impl LineBreaks {
+    /// The config spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            LineBreaks::Escape => "escape",
+            LineBreaks::Space => "space",
+            LineBreaks::Keep => "keep",
+        }
+    }
+}
 
 /// How a sink encodes records.
 #[derive(Debug, Clone, Copy)]

@@ -33,9 +33,8 @@ use std::time::{Duration, Instant};
 
 use storage::{DurableWatermark, Position, Retention};
 
-pub use encode::{encode_record, RecordEncoding};
+pub use encode::{encode_record, Encoding, LineBreaks, RecordEncoding, TcpFraming};
 
-use crate::config::SinkConfig;
 use crate::metrics::OutputCounters;
 use cursor::ShardCursor;
 
@@ -113,7 +112,6 @@ impl OutputControl {
 pub struct OutputSpec {
     /// Also its slot in every shard's [`Retention`] and its cursor files' name.
     pub name: String,
-    pub config: SinkConfig,
     pub shards: Vec<ShardLog>,
     pub control: Arc<OutputControl>,
     pub counters: Arc<OutputCounters>,

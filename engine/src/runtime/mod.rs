@@ -425,13 +425,7 @@ fn write_lock<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_,
 fn log_ready(sources: &Listening, shards: usize, api: Option<SocketAddr>) {
     let mut listening: Vec<String> = sources
         .iter()
-        .map(|(name, mode, address, _)| {
-            let scheme = match mode {
-                SourceMode::Tcp => "tcp",
-                SourceMode::Udp => "udp",
-            };
-            format!("{name}={scheme}://{address}")
-        })
+        .map(|(name, mode, address, _)| format!("{name}={}://{address}", mode.scheme()))
         .collect();
     if let Some(api) = api {
         listening.push(format!("api=http://{api}"));

@@ -75,7 +75,6 @@ impl OutputSet {
         let counters = Arc::new(OutputCounters::new(self.logs.len()));
         let spec = OutputSpec {
             name: name.to_string(),
-            config: sink.clone(),
             shards: self.logs.clone(),
             control: Arc::clone(&control),
             counters: Arc::clone(&counters),

@@ -15,7 +15,7 @@ use crate::shard::{
     self, Balance, Bound, CommandReceiver, CommandSender, OutputWakers, ShardCommand, ShardError,
     ShardSpec,
 };
-use crate::sources::limits::{ConnectionLimits, ConnectionMemory};
+use crate::sources::limits::ConnectionMemory;
 use crate::sources::SourceSpec;
 
 /// Memory glommio sets aside per shard for io_uring buffers (Sluice uses few).
@@ -50,25 +50,7 @@ pub(super) fn source_spec(
     shards: usize,
     memory: &Arc<ConnectionMemory>,
 ) -> SourceSpec {
-    let SourceConfig::Syslog(s) = s;
-    SourceSpec {
-        idle_timeout: s.idle_timeout,
-        frame_timeout: s.frame_timeout,
-        memory: Arc::clone(memory),
-        counters: Arc::new(SourceCounters::new(shards)),
-        name: name.to_string(),
-        mode: s.mode,
-        address: s.address,
-        max_frame: s.max_frame as usize,
-        read_buffer: s.read_buffer as usize,
-        receive_buffer: s.receive_buffer as usize,
-        limits: ConnectionLimits::with_prefixes(
-            s.max_connections,
-            s.max_connections_per_ip,
-            s.ipv4_prefix_length,
-            s.ipv6_prefix_length,
-        ),
-    }
+    s.settings().spec(name, shards, memory)
 }
 
 /// Starts every shard in order; shard 0 binds first and every other shard binds exactly what
@@ -128,7 +110,11 @@ fn shard_spec(
         id,
         dir: log.dir.clone(),
         wal_start: setup.wal_starts[id],
-        wal: setup.config.wal.clone(),
+        wal: shard::WalSettings {
+            buffer_size: setup.config.wal.buffer_size,
+            segment_size: setup.config.wal.segment_size,
+            fsync: setup.config.wal.fsync,
+        },
         sources: sources.to_vec(),
         watermark: Arc::clone(&log.watermark),
         counters: Arc::clone(&setup.counters[id]),

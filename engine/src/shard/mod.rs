@@ -50,7 +50,6 @@ use storage::{DurableWatermark, WalAppender, WalFlusher};
 
 pub use balance::{Balance, HandedOff};
 
-use crate::config::WalConfig;
 use crate::metrics::ShardCounters;
 use crate::sources::{SourceError, SourceRun, SourceSpec};
 
@@ -87,7 +86,7 @@ pub struct ShardSpec {
     pub dir: PathBuf,
     /// Where the WAL writer starts (after recovery).
     pub wal_start: storage::WalStart,
-    pub wal: WalConfig,
+    pub wal: WalSettings,
     pub sources: Vec<SourceSpec>,
     pub watermark: Arc<DurableWatermark>,
     pub counters: Arc<ShardCounters>,
@@ -99,6 +98,14 @@ pub struct ShardSpec {
     /// Reload commands, connections handed over by other shards, stop.
     pub commands: CommandReceiver,
     pub balance: Arc<Balance>,
+}
+
+/// What a shard's WAL is written with (from `[wal]`).
+#[derive(Debug, Clone, Copy)]
+pub struct WalSettings {
+    pub buffer_size: u64,
+    pub segment_size: u64,
+    pub fsync: storage::FsyncPolicy,
 }
 
 /// Why a shard stopped with an error.

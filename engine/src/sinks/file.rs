@@ -30,7 +30,11 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::config::{FileSink, SinkFsync};
+use serde::Deserialize;
+
+use super::{Reach, SinkError, SinkSettings};
+use crate::delivery::{Backoff, Encoding, LineBreaks, OpenedSink, RecordEncoding};
+use crate::units::{de_bytes, render, Bounds, TypeTag};
 
 use crate::delivery::Sink;
 
@@ -418,6 +422,120 @@ impl Sink for FileOutput {
 
     fn reset(&mut self) {
         self.file = None;
+    }
+}
+
+// ---- Configuration: `[sinks.NAME]` with `type = "file"` ----
+
+/// When the file sink confirms a batch (and so when its cursor may advance).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkFsync {
+    /// After the batch was written and fdatasync'd: survives power loss.
+    #[default]
+    Always,
+    /// After the batch was written: survives a crash of Sluice, not of the machine.
+    Never,
+}
+
+/// `type = "file"`: newline-delimited events in a file Sluice owns, rotated by size.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSink {
+    #[serde(rename = "type")]
+    pub tag: TypeTag,
+    pub path: PathBuf,
+    #[serde(default = "json")]
+    pub encoding: Encoding,
+    /// Rotate once the file reaches this size (default 100MB).
+    #[serde(default = "default_rotate_size", deserialize_with = "de_bytes")]
+    pub rotate_size: u64,
+    /// Rotated files kept; older ones are deleted (default 10).
+    #[serde(default = "default_keep")]
+    pub keep: u32,
+    #[serde(default)]
+    pub fsync: SinkFsync,
+    /// A file at `path` that Sluice did not create: append to it (never cut, rotate or delete
+    /// it) instead of refusing to start.
+    #[serde(default)]
+    pub append_existing: bool,
+    #[serde(default)]
+    pub line_breaks: LineBreaks,
+}
+
+fn json() -> Encoding {
+    Encoding::Json
+}
+fn default_rotate_size() -> u64 {
+    100_000_000
+}
+fn default_keep() -> u32 {
+    10
+}
+
+impl SinkSettings for FileSink {
+    fn check(&self, name: &str) -> Result<(), (String, String)> {
+        let invalid = |key: &str, msg: &str| Err((format!("sinks.{name}.{key}"), msg.to_string()));
+        if self.path.as_os_str().is_empty() || self.path.file_name().is_none() {
+            return invalid("path", "must name a file");
+        }
+        if self.rotate_size < 1024 {
+            return invalid("rotate_size", "must be at least 1KiB");
+        }
+        Ok(())
+    }
+
+    fn check_bounds(&self, prefix: &str, b: &mut Bounds) {
+        b.size(
+            &format!("{prefix}.rotate_size"),
+            self.rotate_size,
+            1024..=1 << 40,
+        );
+        b.count(&format!("{prefix}.keep"), self.keep.into(), 0..=100_000);
+    }
+
+    fn render(&self) -> toml::Table {
+        let mut t = toml::Table::new();
+        t.insert(
+            "path".into(),
+            render::text(&self.path.display().to_string()),
+        );
+        t.insert("encoding".into(), render::text(self.encoding.name()));
+        t.insert("rotate_size".into(), render::bytes(self.rotate_size));
+        t.insert("keep".into(), toml::Value::Integer(self.keep.into()));
+        let fsync = match self.fsync {
+            SinkFsync::Always => "always",
+            SinkFsync::Never => "never",
+        };
+        t.insert("fsync".into(), render::text(fsync));
+        t.insert(
+            "append_existing".into(),
+            toml::Value::Boolean(self.append_existing),
+        );
+        t.insert("line_breaks".into(), render::text(self.line_breaks.name()));
+        t
+    }
+
+    fn reach(&self) -> Reach<'_> {
+        Reach::File(&self.path)
+    }
+
+    fn open(&self) -> Result<OpenedSink, SinkError> {
+        Ok(OpenedSink {
+            sink: Box::new(FileOutput::open(self).map_err(|source| SinkError::Open {
+                sink_type: "file",
+                source,
+            })?),
+            encoding: RecordEncoding {
+                encoding: self.encoding,
+                framing: None,
+                line_breaks: self.line_breaks,
+            },
+            backoff: Backoff {
+                initial: Duration::from_millis(100),
+                max: Duration::from_secs(5),
+            },
+        })
     }
 }
 

@@ -25,7 +25,11 @@ use std::io::{self, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use crate::config::TcpSink;
+use serde::Deserialize;
+
+use super::{Reach, SinkError, SinkSettings};
+use crate::delivery::{Backoff, Encoding, LineBreaks, OpenedSink, RecordEncoding, TcpFraming};
+use crate::units::{de_bytes, de_duration, render, Bounds, TypeTag, DAY, HOUR};
 
 use crate::delivery::Sink;
 
@@ -218,6 +222,127 @@ impl Sink for TcpOutput {
 /// The connection is up and the receiver has not closed or reset it.
 fn receiver_still_there(stream: &TcpStream) -> bool {
     matches!(stream.take_error(), Ok(None)) && matches!(tcp_state(stream), Ok(TCP_ESTABLISHED))
+}
+
+// ---- Configuration: `[sinks.NAME]` with `type = "tcp"` ----
+
+/// The default TCP sink replay window: more than a loopback receive buffer can hold (Linux
+/// autotunes up to `net.ipv4.tcp_rmem`'s maximum, 6 MiB by default).
+pub const DEFAULT_REPLAY_WINDOW: u64 = 8 << 20;
+
+/// `type = "tcp"`: forwards to another syslog receiver (another Sluice, rsyslog, …).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpSink {
+    #[serde(rename = "type")]
+    pub tag: TypeTag,
+    /// `host:port` of the receiver (resolved at each connect).
+    pub address: String,
+    #[serde(default)]
+    pub framing: TcpFraming,
+    #[serde(default = "raw")]
+    pub encoding: Encoding,
+    #[serde(default = "five_seconds", deserialize_with = "de_duration")]
+    pub connect_timeout: Duration,
+    /// First reconnect delay; doubles per failure (with full jitter) up to `max_backoff`.
+    #[serde(default = "hundred_ms", deserialize_with = "de_duration")]
+    pub initial_backoff: Duration,
+    #[serde(default = "thirty_seconds", deserialize_with = "de_duration")]
+    pub max_backoff: Duration,
+    /// A write blocked longer than this counts as failed (the batch is resent).
+    #[serde(default = "thirty_seconds", deserialize_with = "de_duration")]
+    pub write_timeout: Duration,
+    #[serde(default)]
+    pub line_breaks: LineBreaks,
+    /// Bytes already confirmed (acknowledged by the receiver's TCP) that are sent again after
+    /// every reconnect: what a receiver that died may have held unread.
+    #[serde(default = "default_replay_window", deserialize_with = "de_bytes")]
+    pub replay_window: u64,
+}
+
+fn raw() -> Encoding {
+    Encoding::Raw
+}
+fn five_seconds() -> Duration {
+    Duration::from_secs(5)
+}
+fn hundred_ms() -> Duration {
+    Duration::from_millis(100)
+}
+fn thirty_seconds() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_replay_window() -> u64 {
+    DEFAULT_REPLAY_WINDOW
+}
+
+impl SinkSettings for TcpSink {
+    fn check(&self, name: &str) -> Result<(), (String, String)> {
+        let invalid = |key: &str, msg: &str| Err((format!("sinks.{name}.{key}"), msg.to_string()));
+        if !self.address.contains(':') {
+            return invalid("address", "must be host:port");
+        }
+        if self.initial_backoff.is_zero() || self.max_backoff < self.initial_backoff {
+            return invalid(
+                "max_backoff",
+                "backoffs must be positive and max_backoff >= initial_backoff",
+            );
+        }
+        Ok(())
+    }
+
+    fn check_bounds(&self, prefix: &str, b: &mut Bounds) {
+        let key = |k: &str| format!("{prefix}.{k}");
+        let some = Duration::from_millis(1);
+        b.size(&key("replay_window"), self.replay_window, 0..=1 << 30);
+        b.duration(&key("connect_timeout"), self.connect_timeout, some..=HOUR);
+        b.duration(&key("write_timeout"), self.write_timeout, some..=HOUR);
+        b.duration(&key("initial_backoff"), self.initial_backoff, some..=HOUR);
+        b.duration(&key("max_backoff"), self.max_backoff, some..=DAY);
+    }
+
+    fn render(&self) -> toml::Table {
+        let mut t = toml::Table::new();
+        t.insert("address".into(), render::text(&self.address));
+        let framing = match self.framing {
+            TcpFraming::OctetCounting => "octet_counting",
+            TcpFraming::Newline => "newline",
+        };
+        t.insert("framing".into(), render::text(framing));
+        t.insert("encoding".into(), render::text(self.encoding.name()));
+        t.insert(
+            "connect_timeout".into(),
+            render::duration(self.connect_timeout),
+        );
+        t.insert(
+            "initial_backoff".into(),
+            render::duration(self.initial_backoff),
+        );
+        t.insert("max_backoff".into(), render::duration(self.max_backoff));
+        t.insert("write_timeout".into(), render::duration(self.write_timeout));
+        t.insert("line_breaks".into(), render::text(self.line_breaks.name()));
+        t.insert("replay_window".into(), render::bytes(self.replay_window));
+        t
+    }
+
+    fn reach(&self) -> Reach<'_> {
+        Reach::Destination(&self.address)
+    }
+
+    fn open(&self) -> Result<OpenedSink, SinkError> {
+        Ok(OpenedSink {
+            sink: Box::new(TcpOutput::new(self)),
+            encoding: RecordEncoding {
+                encoding: self.encoding,
+                framing: Some(self.framing),
+                line_breaks: self.line_breaks,
+            },
+            backoff: Backoff {
+                initial: self.initial_backoff,
+                max: self.max_backoff,
+            },
+        })
+    }
 }
 
 #[cfg(test)]

@@ -3,8 +3,13 @@
 //! hand each frame to the shard's ingest step ([`crate::shard::ingest`]).
 //!
 //! Every shard binds every source on the same address (SO_REUSEPORT); shard 0 binds first and
-//! resolves port 0. A new source type is a new module here implementing `BoundSource` plus
-//! one arm in [`bind`] (and its config type).
+//! resolves port 0.
+//!
+//! **A new source type is one new module here plus one line in [`source_registry!`]'s list.**
+//! The module holds the type's configuration ([`SourceSettings`]: keys, defaults, checks,
+//! bounds, rendering, and the [`SourceSpec`] a shard runs, with the function that binds it)
+//! and its serving (a [`BoundSource`]; `tcp.rs` and `udp.rs` are the transports `syslog`
+//! uses).
 //!
 //! Invariants: a source's tasks run only on its shard's thread; what they share across
 //! shards is the connection limits and memory budget (touched at accept and close) and the
@@ -13,6 +18,7 @@
 
 pub mod connection;
 pub mod limits;
+pub mod syslog;
 pub mod tcp;
 pub mod udp;
 
@@ -23,9 +29,9 @@ use std::time::Duration;
 
 use glommio::sync::Gate;
 
-use crate::config::SourceMode;
 use crate::metrics::SourceCounters;
 use crate::shard::{Shard, Stopper};
+use crate::units::Bounds;
 use limits::{ConnectionLimits, ConnectionMemory};
 
 /// A source as a shard runs it (address already resolved by the first shard).
@@ -33,6 +39,8 @@ use limits::{ConnectionLimits, ConnectionMemory};
 pub struct SourceSpec {
     pub name: String,
     pub mode: SourceMode,
+    /// Binds it on a shard (the source type's transport).
+    pub bind: Binder,
     pub address: SocketAddr,
     pub max_frame: usize,
     pub read_buffer: usize,
@@ -73,13 +81,112 @@ pub trait BoundSource {
     fn serve(self: Box<Self>, shard: Rc<Shard>, run: Rc<SourceRun>, gate: &Rc<Gate>) -> bool;
 }
 
-/// The registry: binds `spec` on this shard.
-pub fn bind(spec: &SourceSpec) -> Result<Box<dyn BoundSource>, SourceError> {
-    let bound = match spec.mode {
-        SourceMode::Tcp => tcp::bind(spec),
-        SourceMode::Udp => udp::bind(spec),
+/// Binds a source of some type on this shard (the one place a listener is bound).
+pub type Binder = fn(&SourceSpec) -> std::io::Result<Box<dyn BoundSource>>;
+
+/// The transport a source listens with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceMode {
+    Tcp,
+    Udp,
+}
+
+impl SourceMode {
+    /// The URL scheme it is logged with.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            SourceMode::Tcp => "tcp",
+            SourceMode::Udp => "udp",
+        }
+    }
+}
+
+/// What a source's checks need from the rest of the config.
+#[derive(Debug, Clone, Copy)]
+pub struct SharedLimits {
+    pub wal_buffer_size: u64,
+    pub max_connection_memory: u64,
+}
+
+/// A source type's configuration: everything the rest of Sluice needs to know of it.
+pub trait SourceSettings {
+    fn address(&self) -> SocketAddr;
+    fn mode(&self) -> SourceMode;
+    /// Checks that span keys; the key (`sources.NAME.KEY`) and why, when refused.
+    fn check(&self, name: &str, shared: &SharedLimits) -> Result<(), (String, String)>;
+    /// Puts every size and duration against its bounds (keys under `prefix`).
+    fn check_bounds(&self, prefix: &str, bounds: &mut Bounds);
+    /// Every key with its effective value (`sluice config`), `type` aside.
+    fn render(&self) -> toml::Table;
+    /// The source as `shards` shards run it (its own counters; the shared memory budget).
+    fn spec(&self, name: &str, shards: usize, memory: &Arc<ConnectionMemory>) -> SourceSpec;
+}
+
+/// Declares the source types: `Variant = "type name" => ConfigStruct`.
+macro_rules! source_registry {
+    ($($variant:ident = $name:literal => $config:ty),* $(,)?) => {
+        /// Source types (`type = "..."`).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+        pub enum SourceType {
+            $( #[serde(rename = $name)] $variant, )*
+        }
+
+        /// A source, typed by its `type`.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum SourceConfig {
+            $( $variant($config), )*
+        }
+
+        impl SourceConfig {
+            /// The `type` it was configured with.
+            pub fn type_name(&self) -> &'static str {
+                match self {
+                    $( SourceConfig::$variant(_) => $name, )*
+                }
+            }
+
+            /// Its type's settings.
+            pub fn settings(&self) -> &dyn SourceSettings {
+                match self {
+                    $( SourceConfig::$variant(c) => c, )*
+                }
+            }
+
+            /// Reads the table of a source whose type is `kind` (the config's second pass).
+            pub fn read<'de, A: serde::de::MapAccess<'de>>(
+                kind: SourceType,
+                map: &mut A,
+            ) -> Result<Self, A::Error> {
+                match kind {
+                    $( SourceType::$variant => map.next_value::<$config>().map(SourceConfig::$variant), )*
+                }
+            }
+        }
     };
-    bound.map_err(|error| SourceError::Bind {
+}
+
+source_registry! {
+    Syslog = "syslog" => SyslogSource,
+}
+
+impl SourceConfig {
+    /// The address it listens on.
+    pub fn address(&self) -> SocketAddr {
+        self.settings().address()
+    }
+
+    /// The transport it listens with.
+    pub fn mode(&self) -> SourceMode {
+        self.settings().mode()
+    }
+}
+
+pub use syslog::{SyslogSource, MAX_FRAME_LIMIT};
+
+/// Binds `spec` on this shard.
+pub fn bind(spec: &SourceSpec) -> Result<Box<dyn BoundSource>, SourceError> {
+    (spec.bind)(spec).map_err(|error| SourceError::Bind {
         name: spec.name.clone(),
         address: spec.address,
         error,

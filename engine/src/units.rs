@@ -1,4 +1,4 @@
-//! How values are read (sizes, durations, `FromStr` policies, snake_case enum spellings) and
+//! How config values are read (sizes, durations, `FromStr` policies, snake_case enum spellings) and
 //! bounded ([`Bounds`]). Every reader reports through serde, so errors carry the key's line.
 
 use std::cell::RefCell;
@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use serde::{de, Deserialize, Deserializer};
 
-pub(super) const MIB: u64 = 1 << 20;
-pub(super) const HOUR: Duration = Duration::from_secs(3600);
-pub(super) const DAY: Duration = Duration::from_secs(86_400);
+pub(crate) const MIB: u64 = 1 << 20;
+pub(crate) const HOUR: Duration = Duration::from_secs(3600);
+pub(crate) const DAY: Duration = Duration::from_secs(86_400);
 
 thread_local! {
     /// Deprecated spellings met while the current file was read (drained by the caller).
@@ -17,18 +17,18 @@ thread_local! {
 }
 
 /// Notes a deprecated spelling (reported as a warning once the file is read).
-pub(super) fn deprecated(message: String) {
+pub(crate) fn deprecated(message: String) {
     DEPRECATIONS.with(|d| d.borrow_mut().push(message));
 }
 
 /// The deprecations noted since the last call.
-pub(super) fn take_deprecations() -> Vec<String> {
+pub(crate) fn take_deprecations() -> Vec<String> {
     DEPRECATIONS.with(|d| std::mem::take(&mut *d.borrow_mut()))
 }
 
 /// Reads one of `choices` (snake_case, as Vector spells enum values). The kebab-case
 /// spelling earlier versions used (`octet-counting`) is still accepted, with a warning.
-pub(super) fn snake_case<'de, D, T: Copy>(d: D, choices: &[(&str, T)]) -> Result<T, D::Error>
+pub(crate) fn snake_case<'de, D, T: Copy>(d: D, choices: &[(&str, T)]) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
 {
@@ -51,7 +51,7 @@ where
     }
 }
 
-pub(super) fn de_from_str<'de, D, T>(d: D) -> Result<T, D::Error>
+pub(crate) fn de_from_str<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: FromStr,
@@ -61,24 +61,24 @@ where
     s.parse().map_err(de::Error::custom)
 }
 
-pub(super) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     humantime::parse_duration(&s)
         .map_err(|e| de::Error::custom(format!("expected a duration like \"5s\", got {s:?} ({e})")))
 }
 
-pub(super) fn de_opt_duration<'de, D: Deserializer<'de>>(
+pub(crate) fn de_opt_duration<'de, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Duration>, D::Error> {
     de_duration(d).map(Some)
 }
 
-pub(super) fn de_opt_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+pub(crate) fn de_opt_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     de_bytes(d).map(Some)
 }
 
 /// A size: `"64KiB"`, `"100MB"`, `"128 MiB"` or a plain number of bytes.
-pub(super) fn de_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+pub(crate) fn de_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {
@@ -98,7 +98,7 @@ pub(super) fn de_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error>
 
 /// Values checked against their bounds; keeps the first one outside them.
 #[derive(Default)]
-pub(super) struct Bounds {
+pub struct Bounds {
     first_violation: Option<(String, String)>,
 }
 
@@ -121,11 +121,11 @@ impl Bounds {
         }
     }
 
-    pub(super) fn size(&mut self, key: &str, value: u64, range: std::ops::RangeInclusive<u64>) {
+    pub fn size(&mut self, key: &str, value: u64, range: std::ops::RangeInclusive<u64>) {
         self.check(key, value, range, |b| bytesize::ByteSize(b).to_string());
     }
 
-    pub(super) fn duration(
+    pub fn duration(
         &mut self,
         key: &str,
         value: Duration,
@@ -136,11 +136,11 @@ impl Bounds {
         });
     }
 
-    pub(super) fn count(&mut self, key: &str, value: u64, range: std::ops::RangeInclusive<u64>) {
+    pub fn count(&mut self, key: &str, value: u64, range: std::ops::RangeInclusive<u64>) {
         self.check(key, value, range, |n| n.to_string());
     }
 
-    pub(super) fn into_result(self) -> Result<(), (String, String)> {
+    pub fn into_result(self) -> Result<(), (String, String)> {
         self.first_violation.map_or(Ok(()), Err)
     }
 }
@@ -152,5 +152,22 @@ pub struct TypeTag;
 impl<'de> Deserialize<'de> for TypeTag {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         de::IgnoredAny::deserialize(d).map(|_| TypeTag)
+    }
+}
+
+/// Values as `sluice config` writes them (they read back to the same config).
+pub(crate) mod render {
+    use toml::Value;
+
+    pub(crate) fn duration(d: std::time::Duration) -> Value {
+        Value::String(humantime::format_duration(d).to_string())
+    }
+
+    pub(crate) fn bytes(b: u64) -> Value {
+        Value::Integer(b.min(i64::MAX as u64) as i64)
+    }
+
+    pub(crate) fn text(s: &str) -> Value {
+        Value::String(s.to_string())
     }
 }

@@ -1,48 +1,17 @@
-//! `[sources.<name>]`: one struct per source `type`. A new source type is a variant of
-//! [`SourceConfig`], its struct here, and one arm in [`super::typed`] and `crate::sources`.
+//! `type = "syslog"`: RFC 5424 / RFC 3164 over TCP ([`super::tcp`]: octet-counted or line
+//! framed) or UDP ([`super::udp`]). This module is the type's configuration and how a shard
+//! runs it; the transports do the serving.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::units::{de_bytes, de_duration, Bounds, TypeTag, DAY, MIB};
-
-/// Source types (`type = "..."`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SourceType {
-    Syslog,
-}
-
-/// A source, typed by its `type`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SourceConfig {
-    Syslog(SyslogSource),
-}
-
-impl SourceConfig {
-    /// The address the source listens on.
-    pub fn address(&self) -> SocketAddr {
-        match self {
-            SourceConfig::Syslog(s) => s.address,
-        }
-    }
-
-    /// The transport it listens with.
-    pub fn mode(&self) -> SourceMode {
-        match self {
-            SourceConfig::Syslog(s) => s.mode,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceMode {
-    Tcp,
-    Udp,
-}
+use super::limits::{ConnectionLimits, ConnectionMemory};
+use super::{Binder, SharedLimits, SourceMode, SourceSettings, SourceSpec};
+use crate::metrics::SourceCounters;
+use crate::units::{de_bytes, de_duration, render, Bounds, TypeTag, DAY, MIB};
 
 /// `type = "syslog"`: RFC 5424 / RFC 3164 over TCP (octet-counted or line framed) or UDP.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -116,14 +85,21 @@ fn default_receive_buffer() -> u64 {
     4 << 20
 }
 
-impl SyslogSource {
-    /// Checks that span keys (and the WAL's buffer).
-    pub(super) fn check(&self, name: &str, wal: &super::WalConfig) -> Result<(), (String, String)> {
+impl SourceSettings for SyslogSource {
+    fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    fn mode(&self) -> SourceMode {
+        self.mode
+    }
+
+    fn check(&self, name: &str, shared: &SharedLimits) -> Result<(), (String, String)> {
         let invalid = |k: &str, msg: &str| Err((format!("sources.{name}.{k}"), msg.to_string()));
         if !(1..=MAX_FRAME_LIMIT).contains(&self.max_frame) {
             return invalid("max_frame", "must be between 1 byte and 16MiB");
         }
-        if self.max_frame > wal.buffer_size / 2 {
+        if self.max_frame > shared.wal_buffer_size / 2 {
             return invalid("max_frame", "must be at most half of wal.buffer_size");
         }
         if !(4096..=1 << 30).contains(&self.receive_buffer) {
@@ -132,10 +108,16 @@ impl SyslogSource {
         if self.max_connections == 0 || self.max_connections_per_ip == 0 {
             return invalid("max_connections", "connection limits must be at least 1");
         }
+        if self.read_buffer.max(self.max_frame) > shared.max_connection_memory {
+            return invalid(
+                "read_buffer",
+                "read_buffer and max_frame must each be at most max_connection_memory (a connection could never hold one frame)",
+            );
+        }
         Ok(())
     }
 
-    pub(super) fn check_bounds(&self, prefix: &str, b: &mut Bounds) {
+    fn check_bounds(&self, prefix: &str, b: &mut Bounds) {
         let key = |k: &str| format!("{prefix}.{k}");
         let second = Duration::from_secs(1);
         b.size(&key("read_buffer"), self.read_buffer, 4096..=64 * MIB);
@@ -156,5 +138,61 @@ impl SyslogSource {
             self.max_connections.into(),
             1..=1_000_000,
         );
+    }
+
+    fn render(&self) -> toml::Table {
+        let mut t = toml::Table::new();
+        let mode = match self.mode {
+            SourceMode::Tcp => "tcp",
+            SourceMode::Udp => "udp",
+        };
+        t.insert("mode".into(), render::text(mode));
+        t.insert("address".into(), render::text(&self.address.to_string()));
+        t.insert("max_frame".into(), render::bytes(self.max_frame));
+        let count = |n: u32| toml::Value::Integer(n.into());
+        t.insert("max_connections".into(), count(self.max_connections));
+        t.insert(
+            "max_connections_per_ip".into(),
+            count(self.max_connections_per_ip),
+        );
+        t.insert("read_buffer".into(), render::bytes(self.read_buffer));
+        t.insert("receive_buffer".into(), render::bytes(self.receive_buffer));
+        t.insert("idle_timeout".into(), render::duration(self.idle_timeout));
+        t.insert("frame_timeout".into(), render::duration(self.frame_timeout));
+        t.insert(
+            "ipv4_prefix_length".into(),
+            count(self.ipv4_prefix_length.into()),
+        );
+        t.insert(
+            "ipv6_prefix_length".into(),
+            count(self.ipv6_prefix_length.into()),
+        );
+        t
+    }
+
+    fn spec(&self, name: &str, shards: usize, memory: &Arc<ConnectionMemory>) -> SourceSpec {
+        let bind: Binder = match self.mode {
+            SourceMode::Tcp => super::tcp::bind,
+            SourceMode::Udp => super::udp::bind,
+        };
+        SourceSpec {
+            name: name.to_string(),
+            mode: self.mode,
+            bind,
+            address: self.address,
+            max_frame: self.max_frame as usize,
+            read_buffer: self.read_buffer as usize,
+            receive_buffer: self.receive_buffer as usize,
+            idle_timeout: self.idle_timeout,
+            frame_timeout: self.frame_timeout,
+            limits: ConnectionLimits::with_prefixes(
+                self.max_connections,
+                self.max_connections_per_ip,
+                self.ipv4_prefix_length,
+                self.ipv6_prefix_length,
+            ),
+            memory: Arc::clone(memory),
+            counters: Arc::new(SourceCounters::new(shards)),
+        }
     }
 }
