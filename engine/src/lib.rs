@@ -7,6 +7,7 @@ pub mod config;
 pub mod delivery;
 pub mod error;
 pub mod metrics;
+mod registry;
 pub mod runtime;
 pub mod shard;
 pub mod sinks;

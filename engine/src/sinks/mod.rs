@@ -1,6 +1,6 @@
 //! Sinks: one module per destination. A module holds the sink type's configuration (its
 //! struct, defaults, checks, bounds and rendering: [`SinkSettings`]) and its
-//! [`crate::delivery::Sink`] implementation; [`sink_registry!`] below is the registry.
+//! [`crate::delivery::Sink`] implementation; the `type_registry!` list below is the registry.
 //!
 //! A sink only writes what it is handed and says when it is confirmed; reading the WAL,
 //! batching, retrying and cursors are [`crate::delivery`]'s, shared by every sink. A sink runs
@@ -58,50 +58,8 @@ pub enum SinkError {
     },
 }
 
-/// Declares the sink types: `Variant = "type name" => ConfigStruct`.
-macro_rules! sink_registry {
-    ($($variant:ident = $name:literal => $config:ty),* $(,)?) => {
-        /// Sink types (`type = "..."`).
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-        pub enum SinkType {
-            $( #[serde(rename = $name)] $variant, )*
-        }
-
-        /// A sink, typed by its `type`.
-        #[derive(Debug, Clone, PartialEq)]
-        pub enum SinkConfig {
-            $( $variant($config), )*
-        }
-
-        impl SinkConfig {
-            /// The `type` it was configured with.
-            pub fn type_name(&self) -> &'static str {
-                match self {
-                    $( SinkConfig::$variant(_) => $name, )*
-                }
-            }
-
-            /// Its type's settings.
-            pub fn settings(&self) -> &dyn SinkSettings {
-                match self {
-                    $( SinkConfig::$variant(c) => c, )*
-                }
-            }
-
-            /// Reads the table of a sink whose type is `kind` (the config's second pass).
-            pub fn read<'de, A: serde::de::MapAccess<'de>>(
-                kind: SinkType,
-                map: &mut A,
-            ) -> Result<Self, A::Error> {
-                match kind {
-                    $( SinkType::$variant => map.next_value::<$config>().map(SinkConfig::$variant), )*
-                }
-            }
-        }
-    };
-}
-
-sink_registry! {
+crate::registry::type_registry! {
+    SinkType, SinkConfig, SinkSettings, "sink";
     File = "file" => FileSink,
     Tcp = "tcp" => TcpSink,
 }

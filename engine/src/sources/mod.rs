@@ -1,11 +1,11 @@
-//! Sources: one module per source type behind [`BoundSource`]; [`bind`] is the registry and
-//! the one place a listener is bound. A source's tasks run on the shard that bound it and
+//! Sources: one module per source type; the `type_registry!` list below is the registry, and
+//! [`bind`] the one place a listener is bound. A source's tasks run on the shard that bound it and
 //! hand each frame to the shard's ingest step ([`crate::shard::ingest`]).
 //!
 //! Every shard binds every source on the same address (SO_REUSEPORT); shard 0 binds first and
 //! resolves port 0.
 //!
-//! **A new source type is one new module here plus one line in [`source_registry!`]'s list.**
+//! **A new source type is one new module here plus one line in the registry list.**
 //! The module holds the type's configuration ([`SourceSettings`]: keys, defaults, checks,
 //! bounds, rendering, and the [`SourceSpec`] a shard runs, with the function that binds it)
 //! and its serving (a [`BoundSource`]; `tcp.rs` and `udp.rs` are the transports `syslog`
@@ -81,7 +81,7 @@ pub trait BoundSource {
     fn serve(self: Box<Self>, shard: Rc<Shard>, run: Rc<SourceRun>, gate: &Rc<Gate>) -> bool;
 }
 
-/// Binds a source of some type on this shard (the one place a listener is bound).
+/// Binds a source of some type on this shard (its type's transport).
 pub type Binder = fn(&SourceSpec) -> std::io::Result<Box<dyn BoundSource>>;
 
 /// The transport a source listens with.
@@ -123,50 +123,8 @@ pub trait SourceSettings {
     fn spec(&self, name: &str, shards: usize, memory: &Arc<ConnectionMemory>) -> SourceSpec;
 }
 
-/// Declares the source types: `Variant = "type name" => ConfigStruct`.
-macro_rules! source_registry {
-    ($($variant:ident = $name:literal => $config:ty),* $(,)?) => {
-        /// Source types (`type = "..."`).
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-        pub enum SourceType {
-            $( #[serde(rename = $name)] $variant, )*
-        }
-
-        /// A source, typed by its `type`.
-        #[derive(Debug, Clone, PartialEq)]
-        pub enum SourceConfig {
-            $( $variant($config), )*
-        }
-
-        impl SourceConfig {
-            /// The `type` it was configured with.
-            pub fn type_name(&self) -> &'static str {
-                match self {
-                    $( SourceConfig::$variant(_) => $name, )*
-                }
-            }
-
-            /// Its type's settings.
-            pub fn settings(&self) -> &dyn SourceSettings {
-                match self {
-                    $( SourceConfig::$variant(c) => c, )*
-                }
-            }
-
-            /// Reads the table of a source whose type is `kind` (the config's second pass).
-            pub fn read<'de, A: serde::de::MapAccess<'de>>(
-                kind: SourceType,
-                map: &mut A,
-            ) -> Result<Self, A::Error> {
-                match kind {
-                    $( SourceType::$variant => map.next_value::<$config>().map(SourceConfig::$variant), )*
-                }
-            }
-        }
-    };
-}
-
-source_registry! {
+crate::registry::type_registry! {
+    SourceType, SourceConfig, SourceSettings, "source";
     Syslog = "syslog" => SyslogSource,
 }
 
