@@ -7,7 +7,9 @@ use std::io::Write as _;
 
 use crate::civil;
 use crate::record::EventView;
-use crate::syslog::{sd_elements, unescape_sd_value, Format, FACILITY_NAMES, SEVERITY_NAMES};
+use crate::syslog::{
+    sd_elements, unescape_sd_value, Format, SdParams, FACILITY_NAMES, SEVERITY_NAMES,
+};
 
 /// Appends `event` as one JSON object and a newline to `out`.
 pub fn write_event(out: &mut Vec<u8>, event: &EventView, shard: u32) {
@@ -74,29 +76,87 @@ pub fn write_event(out: &mut Vec<u8>, event: &EventView, shard: u32) {
     out.extend_from_slice(b"}\n");
 }
 
-/// `{"sd-id":{"param":"value",...},...}`; a repeated SD-ID or param keeps the last value.
+/// `{"sd-id":{"param":"value",...},...}`, losing nothing:
+/// - an SD-ID that appears more than once (RFC 5424 §6.3.2 says it must not; devices send it,
+///   and rsyslog and syslog-ng keep every element) becomes an array of its elements' parameter
+///   maps, in order: `"id":[{"a":"1"},{"b":"2"}]`;
+/// - a PARAM-NAME repeated inside one element (allowed, §6.3.3) becomes an array of its values,
+///   in order: `"p":["1","2"]`.
+///
+/// Everything else keeps the plain shape. No allocation beyond the reused value buffer: the
+/// elements are scanned again to find repeats (an SD holds a handful of elements).
 fn write_structured_data(out: &mut Vec<u8>, sd: &[u8]) {
     let mut value = Vec::new();
     out.push(b'{');
+    let mut written = 0;
     for (i, (id, params)) in sd_elements(sd).enumerate() {
-        if i > 0 {
+        if sd_elements(sd).take(i).any(|(earlier, _)| earlier == id) {
+            continue; // Written with its first occurrence.
+        }
+        if written > 0 {
             out.push(b',');
         }
+        written += 1;
         write_str(out, id);
-        out.extend_from_slice(b":{");
-        for (j, (name, raw)) in params.enumerate() {
-            if j > 0 {
-                out.push(b',');
-            }
-            write_str(out, name);
-            out.push(b':');
-            value.clear();
-            unescape_sd_value(raw, &mut value);
-            write_str(out, &value);
+        out.push(b':');
+        let mut same_id = sd_elements(sd).skip(i).filter(|(other, _)| *other == id);
+        if sd_elements(sd).filter(|(other, _)| *other == id).count() == 1 {
+            write_params(out, params, &mut value);
+            continue;
         }
-        out.push(b'}');
+        out.push(b'[');
+        if let Some((_, first)) = same_id.next() {
+            write_params(out, first, &mut value);
+        }
+        for (_, more) in same_id {
+            out.push(b',');
+            write_params(out, more, &mut value);
+        }
+        out.push(b']');
     }
     out.push(b'}');
+}
+
+/// One element's parameters as a map; a repeated name's values as an array.
+fn write_params(out: &mut Vec<u8>, params: SdParams<'_>, value: &mut Vec<u8>) {
+    out.push(b'{');
+    let mut written = 0;
+    for (j, (name, raw)) in params.clone().enumerate() {
+        if params.clone().take(j).any(|(earlier, _)| earlier == name) {
+            continue; // Written with its first occurrence.
+        }
+        if written > 0 {
+            out.push(b',');
+        }
+        written += 1;
+        write_str(out, name);
+        out.push(b':');
+        let repeats = params.clone().filter(|(other, _)| *other == name).count();
+        if repeats == 1 {
+            write_value(out, raw, value);
+            continue;
+        }
+        out.push(b'[');
+        for (k, (_, raw)) in params
+            .clone()
+            .skip(j)
+            .filter(|(other, _)| *other == name)
+            .enumerate()
+        {
+            if k > 0 {
+                out.push(b',');
+            }
+            write_value(out, raw, value);
+        }
+        out.push(b']');
+    }
+    out.push(b'}');
+}
+
+fn write_value(out: &mut Vec<u8>, raw: &[u8], value: &mut Vec<u8>) {
+    value.clear();
+    unescape_sd_value(raw, value);
+    write_str(out, value);
 }
 
 /// A JSON string literal for `bytes` (invalid UTF-8 replaced by U+FFFD).
@@ -211,6 +271,26 @@ mod tests {
         write_event(&mut out, &EventView::decode(&rec).unwrap(), 3);
         assert_eq!(out.last(), Some(&b'\n'));
         serde_json::from_slice(&out).unwrap()
+    }
+
+    /// A repeated SD-ID keeps every element (an array of maps, in order) and a repeated
+    /// PARAM-NAME every value (an array); a plain SD keeps the plain shape. The raw bytes
+    /// parsed back by a JSON parser show nothing dropped.
+    #[test]
+    fn repeated_sd_ids_and_params_lose_nothing() {
+        let v = to_json(
+            b"<165>1 2003-10-11T22:14:15.003Z host app - - [exampleSDID@32473 iut=\"3\" eventSource=\"App\"][exampleSDID@32473 class=\"high\"][origin ip=\"10.0.0.1\" ip=\"10.0.0.2\"] msg\n",
+        );
+        let sd = &v["structured_data"];
+        assert_eq!(
+            sd["exampleSDID@32473"],
+            serde_json::json!([{"iut": "3", "eventSource": "App"}, {"class": "high"}])
+        );
+        assert_eq!(
+            sd["origin"],
+            serde_json::json!({"ip": ["10.0.0.1", "10.0.0.2"]})
+        );
+        assert_eq!(sd.as_object().unwrap().len(), 2);
     }
 
     #[test]

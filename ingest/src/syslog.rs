@@ -280,6 +280,7 @@ pub fn sd_elements(sd: &[u8]) -> SdElements<'_> {
     SdElements { buf: sd, pos: 0 }
 }
 
+#[derive(Clone)]
 pub struct SdElements<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -305,6 +306,7 @@ impl<'a> Iterator for SdElements<'a> {
     }
 }
 
+#[derive(Clone)]
 pub struct SdParams<'a> {
     buf: &'a [u8],
     pos: usize,
