@@ -75,72 +75,84 @@ pub fn inspect_shard(dir: &Path) -> Result<ShardInfo, StorageError> {
     let numbers = list_segments(dir)?;
     let mut segments = Vec::with_capacity(numbers.len());
     for (i, &number) in numbers.iter().enumerate() {
-        let plain = segment_path(dir, number);
-        let compressed = !plain.exists();
-        let path = if compressed {
-            compressed_path(dir, number)
-        } else {
-            plain
-        };
-        let bytes = std::fs::metadata(&path)
-            .map_err(|e| StorageError::io("stat", &path, e))?
-            .len();
-        let data = match read_segment(dir, number) {
-            Ok(d) => d,
-            // An unreadable compressed file shows as a segment with no valid header.
-            Err(_) if compressed => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        let scan = scan_bytes(&data, number);
-        segments.push(SegmentInfo {
-            number,
-            bytes,
-            segment_bytes: data.len() as u64,
-            compressed,
-            records: scan.records,
-            first_id: scan.first_id,
-            footer: scan.footer,
-            damage: scan.damage.map(|r| (scan.valid_end, r)),
-            torn_tail: scan.damage.is_some()
-                && i + 1 == numbers.len()
-                && scan.valid_end >= SEGMENT_HEADER_LEN
-                && crate::recovery::is_torn_tail(&data[scan.valid_end as usize..]),
-            newest: i + 1 == numbers.len(),
-            record_starts: record_starts(&data, scan.valid_end),
-            path,
-        });
+        segments.push(inspect_segment(dir, number, i + 1 == numbers.len())?);
     }
-    let mut cursors = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(cursor_dir(dir)) {
-        let mut sinks: Vec<String> = entries
-            .flatten()
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()?
-                    .strip_suffix(".cursor")
-                    .map(String::from)
-            })
-            .collect();
-        sinks.sort();
-        for sink in sinks {
-            let position = match read_cursor(dir, &sink) {
-                Ok(Some(p)) => Ok(p),
-                Ok(None) => continue,
-                Err(e) => Err(e.to_string()),
-            };
-            let lag_records = position.as_ref().ok().map(|c| lag(&segments, c.position));
-            cursors.push(CursorInfo {
-                sink,
-                position,
-                lag_records,
-            });
-        }
-    }
+    let cursors = inspect_cursors(dir, &segments);
     Ok(ShardInfo {
         dir: dir.to_path_buf(),
         segments,
         cursors,
     })
+}
+
+/// Scans one segment (plain or compressed); `newest`: the shard's last one.
+fn inspect_segment(dir: &Path, number: u64, newest: bool) -> Result<SegmentInfo, StorageError> {
+    let plain = segment_path(dir, number);
+    let compressed = !plain.exists();
+    let path = if compressed {
+        compressed_path(dir, number)
+    } else {
+        plain
+    };
+    let bytes = std::fs::metadata(&path)
+        .map_err(|e| StorageError::io("stat", &path, e))?
+        .len();
+    let data = match read_segment(dir, number) {
+        Ok(d) => d,
+        // An unreadable compressed file shows as a segment with no valid header.
+        Err(_) if compressed => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let scan = scan_bytes(&data, number);
+    Ok(SegmentInfo {
+        number,
+        bytes,
+        segment_bytes: data.len() as u64,
+        compressed,
+        records: scan.records,
+        first_id: scan.first_id,
+        footer: scan.footer,
+        damage: scan.damage.map(|r| (scan.valid_end, r)),
+        torn_tail: scan.damage.is_some()
+            && newest
+            && scan.valid_end >= SEGMENT_HEADER_LEN
+            && crate::recovery::is_torn_tail(&data[scan.valid_end as usize..]),
+        newest,
+        record_starts: record_starts(&data, scan.valid_end),
+        path,
+    })
+}
+
+/// Every output's cursor in the shard, by sink name, with its lag over `segments`.
+fn inspect_cursors(dir: &Path, segments: &[SegmentInfo]) -> Vec<CursorInfo> {
+    let mut cursors = Vec::new();
+    let Ok(entries) = std::fs::read_dir(cursor_dir(dir)) else {
+        return cursors;
+    };
+    let mut sinks: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".cursor")
+                .map(String::from)
+        })
+        .collect();
+    sinks.sort();
+    for sink in sinks {
+        let position = match read_cursor(dir, &sink) {
+            Ok(Some(p)) => Ok(p),
+            Ok(None) => continue,
+            Err(e) => Err(e.to_string()),
+        };
+        let lag_records = position.as_ref().ok().map(|c| lag(segments, c.position));
+        cursors.push(CursorInfo {
+            sink,
+            position,
+            lag_records,
+        });
+    }
+    cursors
 }
 
 fn record_starts(data: &[u8], valid_end: u64) -> Vec<u64> {
