@@ -87,66 +87,52 @@ pub fn write_event(out: &mut Vec<u8>, event: &EventView, shard: u32) {
 /// elements are scanned again to find repeats (an SD holds a handful of elements).
 fn write_structured_data(out: &mut Vec<u8>, sd: &[u8]) {
     let mut value = Vec::new();
-    out.push(b'{');
-    let mut written = 0;
-    for (i, (id, params)) in sd_elements(sd).enumerate() {
-        if sd_elements(sd).take(i).any(|(earlier, _)| earlier == id) {
-            continue; // Written with its first occurrence.
-        }
-        if written > 0 {
-            out.push(b',');
-        }
-        written += 1;
-        write_str(out, id);
-        out.push(b':');
-        let mut same_id = sd_elements(sd).skip(i).filter(|(other, _)| *other == id);
-        if sd_elements(sd).filter(|(other, _)| *other == id).count() == 1 {
-            write_params(out, params, &mut value);
-            continue;
-        }
-        out.push(b'[');
-        if let Some((_, first)) = same_id.next() {
-            write_params(out, first, &mut value);
-        }
-        for (_, more) in same_id {
-            out.push(b',');
-            write_params(out, more, &mut value);
-        }
-        out.push(b']');
-    }
-    out.push(b'}');
+    write_grouped(out, sd_elements(sd), &mut |out, params: SdParams<'_>| {
+        write_grouped(out, params, &mut |out, raw: &[u8]| {
+            write_value(out, raw, &mut value)
+        })
+    });
 }
 
-/// One element's parameters as a map; a repeated name's values as an array.
-fn write_params(out: &mut Vec<u8>, params: SdParams<'_>, value: &mut Vec<u8>) {
+/// Writes `(key, item)` pairs as a JSON map with each key once, in first-seen order: a key
+/// seen once maps to its item, a repeated key to an array of its items in order.
+fn write_grouped<'a, T, I>(
+    out: &mut Vec<u8>,
+    items: I,
+    write_item: &mut impl FnMut(&mut Vec<u8>, T),
+) where
+    I: Iterator<Item = (&'a [u8], T)> + Clone,
+{
     out.push(b'{');
-    let mut written = 0;
-    for (j, (name, raw)) in params.clone().enumerate() {
-        if params.clone().take(j).any(|(earlier, _)| earlier == name) {
+    let mut first_key = true;
+    for (i, (key, _)) in items.clone().enumerate() {
+        if items.clone().take(i).any(|(earlier, _)| earlier == key) {
             continue; // Written with its first occurrence.
         }
-        if written > 0 {
+        if !first_key {
             out.push(b',');
         }
-        written += 1;
-        write_str(out, name);
+        first_key = false;
+        write_str(out, key);
         out.push(b':');
-        let repeats = params.clone().filter(|(other, _)| *other == name).count();
-        if repeats == 1 {
-            write_value(out, raw, value);
+        let repeated = items.clone().skip(i + 1).any(|(later, _)| later == key);
+        let mut same_key = items
+            .clone()
+            .skip(i)
+            .filter(|(other, _)| *other == key)
+            .map(|(_, item)| item);
+        if !repeated {
+            if let Some(item) = same_key.next() {
+                write_item(out, item);
+            }
             continue;
         }
         out.push(b'[');
-        for (k, (_, raw)) in params
-            .clone()
-            .skip(j)
-            .filter(|(other, _)| *other == name)
-            .enumerate()
-        {
+        for (k, item) in same_key.enumerate() {
             if k > 0 {
                 out.push(b',');
             }
-            write_value(out, raw, value);
+            write_item(out, item);
         }
         out.push(b']');
     }
