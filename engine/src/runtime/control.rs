@@ -14,7 +14,7 @@ use crate::admin::{
     AdminState, ApiAuth, ApiPolicy, ReloadAccepted, ReloadRefused, ReloadRequest,
     SHARD_LIVENESS_LIMIT,
 };
-use crate::config::{self, Config, SourceConfig, SourceMode};
+use crate::config::{self, Config, SourceConfig};
 use crate::metrics::{Counters, SourceCounters};
 use crate::shard::{CommandSender, ShardCommand};
 use crate::sources::limits::ConnectionMemory;
@@ -326,15 +326,14 @@ impl Live {
             if source.address().port() == 0 || ours.contains(&source.address()) {
                 continue;
             }
-            let free = match source.mode() {
-                SourceMode::Tcp => std::net::TcpListener::bind(source.address()).map(drop),
-                SourceMode::Udp => std::net::UdpSocket::bind(source.address()).map(drop),
-            };
-            free.map_err(|source_error| ControlError::AddressInUse {
-                name: name.clone(),
-                address: source.address(),
-                source: source_error,
-            })?;
+            source
+                .mode()
+                .try_bind(source.address())
+                .map_err(|source_error| ControlError::AddressInUse {
+                    name: name.clone(),
+                    address: source.address(),
+                    source: source_error,
+                })?;
         }
         Ok(())
     }

@@ -29,7 +29,7 @@ use std::time::Instant;
 use storage::{recover_shard, DiskBudget, DurableWatermark, Position, Retention};
 
 use crate::admin::{AdminServer, AdminState, ApiAuth, ApiPolicy};
-use crate::config::{ApiListen, Config, SourceMode};
+use crate::config::{ApiListen, Config};
 use crate::delivery::ShardLog;
 use crate::error::EngineError;
 use crate::metrics::{Counters, ShardCounters};
@@ -431,13 +431,4 @@ fn log_ready(sources: &Listening, shards: usize, api: Option<SocketAddr>) {
         listening.push(format!("api=http://{api}"));
     }
     tracing::info!(shards, "ready; listening on {}", listening.join(" "));
-}
-
-/// The addresses a config's sources will listen on (for logs and tools).
-pub fn source_addresses(config: &Config) -> Vec<(String, SourceMode, SocketAddr)> {
-    config
-        .sources
-        .iter()
-        .map(|(n, s)| (n.clone(), s.mode(), s.address()))
-        .collect()
 }

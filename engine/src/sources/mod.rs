@@ -93,6 +93,15 @@ pub enum SourceMode {
 }
 
 impl SourceMode {
+    /// Binds `address` with this transport and lets it go again: whether a source could
+    /// listen there now (validate's host check, a reload's check of new addresses).
+    pub fn try_bind(self, address: SocketAddr) -> std::io::Result<()> {
+        match self {
+            SourceMode::Tcp => std::net::TcpListener::bind(address).map(drop),
+            SourceMode::Udp => std::net::UdpSocket::bind(address).map(drop),
+        }
+    }
+
     /// The URL scheme it is logged with.
     pub fn scheme(self) -> &'static str {
         match self {

@@ -7,7 +7,7 @@
 //!   them makes validation fail: use `--no-environment` to check a config for a reload);
 //! - the locked-memory limit is enough for the io_uring executors.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::Path;
 
 use crate::config::{ApiListen, Config, SourceMode};
@@ -84,11 +84,7 @@ fn check_data_dir(dir: &Path) -> Result<(), HostProblem> {
 }
 
 fn check_bind(mode: SourceMode, address: SocketAddr) -> Result<(), HostProblem> {
-    let bound = match mode {
-        SourceMode::Tcp => TcpListener::bind(address).map(drop),
-        SourceMode::Udp => UdpSocket::bind(address).map(drop),
-    };
-    bound.map_err(|e| match e.kind() {
+    mode.try_bind(address).map_err(|e| match e.kind() {
         std::io::ErrorKind::PermissionDenied => HostProblem::PrivilegedPort(e),
         std::io::ErrorKind::AddrInUse => HostProblem::InUse(e),
         _ => HostProblem::Bind(e),
