@@ -3,6 +3,7 @@
 //! See `docs/ARCHITECTURE.md` for the bird's-eye view and invariants.
 
 pub mod admin;
+mod atomic_file;
 pub mod config;
 pub mod delivery;
 pub mod error;

@@ -6,8 +6,6 @@
 //! it); `sluice` subcommands that talk to the API read it from there. Tokens are compared in
 //! constant time.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use subtle::ConstantTimeEq;
@@ -66,22 +64,9 @@ pub fn random_token() -> std::io::Result<String> {
 /// it.
 pub fn write_generated(data_dir: &Path) -> Result<String, (PathBuf, std::io::Error)> {
     let path = data_dir.join(TOKEN_FILE);
-    let tmp = data_dir.join(format!("{TOKEN_FILE}.tmp"));
     let token = random_token().map_err(|e| (path.clone(), e))?;
-    let write = || -> std::io::Result<()> {
-        let _ = std::fs::remove_file(&tmp);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        file.write_all(token.as_bytes())?;
-        file.write_all(b"\n")?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    };
-    write().map_err(|e| (path.clone(), e))?;
+    crate::atomic_file::replace(&path, format!("{token}\n").as_bytes(), 0o600)
+        .map_err(|e| (path.clone(), e))?;
     Ok(token)
 }
 

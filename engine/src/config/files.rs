@@ -1,7 +1,6 @@
 //! Where a config comes from (files, a directory, or the embedded default), and writing a
 //! posted config back to its file atomically.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::{Config, ConfigError};
@@ -78,36 +77,13 @@ impl ConfigFiles {
     }
 }
 
-/// Replaces `path` with `text` so that a crash leaves the old file or the new one, never a
-/// mix: a temporary file beside it (same permissions), written and fsync'd, renamed over it,
-/// then the directory fsync'd. A symlink is followed: its target is replaced.
+/// Replaces the config file at `path` with `text` atomically ([`crate::atomic_file`]),
+/// keeping its permissions. A symlink is followed: its target is replaced.
 pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     let target = std::fs::canonicalize(path)?;
-    let dir = target.parent().unwrap_or(Path::new("/"));
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.sluice-tmp"));
     let mode = std::fs::metadata(&target)?.permissions().mode() & 0o7777;
-    let written = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &target)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    crate::atomic_file::replace(&target, text.as_bytes(), mode)
 }
 
 #[cfg(test)]

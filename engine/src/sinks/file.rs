@@ -181,20 +181,9 @@ impl FileOutput {
 
     fn save_state(&self) -> io::Result<()> {
         let path = self.state_path();
-        let tmp = path.with_extension("tmp");
-        let write = || -> io::Result<()> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&tmp)?;
-            f.write_all(self.owned.render().as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        };
-        write().map_err(|e| with_path("write", &path, e))?;
-        sync_dir(&self.dir)
+        // 0666 less the umask, as any file the sink creates.
+        crate::atomic_file::replace(&path, self.owned.render().as_bytes(), 0o666)
+            .map_err(|e| with_path("write", &path, e))
     }
 
     /// Opens (or creates) the file at `path`, deciding whether it is ours (module docs).
@@ -404,12 +393,6 @@ impl FileOutput {
             }
         }
     }
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| with_path("fsync directory", dir, e))
 }
 
 impl Sink for FileOutput {
