@@ -2,10 +2,12 @@
 //!
 //! [`firehose`]: the load generator's core; [`receive`]: the receiving end (loss, duplicates,
 //! latency); [`peers`]: the systems compared and their configurations; [`compare`]: the runs
-//! and the tables; [`plots`]: PNG charts; [`soak`]: the crash soak.
+//! and the tables; [`plots`]: PNG charts; [`soak`]: the crash soak; [`parsediff`]: the parser
+//! compared with rsyslog's and syslog-ng's, field by field.
 
 pub mod compare;
 pub mod firehose;
+pub mod parsediff;
 pub mod peers;
 pub mod plots;
 pub mod receive;

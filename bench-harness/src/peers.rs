@@ -157,33 +157,53 @@ pub fn server_command(
     peers_dir: &Path,
 ) -> Result<(String, Command), String> {
     let config = place.dir.join("config");
-    match v.system {
+    let text = match v.system {
+        System::Sluice => sluice_config(v, place),
+        System::Rsyslog => rsyslog_config(v, place),
+        System::SyslogNg => syslog_ng_config(v, place),
+    };
+    Ok((
+        text,
+        launch(v.system, &config, place.dir, sluice, peers_dir)?,
+    ))
+}
+
+/// The command that runs `system` in the foreground with the config file `config`; its pid,
+/// state and control files go into `dir`.
+pub fn launch(
+    system: System,
+    config: &Path,
+    dir: &Path,
+    sluice: &Path,
+    peers_dir: &Path,
+) -> Result<Command, String> {
+    match system {
         System::Sluice => {
             let mut c = Command::new(sluice);
-            c.args(["run", "--config"]).arg(&config);
-            Ok((sluice_config(v, place), c))
+            c.args(["run", "--config"]).arg(config);
+            Ok(c)
         }
         System::Rsyslog => {
             let mut c = Command::new(locate_rsyslogd()?);
             c.args(["-n", "-f"])
-                .arg(&config)
+                .arg(config)
                 .arg("-i")
-                .arg(place.dir.join("rsyslog.pid"));
-            Ok((rsyslog_config(v, place), c))
+                .arg(dir.join("rsyslog.pid"));
+            Ok(c)
         }
         System::SyslogNg => {
             let root = locate_syslog_ng(peers_dir)?;
             let lib = root.join("usr/lib/syslog-ng");
             let mut c = Command::new(root.join("usr/sbin/syslog-ng"));
             c.args(["-F", "-f"])
-                .arg(&config)
+                .arg(config)
                 .arg(format!("--module-path={}", lib.join("3.38").display()))
                 .arg("-p")
-                .arg(place.dir.join("syslog-ng.pid"))
+                .arg(dir.join("syslog-ng.pid"))
                 .arg("-R")
-                .arg(place.dir.join("syslog-ng.persist"))
+                .arg(dir.join("syslog-ng.persist"))
                 .arg("-c")
-                .arg(place.dir.join("syslog-ng.ctl"))
+                .arg(dir.join("syslog-ng.ctl"))
                 .env(
                     "LD_LIBRARY_PATH",
                     format!(
@@ -193,7 +213,7 @@ pub fn server_command(
                         root.join("lib/x86_64-linux-gnu").display()
                     ),
                 );
-            Ok((syslog_ng_config(v, place), c))
+            Ok(c)
         }
     }
 }

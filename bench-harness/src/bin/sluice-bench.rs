@@ -32,6 +32,30 @@ enum Command {
     Disk(DiskCli),
     /// Sluice next to rsyslog and syslog-ng: same load, one after another; writes a table.
     Compare(CompareCli),
+    /// Sluice's syslog parser next to rsyslog's and syslog-ng's on a corpus, field by field.
+    ParseDiff(ParseDiffCli),
+}
+
+#[derive(clap::Args)]
+struct ParseDiffCli {
+    /// Corpus files (format: bench-harness/corpus/README.md).
+    #[arg(long, default_values = [
+        concat!(env!("CARGO_MANIFEST_DIR"), "/corpus/upstream.txt"),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/corpus/devices.txt"),
+    ])]
+    corpus: Vec<PathBuf>,
+    #[arg(long, default_value = "target/release/sluice")]
+    sluice: PathBuf,
+    #[arg(long, default_value = "/tmp/sluice-parse-diff")]
+    work_dir: PathBuf,
+    #[arg(long, default_value = "/tmp/sluice-peers")]
+    peers_dir: PathBuf,
+    /// Fail when Sluice differs from the agreeing peers on more than this share of lines.
+    #[arg(long, default_value_t = 1.0)]
+    max_differ_percent: f64,
+    /// Also write the report to this file.
+    #[arg(long)]
+    write: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -393,6 +417,32 @@ fn load(args: LoadArgs) -> Result<(), String> {
     Ok(())
 }
 
+fn parse_diff(args: ParseDiffCli) -> Result<(), String> {
+    use bench_harness::parsediff;
+    let diff = parsediff::DiffArgs {
+        corpus: args.corpus,
+        sluice: args.sluice,
+        work_dir: args.work_dir,
+        peers_dir: args.peers_dir,
+        timeout: Duration::from_secs(60),
+    };
+    let (entries, readings) = parsediff::run(&diff)?;
+    let report = parsediff::report::compare(&readings);
+    let text = parsediff::report::render(&report, &entries);
+    print!("{text}");
+    if let Some(path) = args.write {
+        std::fs::write(&path, &text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    if report.differ_percent() > args.max_differ_percent {
+        return Err(format!(
+            "Sluice differs from the agreeing peers on {:.2}% of the lines (limit {}%)",
+            report.differ_percent(),
+            args.max_differ_percent
+        ));
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -400,6 +450,7 @@ fn main() -> std::process::ExitCode {
         Command::CrashSoak(args) => crash_soak(args),
         Command::Disk(args) => disk(args),
         Command::Compare(args) => compare(args),
+        Command::ParseDiff(args) => parse_diff(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
