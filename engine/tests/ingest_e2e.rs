@@ -28,7 +28,7 @@ fn every_framing_and_both_rfcs() {
         udp,
         ["<30>Feb  5 10:01:02 host3 cron[9]: udp-3164\n".to_string()],
     );
-    // A line that is no syslog at all is kept raw.
+    // A line without a header: PRI 13 assumed (RFC 3164 §4.3.3), flagged, the first word the tag.
     send_tcp(tcp, b"plain text line\n");
     // Real clients where the machine has them.
     let logger = Command::new("logger")
@@ -106,9 +106,14 @@ fn every_framing_and_both_rfcs() {
         (e["hostname"].as_str(), e["appname"].as_str()),
         (Some("host3"), Some("cron"))
     );
-    let e = find("plain text line");
-    assert_eq!(e["format"], "raw");
-    assert!(e.get("facility").is_none());
+    let e = find("text line");
+    assert_eq!(e["format"], "rfc3164");
+    assert_eq!(
+        (e["facility"].as_str(), e["severity"].as_str()),
+        (Some("user"), Some("notice"))
+    );
+    assert_eq!(e["appname"], "plain");
+    assert_eq!(e["parse_flags"], serde_json::json!(["no_pri"]));
     if have_logger {
         let e = find("logger-5424");
         assert_eq!(e["appname"], "loggertag");
@@ -255,4 +260,71 @@ fn connections_over_the_per_ip_limit_are_closed_and_counted() {
     let (status, _log) = sluice.stop();
     assert!(status.success());
     assert_eq!(read_events(dir.path()).len(), 2);
+}
+
+/// `parser = "raw"` and rsyslog's vendor options on a source, and the parse errors by kind.
+#[test]
+fn parser_options_per_source_and_parse_errors_by_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "[sources.raw]\ntype = \"syslog\"\nmode = \"tcp\"\naddress = \"127.0.0.2:0\"\nparser = \"raw\"\n\
+         [sources.vendor]\ntype = \"syslog\"\nmode = \"tcp\"\naddress = \"127.0.0.3:0\"\n\
+         permit_square_brackets_in_hostname = true\nforce_tag_ending_by_colon = true\n{}",
+        file_sink(dir.path())
+    );
+    let sluice = Sluice::start(dir.path(), &config(dir.path(), 2, &extra));
+    send_tcp(
+        sluice.addr("raw"),
+        b"<13>Feb  5 10:01:02 host app: raw-mode\n",
+    );
+    send_tcp(
+        sluice.addr("vendor"),
+        b"<13>Feb  5 10:01:02 [10.0.0.1] no colon vendor-mode\n",
+    );
+    let auto = sluice.addr("tcp");
+    send_tcp(auto, b"Feb  5 10:01:02 host app: no-pri\n");
+    send_tcp(
+        auto,
+        b"<13>1 2003-13-01T00:00:00Z host app - - - bad-timestamp\n",
+    );
+    send_tcp(auto, b"<13>1 - host app - - [unterminated bad-sd\n");
+    send_tcp(auto, b"<13>1 - host  app - - - bad-header\n");
+    wait_for("all events", || read_events(dir.path()).len() >= 6);
+    let token = api_token(dir.path());
+    let (_, page) = http_request(sluice.addr("api"), "GET", "/metrics", Some(&token), "");
+    let (status, log) = sluice.stop();
+    assert!(status.success(), "{log}");
+
+    let events = read_events(dir.path());
+    let find = |needle: &str| {
+        events
+            .iter()
+            .find(|e| e["message"].as_str().is_some_and(|m| m.contains(needle)))
+            .unwrap_or_else(|| panic!("no event with {needle:?} in {events:#?}"))
+            .clone()
+    };
+    let e = find("raw-mode");
+    assert_eq!(e["format"], "raw");
+    assert_eq!(e["message"], "<13>Feb  5 10:01:02 host app: raw-mode");
+    let e = find("vendor-mode");
+    assert_eq!(e["hostname"], "[10.0.0.1]");
+    assert!(e.get("appname").is_none(), "{e}");
+    assert_eq!(e["message"], "no colon vendor-mode");
+    for (needle, kind) in [
+        ("no-pri", "no_pri"),
+        ("bad-timestamp", "bad_timestamp"),
+        ("bad-sd", "bad_sd"),
+        ("bad-header", "bad_header"),
+    ] {
+        assert_eq!(find(needle)["parse_flags"], serde_json::json!([kind]));
+        let count: f64 = page
+            .lines()
+            .filter(|l| {
+                l.starts_with("sluice_parse_errors_total{")
+                    && l.contains(&format!("kind=\"{kind}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert_eq!(count, 1.0, "{kind}:\n{page}");
+    }
 }

@@ -1,7 +1,8 @@
 //! JSON encoding of an event record: one object per line, Vector's syslog field names.
 //!
 //! Absent fields are omitted, never `null`. `version` and `shard` are numbers, every other
-//! field a string. Bytes that are not UTF-8 are replaced by U+FFFD rather than dropped.
+//! field a string (`parse_flags`, present when the parser flagged something, an array of flag
+//! names). Bytes that are not UTF-8 are replaced by U+FFFD rather than dropped.
 
 use std::io::Write as _;
 
@@ -67,6 +68,17 @@ pub fn write_event(out: &mut Vec<u8>, event: &EventView, shard: u32) {
     }
     key(out, "format");
     write_str(out, event.format.name().as_bytes());
+    if !event.parse_flags.is_empty() {
+        key(out, "parse_flags");
+        out.push(b'[');
+        for (i, name) in event.parse_flags.names().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_str(out, name.as_bytes());
+        }
+        out.push(b']');
+    }
     if event.truncated {
         key(out, "truncated");
         out.extend_from_slice(b"true");
@@ -301,13 +313,19 @@ mod tests {
     }
 
     #[test]
-    fn raw_omits_absent_fields() {
+    fn a_line_without_header_omits_absent_fields_and_says_what_it_lacked() {
         let v = to_json(b"just text \xff");
         let obj = v.as_object().unwrap();
         let keys: Vec<_> = obj.keys().map(String::as_str).collect();
-        assert_eq!(keys.len(), 5, "{keys:?}");
-        assert_eq!(v["message"], "just text \u{fffd}");
-        assert_eq!(v["format"], "raw");
+        assert_eq!(keys.len(), 9, "{keys:?}");
+        assert_eq!(v["appname"], "just");
+        assert_eq!(v["message"], "text \u{fffd}");
+        assert_eq!(
+            (&v["facility"], &v["severity"]),
+            (&"user".into(), &"notice".into())
+        );
+        assert_eq!(v["parse_flags"], serde_json::json!(["no_pri"]));
+        assert_eq!(v["format"], "rfc3164");
     }
 
     proptest! {

@@ -17,4 +17,6 @@ pub mod syslog;
 
 pub use framing::{Frame, FrameFlags, Framer, FramingMode};
 pub use record::{EventHeader, EventView, RecordError};
-pub use syslog::{parse, Format, Parsed, Span, Timestamp};
+pub use syslog::{
+    parse, parse_with, Format, ParseFlags, Parsed, ParserMode, ParserOptions, Span, Timestamp,
+};

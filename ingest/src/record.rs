@@ -11,7 +11,8 @@
 //!  3  u8   PRI (facility << 3 | severity)
 //!  4  u8   RFC 5424 version
 //!  5  u8   present spans, bit i for span i (hostname, appname, procid, msgid, sd, message)
-//!  6  u16  reserved (0)
+//!  6  u16  parse flags (ParseFlags bits: 1 no PRI, 2 bad header, 4 bad timestamp, 8 bad SD;
+//!           0 in records written before they existed)
 //!  8  i64  received_at, µs since the Unix epoch
 //! 16  i64  timestamp seconds since the Unix epoch (UTC)
 //! 24  u32  timestamp nanoseconds
@@ -23,7 +24,7 @@
 use std::net::{IpAddr, Ipv6Addr};
 
 use crate::framing::FrameFlags;
-use crate::syslog::{Format, Parsed, Span, Timestamp};
+use crate::syslog::{Format, ParseFlags, Parsed, Span, Timestamp};
 
 pub const LAYOUT_VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 92;
@@ -107,9 +108,8 @@ pub fn encode(out: &mut Vec<u8>, header: &EventHeader, parsed: &Parsed, frame: &
         parsed.pri.unwrap_or(0),
         parsed.version,
         present,
-        0,
-        0,
     ]);
+    out.extend_from_slice(&parsed.flags.bits().to_le_bytes());
     out.extend_from_slice(&header.received_at_us.to_le_bytes());
     out.extend_from_slice(&ts.secs.to_le_bytes());
     out.extend_from_slice(&ts.nanos.to_le_bytes());
@@ -139,6 +139,7 @@ pub struct EventView<'a> {
     pub format: Format,
     pub truncated: bool,
     pub bad_length: bool,
+    pub parse_flags: ParseFlags,
     pub pri: Option<u8>,
     pub version: u8,
     pub received_at_us: i64,
@@ -188,6 +189,7 @@ impl<'a> EventView<'a> {
             format,
             truncated: flags & FLAG_TRUNCATED != 0,
             bad_length: flags & FLAG_BAD_LENGTH != 0,
+            parse_flags: ParseFlags::from_bits(u16::from_le_bytes([rec[6], rec[7]])),
             pri: (flags & FLAG_HAS_PRI != 0).then_some(rec[3]),
             version: rec[4],
             received_at_us: le_i64(8),
@@ -252,6 +254,13 @@ mod tests {
         assert_eq!(v.message(), b"msg");
         assert_eq!(v.frame, frame);
         assert_eq!(v.timestamp, parsed.timestamp);
+        assert!(v.parse_flags.is_empty());
+        let no_pri = b"Feb 18 16:01:59 serverX -- MARK --";
+        out.clear();
+        encode(&mut out, &header, &parse(no_pri, 0), no_pri);
+        let v = EventView::decode(&out).unwrap();
+        assert_eq!(v.parse_flags, ParseFlags::NO_PRI);
+        assert_eq!(v.pri, Some(13));
     }
 
     proptest! {

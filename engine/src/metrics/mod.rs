@@ -89,8 +89,14 @@ counter_family! {
         events_received: counter "sluice_events_received_total";
         /// Frame bytes read from sockets.
         bytes_received: counter "sluice_bytes_received_total";
-        /// Events that fit neither RFC (kept as raw).
-        parse_errors: counter "sluice_parse_errors_total";
+        /// Events the parser flagged, by kind (kept either way; see docs/parsing.md).
+        parse_no_pri: counter "sluice_parse_errors_total" label("kind" = "no_pri");
+        /// Events the parser flagged, by kind (kept either way; see docs/parsing.md).
+        parse_bad_header: counter "sluice_parse_errors_total" label("kind" = "bad_header");
+        /// Events the parser flagged, by kind (kept either way; see docs/parsing.md).
+        parse_bad_timestamp: counter "sluice_parse_errors_total" label("kind" = "bad_timestamp");
+        /// Events the parser flagged, by kind (kept either way; see docs/parsing.md).
+        parse_bad_sd: counter "sluice_parse_errors_total" label("kind" = "bad_sd");
         /// Frames truncated at max_frame.
         frames_oversize: counter "sluice_frames_oversize_total";
         /// Octet counts that could not be trusted (resynchronised; the bytes kept, flagged).
@@ -214,10 +220,23 @@ impl SourceCounters {
 pub struct BatchTally {
     pub events: u64,
     pub bytes: u64,
-    pub parse_errors: u64,
+    /// Flagged events by kind, in [`ingest::ParseFlags::ALL`] order.
+    pub parse_errors: [u64; 4],
     pub oversize: u64,
     pub bad_length: u64,
     pub dropped_wal: u64,
+}
+
+impl BatchTally {
+    /// Counts each flag the parser set on one event.
+    pub fn count_parse_flags(&mut self, flags: ingest::ParseFlags) {
+        if flags.is_empty() {
+            return;
+        }
+        for (count, (flag, _)) in self.parse_errors.iter_mut().zip(ingest::ParseFlags::ALL) {
+            *count += u64::from(flags.contains(flag));
+        }
+    }
 }
 
 fn add(counter: &AtomicU64, value: u64) {
@@ -230,7 +249,11 @@ impl SourceShardCounters {
     pub fn add(&self, t: &BatchTally) {
         add(&self.events_received, t.events);
         add(&self.bytes_received, t.bytes);
-        add(&self.parse_errors, t.parse_errors);
+        let [no_pri, bad_header, bad_timestamp, bad_sd] = t.parse_errors;
+        add(&self.parse_no_pri, no_pri);
+        add(&self.parse_bad_header, bad_header);
+        add(&self.parse_bad_timestamp, bad_timestamp);
+        add(&self.parse_bad_sd, bad_sd);
         add(&self.frames_oversize, t.oversize);
         add(&self.frames_bad_length, t.bad_length);
     }

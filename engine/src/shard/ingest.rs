@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ingest::framing::FrameFlags;
-use ingest::{record, Format};
+use ingest::{record, ParserOptions};
 use storage::writer::{AppendError, WalStatus};
 
 use super::Shard;
@@ -30,19 +30,31 @@ impl BatchClock {
     }
 }
 
+/// One frame as a source read it.
+pub(crate) struct FrameIn<'a> {
+    pub frame: &'a [u8],
+    pub flags: FrameFlags,
+    pub source_ip: IpAddr,
+    pub parser: &'a ParserOptions,
+}
+
 /// Parses one frame and appends its record, waiting for WAL space if needed.
 pub(crate) async fn ingest_frame(
     shard: &Shard,
-    frame: &[u8],
-    flags: FrameFlags,
+    event: FrameIn<'_>,
     clock: &BatchClock,
-    source_ip: IpAddr,
     tally: &mut BatchTally,
 ) {
-    let parsed = ingest::parse(frame, clock.now_secs);
+    let FrameIn {
+        frame,
+        flags,
+        source_ip,
+        parser,
+    } = event;
+    let parsed = ingest::parse_with(frame, clock.now_secs, parser);
     tally.events += 1;
     tally.bytes += frame.len() as u64;
-    tally.parse_errors += u64::from(parsed.format == Format::Raw);
+    tally.count_parse_flags(parsed.flags);
     tally.oversize += u64::from(flags.truncated());
     tally.bad_length += u64::from(flags.bad_length());
     let header = record::EventHeader {

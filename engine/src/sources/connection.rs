@@ -13,7 +13,7 @@ use ingest::framing::{EofRemainder, FrameFlags, Framer};
 use super::limits::ConnectionMemory;
 use super::SourceSpec;
 use crate::metrics::{BatchTally, SourceCounters};
-use crate::shard::ingest::{add_to_source, ingest_frame, BatchClock};
+use crate::shard::ingest::{add_to_source, ingest_frame, BatchClock, FrameIn};
 use crate::shard::Shard;
 
 /// A TCP connection's read buffer starts this small; it doubles while a read fills it (up to
@@ -31,6 +31,8 @@ pub(crate) struct Connection {
     frames: Vec<(usize, usize, FrameFlags)>,
     peer: IpAddr,
     counters: Arc<SourceCounters>,
+    /// How this source's frames are parsed.
+    parser: ingest::ParserOptions,
     /// When the partial frame now in the buffer began (`frame_timeout` counts from it).
     partial_since: Option<std::time::Instant>,
     /// Bytes the last read brought (a trickle lets a grown buffer shrink).
@@ -66,6 +68,7 @@ impl Connection {
             frames: Vec::new(),
             peer,
             counters: Arc::clone(&source.counters),
+            parser: source.parser,
             partial_since: None,
             last_read: 0,
             read_timeout_secs: 0,
@@ -176,7 +179,13 @@ impl Connection {
         let mut tally = BatchTally::default();
         for &(start, len, flags) in &self.frames {
             let frame = &self.buf[start..start + len];
-            ingest_frame(shard, frame, flags, &clock, self.peer, &mut tally).await;
+            let event = FrameIn {
+                frame,
+                flags,
+                source_ip: self.peer,
+                parser: &self.parser,
+            };
+            ingest_frame(shard, event, &clock, &mut tally).await;
         }
         shard.counters.add(&tally);
         add_to_source(&self.counters, shard.id, &tally);

@@ -47,6 +47,8 @@ pub struct SourceSpec {
     pub receive_buffer: usize,
     pub idle_timeout: Duration,
     pub frame_timeout: Duration,
+    /// How frames are parsed (`parser` and the vendor options).
+    pub parser: ingest::ParserOptions,
     pub limits: Arc<ConnectionLimits>,
     /// Every connection's read buffer counts against this (`max_connection_memory`).
     pub memory: Arc<ConnectionMemory>,

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ingest::{ParserMode, ParserOptions};
 use serde::Deserialize;
 
 use super::limits::{ConnectionLimits, ConnectionMemory};
@@ -51,6 +52,70 @@ pub struct SyslogSource {
     /// ... and IPv6 senders by this prefix (64: one client's usual allocation).
     #[serde(default = "default_ipv6_prefix_length")]
     pub ipv6_prefix_length: u8,
+    /// How frames are read: by their header (`auto`), always as one RFC, or not at all (`raw`).
+    #[serde(default)]
+    pub parser: ParserKind,
+    /// rsyslog's `permit.squareBracketsInHostname`: `[host]` is a hostname.
+    #[serde(default)]
+    pub permit_square_brackets_in_hostname: bool,
+    /// rsyslog's `permit.slashesInHostname`: `host/sub` is a hostname.
+    #[serde(default)]
+    pub permit_slashes_in_hostname: bool,
+    /// rsyslog's `permit.AtSignsInHostname`: `user@host` is a hostname.
+    #[serde(default)]
+    pub permit_at_signs_in_hostname: bool,
+    /// rsyslog's `force.tagEndingByColon`: a word without a colon is message, not a tag.
+    #[serde(default)]
+    pub force_tag_ending_by_colon: bool,
+    /// Drop the space after `TAG:` (syslog-ng always does; rsyslog's `remove.msgFirstSpace`).
+    #[serde(default = "default_true")]
+    pub remove_msg_first_space: bool,
+}
+
+/// `parser = "..."` on a syslog source.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ParserKind {
+    /// RFC 5424 when the frame starts `<PRI>1 `, RFC 3164 otherwise.
+    #[default]
+    Auto,
+    Rfc5424,
+    Rfc3164,
+    /// No parsing: the frame is the message.
+    Raw,
+}
+
+impl ParserKind {
+    fn name(self) -> &'static str {
+        match self {
+            ParserKind::Auto => "auto",
+            ParserKind::Rfc5424 => "rfc5424",
+            ParserKind::Rfc3164 => "rfc3164",
+            ParserKind::Raw => "raw",
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl SyslogSource {
+    fn parser_options(&self) -> ParserOptions {
+        ParserOptions {
+            mode: match self.parser {
+                ParserKind::Auto => ParserMode::Auto,
+                ParserKind::Rfc5424 => ParserMode::Rfc5424,
+                ParserKind::Rfc3164 => ParserMode::Rfc3164,
+                ParserKind::Raw => ParserMode::Raw,
+            },
+            permit_square_brackets_in_hostname: self.permit_square_brackets_in_hostname,
+            permit_slashes_in_hostname: self.permit_slashes_in_hostname,
+            permit_at_signs_in_hostname: self.permit_at_signs_in_hostname,
+            force_tag_ending_by_colon: self.force_tag_ending_by_colon,
+            remove_msg_first_space: self.remove_msg_first_space,
+        }
+    }
 }
 
 fn default_idle_timeout() -> Duration {
@@ -167,6 +232,25 @@ impl SourceSettings for SyslogSource {
             "ipv6_prefix_length".into(),
             count(self.ipv6_prefix_length.into()),
         );
+        t.insert("parser".into(), render::text(self.parser.name()));
+        for (key, value) in [
+            (
+                "permit_square_brackets_in_hostname",
+                self.permit_square_brackets_in_hostname,
+            ),
+            (
+                "permit_slashes_in_hostname",
+                self.permit_slashes_in_hostname,
+            ),
+            (
+                "permit_at_signs_in_hostname",
+                self.permit_at_signs_in_hostname,
+            ),
+            ("force_tag_ending_by_colon", self.force_tag_ending_by_colon),
+            ("remove_msg_first_space", self.remove_msg_first_space),
+        ] {
+            t.insert(key.into(), toml::Value::Boolean(value));
+        }
         t
     }
 
@@ -185,6 +269,7 @@ impl SourceSettings for SyslogSource {
             receive_buffer: self.receive_buffer as usize,
             idle_timeout: self.idle_timeout,
             frame_timeout: self.frame_timeout,
+            parser: self.parser_options(),
             limits: ConnectionLimits::with_prefixes(
                 self.max_connections,
                 self.max_connections_per_ip,

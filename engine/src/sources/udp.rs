@@ -14,7 +14,7 @@ use storage::writer::WalStatus;
 
 use super::{is_timeout, BoundSource, SourceRun, SourceSpec};
 use crate::metrics::{BatchTally, ShardCounters};
-use crate::shard::ingest::{add_to_source, ingest_frame, BatchClock};
+use crate::shard::ingest::{add_to_source, ingest_frame, BatchClock, FrameIn};
 use crate::shard::Shard;
 
 /// How long a UDP receive waits before it looks at the stop flag again.
@@ -167,7 +167,13 @@ async fn ingest_datagram(shard: &Shard, source: &SourceSpec, datagram: &[u8], ip
         flags.0 |= FrameFlags::TRUNCATED;
     }
     let mut tally = BatchTally::default();
-    ingest_frame(shard, frame, flags, &BatchClock::now(), ip, &mut tally).await;
+    let event = FrameIn {
+        frame,
+        flags,
+        source_ip: ip,
+        parser: &source.parser,
+    };
+    ingest_frame(shard, event, &BatchClock::now(), &mut tally).await;
     shard.counters.add(&tally);
     add_to_source(&source.counters, shard.id, &tally);
 }
