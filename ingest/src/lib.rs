@@ -18,5 +18,5 @@ pub mod syslog;
 pub use framing::{Frame, FrameFlags, Framer, FramingMode};
 pub use record::{EventHeader, EventView, RecordError};
 pub use syslog::{
-    parse, parse_with, Format, ParseFlags, Parsed, ParserMode, ParserOptions, Span, Timestamp,
+    parse, parse_with, Format, Now, ParseFlags, Parsed, ParserMode, ParserOptions, Span, Timestamp,
 };

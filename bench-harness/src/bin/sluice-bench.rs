@@ -41,6 +41,7 @@ struct ParseDiffCli {
     /// Corpus files (format: bench-harness/corpus/README.md).
     #[arg(long, default_values = [
         concat!(env!("CARGO_MANIFEST_DIR"), "/corpus/upstream.txt"),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/corpus/collected.txt"),
         concat!(env!("CARGO_MANIFEST_DIR"), "/corpus/devices.txt"),
     ])]
     corpus: Vec<PathBuf>,

@@ -15,7 +15,8 @@ use crate::metrics::{BatchTally, SourceCounters};
 /// Time taken once per read batch: every event of the batch gets the same `received_at`.
 pub(crate) struct BatchClock {
     received_at_us: i64,
-    now_secs: i64,
+    /// Resolves RFC 3164's missing year.
+    now: ingest::Now,
 }
 
 impl BatchClock {
@@ -25,7 +26,7 @@ impl BatchClock {
             .unwrap_or_default();
         BatchClock {
             received_at_us: d.as_micros() as i64,
-            now_secs: d.as_secs() as i64,
+            now: ingest::Now::at(d.as_secs() as i64),
         }
     }
 }
@@ -51,7 +52,7 @@ pub(crate) async fn ingest_frame(
         source_ip,
         parser,
     } = event;
-    let parsed = ingest::parse_with(frame, clock.now_secs, parser);
+    let parsed = ingest::parse_with(frame, &clock.now, parser);
     tally.events += 1;
     tally.bytes += frame.len() as u64;
     tally.count_parse_flags(parsed.flags);

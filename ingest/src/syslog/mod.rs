@@ -26,7 +26,7 @@ mod sd;
 mod time;
 
 pub use sd::{sd_elements, unescape_sd_value, SdElements, SdParams};
-pub use time::parse_rfc3339;
+pub use time::{parse_rfc3339, Now};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -231,11 +231,11 @@ pub const DEFAULT_PRI: u8 = 13;
 /// Parses one frame with the default options. `now_secs` (Unix time) resolves RFC 3164's
 /// missing year.
 pub fn parse(frame: &[u8], now_secs: i64) -> Parsed {
-    parse_with(frame, now_secs, &ParserOptions::default())
+    parse_with(frame, &Now::at(now_secs), &ParserOptions::default())
 }
 
-/// Parses one frame as `options` say.
-pub fn parse_with(frame: &[u8], now_secs: i64, options: &ParserOptions) -> Parsed {
+/// Parses one frame as `options` say; `now` resolves RFC 3164's missing year.
+pub fn parse_with(frame: &[u8], now: &Now, options: &ParserOptions) -> Parsed {
     if frame.len() > u32::MAX as usize || options.mode == ParserMode::Raw {
         return Parsed::raw(&frame[..frame.len().min(u32::MAX as usize)]);
     }
@@ -260,7 +260,7 @@ pub fn parse_with(frame: &[u8], now_secs: i64, options: &ParserOptions) -> Parse
             parsed.message = Span::new(after_pri, frame.len());
             parsed
         }
-        _ => rfc3164::parse(frame, pri, after_pri, now_secs, flags, options),
+        _ => rfc3164::parse(frame, pri, after_pri, now, flags, options),
     }
 }
 

@@ -16,7 +16,7 @@
 //!   then a `:` and one space are skipped (the one space kept with `remove_msg_first_space =
 //!   false`, rsyslog's default).
 
-use super::time::{parse_bsd, parse_rfc3339};
+use super::time::{parse_bsd, parse_rfc3339, Now};
 use super::{Format, ParseFlags, Parsed, ParserOptions, Span};
 
 /// Parses the frame from `start` (after `<PRI>`, or 0 when it had none).
@@ -24,7 +24,7 @@ pub(crate) fn parse(
     frame: &[u8],
     pri: u8,
     start: usize,
-    now_secs: i64,
+    now: &Now,
     flags: ParseFlags,
     options: &ParserOptions,
 ) -> Parsed {
@@ -47,7 +47,7 @@ pub(crate) fn parse(
         return parsed;
     }
     let mut pos = start;
-    if let Some((timestamp, after)) = timestamp(frame, start, now_secs) {
+    if let Some((timestamp, after)) = timestamp(frame, start, now) {
         parsed.timestamp = Some(timestamp);
         pos = skip_spaces(frame, after);
         if let Some(len) = hostname_len(&frame[pos..], options) {
@@ -70,13 +70,13 @@ fn is_headerless(body: &[u8]) -> bool {
 
 /// The timestamp (after an optional Cisco sequence number and clock mark) and the position
 /// after it (and after a `:` that directly follows it).
-fn timestamp(frame: &[u8], start: usize, now_secs: i64) -> Option<(super::Timestamp, usize)> {
+fn timestamp(frame: &[u8], start: usize, now: &Now) -> Option<(super::Timestamp, usize)> {
     let mut pos = skip_spaces(frame, start + cisco_sequence_len(&frame[start..]));
     if matches!(frame.get(pos), Some(b'*' | b'.')) {
         pos += 1;
     }
     let rest = &frame[pos..];
-    let (timestamp, used) = parse_bsd(rest, now_secs).or_else(|| parse_rfc3339(rest))?;
+    let (timestamp, used) = parse_bsd(rest, now).or_else(|| parse_rfc3339(rest))?;
     let mut after = pos + used;
     after += zone_name_len(&frame[after..]);
     if frame.get(after) == Some(&b':') {
@@ -90,9 +90,15 @@ fn timestamp(frame: &[u8], start: usize, now_secs: i64) -> Option<(super::Timest
 /// such as `WEB:` is not taken for a zone). The zone is skipped, not applied (a name is not an
 /// offset); the time is read as UTC like every BSD time without an offset.
 fn zone_name_len(rest: &[u8]) -> usize {
+    // Cheap test first (this runs per event): a space, a capital, and a colon within six bytes.
     let Some(after_space) = rest.strip_prefix(b" ") else {
         return 0;
     };
+    let plausible = after_space.first().is_some_and(u8::is_ascii_uppercase)
+        && after_space.iter().take(6).any(|&b| b == b':');
+    if !plausible {
+        return 0;
+    }
     ZONE_NAMES
         .iter()
         .find(|zone| {
@@ -126,7 +132,8 @@ fn skip_spaces(frame: &[u8], mut pos: usize) -> usize {
 
 /// The length of the hostname at the start of `rest`, if the first word is one.
 fn hostname_len(rest: &[u8], options: &ParserOptions) -> Option<usize> {
-    let len = memchr::memchr(b' ', rest).unwrap_or(rest.len());
+    // A plain scan: hostnames are short, and memchr's setup costs more than it saves here.
+    let len = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
     let word = &rest[..len];
     let last = *word.last()?;
     let bracketed = options.permit_square_brackets_in_hostname

@@ -347,7 +347,7 @@ fn parser_modes_and_vendor_options() {
         ..ParserOptions::default()
     };
     let f = b"<13>Feb  5 10:01:02 host app: x";
-    let p = parse_with(f, NOW, &raw);
+    let p = parse_with(f, &Now::at(NOW), &raw);
     assert_eq!(
         (p.format, p.pri, p.message.get(f)),
         (Format::Raw, None, &f[..])
@@ -357,14 +357,14 @@ fn parser_modes_and_vendor_options() {
         ..ParserOptions::default()
     };
     assert_eq!(
-        parse_with(b"<13>1 - h a - - - x", NOW, &bsd).format,
+        parse_with(b"<13>1 - h a - - - x", &Now::at(NOW), &bsd).format,
         Format::Rfc3164
     );
     let strict = ParserOptions {
         mode: ParserMode::Rfc5424,
         ..ParserOptions::default()
     };
-    let p = parse_with(f, NOW, &strict);
+    let p = parse_with(f, &Now::at(NOW), &strict);
     assert_eq!(
         (p.format, p.pri, p.flags),
         (Format::Rfc5424, Some(13), ParseFlags::BAD_HEADER)
@@ -378,7 +378,7 @@ fn parser_modes_and_vendor_options() {
         ..ParserOptions::default()
     };
     assert_eq!(
-        field(f, parse_with(f, NOW, &brackets).hostname),
+        field(f, parse_with(f, &Now::at(NOW), &brackets).hostname),
         Some("[web01]")
     );
     let f = b"<14>Mar  3 03:03:31 web01/sub app: x";
@@ -387,7 +387,7 @@ fn parser_modes_and_vendor_options() {
         ..ParserOptions::default()
     };
     assert_eq!(
-        field(f, parse_with(f, NOW, &slashes).hostname),
+        field(f, parse_with(f, &Now::at(NOW), &slashes).hostname),
         Some("web01/sub")
     );
     let f = b"<14>Mar  3 03:03:31 user@web01 app: x";
@@ -396,7 +396,7 @@ fn parser_modes_and_vendor_options() {
         ..ParserOptions::default()
     };
     assert_eq!(
-        field(f, parse_with(f, NOW, &at).hostname),
+        field(f, parse_with(f, &Now::at(NOW), &at).hostname),
         Some("user@web01")
     );
 
@@ -405,14 +405,14 @@ fn parser_modes_and_vendor_options() {
         force_tag_ending_by_colon: true,
         ..ParserOptions::default()
     };
-    let p = parse_with(f, NOW, &colon);
+    let p = parse_with(f, &Now::at(NOW), &colon);
     assert_eq!((p.appname, p.message.get(f)), (None, &b"tag message"[..]));
     let f = b"<14>Mar  3 03:03:31 web01 app: x";
     let keep = ParserOptions {
         remove_msg_first_space: false,
         ..ParserOptions::default()
     };
-    assert_eq!(parse_with(f, NOW, &keep).message.get(f), b" x");
+    assert_eq!(parse_with(f, &Now::at(NOW), &keep).message.get(f), b" x");
 }
 
 #[test]

@@ -107,22 +107,53 @@ fn civil_secs(year: i64, month: u32, day: u32, secs_of_day: u32) -> Option<i64> 
     Some(civil::days_from_civil(year, month, day) * 86_400 + i64::from(secs_of_day))
 }
 
-const MONTHS: [&[u8; 3]; 12] = [
-    b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec",
-];
+/// The reception time's calendar year and month, which resolve a BSD timestamp's missing year
+/// (taken once per batch of events, not per event).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    year: i64,
+    month: u32,
+}
 
+impl Now {
+    /// At `secs` (Unix time).
+    pub fn at(secs: i64) -> Now {
+        let (year, month, _) = civil::civil_from_days(secs.div_euclid(86_400));
+        Now { year, month }
+    }
+}
+
+/// Month abbreviations as lower-case 3-byte keys (`b"jan"` as a big-endian number).
+const MONTHS: [u32; 12] = {
+    let names = [
+        b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov",
+        b"dec",
+    ];
+    let mut keys = [0u32; 12];
+    let mut i = 0;
+    while i < 12 {
+        keys[i] = (names[i][0] as u32) << 16 | (names[i][1] as u32) << 8 | names[i][2] as u32;
+        i += 1;
+    }
+    keys
+};
+
+/// The month of an abbreviation in any case (one compare per month: this runs per event).
 fn month(b: &[u8]) -> Option<u32> {
     let m = b.get(..3)?;
-    let position = MONTHS
-        .iter()
-        .position(|name| m.eq_ignore_ascii_case(&name[..]))?;
+    if !m.iter().all(u8::is_ascii_alphabetic) {
+        return None;
+    }
+    // ASCII letters: setting bit 5 lower-cases them.
+    let key = u32::from(m[0] | 0x20) << 16 | u32::from(m[1] | 0x20) << 8 | u32::from(m[2] | 0x20);
+    let position = MONTHS.iter().position(|&k| k == key)?;
     Some(position as u32 + 1)
 }
 
 /// BSD timestamp `Mmm dd hh:mm:ss` (month in any case, day space- or zero-padded), optionally
 /// `Mmm dd yyyy hh:mm:ss`, and a fraction (`.` alone counts as none). Returns the instant and
 /// the bytes used.
-pub(crate) fn parse_bsd(b: &[u8], now_secs: i64) -> Option<(Timestamp, usize)> {
+pub(crate) fn parse_bsd(b: &[u8], now: &Now) -> Option<(Timestamp, usize)> {
     let month = month(b)?;
     let mut pos = 3;
     while b.get(pos) == Some(&b' ') {
@@ -152,7 +183,7 @@ pub(crate) fn parse_bsd(b: &[u8], now_secs: i64) -> Option<(Timestamp, usize)> {
     }
     let secs = match year {
         Some(y) => civil_secs(y, month, day, tod)?,
-        None => infer_year(month, day, tod, now_secs)?,
+        None => infer_year(month, day, tod, now)?,
     };
     Some((Timestamp { secs, nanos }, end))
 }
@@ -161,8 +192,8 @@ pub(crate) fn parse_bsd(b: &[u8], now_secs: i64) -> Option<(Timestamp, usize)> {
 /// rsyslog's results match): a month more than one ahead of now is last year's (a December
 /// event received in October), a month more than ten behind is next year's (a January event
 /// received on December 31st by a slow clock), anything else this year's.
-fn infer_year(month: u32, day: u32, tod: u32, now_secs: i64) -> Option<i64> {
-    let (year, now_month, _) = civil::civil_from_days(now_secs.div_euclid(86_400));
+fn infer_year(month: u32, day: u32, tod: u32, now: &Now) -> Option<i64> {
+    let (year, now_month) = (now.year, now.month);
     let year = if month > now_month + 1 {
         year - 1
     } else if month + 10 < now_month {
