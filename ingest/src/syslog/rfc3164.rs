@@ -10,7 +10,8 @@
 //!   followed by a space or ends the line, or an IPv6 address. A lone word after the timestamp
 //!   is the hostname and the message is empty (rsyslog; syslog-ng takes it as the tag);
 //! - a Cisco time zone name after the time (`18:48:50.483 UTC:`) is skipped;
-//! - the TAG is the next word up to a space, tab, `:` or `[`, so `sshd(pam_unix)`, `%ASA-4-102030`
+//! - the TAG is the next word up to a space, `:` or `[` (not a tab: in Snare's tab-separated
+//!   lines both peers run the tag up to the first space), so `sshd(pam_unix)`, `%ASA-4-102030`
 //!   and `--` are tags, with or without a colon after them (both peers), unless
 //!   `force_tag_ending_by_colon` asks for the colon; `[PID]` after it is the PROCID;
 //!   then a `:` and one space are skipped (the one space kept with `remove_msg_first_space =
@@ -164,7 +165,7 @@ fn tag(frame: &[u8], pos: usize, options: &ParserOptions) -> (Option<Span>, Opti
     let rest = &frame[pos..];
     let tag_len = rest
         .iter()
-        .position(|&b| matches!(b, b' ' | b'\t' | b':' | b'['))
+        .position(|&b| matches!(b, b' ' | b':' | b'['))
         .unwrap_or(rest.len());
     let mut after = tag_len;
     let mut procid = None;
