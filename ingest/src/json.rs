@@ -9,7 +9,7 @@ use std::io::Write as _;
 use crate::civil;
 use crate::record::EventView;
 use crate::syslog::{
-    sd_elements, unescape_sd_value, Format, SdParams, FACILITY_NAMES, SEVERITY_NAMES,
+    sd_elements, unescape_sd_value, Format, ParseFlags, SdParams, FACILITY_NAMES, SEVERITY_NAMES,
 };
 
 /// Appends `event` as one JSON object and a newline to `out`.
@@ -70,14 +70,7 @@ pub fn write_event(out: &mut Vec<u8>, event: &EventView, shard: u32) {
     write_str(out, event.format.name().as_bytes());
     if !event.parse_flags.is_empty() {
         key(out, "parse_flags");
-        out.push(b'[');
-        for (i, name) in event.parse_flags.names().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            write_str(out, name.as_bytes());
-        }
-        out.push(b']');
+        write_flag_names(out, event.parse_flags);
     }
     if event.truncated {
         key(out, "truncated");
@@ -86,6 +79,18 @@ pub fn write_event(out: &mut Vec<u8>, event: &EventView, shard: u32) {
     key(out, "shard");
     write_u32(out, shard);
     out.extend_from_slice(b"}\n");
+}
+
+/// `["no_pri","bad_sd"]`: the names of the flags set.
+fn write_flag_names(out: &mut Vec<u8>, flags: ParseFlags) {
+    out.push(b'[');
+    for (i, name) in flags.names().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, name.as_bytes());
+    }
+    out.push(b']');
 }
 
 /// `{"sd-id":{"param":"value",...},...}`, losing nothing:

@@ -208,6 +208,23 @@ pub struct Parsed {
 }
 
 impl Parsed {
+    /// A PRI and the message from `message_start`; no other field (yet).
+    fn headerless(
+        frame: &[u8],
+        format: Format,
+        pri: u8,
+        message_start: usize,
+        flags: ParseFlags,
+    ) -> Parsed {
+        Parsed {
+            format,
+            pri: Some(pri),
+            flags,
+            message: Span::new(message_start, frame.len()),
+            ..Parsed::raw(frame)
+        }
+    }
+
     pub fn raw(frame: &[u8]) -> Parsed {
         Parsed {
             format: Format::Raw,
@@ -253,12 +270,8 @@ pub fn parse_with(frame: &[u8], now: &Now, options: &ParserOptions) -> Parsed {
             rfc5424::parse(frame, pri, after_pri, flags)
         }
         ParserMode::Rfc5424 => {
-            let mut parsed = Parsed::raw(frame);
-            parsed.format = Format::Rfc5424;
-            parsed.pri = Some(pri);
-            parsed.flags = flags | ParseFlags::BAD_HEADER;
-            parsed.message = Span::new(after_pri, frame.len());
-            parsed
+            let flags = flags | ParseFlags::BAD_HEADER;
+            Parsed::headerless(frame, Format::Rfc5424, pri, after_pri, flags)
         }
         _ => rfc3164::parse(frame, pri, after_pri, now, flags, options),
     }

@@ -29,19 +29,7 @@ pub(crate) fn parse(
     flags: ParseFlags,
     options: &ParserOptions,
 ) -> Parsed {
-    let mut parsed = Parsed {
-        format: Format::Rfc3164,
-        pri: Some(pri),
-        version: 0,
-        flags,
-        timestamp: None,
-        hostname: None,
-        appname: None,
-        procid: None,
-        msgid: None,
-        structured_data: None,
-        message: Span::new(start, frame.len()),
-    };
+    let mut parsed = Parsed::headerless(frame, Format::Rfc3164, pri, start, flags);
     // A frame that starts with `<` but had no valid PRI (`<14 Mar…`, `<19000021>`): the
     // bytes that were meant as a header are not guessed at.
     if is_headerless(&frame[start..]) || (start == 0 && frame.first() == Some(&b'<')) {
