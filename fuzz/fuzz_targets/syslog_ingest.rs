@@ -1,10 +1,26 @@
 //! Bytes from the network: framing (both modes, any split), parsing, the event record round
-//! trip and JSON encoding must never panic, and every span must stay inside its frame.
+//! trip and JSON encoding must never panic, under every parser mode and option, every span must
+//! stay inside its frame, and the message must run to the frame's end.
 #![no_main]
 
 use ingest::framing::Framer;
 use ingest::record::{encode, EventHeader, EventView};
+use ingest::{ParserMode, ParserOptions};
 use libfuzzer_sys::fuzz_target;
+
+/// Every parser mode and vendor option, chosen by the knob's bits.
+fn options(knob: u8) -> ParserOptions {
+    let bit = |i: u8| knob & (1 << i) != 0;
+    ParserOptions {
+        mode: [ParserMode::Auto, ParserMode::Rfc5424, ParserMode::Rfc3164, ParserMode::Raw]
+            [usize::from(knob >> 6)],
+        permit_square_brackets_in_hostname: bit(0),
+        permit_slashes_in_hostname: bit(1),
+        permit_at_signs_in_hostname: bit(2),
+        force_tag_ending_by_colon: bit(3),
+        remove_msg_first_space: bit(4),
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
     let (&knob, data) = match data.split_first() {
@@ -25,7 +41,9 @@ fuzz_target!(|data: &[u8]| {
     let mut json = Vec::new();
     for (frame, flags) in frames {
         assert!(frame.len() <= max_frame);
-        let parsed = ingest::parse(&frame, 1_795_420_800);
+        let parsed = ingest::parse_with(&frame, &ingest::Now::at(1_795_420_800), &options(knob));
+        // The message always runs to the end of the frame: parsing never drops a byte.
+        assert_eq!((parsed.message.start + parsed.message.len) as usize, frame.len());
         record.clear();
         let header = EventHeader { received_at_us: 0, source_ip: None, frame_flags: flags };
         encode(&mut record, &header, &parsed, &frame);
