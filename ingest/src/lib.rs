@@ -7,7 +7,9 @@
 //!   byte ranges into the frame, and the record encoder appends into a caller-owned buffer.
 //! - Never panics on any input (property-tested and fuzzed); bad input becomes a flagged event or
 //!   a counted framing error, never a lost neighbour.
-//! - A line that fits neither RFC is kept whole as a `raw` event: parsing never drops an event.
+//! - Parsing never drops an event or a byte: the message always runs to the end of the frame, a
+//!   field the parser could not read stays in it, and what it had to guess is in the event's
+//!   `ParseFlags`. (`raw` events are those of sources with `parser = "raw"`.)
 
 pub mod civil;
 pub mod framing;
