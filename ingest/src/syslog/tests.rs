@@ -510,3 +510,42 @@ proptest! {
         prop_assert_eq!(parsed_sd, sd);
     }
 }
+
+/// Device timestamp forms the peers do not both read; Sluice reads them.
+#[test]
+fn device_timestamps() {
+    for (f, offset_secs) in [
+        (
+            &b"<190>2018-06-19T02:13:38.635322-0700 super mon message"[..],
+            -7 * 3600,
+        ),
+        (
+            b"<190>2018-06-19T02:13:38.635322-07 super mon message",
+            -7 * 3600,
+        ),
+        (
+            b"<190>2018-06-19T02:13:38.635322-07:10 super mon message",
+            -(7 * 3600 + 600),
+        ),
+        (b"<190>2018-06-19 02:13:38 super mon message", 0),
+    ] {
+        let p = parse(f, NOW);
+        let local = civil::days_from_civil(2018, 6, 19) * 86400 + 2 * 3600 + 13 * 60 + 38;
+        assert_eq!(
+            p.timestamp.unwrap().secs,
+            local - offset_secs,
+            "{}",
+            String::from_utf8_lossy(f)
+        );
+        assert_eq!(
+            (field(f, p.hostname), field(f, p.appname)),
+            (Some("super"), Some("mon"))
+        );
+        assert_eq!(p.message.get(f), b"message");
+    }
+    // Unpadded day with a Cisco sequence number and milliseconds.
+    let f = b"<190>589265: Feb 8 18:55:31.306: %SEC-11-IPACCESSLOGP: list 177 denied";
+    let p = parse(f, NOW);
+    assert_eq!(p.timestamp.unwrap().nanos, 306_000_000);
+    assert_eq!(field(f, p.appname), Some("%SEC-11-IPACCESSLOGP"));
+}

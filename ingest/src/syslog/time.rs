@@ -57,19 +57,25 @@ pub(crate) fn parse_rfc3339_with(b: &[u8], strictness: Strictness) -> Option<(Ti
     Some((Timestamp { secs, nanos }, pos))
 }
 
-/// `Z`, `±HH:MM`, or (lenient only) nothing: the offset in seconds and the bytes used.
+/// `Z`, `±HH:MM`, or (lenient only) `±HHMM`, `±HH` or nothing: the offset in seconds and the
+/// bytes used.
 fn parse_offset(b: &[u8], strict: bool) -> Option<(i64, usize)> {
     match b.first() {
         Some(b'Z') => Some((0, 1)),
         Some(b'z') if !strict => Some((0, 1)),
         Some(sign @ (b'+' | b'-')) => {
             let hh = digits(&b[1..], 2)?;
-            let mm = digits(b.get(4..)?, 2)?;
-            if b.get(3) != Some(&b':') || hh > 23 || mm > 59 {
+            let (mm, used) = match (b.get(3), strict) {
+                (Some(b':'), _) => (digits(b.get(4..)?, 2)?, 6),
+                (Some(b'0'..=b'9'), false) => (digits(&b[3..], 2)?, 5),
+                (None | Some(b' '), false) => (0, 3),
+                _ => return None,
+            };
+            if hh > 23 || mm > 59 {
                 return None;
             }
             let secs = i64::from(hh * 3600 + mm * 60);
-            Some((if *sign == b'-' { -secs } else { secs }, 6))
+            Some((if *sign == b'-' { -secs } else { secs }, used))
         }
         None | Some(b' ') if !strict => Some((0, 0)),
         _ => None,
