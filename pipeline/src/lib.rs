@@ -9,6 +9,8 @@
 //! The event type is a parameter: the engine decides what a transform sees (today the parsed
 //! syslog event; the record that carries parsed fields comes with the transform types).
 
+pub mod condition;
+
 /// What a transform decided about an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
