@@ -10,6 +10,7 @@
 //! syslog event; the record that carries parsed fields comes with the transform types).
 
 pub mod condition;
+pub mod parse;
 pub mod redact;
 
 /// What a transform decided about an event.

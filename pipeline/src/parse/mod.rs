@@ -1,0 +1,5 @@
+//! Parsers of message bodies (issue 13's `parse_*` transforms): each returns byte ranges into
+//! the input, so the caller decides how fields are stored; none allocates per event beyond the
+//! caller's reused output vector.
+
+pub mod kv;
