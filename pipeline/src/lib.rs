@@ -11,6 +11,7 @@
 
 pub mod condition;
 pub mod parse;
+pub mod rate;
 pub mod redact;
 
 /// What a transform decided about an event.
