@@ -139,7 +139,7 @@ impl Sample {
     /// Whether the event is kept: by `key`'s hash when given, else by count.
     pub fn keep(&mut self, key: Option<&[u8]>) -> bool {
         let kept = match key {
-            Some(key) => stable_hash(key) % self.rate == 0,
+            Some(key) => stable_hash(key).is_multiple_of(self.rate),
             None => {
                 self.seen += 1;
                 self.seen % self.rate == 1 || self.rate == 1
