@@ -1,4 +1,4 @@
-//! Bytes from the network through the pipeline's byte parsers: key=value parsing and every
+//! Bytes from the network through the pipeline's byte parsers: key=value and access-line parsing and every
 //! built-in redaction must never panic, ranges stay inside the input, and redaction keeps every
 //! byte outside its replacements; condition text (from configs and the API) must compile or
 //! fail with a column inside it.
@@ -14,6 +14,9 @@ fuzz_target!(|data: &[u8]| {
     for p in &pairs {
         assert!(p.key.start < p.key.end && p.key.end <= data.len());
         assert!(p.value.start <= p.value.end && p.value.end <= data.len());
+    }
+    if let Some(access) = pipeline::parse::access::parse(data) {
+        assert!(access.client.end <= data.len() && access.request.end <= data.len());
     }
     let mut redactor = Redactor::new(&Builtin::ALL, Vec::new(), "\u{1}");
     let mut out = Vec::new();

@@ -2,4 +2,5 @@
 //! the input, so the caller decides how fields are stored; none allocates per event beyond the
 //! caller's reused output vector.
 
+pub mod access;
 pub mod kv;
