@@ -1,6 +1,6 @@
-//! Bytes from the network through the pipeline's byte parsers: key=value and access-line parsing and every
-//! built-in redaction must never panic, ranges stay inside the input, and redaction keeps every
-//! byte outside its replacements; condition text (from configs and the API) must compile or
+//! Bytes from the network through the pipeline's byte parsers: key=value and access-line
+//! parsing and every built-in redaction must never panic, ranges stay inside the input, and
+//! redaction keeps every byte outside its replacements; condition text (from configs and the API) must compile or
 //! fail with a column inside it.
 #![no_main]
 
