@@ -263,10 +263,7 @@ pub fn parse_with(frame: &[u8], now: &Now, options: &ParserOptions) -> Parsed {
     };
     let rest = &frame[after_pri..];
     match options.mode {
-        ParserMode::Auto if rfc5424::looks_like(rest) => {
-            rfc5424::parse(frame, pri, after_pri, flags)
-        }
-        ParserMode::Rfc5424 if rfc5424::looks_like(rest) => {
+        ParserMode::Auto | ParserMode::Rfc5424 if rfc5424::looks_like(rest) => {
             rfc5424::parse(frame, pri, after_pri, flags)
         }
         ParserMode::Rfc5424 => {

@@ -64,14 +64,12 @@ impl Header<'_> {
 
 /// Parses the frame after `<PRI>` (at `after_pri`, which holds `1 `).
 pub(crate) fn parse(frame: &[u8], pri: u8, after_pri: usize, flags: ParseFlags) -> Parsed {
+    // A frame that is only `<PRI>1` starts at its end: reading the TIMESTAMP flags it.
     let mut h = Header {
         buf: frame,
         pos: (after_pri + 2).min(frame.len()),
         flags,
     };
-    if frame.len() < after_pri + 2 {
-        h.flags |= ParseFlags::BAD_HEADER;
-    }
     let timestamp = timestamp(&mut h);
     let [hostname, appname, procid, msgid] = MAX_LEN.map(|max| h.field(max));
     let (structured_data, message_start) = structured_data(&mut h);
