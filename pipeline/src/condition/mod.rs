@@ -33,6 +33,7 @@
 mod lex;
 mod parse;
 
+use ingest::syslog::FACILITY_NAMES;
 use memchr::memmem;
 use regex::bytes::Regex;
 
@@ -110,33 +111,6 @@ const SEVERITY_NAMES: [(&str, u8); 13] = [
     ("info", 6),
     ("informational", 6),
     ("debug", 7),
-];
-
-const FACILITY_NAMES: [&str; 24] = [
-    "kern",
-    "user",
-    "mail",
-    "daemon",
-    "auth",
-    "syslog",
-    "lpr",
-    "news",
-    "uucp",
-    "cron",
-    "authpriv",
-    "ftp",
-    "ntp",
-    "security",
-    "console",
-    "solaris-cron",
-    "local0",
-    "local1",
-    "local2",
-    "local3",
-    "local4",
-    "local5",
-    "local6",
-    "local7",
 ];
 
 impl Level {
