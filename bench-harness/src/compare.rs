@@ -164,7 +164,8 @@ fn set_affinity(pid: libc::pid_t, cpus: &[usize]) {
     }
 }
 
-fn free_port() -> Result<u16, String> {
+/// A port on 127.0.0.1 that was free a moment ago.
+pub(crate) fn free_port() -> Result<u16, String> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
 }
@@ -223,7 +224,7 @@ fn run_one(
     };
     let mut child = start(v, &place, args, cores)?;
     let result = measure(v, args, &mut child, &place, &collector, rate);
-    stop(&mut child);
+    stop(&mut child, STOP_TIMEOUT);
     drop(collector);
     remove_bulk(&dir);
     result.map(|row| Row { cores, ..row })
@@ -280,7 +281,7 @@ fn start(
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", place.port)).is_err() {
         if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
-            stop(&mut child);
+            stop(&mut child, STOP_TIMEOUT);
             return Err(format!(
                 "did not listen on {}; see {}",
                 place.port,
@@ -457,12 +458,16 @@ pub fn bucket_percentiles(page: &str, name: &str) -> Percentiles {
     }
 }
 
-fn stop(child: &mut Child) {
+/// How long a server under full load gets to drain and exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// SIGTERM to a server we started, then SIGKILL if it has not exited within `timeout`.
+pub(crate) fn stop(child: &mut Child, timeout: Duration) {
     // SAFETY: SIGTERM to a child we started and have not reaped.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
             return;

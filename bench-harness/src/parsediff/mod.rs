@@ -14,11 +14,12 @@ pub mod fields;
 pub mod report;
 
 use std::io::Write as _;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::compare::{free_port, stop};
 use crate::peers::{self, System};
 use corpus::Entry;
 use fields::{Context, Fields};
@@ -72,14 +73,12 @@ fn run_system(system: System, entries: &[Entry], args: &DiffArgs) -> Result<Read
     let child = command
         .spawn()
         .map_err(|e| format!("starting {}: {e}", system.name()))?;
-    let mut server = Server(child);
+    let _server = Server(child); // Stopped when this returns, whatever `feed` did.
     let cx = Context {
         run_started_us: now_us(),
         sender_address: "127.0.0.1",
     };
-    let result = feed(system, entries, port, &out, &cx, args.timeout);
-    server.stop();
-    result
+    feed(system, entries, port, &out, &cx, args.timeout)
 }
 
 /// The frame sent after every corpus line: a plain RFC 5424 message every system reads the same
@@ -181,41 +180,19 @@ fn connect(port: u16, system: System) -> Result<TcpStream, String> {
     }
 }
 
-fn free_port() -> Result<u16, String> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
-}
-
 fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64)
 }
 
-/// A started server, ended by its PID when dropped or stopped.
+/// A started server, ended by its PID (SIGTERM, then SIGKILL) when dropped.
 struct Server(Child);
-
-impl Server {
-    fn stop(&mut self) {
-        // SIGTERM first: every system shuts down cleanly on it.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            self.stop();
-        }
+        // A few hundred events: every system exits within milliseconds of SIGTERM.
+        stop(&mut self.0, Duration::from_secs(10));
     }
 }
 
