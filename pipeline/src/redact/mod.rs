@@ -120,8 +120,8 @@ impl Redactor {
         out.clear();
         self.hits.clear();
         if !self.digit_led.is_empty() {
-            let hits = &mut self.hits;
-            self.scanners.find_digit_led(&self.digit_led, input, hits);
+            self.scanners
+                .find_digit_led(&self.digit_led, input, &mut self.hits);
         }
         for (i, builtin) in self.builtins.iter().enumerate() {
             self.scanners.find(*builtin, input, i, &mut self.hits);

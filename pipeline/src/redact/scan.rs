@@ -41,24 +41,17 @@ impl Scanners {
         });
     }
 
+    /// The other built-ins, one scan each.
     pub(super) fn find(&self, builtin: Builtin, input: &[u8], rule: usize, hits: &mut Vec<Hit>) {
-        let mut push = |start: usize, end: usize| hits.push(Hit { start, end, rule });
-        if builtin == Builtin::BearerToken {
-            bearer_tokens(&self.bearer, input, &mut push);
-        } else {
-            find(builtin, input, &mut push);
+        let push = &mut |start: usize, end: usize| hits.push(Hit { start, end, rule });
+        match builtin {
+            // Scanned together: see `find_digit_led`.
+            Builtin::CreditCard | Builtin::Ssn | Builtin::Ipv4 => {}
+            Builtin::Email => emails(input, push),
+            Builtin::Ipv6 => ipv6s(input, push),
+            Builtin::SecretValues => secret_values(input, push),
+            Builtin::BearerToken => bearer_tokens(&self.bearer, input, push),
         }
-    }
-}
-
-fn find(builtin: Builtin, input: &[u8], push: &mut impl FnMut(usize, usize)) {
-    match builtin {
-        // Scanned together: see `Scanners::find_digit_led`.
-        Builtin::CreditCard | Builtin::Ssn | Builtin::Ipv4 => {}
-        Builtin::Email => emails(input, push),
-        Builtin::Ipv6 => ipv6s(input, push),
-        Builtin::SecretValues => secret_values(input, push),
-        Builtin::BearerToken => {} // Needs its finder: see `Scanners::find`.
     }
 }
 
