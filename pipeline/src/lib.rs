@@ -1,144 +1,106 @@
 //! Transforms: what runs on a shard between parsing an event and appending its record to the
-//! WAL (filter, redact, parse, route, throttle: issue 13 adds the types).
+//! WAL (filter, route, redact, parse, remap, throttle, sample).
 //!
 //! Like `ingest`, this crate is pure: no I/O, no clocks, no threads, no dependency on the
-//! engine. A [`Chain`] is built once per config (conditions and regexes compiled then) and
-//! owned by one shard; it runs each event through its transforms in order until one drops
-//! it. Per-event work allocates nothing here: a transform keeps its scratch space in itself.
-//!
-//! The event type is a parameter: the engine decides what a transform sees (today the parsed
-//! syslog event; the record that carries parsed fields comes with the transform types).
+//! engine (the caller passes the time in a [`Context`]). A [`plan::Plan`] is built once per
+//! config and shard (conditions and regexes compiled then) and owned by that shard; it runs each
+//! event through the transform graph of its source and says which sinks want which version of
+//! it. Per-event work allocates nothing once buffers have grown: a transform keeps its scratch
+//! space in itself, events are reused ([`event::Event`]).
 
 pub mod condition;
+pub mod event;
 pub mod parse;
+pub mod plan;
 pub mod rate;
 pub mod redact;
+pub mod topology;
+pub mod transforms;
+
+pub use event::{Event, FieldValue, Fields, NewValue};
+
+/// What a transform may need besides the event.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// Monotonic nanoseconds (throttle).
+    pub now_ns: u64,
+    pub shard: u32,
+    /// The receiving host's name (`remap`'s `%{host}`).
+    pub host: &'a str,
+    /// The source the event came from.
+    pub source: &'a str,
+}
+
+/// Why a transform dropped an event (`sluice_events_dropped_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// `filter`'s condition was false.
+    Filtered,
+    /// `throttle`: over the rate.
+    RateLimited,
+    /// `sample`: not the 1 in N.
+    Sampled,
+    /// A parse failed and the transform says `on_error = "drop"`.
+    Failed,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 4] = [
+        DropReason::Filtered,
+        DropReason::RateLimited,
+        DropReason::Sampled,
+        DropReason::Failed,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Filtered => "filtered",
+            DropReason::RateLimited => "rate_limited",
+            DropReason::Sampled => "sampled",
+            DropReason::Failed => "transform_failed",
+        }
+    }
+}
 
 /// What a transform decided about an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Outcome {
     /// Pass the (possibly changed) event on.
-    Keep,
-    /// Drop it: no later transform sees it and no record is written. Counted by the chain.
-    Drop,
+    Pass,
+    /// Pass it on unchanged, but the transform failed on it (a parse that did not match:
+    /// counted as an error, the event flagged).
+    PassFailed,
+    /// Drop it: no later transform sees it and no record is written for this branch.
+    Drop(DropReason),
+    /// `route`: bit i set for each output port the event goes to.
+    Ports(u64),
 }
 
-/// One processing step over events of type `E`.
-pub trait Transform<E> {
-    /// The name it has in the config (`[transforms.NAME]`), for metrics and errors.
-    fn name(&self) -> &str;
+/// One processing step.
+pub trait Transform: Send {
+    /// Whether it changes events (then it works on its own copy, so sibling branches of the
+    /// graph still see the event as it was).
+    fn mutates(&self) -> bool;
+    /// Its output port names beyond the default one (`route`: the route names, then
+    /// `_unmatched`); empty for a single-output transform.
+    fn ports(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Processes `event` in place.
-    fn process(&mut self, event: &mut E) -> Verdict;
-}
-
-/// The transforms of one pipeline, in order, with what each dropped.
-pub struct Chain<E> {
-    steps: Vec<Step<E>>,
-}
-
-struct Step<E> {
-    transform: Box<dyn Transform<E>>,
-    dropped: u64,
-}
-
-impl<E> Default for Chain<E> {
-    fn default() -> Self {
-        Chain { steps: Vec::new() }
-    }
-}
-
-impl<E> Chain<E> {
-    pub fn new(transforms: Vec<Box<dyn Transform<E>>>) -> Self {
-        Chain {
-            steps: transforms
-                .into_iter()
-                .map(|transform| Step {
-                    transform,
-                    dropped: 0,
-                })
-                .collect(),
-        }
-    }
-
-    /// No transforms: the shard appends events as parsed (its fast path).
-    pub fn is_empty(&self) -> bool {
-        self.steps.is_empty()
-    }
-
-    /// Runs `event` through every transform until one drops it.
-    pub fn process(&mut self, event: &mut E) -> Verdict {
-        for step in &mut self.steps {
-            if step.transform.process(event) == Verdict::Drop {
-                step.dropped += 1;
-                return Verdict::Drop;
-            }
-        }
-        Verdict::Keep
-    }
-
-    /// Events each transform dropped so far, by name.
-    pub fn dropped(&self) -> impl Iterator<Item = (&str, u64)> {
-        self.steps.iter().map(|s| (s.transform.name(), s.dropped))
+    fn process(&mut self, event: &mut Event, ctx: &Context<'_>) -> Outcome;
+    /// Counts of its own, by name (`redact`: replacements per rule).
+    fn counts(&self) -> Vec<(String, u64)> {
+        Vec::new()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-
-    /// Drops events above a limit.
-    struct Below(u32);
-    impl Transform<u32> for Below {
-        fn name(&self) -> &str {
-            "below"
-        }
-        fn process(&mut self, event: &mut u32) -> Verdict {
-            if *event < self.0 {
-                Verdict::Keep
-            } else {
-                Verdict::Drop
-            }
-        }
-    }
-
-    /// Doubles the event.
-    struct Double;
-    impl Transform<u32> for Double {
-        fn name(&self) -> &str {
-            "double"
-        }
-        fn process(&mut self, event: &mut u32) -> Verdict {
-            *event = event.saturating_mul(2);
-            Verdict::Keep
-        }
-    }
 
     #[test]
-    fn an_empty_chain_keeps_everything_unchanged() {
-        let mut chain = Chain::<u32>::default();
-        let mut e = 7;
-        assert!(chain.is_empty());
-        assert_eq!(chain.process(&mut e), Verdict::Keep);
-        assert_eq!(e, 7);
-    }
-
-    proptest! {
-        /// Transforms run in order; the first drop ends the chain and is counted there.
-        #[test]
-        fn transforms_run_in_order_and_drops_are_counted(events in proptest::collection::vec(0u32..100, 0..200)) {
-            let mut chain = Chain::new(vec![Box::new(Double), Box::new(Below(100))]);
-            let mut kept = Vec::new();
-            for &e in &events {
-                let mut event = e;
-                if chain.process(&mut event) == Verdict::Keep {
-                    kept.push(event);
-                }
-            }
-            let expected: Vec<u32> = events.iter().map(|e| e * 2).filter(|e| *e < 100).collect();
-            prop_assert_eq!(&kept, &expected);
-            let dropped: Vec<(String, u64)> = chain.dropped().map(|(n, d)| (n.to_string(), d)).collect();
-            prop_assert_eq!(dropped, vec![("double".to_string(), 0), ("below".to_string(), (events.len() - kept.len()) as u64)]);
-        }
+    fn drop_reasons_have_distinct_names() {
+        let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        names.dedup();
+        assert_eq!(names.len(), 4);
     }
 }

@@ -190,7 +190,7 @@ pub struct Timestamp {
     pub nanos: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Parsed {
     pub format: Format,
     /// `facility << 3 | severity` (13 when the frame had none: see [`ParseFlags::NO_PRI`]).
