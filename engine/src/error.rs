@@ -46,6 +46,12 @@ pub enum EngineError {
         #[source]
         error: crate::sinks::SinkError,
     },
+    #[error("routing: {0}")]
+    Routing(#[from] crate::runtime::sink_bits::SinkBitsError),
+    #[error("transforms: {0}")]
+    Transforms(#[from] crate::transforms::CompileError),
+    #[error("transforms: {0}")]
+    Transform(#[from] crate::transforms::TransformError),
     #[error("{op} {}: {source}", path.display())]
     Io {
         op: &'static str,

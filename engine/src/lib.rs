@@ -14,6 +14,7 @@ pub mod shard;
 pub mod sinks;
 pub mod sources;
 pub mod tools;
+pub mod transforms;
 pub mod units;
 
 pub use config::Config;

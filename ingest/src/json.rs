@@ -12,72 +12,122 @@ use crate::syslog::{
     sd_elements, unescape_sd_value, Format, ParseFlags, SdParams, FACILITY_NAMES, SEVERITY_NAMES,
 };
 
+/// The keys Sluice writes for every event, in order. A routed record's fields may replace one
+/// (a parsed JSON body with its own `message`): bit i of [`crate::EventView::overrides`] says
+/// key i is written from the fields instead.
+pub const STANDARD_KEYS: [&str; 16] = [
+    "timestamp",
+    "received_at",
+    "hostname",
+    "appname",
+    "procid",
+    "msgid",
+    "facility",
+    "severity",
+    "version",
+    "message",
+    "structured_data",
+    "source_ip",
+    "format",
+    "parse_flags",
+    "truncated",
+    "shard",
+];
+
+/// The override bits for fields with these top-level names.
+pub fn override_bits<'a>(names: impl Iterator<Item = &'a [u8]>) -> u16 {
+    let mut bits = 0u16;
+    for name in names {
+        if let Some(i) = STANDARD_KEYS.iter().position(|k| k.as_bytes() == name) {
+            bits |= 1 << i;
+        }
+    }
+    bits
+}
+
 /// Appends `event` as one JSON object and a newline to `out`.
 pub fn write_event(out: &mut Vec<u8>, event: &EventView, shard: u32) {
     out.push(b'{');
     let mut first = true;
-    let mut key = |out: &mut Vec<u8>, name: &str| {
+    let overrides = event.overrides;
+    // Writes the key unless the fields replace it; false when skipped.
+    let mut key = |out: &mut Vec<u8>, index: usize| {
+        if overrides & (1 << index) != 0 {
+            return false;
+        }
         if !first {
             out.push(b',');
         }
         first = false;
         out.push(b'"');
-        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(STANDARD_KEYS[index].as_bytes());
         out.extend_from_slice(b"\":");
+        true
     };
     if let Some(ts) = event.timestamp {
-        key(out, "timestamp");
+        if key(out, 0) {
+            out.push(b'"');
+            civil::write_rfc3339(out, ts.secs, ts.nanos);
+            out.push(b'"');
+        }
+    }
+    if key(out, 1) {
         out.push(b'"');
-        civil::write_rfc3339(out, ts.secs, ts.nanos);
+        civil::write_rfc3339_micros(out, event.received_at_us);
         out.push(b'"');
     }
-    key(out, "received_at");
-    out.push(b'"');
-    civil::write_rfc3339_micros(out, event.received_at_us);
-    out.push(b'"');
-    for (name, value) in [
-        ("hostname", event.hostname()),
-        ("appname", event.appname()),
-        ("procid", event.procid()),
-        ("msgid", event.msgid()),
+    for (index, value) in [
+        (2, event.hostname()),
+        (3, event.appname()),
+        (4, event.procid()),
+        (5, event.msgid()),
     ] {
         if let Some(v) = value {
-            key(out, name);
-            write_str(out, v);
+            if key(out, index) {
+                write_str(out, v);
+            }
         }
     }
     if let Some(pri) = event.pri {
-        key(out, "facility");
-        write_str(out, FACILITY_NAMES[usize::from(pri >> 3) % 24].as_bytes());
-        key(out, "severity");
-        write_str(out, SEVERITY_NAMES[usize::from(pri & 7)].as_bytes());
+        if key(out, 6) {
+            write_str(out, FACILITY_NAMES[usize::from(pri >> 3) % 24].as_bytes());
+        }
+        if key(out, 7) {
+            write_str(out, SEVERITY_NAMES[usize::from(pri & 7)].as_bytes());
+        }
     }
-    if event.format == Format::Rfc5424 {
-        key(out, "version");
+    if event.format == Format::Rfc5424 && key(out, 8) {
         write_u32(out, u32::from(event.version));
     }
-    key(out, "message");
-    write_str(out, event.message());
+    if key(out, 9) {
+        write_str(out, event.message());
+    }
     if let Some(sd) = event.structured_data() {
-        key(out, "structured_data");
-        write_structured_data(out, sd);
+        if key(out, 10) {
+            write_structured_data(out, sd);
+        }
     }
     if let Some(ip) = event.source_ip {
-        key(out, "source_ip");
-        write_ip(out, ip);
+        if key(out, 11) {
+            write_ip(out, ip);
+        }
     }
-    key(out, "format");
-    write_str(out, event.format.name().as_bytes());
-    if !event.parse_flags.is_empty() {
-        key(out, "parse_flags");
+    if key(out, 12) {
+        write_str(out, event.format.name().as_bytes());
+    }
+    if !event.parse_flags.is_empty() && key(out, 13) {
         write_flag_names(out, event.parse_flags);
     }
-    if event.truncated {
-        key(out, "truncated");
+    if event.truncated && key(out, 14) {
         out.extend_from_slice(b"true");
     }
-    key(out, "shard");
-    write_u32(out, shard);
+    if key(out, 15) {
+        write_u32(out, shard);
+    }
+    if !event.fields.is_empty() {
+        out.push(b',');
+        out.extend_from_slice(event.fields);
+    }
     out.extend_from_slice(b"}\n");
 }
 

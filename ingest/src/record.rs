@@ -20,6 +20,20 @@
 //! 44  6 × (u32 start, u32 len) spans into the frame
 //! 92  frame bytes
 //! ```
+//!
+//! Layout 2, a *routed* record (written when the config has transforms or sinks with `inputs`):
+//! the same first 92 bytes with version 2, then
+//! ```text
+//! 92  u64  route mask: bit b set = the sink with routing bit b wants it (bits: data_dir/sink-bits)
+//! 100 u32  frame length F
+//! 104 u16  standard JSON keys the fields replace (bit i = json::STANDARD_KEYS[i])
+//! 106 u16  reserved (0)
+//! 108 F    frame bytes (rewritten by a transform if one changed the message)
+//! 108+F    fields: the members of a JSON object, `"k":v,...` without braces (may be empty)
+//! ```
+//! Invariants: spans lie inside the frame; the fields are valid JSON members (written by the
+//! pipeline's encoder); a layout 1 record is wanted by every sink. A sink tests its bit with
+//! [`wanted_by`] without decoding the record.
 
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -28,6 +42,9 @@ use crate::syslog::{Format, ParseFlags, Parsed, Span, Timestamp};
 
 pub const LAYOUT_VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 92;
+/// The routed layout (see the module docs).
+pub const LAYOUT_ROUTED: u8 = 2;
+pub const ROUTED_HEADER_LEN: usize = 108;
 
 const FLAG_TRUNCATED: u8 = 1;
 const FLAG_BAD_LENGTH: u8 = 2;
@@ -69,8 +86,60 @@ pub fn encoded_len(frame_len: usize) -> usize {
     HEADER_LEN + frame_len
 }
 
+/// Length of a routed record.
+pub fn routed_len(frame_len: usize, fields_len: usize) -> usize {
+    ROUTED_HEADER_LEN + frame_len + fields_len
+}
+
+/// What a routed record adds to the plain one.
+#[derive(Clone, Copy, Debug)]
+pub struct Routing<'a> {
+    /// Which sinks want it (by routing bit).
+    pub sinks: u64,
+    /// JSON members (`"k":v,...`) of the fields transforms added.
+    pub fields: &'a [u8],
+    /// Standard keys those fields replace ([`crate::json::override_bits`]).
+    pub overrides: u16,
+}
+
+/// Appends a routed record (layout 2) for one processed event to `out`.
+pub fn encode_routed(
+    out: &mut Vec<u8>,
+    header: &EventHeader,
+    parsed: &Parsed,
+    frame: &[u8],
+    routing: &Routing<'_>,
+) {
+    out.reserve(routed_len(frame.len(), routing.fields.len()));
+    write_header(out, LAYOUT_ROUTED, header, parsed);
+    out.extend_from_slice(&routing.sinks.to_le_bytes());
+    out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+    out.extend_from_slice(&routing.overrides.to_le_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(frame);
+    out.extend_from_slice(routing.fields);
+}
+
+/// Whether the sink with routing bit `bit` wants this record (read from its header only; a
+/// record too short to tell is passed on, for the decoder to refuse and count).
+pub fn wanted_by(rec: &[u8], bit: u8) -> bool {
+    if rec.first() != Some(&LAYOUT_ROUTED) || rec.len() < ROUTED_HEADER_LEN {
+        return true;
+    }
+    let mut mask = [0u8; 8];
+    mask.copy_from_slice(&rec[92..100]);
+    u64::from_le_bytes(mask) & (1u64 << (bit & 63)) != 0
+}
+
 /// Appends the record for one parsed frame to `out` (no other allocation).
 pub fn encode(out: &mut Vec<u8>, header: &EventHeader, parsed: &Parsed, frame: &[u8]) {
+    out.reserve(encoded_len(frame.len()));
+    write_header(out, LAYOUT_VERSION, header, parsed);
+    out.extend_from_slice(frame);
+}
+
+/// The first 92 bytes, shared by both layouts.
+fn write_header(out: &mut Vec<u8>, layout: u8, header: &EventHeader, parsed: &Parsed) {
     let mut flags = 0;
     if header.frame_flags.truncated() {
         flags |= FLAG_TRUNCATED;
@@ -100,9 +169,8 @@ pub fn encode(out: &mut Vec<u8>, header: &EventHeader, parsed: &Parsed, frame: &
         Some(IpAddr::V6(v6)) => v6,
         None => Ipv6Addr::UNSPECIFIED,
     };
-    out.reserve(encoded_len(frame.len()));
     out.extend_from_slice(&[
-        LAYOUT_VERSION,
+        layout,
         parsed.format as u8,
         flags,
         parsed.pri.unwrap_or(0),
@@ -119,7 +187,24 @@ pub fn encode(out: &mut Vec<u8>, header: &EventHeader, parsed: &Parsed, frame: &
         out.extend_from_slice(&span.start.to_le_bytes());
         out.extend_from_slice(&span.len.to_le_bytes());
     }
-    out.extend_from_slice(frame);
+}
+
+/// Splits a routed record: (frame, route mask, fields, overrides).
+#[allow(clippy::type_complexity)]
+fn routed_parts(rec: &[u8]) -> Result<(&[u8], Option<u64>, &[u8], u16), RecordError> {
+    if rec.len() < ROUTED_HEADER_LEN {
+        return Err(RecordError::TooShort { len: rec.len() });
+    }
+    let mut mask = [0u8; 8];
+    mask.copy_from_slice(&rec[92..100]);
+    let frame_len = u32::from_le_bytes([rec[100], rec[101], rec[102], rec[103]]) as usize;
+    let overrides = u16::from_le_bytes([rec[104], rec[105]]);
+    let body = &rec[ROUTED_HEADER_LEN..];
+    if frame_len > body.len() {
+        return Err(RecordError::TooShort { len: rec.len() });
+    }
+    let (frame, fields) = body.split_at(frame_len);
+    Ok((frame, Some(u64::from_le_bytes(mask)), fields, overrides))
 }
 
 fn spans_of(p: &Parsed) -> [Option<Span>; 6] {
@@ -147,6 +232,12 @@ pub struct EventView<'a> {
     pub source_ip: Option<IpAddr>,
     pub frame: &'a [u8],
     spans: [Option<Span>; 6],
+    /// Routed records: the sinks that want it (`None`: every sink).
+    pub route: Option<u64>,
+    /// Routed records: the fields as JSON members (empty when none).
+    pub fields: &'a [u8],
+    /// Routed records: the standard JSON keys the fields replace.
+    pub overrides: u16,
 }
 
 impl<'a> EventView<'a> {
@@ -154,9 +245,11 @@ impl<'a> EventView<'a> {
         if rec.len() < HEADER_LEN {
             return Err(RecordError::TooShort { len: rec.len() });
         }
-        if rec[0] != LAYOUT_VERSION {
-            return Err(RecordError::UnknownLayout { version: rec[0] });
-        }
+        let (frame, route, fields, overrides) = match rec[0] {
+            LAYOUT_VERSION => (&rec[HEADER_LEN..], None, &rec[..0], 0),
+            LAYOUT_ROUTED => routed_parts(rec)?,
+            version => return Err(RecordError::UnknownLayout { version }),
+        };
         let format =
             Format::from_u8(rec[1]).ok_or(RecordError::UnknownFormat { format: rec[1] })?;
         let flags = rec[2];
@@ -167,7 +260,6 @@ impl<'a> EventView<'a> {
             b.copy_from_slice(&rec[at..at + 8]);
             i64::from_le_bytes(b)
         };
-        let frame = &rec[HEADER_LEN..];
         let mut spans = [None; 6];
         for (i, slot) in spans.iter_mut().enumerate() {
             if rec[5] & (1 << i) == 0 {
@@ -201,6 +293,9 @@ impl<'a> EventView<'a> {
                 .then(|| ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4)),
             frame,
             spans,
+            route,
+            fields,
+            overrides,
         })
     }
 
@@ -263,11 +358,63 @@ mod tests {
         assert_eq!(v.pri, Some(13));
     }
 
+    /// A routed record carries its sinks, a rewritten frame and fields; JSON writes the fields
+    /// and lets them replace a standard key.
+    #[test]
+    fn routed_round_trip() {
+        let frame = b"<13>1 - host app - - - {\"message\":\"inner\",\"n\":1}";
+        let parsed = parse(frame, 0);
+        let header = EventHeader {
+            received_at_us: 0,
+            source_ip: None,
+            frame_flags: FrameFlags::default(),
+        };
+        let fields = br#""message":"inner","n":1"#;
+        let overrides = crate::json::override_bits([&b"message"[..], b"n"].into_iter());
+        let routing = Routing {
+            sinks: 0b101,
+            fields,
+            overrides,
+        };
+        let mut out = Vec::new();
+        encode_routed(&mut out, &header, &parsed, frame, &routing);
+        assert_eq!(out.len(), routed_len(frame.len(), fields.len()));
+        assert!(wanted_by(&out, 0) && !wanted_by(&out, 1) && wanted_by(&out, 2));
+        let v = EventView::decode(&out).unwrap();
+        assert_eq!(
+            (v.route, v.fields, v.frame),
+            (Some(0b101), &fields[..], &frame[..])
+        );
+        assert_eq!(v.hostname(), Some(&b"host"[..]));
+        let mut json = Vec::new();
+        crate::json::write_event(&mut json, &v, 0);
+        let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(value["message"], "inner");
+        assert_eq!(value["n"], 1);
+        assert_eq!(value["hostname"], "host");
+        let mut plain = Vec::new();
+        encode(&mut plain, &header, &parsed, frame);
+        assert!(wanted_by(&plain, 7), "a layout 1 record is for every sink");
+        out.truncate(ROUTED_HEADER_LEN + 3);
+        assert!(
+            EventView::decode(&out).is_err(),
+            "a frame longer than the record"
+        );
+    }
+
     proptest! {
         #[test]
         fn decode_arbitrary_bytes_never_panics(data in proptest::collection::vec(any::<u8>(), 0..200)) {
             if let Ok(v) = EventView::decode(&data) {
                 let _ = (v.hostname(), v.appname(), v.procid(), v.msgid(), v.structured_data(), v.message());
+            }
+            let mut routed = data.clone();
+            if let Some(first) = routed.first_mut() {
+                *first = LAYOUT_ROUTED;
+            }
+            let _ = wanted_by(&routed, 3);
+            if let Ok(v) = EventView::decode(&routed) {
+                let _ = (v.hostname(), v.message(), v.fields);
             }
         }
     }

@@ -53,14 +53,21 @@ pub struct Plan {
     masks: Vec<u64>,
     /// Whether records need a route mask (some sink does not take every event of every source).
     routing: bool,
+    /// Sinks without `inputs` (they take every source).
+    default_sinks: u64,
+    /// A transform dropped the last event on some branch.
+    dropped: bool,
 }
 
 impl Plan {
-    /// `transforms` by name in the topology's order; `trees` from [`crate::topology::Topology::trees`].
+    /// `transforms` by name in the topology's order; `trees` from
+    /// [`crate::topology::Topology::trees`]; `default_sinks`: the sinks without `inputs` (they
+    /// take events of a source a reload removed while its connections drain).
     pub fn new(
         transforms: Vec<(String, Box<dyn Transform>)>,
         trees: Vec<SourceTree>,
         routing: bool,
+        default_sinks: u64,
     ) -> Plan {
         let instances: Vec<Instance> = transforms
             .into_iter()
@@ -96,7 +103,14 @@ impl Plan {
             slots: (0..slots_needed).map(|_| Event::default()).collect(),
             masks: vec![0; slots_needed],
             routing,
+            default_sinks,
+            dropped: false,
         }
+    }
+
+    /// The sinks without `inputs`.
+    pub fn default_sinks(&self) -> u64 {
+        self.default_sinks
     }
 
     /// No transforms and no sink with `inputs`: events are written as parsed, for every sink.
@@ -127,11 +141,12 @@ impl Plan {
         &mut self.slots[0]
     }
 
-    /// Runs the loaded event through `source`'s tree.
-    pub fn run(&mut self, source: usize, ctx: &Context<'_>) {
+    /// Runs the loaded event through `source`'s tree; whether a transform dropped it on some
+    /// branch (filtered, rate-limited, sampled, failed: counted there).
+    pub fn run(&mut self, source: usize, ctx: &Context<'_>) -> bool {
         self.masks.fill(0);
         let Some(plan) = self.sources.get(source) else {
-            return;
+            return false;
         };
         self.masks[0] = plan.root.sinks;
         let mut run = Run {
@@ -140,10 +155,13 @@ impl Plan {
             slots: &mut self.slots,
             masks: &mut self.masks,
             ctx,
+            dropped: false,
         };
         for &child in &plan.root.children {
             run.visit(child, 0);
         }
+        self.dropped = run.dropped;
+        self.dropped
     }
 
     /// Each version of the last event some sink wants, with the sinks' bits.
@@ -232,6 +250,7 @@ struct Run<'a, 'c> {
     slots: &'a mut [Event],
     masks: &'a mut [u64],
     ctx: &'a Context<'c>,
+    dropped: bool,
 }
 
 impl Run<'_, '_> {
@@ -264,6 +283,7 @@ impl Run<'_, '_> {
                     .position(|r| *r == reason)
                     .unwrap_or(0);
                 instance.stats.dropped[i] += 1;
+                self.dropped = true;
                 return;
             }
             Outcome::Ports(bits) => bits,

@@ -25,12 +25,19 @@ pub fn compressed_path(dir: &Path, number: u64) -> PathBuf {
     dir.join(format!("{number:020}{COMPRESSED_SUFFIX}"))
 }
 
-/// `magic | segment number | first record id | reserved (zero) | crc32c(first 28 bytes)`.
+/// The version of the records' format written in new segment headers. Storage treats records
+/// as opaque; the writer's layer defines what the number means (Sluice: 0 in segments written
+/// before it existed = event records of layout 1 only; 2 = layouts 1 and 2, see
+/// `ingest::record`). Readers accept every version: records describe themselves.
+pub const PAYLOAD_VERSION: u32 = 2;
+
+/// `magic | segment number | first record id | payload version (u32) | crc32c(first 28 bytes)`.
 pub fn segment_header(number: u64, first_id: u64) -> [u8; SEGMENT_HEADER_LEN as usize] {
     let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
     h[..8].copy_from_slice(SEGMENT_MAGIC);
     h[8..16].copy_from_slice(&number.to_le_bytes());
     h[16..24].copy_from_slice(&first_id.to_le_bytes());
+    h[24..28].copy_from_slice(&PAYLOAD_VERSION.to_le_bytes());
     let crc = crc32c::crc32c(&h[..28]);
     h[28..].copy_from_slice(&crc.to_le_bytes());
     h
@@ -49,6 +56,14 @@ pub fn parse_header(bytes: &[u8], number: u64) -> Result<u64, &'static str> {
         return Err("segment header does not match its file name");
     }
     Ok(u64_at(h, 16))
+}
+
+/// The payload version a (valid) header says; 0 for segments written before it existed.
+pub fn payload_version(header: &[u8]) -> u32 {
+    match header.get(24..28) {
+        Some(b) => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        None => 0,
+    }
 }
 
 fn u64_at(b: &[u8], at: usize) -> u64 {

@@ -307,6 +307,7 @@ mod tests {
             next_record_ids: Vec::new(),
             outputs: Default::default(),
             sources: Default::default(),
+            transforms: Default::default(),
             budget: Arc::new(budget),
             kernel_udp_drops: Default::default(),
             connection_memory: crate::sources::limits::ConnectionMemory::new(1 << 20),

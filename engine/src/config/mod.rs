@@ -24,6 +24,7 @@ use storage::{FsyncPolicy, MinFree};
 pub use crate::delivery::{Encoding, LineBreaks, TcpFraming};
 pub use crate::sinks::{FileSink, SinkConfig, SinkFsync, SinkType, TcpSink, DEFAULT_REPLAY_WINDOW};
 pub use crate::sources::{SourceConfig, SourceMode, SourceType, SyslogSource, MAX_FRAME_LIMIT};
+pub use crate::transforms::{Compiled, TransformConfig};
 pub use crate::units::TypeTag;
 use crate::units::{self, de_opt_bytes, de_opt_duration, Bounds, DAY, HOUR, MIB};
 pub use api::{ApiConfig, ApiListen};
@@ -81,6 +82,8 @@ pub struct Config {
     pub wal: WalConfig,
     pub api: ApiConfig,
     pub sources: BTreeMap<String, SourceConfig>,
+    /// `[transforms.NAME]`: processing between the sources and the WAL (docs/processing.md).
+    pub transforms: BTreeMap<String, TransformConfig>,
     pub sinks: BTreeMap<String, SinkConfig>,
     /// The text this config was parsed from, uninterpolated (served by `GET /config`; several
     /// files: each under a `# file:` line).
@@ -107,6 +110,8 @@ struct Part {
     api: Option<ApiConfig>,
     #[serde(default, deserialize_with = "typed::de_sources")]
     sources: BTreeMap<String, SourceConfig>,
+    #[serde(default, deserialize_with = "typed::de_transforms")]
+    transforms: BTreeMap<String, TransformConfig>,
     #[serde(default, deserialize_with = "typed::de_sinks")]
     sinks: BTreeMap<String, SinkConfig>,
 }
@@ -170,6 +175,10 @@ impl Merged {
         for (name, source) in part.sources {
             self.claim(&format!("sources.{name}"), origin)?;
             self.part.sources.insert(name, source);
+        }
+        for (name, transform) in part.transforms {
+            self.claim(&format!("transforms.{name}"), origin)?;
+            self.part.transforms.insert(name, transform);
         }
         for (name, sink) in part.sinks {
             self.claim(&format!("sinks.{name}"), origin)?;
@@ -277,8 +286,8 @@ impl Config {
         config
             .validate()
             .map_err(|(key, message)| ConfigError::Invalid {
+                key: with_line(texts, &key),
                 origin,
-                key,
                 message,
             })?;
         config.source_text = match texts {
@@ -304,6 +313,7 @@ impl Config {
             wal: p.wal.unwrap_or_default(),
             api: p.api.unwrap_or_default(),
             sources: p.sources,
+            transforms: p.transforms,
             sinks: p.sinks,
             source_text: String::new(),
             files: ConfigFiles::default(),
@@ -418,7 +428,43 @@ impl Config {
             }
             sink.settings().check(name)?;
         }
+        for (name, transform) in &self.transforms {
+            if !is_plain_name(name) {
+                return invalid(format!("transforms.{name}"), NAME_RULE);
+            }
+            transform.settings().check(name)?;
+        }
+        let warnings = self.check_topology()?;
+        self.warnings.extend(warnings);
         Ok(())
+    }
+
+    /// The transform graph: names, cycles, what each shard will build (checked once here).
+    /// Returns warnings (transforms whose output nobody takes).
+    fn check_topology(&self) -> Result<Vec<String>, (String, String)> {
+        let sinks: Vec<&String> = self.sinks.keys().collect();
+        // Any distinct bits do for checking; the running ones come from data_dir.
+        let bit = |name: &str| sinks.iter().position(|s| *s == name).unwrap_or(0).min(63) as u8;
+        let topology =
+            crate::transforms::topology(&self.sources, &self.transforms, &self.sinks, bit);
+        let warnings = topology.check().map_err(topology_key)?;
+        Compiled::new(&topology, &self.transforms).map_err(|e| match e {
+            crate::transforms::CompileError::Topology(t) => topology_key(t),
+            other => ("transforms".to_string(), other.to_string()),
+        })?;
+        Ok(warnings)
+    }
+
+    /// The processing of this config with the running sinks' routing bits.
+    pub fn compile(
+        &self,
+        bits: &crate::runtime::SinkBits,
+    ) -> Result<Compiled, crate::transforms::CompileError> {
+        let topology =
+            crate::transforms::topology(&self.sources, &self.transforms, &self.sinks, |n| {
+                bits.bit(n).unwrap_or(0)
+            });
+        Compiled::new(&topology, &self.transforms)
     }
 
     /// Shard count after resolving `"auto"` against the CPUs this process may use.
@@ -431,6 +477,63 @@ impl Config {
             }
         }
     }
+}
+
+/// A topology error as (key, message): the key is the table's `inputs`.
+fn topology_key(e: pipeline::topology::TopologyError) -> (String, String) {
+    use pipeline::topology::TopologyError as T;
+    let key = match &e {
+        T::UnknownInput { at, .. }
+        | T::RouteNeedsOutput { at, .. }
+        | T::UnknownPort { at, .. }
+        | T::NoInputs { at } => format!("{at}.inputs"),
+        T::NameTaken { name } => format!("transforms.{name}"),
+        T::Cycle { path } => format!(
+            "transforms.{}.inputs",
+            path.first().map_or("", String::as_str)
+        ),
+        T::TooLarge { source_name } => format!("sources.{source_name}"),
+    };
+    let message = e.to_string();
+    let message = message
+        .split_once(": ")
+        .map_or(message.clone(), |(_, m)| m.to_string());
+    (key, message)
+}
+
+/// `key` with the line that sets it, when one file's text has it (`transforms.a.inputs (line 12)`):
+/// checks that span tables run after parsing, so the line is found in the text.
+fn with_line(texts: &[(String, String)], key: &str) -> String {
+    let mut parts: Vec<&str> = key.splitn(3, '.').collect();
+    if parts.len() < 2 || !["sources", "transforms", "sinks"].contains(&parts[0]) {
+        return key.to_string();
+    }
+    let leaf = if parts.len() == 3 { parts.pop() } else { None };
+    let header = format!("[{}.{}]", parts[0], parts[1]);
+    for (origin, text) in texts {
+        let mut in_table = false;
+        let mut table_line = None;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.starts_with('[') {
+                in_table = line == header;
+                if in_table {
+                    table_line = Some(n + 1);
+                }
+                continue;
+            }
+            let leaf_key = leaf.and_then(|l| l.split(['.', '[']).next());
+            if in_table
+                && leaf_key.is_some_and(|l| line.split('=').next().is_some_and(|k| k.trim() == l))
+            {
+                return format!("{key} ({origin} line {})", n + 1);
+            }
+        }
+        if let Some(n) = table_line {
+            return format!("{key} ({origin} line {n})");
+        }
+    }
+    key.to_string()
 }
 
 /// Source and sink names become file names (cursors), so they are kept plain.

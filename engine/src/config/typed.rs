@@ -1,4 +1,4 @@
-//! Sources and sinks typed by their `type`, with errors that keep the key and the line.
+//! Sources, transforms and sinks typed by their `type`, with errors that keep the key and the line.
 //!
 //! A serde-tagged enum would buffer each table and lose the positions of its errors. Instead
 //! the file is read twice: the first pass ([`read_kinds`]) takes only every source's and
@@ -15,6 +15,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::sinks::{SinkConfig, SinkType};
 use crate::sources::{SourceConfig, SourceType};
+use crate::transforms::{TransformConfig, TransformType};
 
 /// Every source's and sink's type, by name (the first pass).
 #[derive(Debug, Default, Deserialize)]
@@ -23,6 +24,8 @@ pub(super) struct Kinds {
     sources: BTreeMap<String, Kind<SourceType>>,
     #[serde(default)]
     sinks: BTreeMap<String, Kind<SinkType>>,
+    #[serde(default)]
+    transforms: BTreeMap<String, Kind<TransformType>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,6 +78,14 @@ impl Typed for SinkConfig {
     }
 }
 
+impl Typed for TransformConfig {
+    const WHAT: &'static str = "transforms";
+    fn read<'de, A: MapAccess<'de>>(name: &str, map: &mut A) -> Result<Self, A::Error> {
+        let kind = KINDS.with(|k| k.borrow().transforms.get(name).map(|k| k.kind));
+        TransformConfig::read(kind.ok_or_else(|| missing_type(Self::WHAT, name))?, map)
+    }
+}
+
 struct TypedMap<T>(PhantomData<T>);
 
 impl<'de, T: Typed> Visitor<'de> for TypedMap<T> {
@@ -103,5 +114,11 @@ pub(super) fn de_sources<'de, D: Deserializer<'de>>(
 pub(super) fn de_sinks<'de, D: Deserializer<'de>>(
     d: D,
 ) -> Result<BTreeMap<String, SinkConfig>, D::Error> {
+    d.deserialize_map(TypedMap(PhantomData))
+}
+
+pub(super) fn de_transforms<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, TransformConfig>, D::Error> {
     d.deserialize_map(TypedMap(PhantomData))
 }

@@ -115,6 +115,9 @@ pub struct OutputSpec {
     pub shards: Vec<ShardLog>,
     pub control: Arc<OutputControl>,
     pub counters: Arc<OutputCounters>,
+    /// Its bit in routed records' route mask (`data_dir/sink-bits`): records without it are
+    /// skipped unread.
+    pub route_bit: u8,
 }
 
 /// Why an output stopped for good (what retrying cannot fix).
@@ -192,7 +195,10 @@ pub fn run_output(spec: OutputSpec, opened: OpenedSink) -> Result<(), DeliveryEr
             &mut retry,
         );
         if !round.gathered.is_empty() {
-            if !deliver_with_retry(&spec, sink.as_mut(), &round.out, &mut retry) {
+            // Nothing to write when every record read was meant for other sinks.
+            let delivered = round.out.is_empty()
+                || deliver_with_retry(&spec, sink.as_mut(), &round.out, &mut retry);
+            if !delivered {
                 tracing::warn!(sink = %spec.name, "shutdown timeout reached: undelivered records stay in the WAL for the next start");
                 return Ok(());
             }
@@ -252,11 +258,14 @@ fn read_shard(
     if shard.unsaved {
         shard.save(spec, true);
     }
-    let mut undecodable = 0u64;
+    let (mut undecodable, mut skipped) = (0u64, 0u64);
     let id = shard.log.id;
+    let bit = spec.route_bit;
     let (out, scratch) = (&mut round.out, &mut round.scratch);
     let batch = shard.reader.read_batch(limit, BATCH_BYTES, |payload| {
-        if !encode_record(payload, id, encoding, out, scratch) {
+        if !ingest::record::wanted_by(payload, bit) {
+            skipped += 1;
+        } else if !encode_record(payload, id, encoding, out, scratch) {
             undecodable += 1;
         }
     });
@@ -275,11 +284,14 @@ fn read_shard(
         spec.counters.undecodable.fetch_add(undecodable, Relaxed);
         tracing::error!(sink = %spec.name, shard = id, undecodable, "WAL records that are not events were skipped");
     }
+    if skipped > 0 {
+        spec.counters.skipped_not_routed.fetch_add(skipped, Relaxed);
+    }
     if batch.records == 0 {
         shard.persist_progress(spec);
         return None;
     }
-    Some(batch.records as u64 - undecodable)
+    Some(batch.records as u64 - undecodable - skipped)
 }
 
 /// The round was delivered: advance (and write) the cursors of the shards in it.

@@ -39,6 +39,9 @@ counter_family! {
         udp_dropped_blocked: counter "sluice_udp_dropped_blocked_total" loss("udp_while_blocked");
         /// TCP connections this shard accepted and passed to a less loaded shard.
         connections_handed_off: counter "sluice_connections_handed_off_total";
+        /// Events no sink takes (their source, or the route output they took, feeds no
+        /// transform or sink): not written.
+        events_unrouted: counter "sluice_events_unrouted_total" loss("unrouted");
     }
     extra {
         /// fdatasync latency.
@@ -121,6 +124,88 @@ counter_family! {
 }
 
 counter_family! {
+    /// One transform's counters on one shard (published by that shard every 20 ms).
+    pub struct TransformShardCounters ("transform", labels ["shard", "transform"]) {
+        /// Events a transform received.
+        events_in: counter "sluice_transform_events_in_total";
+        /// Events a transform passed on.
+        events_out: counter "sluice_transform_events_out_total";
+        /// Events a transform failed on (a parse that did not match: kept flagged with
+        /// `parse_error`, or dropped where `on_error = "drop"`).
+        errors: counter "sluice_transform_errors_total";
+        /// Events a transform dropped, by reason.
+        dropped_filtered: counter "sluice_transform_events_dropped_total" label("reason" = "filtered") loss("filtered");
+        /// Events a transform dropped, by reason.
+        dropped_rate_limited: counter "sluice_transform_events_dropped_total" label("reason" = "rate_limited") loss("rate_limited");
+        /// Events a transform dropped, by reason.
+        dropped_sampled: counter "sluice_transform_events_dropped_total" label("reason" = "sampled") loss("sampled");
+        /// Events a transform dropped, by reason.
+        dropped_failed: counter "sluice_transform_events_dropped_total" label("reason" = "transform_failed") loss("transform_failed");
+    }
+}
+
+/// One transform's counters, one set per shard, and per route output its events.
+#[derive(Debug)]
+pub struct TransformCounters {
+    pub name: String,
+    /// Output names (`route`); empty for one unnamed output.
+    pub ports: Vec<String>,
+    pub per_shard: Vec<TransformShardCounters>,
+    /// `[shard][port]`: events sent to each output (`sluice_route_events_total`).
+    pub port_events: Vec<Vec<AtomicU64>>,
+}
+
+impl TransformCounters {
+    pub fn new(name: &str, ports: Vec<String>, shards: usize) -> Self {
+        TransformCounters {
+            name: name.to_string(),
+            port_events: (0..shards)
+                .map(|_| ports.iter().map(|_| AtomicU64::new(0)).collect())
+                .collect(),
+            ports,
+            per_shard: (0..shards)
+                .map(|_| TransformShardCounters::default())
+                .collect(),
+        }
+    }
+
+    /// Adds what shard `shard`'s plan did since `before` (counters stay monotonic across
+    /// reloads, which start new plans at zero).
+    pub fn add_delta(
+        &self,
+        shard: usize,
+        now: &pipeline::plan::TransformStats,
+        before: &pipeline::plan::TransformStats,
+    ) {
+        let Some(c) = self.per_shard.get(shard) else {
+            return;
+        };
+        let delta = |a: u64, b: u64| a.saturating_sub(b);
+        add(&c.events_in, delta(now.events_in, before.events_in));
+        add(&c.events_out, delta(now.events_out, before.events_out));
+        add(&c.errors, delta(now.errors, before.errors));
+        let cells = [
+            &c.dropped_filtered,
+            &c.dropped_rate_limited,
+            &c.dropped_sampled,
+            &c.dropped_failed,
+        ];
+        for (i, cell) in cells.into_iter().enumerate() {
+            add(cell, delta(now.dropped[i], before.dropped[i]));
+        }
+        if let Some(ports) = self.port_events.get(shard) {
+            for (p, cell) in ports.iter().enumerate() {
+                let (n, b) = (
+                    now.ports.get(p).copied().unwrap_or(0),
+                    before.ports.get(p).copied().unwrap_or(0),
+                );
+                add(cell, delta(n, b));
+            }
+        }
+    }
+}
+
+counter_family! {
     /// One output's counters (written by its thread).
     pub struct OutputCounters ("output", labels ["sink"]) {
         /// Events an output delivered (confirmed).
@@ -133,6 +218,8 @@ counter_family! {
         retries: counter "sluice_output_retries_total";
         /// WAL records that did not decode as events (skipped, never delivered).
         undecodable: counter "sluice_output_undecodable_total";
+        /// Routed WAL records meant for other sinks (skipped without decoding).
+        skipped_not_routed: counter "sluice_output_skipped_records_total";
         /// Damaged places in the WAL this output skipped (each logged with segment, offset).
         wal_damaged_skips: counter "sluice_output_wal_damaged_skips_total";
         /// Records a sealed segment's footer says were there but damage made unreadable.
@@ -225,6 +312,7 @@ pub struct BatchTally {
     pub oversize: u64,
     pub bad_length: u64,
     pub dropped_wal: u64,
+    pub unrouted: u64,
 }
 
 impl BatchTally {
@@ -262,6 +350,7 @@ impl SourceShardCounters {
 impl ShardCounters {
     pub fn add(&self, t: &BatchTally) {
         add(&self.events_dropped_wal, t.dropped_wal);
+        add(&self.events_unrouted, t.unrouted);
     }
 }
 
@@ -294,6 +383,9 @@ pub struct Counters {
     pub outputs: RwLock<Vec<(String, Arc<OutputCounters>)>>,
     /// By source name; a reload adds and removes entries.
     pub sources: RwLock<Vec<(String, Arc<SourceCounters>)>>,
+    /// By transform, in the running config's order (a reload replaces the list; a transform
+    /// that stays keeps its counters).
+    pub transforms: RwLock<Vec<Arc<TransformCounters>>>,
     pub budget: Arc<storage::DiskBudget>,
     /// What the kernel dropped on the UDP sockets (read from /proc at each scrape).
     pub kernel_udp_drops: std::sync::Mutex<KernelUdpDrops>,

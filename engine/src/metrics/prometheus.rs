@@ -50,6 +50,8 @@ impl Collector for SluiceCollector {
         let source_sets = source_sets(&sources);
         let outputs = read_lock(&c.outputs);
         let output_sets = output_sets(&outputs);
+        let transforms = read_lock(&c.transforms);
+        let transform_sets = transform_sets(&transforms);
         let process = [Set {
             labels: vec![],
             values: &ProcessSnapshot::read(c, self.0.start_time_seconds),
@@ -57,14 +59,17 @@ impl Collector for SluiceCollector {
         encode_table(&mut encoder, &shards)?;
         encode_table(&mut encoder, &source_sets)?;
         encode_table(&mut encoder, &output_sets)?;
+        encode_table(&mut encoder, &transform_sets)?;
         encode_table(&mut encoder, &process)?;
         let mut losses = Vec::new();
         collect_losses(&shards, &mut losses);
         collect_losses(&source_sets, &mut losses);
         collect_losses(&output_sets, &mut losses);
+        collect_losses(&transform_sets, &mut losses);
         collect_losses(&process, &mut losses);
         encode_losses(&mut encoder, &losses)?;
         encode_lag(c, &outputs, &mut encoder)?;
+        encode_route_events(&transforms, &mut encoder)?;
         encode_histograms(
             c,
             &mut encoder,
@@ -108,6 +113,55 @@ fn source_sets(
                 })
         })
         .collect()
+}
+
+fn transform_sets(
+    transforms: &[Arc<super::TransformCounters>],
+) -> Vec<Set<'_, super::TransformShardCounters>> {
+    transforms
+        .iter()
+        .flat_map(|c| {
+            c.per_shard
+                .iter()
+                .enumerate()
+                .map(move |(shard, values)| Set {
+                    labels: vec![shard.to_string(), c.name.clone()],
+                    values,
+                })
+        })
+        .collect()
+}
+
+/// `sluice_route_events_total{shard,transform,route}`: events each route output received.
+fn encode_route_events(
+    transforms: &[Arc<super::TransformCounters>],
+    encoder: &mut DescriptorEncoder<'_>,
+) -> Encoded {
+    let routes: Vec<&Arc<super::TransformCounters>> =
+        transforms.iter().filter(|t| !t.ports.is_empty()).collect();
+    if routes.is_empty() {
+        return Ok(());
+    }
+    let mut family = encoder.encode_descriptor(
+        "sluice_route_events",
+        "Events a route sent to each of its outputs",
+        None,
+        MetricType::Counter,
+    )?;
+    for t in routes {
+        for (shard, ports) in t.port_events.iter().enumerate() {
+            for (port, count) in t.ports.iter().zip(ports) {
+                let labels: Labels = vec![
+                    ("shard", shard.to_string()),
+                    ("transform", t.name.clone()),
+                    ("route", port.clone()),
+                ];
+                ConstCounter::new(count.load(std::sync::atomic::Ordering::Relaxed))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn output_sets(outputs: &[(String, Arc<OutputCounters>)]) -> Vec<Set<'_, OutputCounters>> {
@@ -293,6 +347,7 @@ pub fn reference() -> String {
     super::table::reference::<ShardCounters>(&mut out);
     super::table::reference::<SourceShardCounters>(&mut out);
     super::table::reference::<OutputCounters>(&mut out);
+    super::table::reference::<super::TransformShardCounters>(&mut out);
     super::table::reference::<super::ApiCounters>(&mut out);
     super::table::reference::<ProcessSnapshot>(&mut out);
     out.push_str(
@@ -301,6 +356,7 @@ pub fn reference() -> String {
          | `sluice_build_info` | gauge | version, commit | always 1 |\n\
          | `sluice_events_dropped_total` | counter | reason | every loss, by the reasons in the tables' loss column |\n\
          | `sluice_output_lag_events` | gauge | sink, shard | durable events an output has not confirmed |\n\
+         | `sluice_route_events_total` | counter | shard, transform, route | events a route sent to each of its outputs (`_unmatched` included) |\n\
          | `sluice_wal_fsync_seconds` | histogram | shard | WAL fdatasync latency |\n\
          | `sluice_ingest_durable_seconds` | histogram | shard | per event: socket read to durable in the WAL |\n",
     );

@@ -54,6 +54,8 @@ pub enum ControlError {
     Source(#[from] crate::sources::SourceError),
     #[error(transparent)]
     Sink(Box<crate::error::EngineError>),
+    #[error(transparent)]
+    Processing(Box<crate::error::EngineError>),
 }
 
 /// What the main thread changes while running: the config, the outputs, the sources (through
@@ -69,6 +71,9 @@ pub(super) struct Live {
     pub(super) reloads_done: u64,
     /// The connection buffer budget new sources share.
     pub(super) memory: Arc<ConnectionMemory>,
+    pub(super) data_dir: std::path::PathBuf,
+    /// Each sink's routing bit (saved in data_dir).
+    pub(super) bits: super::SinkBits,
 }
 
 /// What the main loop waits on.
@@ -224,6 +229,9 @@ impl Live {
             reload::plan(&self.config, &new).map_err(|e| ReloadRefused::Invalid(Box::new(e)))?;
         self.check_new_addresses(&plan)
             .map_err(|e| ReloadRefused::Invalid(Box::new(e)))?;
+        let mut bits = self.bits.clone();
+        let compiled = super::processing::prepare(&new, &self.data_dir, &mut bits)
+            .map_err(|e| ReloadRefused::Invalid(Box::new(ControlError::Processing(Box::new(e)))))?;
         if let (Some(text), Some(path)) = (&text, self.config.files.single_file()) {
             // Written before it is applied: a SIGHUP or restart later keeps it.
             config::files::write_atomically(path, text).map_err(|source| {
@@ -233,7 +241,8 @@ impl Live {
                 }))
             })?;
         }
-        self.apply(&plan, &new, counters)
+        self.bits = bits;
+        self.apply(&plan, &new, &compiled, counters)
             .map_err(|e| ReloadRefused::Unavailable(Box::new(e)))?;
         let summary = plan.describe_with(&self.config, &new);
         *write_lock(&self.admin_state.config_text) = new.source_text.clone();
@@ -280,11 +289,16 @@ impl Live {
         &mut self,
         plan: &reload::Plan,
         new: &Config,
+        compiled: &crate::config::Compiled,
         counters: &Counters,
     ) -> Result<(), ControlError> {
         for name in &plan.sources_removed {
             self.remove_source(name)?;
             write_lock(&counters.sources).retain(|(n, _)| n != name);
+        }
+        if plan.changes_processing() {
+            // Before sources are added: their first events meet the new transforms.
+            self.set_processing(compiled, counters)?;
         }
         for (name, source) in &plan.sources_added {
             let source_counters = self.add_source(name, source)?;
@@ -296,9 +310,27 @@ impl Live {
             self.outputs.retire(name, deadline, gone);
         }
         for (name, sink) in &plan.sinks_added {
+            let bit = self.bits.bit(name).unwrap_or(0);
             self.outputs
-                .start(name, sink, counters)
+                .start(name, sink, bit, counters)
                 .map_err(|e| ControlError::Sink(Box::new(e)))?;
+        }
+        Ok(())
+    }
+
+    /// Hands every shard its processing for the new config (each swaps it between events).
+    fn set_processing(
+        &self,
+        compiled: &crate::config::Compiled,
+        counters: &Counters,
+    ) -> Result<(), ControlError> {
+        let transform_counters = super::processing::register_counters(compiled, counters);
+        for (shard, sender) in self.shards.iter().enumerate() {
+            let processing = super::processing::for_shard(compiled, &transform_counters)
+                .map_err(|e| ControlError::Processing(Box::new(e)))?;
+            sender
+                .send(ShardCommand::SetProcessing(Box::new(processing)))
+                .map_err(|_| ControlError::ShardNotRunning { shard })?;
         }
         Ok(())
     }

@@ -16,9 +16,13 @@
 
 pub mod control;
 pub mod outputs;
+mod processing;
 pub mod reload;
 pub mod services;
 pub mod shards;
+pub mod sink_bits;
+
+pub use sink_bits::SinkBits;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -217,9 +221,20 @@ fn run_with(
     let budget = services::disk_budget(config, data_dir, config.shard_count())?;
     let (logs, wal_starts) = recover_logs(config, data_dir, &budget)?;
     let counters = register_counters(config, admin_state, &logs, &budget);
+    let mut bits = SinkBits::load(data_dir)?;
+    let compiled = processing::prepare(config, data_dir, &mut bits)?;
     let (exits_tx, exits) = crossbeam_channel::unbounded();
     let (retired_tx, retired) = crossbeam_channel::unbounded();
-    let running = start_all(config, &logs, &wal_starts, counters, &exits_tx, retired_tx)?;
+    let start = Start {
+        config,
+        logs: &logs,
+        wal_starts: &wal_starts,
+        counters,
+        exits: &exits_tx,
+        bits: &bits,
+        compiled: &compiled,
+    };
+    let running = start_all(&start, retired_tx)?;
     // Installed before "ready": a signal sent right after it is handled, not fatal.
     let (signals, signal_handle) = forward_signals()?;
     let (reload_tx, reloads) = crossbeam_channel::bounded(4);
@@ -246,6 +261,8 @@ fn run_with(
         admin_state: Arc::clone(admin_state),
         reloads_done: 0,
         memory: Arc::clone(&counters.connection_memory),
+        data_dir: data_dir.to_path_buf(),
+        bits,
     };
     let events = Events {
         signals,
@@ -284,38 +301,47 @@ fn register_counters<'a>(
         next_record_ids: logs.iter().map(|l| Arc::clone(&l.next_record_id)).collect(),
         outputs: Default::default(),
         sources: Default::default(),
+        transforms: Default::default(),
         budget: Arc::clone(budget),
         kernel_udp_drops: Default::default(),
         connection_memory: ConnectionMemory::new(config.max_connection_memory),
     })
 }
 
+/// What starting needs.
+struct Start<'a> {
+    config: &'a Config,
+    logs: &'a [ShardLog],
+    wal_starts: &'a [storage::WalStart],
+    counters: &'a Counters,
+    exits: &'a crossbeam_channel::Sender<usize>,
+    bits: &'a SinkBits,
+    compiled: &'a crate::config::Compiled,
+}
+
 /// Starts the outputs, the compactor and the shards, in that order; what started is stopped
 /// again when a later part fails.
 fn start_all(
-    config: &Config,
-    logs: &[ShardLog],
-    wal_starts: &[storage::WalStart],
-    counters: &Counters,
-    exits: &crossbeam_channel::Sender<usize>,
+    start: &Start<'_>,
     retired: crossbeam_channel::Sender<String>,
 ) -> Result<Running, EngineError> {
-    let mut outputs = OutputSet::new(logs, retired);
+    let (config, counters) = (start.config, start.counters);
+    let mut outputs = OutputSet::new(start.logs, retired);
     for (name, sink) in &config.sinks {
-        if let Err(e) = outputs.start(name, sink, counters) {
+        let bit = start.bits.bit(name).unwrap_or(0);
+        if let Err(e) = outputs.start(name, sink, bit, counters) {
             outputs.stop_all(Instant::now());
             return Err(e);
         }
     }
-    let compactor = match services::start_compactor(config, logs) {
+    let compactor = match services::start_compactor(config, start.logs) {
         Ok(c) => c,
         Err(e) => {
             outputs.stop_all(Instant::now());
             return Err(e);
         }
     };
-    let started = start_shards(config, logs, wal_starts, counters, exits, &outputs);
-    match started {
+    match start_shards(start, &outputs) {
         Ok((shards, senders, listening)) => {
             *write_lock(&counters.sources) = listening
                 .iter()
@@ -343,14 +369,8 @@ type StartedShards = (
     Listening,
 );
 
-fn start_shards(
-    config: &Config,
-    logs: &[ShardLog],
-    wal_starts: &[storage::WalStart],
-    counters: &Counters,
-    exits: &crossbeam_channel::Sender<usize>,
-    outputs: &OutputSet,
-) -> Result<StartedShards, EngineError> {
+fn start_shards(start: &Start<'_>, outputs: &OutputSet) -> Result<StartedShards, EngineError> {
+    let counters = start.counters;
     let mut senders = Vec::with_capacity(counters.shards.len());
     let mut receivers = Vec::with_capacity(counters.shards.len());
     for _ in 0..counters.shards.len() {
@@ -363,18 +383,22 @@ fn start_shards(
         receivers.push(rx);
     }
     let balance = Arc::new(Balance::new(senders.clone()));
+    let transform_counters = processing::register_counters(start.compiled, counters);
+    let processing = (0..counters.shards.len())
+        .map(|_| processing::for_shard(start.compiled, &transform_counters))
+        .collect::<Result<Vec<_>, _>>()?;
     let setup = ShardSetup {
-        config,
-        logs,
-        wal_starts,
+        config: start.config,
+        logs: start.logs,
+        wal_starts: start.wal_starts,
         counters: &counters.shards,
         wakers: &outputs.wakers,
-        exits,
+        exits: start.exits,
         budget: &counters.budget,
         balance: &balance,
         memory: &counters.connection_memory,
     };
-    let (running, listening) = shards::start(&setup, &senders, receivers)?;
+    let (running, listening) = shards::start(&setup, &senders, receivers, processing)?;
     Ok((running, senders, listening))
 }
 

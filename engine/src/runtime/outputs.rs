@@ -18,8 +18,9 @@ pub(super) struct OutputSet {
     pub(super) wakers: Arc<OutputWakers>,
     running: std::collections::BTreeMap<String, RunningOutput>,
     retiring: Vec<Retiring>,
-    /// Outputs waiting for their old instance (same name) to finish retiring.
-    waiting: std::collections::BTreeMap<String, SinkConfig>,
+    /// Outputs waiting for their old instance (same name) to finish retiring, with their
+    /// routing bit.
+    waiting: std::collections::BTreeMap<String, (SinkConfig, u8)>,
     /// Each output's thread sends its name here when it ends (the main loop waits on it).
     ended: crossbeam_channel::Sender<String>,
 }
@@ -55,13 +56,15 @@ impl OutputSet {
         &mut self,
         name: &str,
         sink: &SinkConfig,
+        route_bit: u8,
         registry: &Counters,
     ) -> Result<(), EngineError> {
         if self.retiring.iter().any(|r| r.name == name) {
             for log in &self.logs {
                 log.retention.register(name);
             }
-            self.waiting.insert(name.to_string(), sink.clone());
+            self.waiting
+                .insert(name.to_string(), (sink.clone(), route_bit));
             return Ok(());
         }
         let opened = crate::sinks::open(sink).map_err(|error| EngineError::Sink {
@@ -78,6 +81,7 @@ impl OutputSet {
             shards: self.logs.clone(),
             control: Arc::clone(&control),
             counters: Arc::clone(&counters),
+            route_bit,
         };
         let ended = self.ended.clone();
         let handle = std::thread::Builder::new()
@@ -144,8 +148,8 @@ impl OutputSet {
                 log.retention.unregister(&r.name);
             }
         }
-        if let Some(sink) = self.waiting.remove(&r.name) {
-            if let Err(e) = self.start(&r.name, &sink, registry) {
+        if let Some((sink, bit)) = self.waiting.remove(&r.name) {
+            if let Err(e) = self.start(&r.name, &sink, bit, registry) {
                 tracing::error!(sink = %r.name, error = %e, "cannot start the reloaded sink");
             }
         }

@@ -33,6 +33,8 @@ pub struct Plan {
     pub sources_added: Vec<(String, SourceConfig)>,
     pub sinks_removed: Vec<String>,
     pub sinks_added: Vec<(String, SinkConfig)>,
+    /// Transforms added, removed or changed.
+    pub transforms_changed: Vec<String>,
 }
 
 /// Compares the running config with a new one: what changes, or why it cannot be applied
@@ -53,11 +55,18 @@ pub fn plan(old: &Config, new: &Config) -> Result<Plan, RestartNeeded> {
     }
     let (sources_removed, sources_added) = diff(&old.sources, &new.sources);
     let (sinks_removed, sinks_added) = diff(&old.sinks, &new.sinks);
+    let (mut transforms_changed, added) = diff(&old.transforms, &new.transforms);
+    for (name, _) in added {
+        if !transforms_changed.contains(&name) {
+            transforms_changed.push(name);
+        }
+    }
     Ok(Plan {
         sources_removed,
         sources_added,
         sinks_removed,
         sinks_added,
+        transforms_changed,
     })
 }
 
@@ -82,6 +91,16 @@ fn diff<T: Clone + PartialEq>(
 impl Plan {
     pub fn is_empty(&self) -> bool {
         self == &Plan::default()
+    }
+
+    /// Whether the shards need new processing (the transform graph or the routing changed).
+    /// Events already in the WAL keep what they were processed with.
+    pub fn changes_processing(&self) -> bool {
+        !self.transforms_changed.is_empty()
+            || !self.sources_removed.is_empty()
+            || !self.sources_added.is_empty()
+            || !self.sinks_removed.is_empty()
+            || !self.sinks_added.is_empty()
     }
 
     /// [`Plan::describe`], plus the settings that changed without a source or sink changing
@@ -121,8 +140,13 @@ impl Plan {
                 .collect::<Vec<_>>()
                 .join(",")
         }
+        let transforms = if self.transforms_changed.is_empty() {
+            String::new()
+        } else {
+            format!(", transforms changed [{}]", names(&self.transforms_changed))
+        };
         format!(
-            "reloaded: sources -[{}] +[{}], sinks -[{}] +[{}]",
+            "reloaded: sources -[{}] +[{}], sinks -[{}] +[{}]{transforms}",
             names(&self.sources_removed),
             added(&self.sources_added),
             names(&self.sinks_removed),

@@ -59,6 +59,7 @@ pub(super) fn start(
     setup: &ShardSetup<'_>,
     senders: &[CommandSender],
     receivers: Vec<CommandReceiver>,
+    processing: Vec<crate::shard::Processing>,
 ) -> Result<(Vec<RunningShard>, Listening), EngineError> {
     let cpus: Vec<usize> = core_affinity::get_core_ids()
         .map(|ids| ids.into_iter().map(|c| c.id).collect())
@@ -70,12 +71,12 @@ pub(super) fn start(
         .map(|(name, s)| source_spec(name, s, setup.counters.len(), setup.memory))
         .collect();
     let mut running = Vec::with_capacity(receivers.len());
-    for (id, commands) in receivers.into_iter().enumerate() {
+    for (id, (commands, processing)) in receivers.into_iter().zip(processing).enumerate() {
         let placement = match cpus.get(id % cpus.len().max(1)) {
             Some(&cpu) => Placement::Fixed(cpu),
             None => Placement::Unbound,
         };
-        let spec = shard_spec(setup, id, &sources, commands);
+        let spec = shard_spec(setup, id, &sources, commands, processing);
         let started = start_one(spec, placement, setup.exits);
         let (shard, bound) = match started {
             Ok(s) => s,
@@ -104,6 +105,7 @@ fn shard_spec(
     id: usize,
     sources: &[SourceSpec],
     commands: CommandReceiver,
+    processing: crate::shard::Processing,
 ) -> ShardSpec {
     let log = &setup.logs[id];
     ShardSpec {
@@ -123,6 +125,7 @@ fn shard_spec(
         next_record_id: Arc::clone(&log.next_record_id),
         commands,
         balance: Arc::clone(setup.balance),
+        processing,
     }
 }
 

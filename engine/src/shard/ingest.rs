@@ -1,14 +1,17 @@
-//! The ingest step every source shares: frame → parse → record → append to the shard's WAL
-//! (transforms will sit between parse and record). No allocation per event: the parse result
-//! lives on the stack and the record is encoded straight into the WAL's pending buffer.
+//! The ingest step every source shares: frame → parse → transforms ([`super::process`]) →
+//! record → append to the shard's WAL. No allocation per event on the plain path: the parse
+//! result lives on the stack and the record is encoded straight into the WAL's pending buffer;
+//! processed events reuse the shard's buffers (only an append that must wait for WAL space
+//! copies its staged records out).
 
 use std::net::IpAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use ingest::framing::FrameFlags;
 use ingest::{record, ParserOptions};
 use storage::writer::{AppendError, WalStatus};
 
+use super::process::Decision;
 use super::Shard;
 use crate::metrics::{BatchTally, SourceCounters};
 
@@ -17,6 +20,14 @@ pub(crate) struct BatchClock {
     received_at_us: i64,
     /// Resolves RFC 3164's missing year.
     now: ingest::Now,
+    /// Monotonic nanoseconds (throttle).
+    mono_ns: u64,
+}
+
+/// The process's monotonic clock origin.
+fn mono_origin() -> Instant {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
 }
 
 impl BatchClock {
@@ -27,6 +38,7 @@ impl BatchClock {
         BatchClock {
             received_at_us: d.as_micros() as i64,
             now: ingest::Now::at(d.as_secs() as i64),
+            mono_ns: mono_origin().elapsed().as_nanos() as u64,
         }
     }
 }
@@ -37,9 +49,12 @@ pub(crate) struct FrameIn<'a> {
     pub flags: FrameFlags,
     pub source_ip: IpAddr,
     pub parser: &'a ParserOptions,
+    /// The source's name (its transforms and routing).
+    pub source: &'a str,
 }
 
-/// Parses one frame and appends its record, waiting for WAL space if needed.
+/// Parses one frame, runs the transforms and appends its records, waiting for WAL space if
+/// needed.
 pub(crate) async fn ingest_frame(
     shard: &Shard,
     event: FrameIn<'_>,
@@ -51,6 +66,7 @@ pub(crate) async fn ingest_frame(
         flags,
         source_ip,
         parser,
+        source,
     } = event;
     let parsed = ingest::parse_with(frame, &clock.now, parser);
     tally.events += 1;
@@ -63,12 +79,85 @@ pub(crate) async fn ingest_frame(
         source_ip: Some(source_ip),
         frame_flags: flags,
     };
-    let len = record::encoded_len(frame.len());
+    let ctx = pipeline::Context {
+        now_ns: clock.mono_ns,
+        shard: shard.id as u32,
+        host: &shard.host,
+        source,
+    };
+    let decision = shard
+        .processing
+        .borrow_mut()
+        .process(source, frame, &parsed, &header, &ctx, tally);
+    match decision {
+        Decision::Plain => {
+            let len = record::encoded_len(frame.len());
+            append(
+                shard,
+                len,
+                &|buf| record::encode(buf, &header, &parsed, frame),
+                tally,
+            )
+            .await;
+        }
+        Decision::Direct(0) => {}
+        Decision::Direct(sinks) => {
+            let routing = record::Routing {
+                sinks,
+                fields: &[],
+                overrides: 0,
+            };
+            let len = record::routed_len(frame.len(), 0);
+            let encode =
+                |buf: &mut Vec<u8>| record::encode_routed(buf, &header, &parsed, frame, &routing);
+            append(shard, len, &encode, tally).await;
+        }
+        Decision::Staged => append_staged(shard, tally).await,
+    }
+}
+
+/// Appends the staged records: straight from the shard's buffer while the WAL takes them;
+/// what is left when it is full is copied out, so the wait holds no borrow of the shard.
+async fn append_staged(shard: &Shard, tally: &mut BatchTally) {
+    let rest = {
+        let processing = shard.processing.borrow();
+        let (bytes, lens) = processing.staged();
+        let mut at = 0;
+        let mut left = None;
+        for (i, &len) in lens.iter().enumerate() {
+            let rec = &bytes[at..at + len];
+            match shard
+                .appender
+                .try_append(len, |buf| buf.extend_from_slice(rec))
+            {
+                Ok(()) => at += len,
+                Err(AppendError::Full) => {
+                    left = Some((bytes[at..].to_vec(), lens[i..].to_vec()));
+                    break;
+                }
+                Err(AppendError::Stopped) => {
+                    tally.dropped_wal += (lens.len() - i) as u64;
+                    return;
+                }
+            }
+        }
+        left
+    };
+    let Some((bytes, lens)) = rest else {
+        return;
+    };
+    let mut at = 0;
+    for len in lens {
+        let rec = &bytes[at..at + len];
+        append(shard, len, &|buf| buf.extend_from_slice(rec), tally).await;
+        at += len;
+    }
+}
+
+/// Appends one record of `len` bytes that `encode` writes, waiting for WAL space if needed.
+async fn append(shard: &Shard, len: usize, encode: &dyn Fn(&mut Vec<u8>), tally: &mut BatchTally) {
     loop {
-        match shard
-            .appender
-            .try_append(len, |buf| record::encode(buf, &header, &parsed, frame))
-        {
+        match shard.appender.try_append(len, encode) {
             Ok(()) => return,
             Err(AppendError::Full) if shard.stop.is_stopping() => {
                 if shard.appender.status() == WalStatus::Blocked {

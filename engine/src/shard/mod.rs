@@ -29,6 +29,7 @@
 
 pub mod balance;
 pub mod ingest;
+pub mod process;
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -49,6 +50,7 @@ use storage::io::GlommioFs;
 use storage::{DurableWatermark, WalAppender, WalFlusher};
 
 pub use balance::{Balance, HandedOff};
+pub use process::Processing;
 
 use crate::metrics::ShardCounters;
 use crate::sources::{SourceError, SourceRun, SourceSpec};
@@ -98,6 +100,8 @@ pub struct ShardSpec {
     /// Reload commands, connections handed over by other shards, stop.
     pub commands: CommandReceiver,
     pub balance: Arc<Balance>,
+    /// The config's transforms and routing, built for this shard.
+    pub processing: Processing,
 }
 
 /// What a shard's WAL is written with (from `[wal]`).
@@ -169,6 +173,8 @@ pub enum ShardCommand {
         name: String,
         reply: crossbeam_channel::Sender<()>,
     },
+    /// Process events with a new config's transforms from the next event on.
+    SetProcessing(Box<Processing>),
     /// Stop the shard: drain every connection, commit the WAL, return.
     Stop,
 }
@@ -221,6 +227,9 @@ pub struct Shard {
     pub counters: Arc<ShardCounters>,
     pub stop: Stopper,
     pub balance: Arc<Balance>,
+    pub processing: std::cell::RefCell<Processing>,
+    /// This machine's name (`remap`'s `%{host}`).
+    pub host: String,
 }
 
 impl Shard {
@@ -264,6 +273,8 @@ pub async fn run(
         counters: Arc::clone(&spec.counters),
         stop: Stopper::default(),
         balance: Arc::clone(&spec.balance),
+        processing: std::cell::RefCell::new(spec.processing),
+        host: host_name(),
     });
     let gate = Rc::new(Gate::new());
     let served = serve_sources(&shard, &gate, spec.sources);
@@ -292,6 +303,7 @@ pub async fn run(
     let flushed = flusher_task.await;
     let _ = publisher.await;
     shard.publish_wal_counters();
+    shard.processing.borrow_mut().publish(shard.id);
     taken?;
     flushed.map_err(ShardError::WalFailed)
 }
@@ -357,6 +369,7 @@ fn bind_and_serve(
 async fn publish_until_stopped(shard: Rc<Shard>) {
     while !shard.stop.is_stopping() {
         shard.publish_wal_counters();
+        shard.processing.borrow_mut().publish(shard.id);
         shard.counters.beat();
         let tick = async {
             glommio::timer::sleep(PUBLISH_INTERVAL).await;
@@ -428,8 +441,26 @@ fn run_command(
             }
             let _ = reply.send(());
         }
+        ShardCommand::SetProcessing(processing) => {
+            let mut current = shard.processing.borrow_mut();
+            current.publish(shard.id);
+            *current = *processing;
+            tracing::debug!(shard = shard.id, "transforms replaced");
+        }
         ShardCommand::Stop => {}
     }
+}
+
+/// The machine's host name (empty when the kernel does not say).
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 /// Serves a connection another shard handed over; if its source is gone from this shard

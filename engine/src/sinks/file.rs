@@ -428,6 +428,8 @@ pub struct FileSink {
     #[serde(rename = "type")]
     pub tag: TypeTag,
     pub path: PathBuf,
+    /// Sources, transforms or route outputs it takes; unset: every source.
+    pub inputs: Option<Vec<String>>,
     #[serde(default = "json")]
     pub encoding: Encoding,
     /// Rotate once the file reaches this size (default 100MB).
@@ -477,8 +479,15 @@ impl SinkSettings for FileSink {
         b.count(&format!("{prefix}.keep"), self.keep.into(), 0..=100_000);
     }
 
+    fn inputs(&self) -> Option<&[String]> {
+        self.inputs.as_deref()
+    }
+
     fn render(&self) -> toml::Table {
         let mut t = toml::Table::new();
+        if let Some(inputs) = &self.inputs {
+            t.insert("inputs".into(), super::render_inputs(inputs));
+        }
         t.insert(
             "path".into(),
             render::text(&self.path.display().to_string()),
@@ -531,6 +540,7 @@ mod tests {
         FileSink {
             tag: crate::config::TypeTag,
             path: path.to_path_buf(),
+            inputs: None,
             encoding: Encoding::Raw,
             rotate_size,
             keep,

@@ -37,6 +37,8 @@ pub trait SinkSettings {
     fn check(&self, name: &str) -> Result<(), (String, String)>;
     /// Puts every size and duration against its bounds (keys under `prefix`).
     fn check_bounds(&self, prefix: &str, bounds: &mut Bounds);
+    /// Sources, transforms or route outputs it takes (`inputs`); `None`: every source.
+    fn inputs(&self) -> Option<&[String]>;
     /// Every key with its effective value (`sluice config`), `type` aside.
     fn render(&self) -> toml::Table;
     /// What it writes to or connects to.
@@ -62,6 +64,16 @@ crate::registry::type_registry! {
     SinkType, SinkConfig, SinkSettings, "sink";
     File = "file" => FileSink,
     Tcp = "tcp" => TcpSink,
+}
+
+/// `inputs = [...]` as `sluice config` writes it.
+pub(crate) fn render_inputs(inputs: &[String]) -> toml::Value {
+    toml::Value::Array(
+        inputs
+            .iter()
+            .map(|i| toml::Value::String(i.clone()))
+            .collect(),
+    )
 }
 
 /// Opens the destination `config` names.

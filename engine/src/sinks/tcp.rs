@@ -238,6 +238,8 @@ pub struct TcpSink {
     pub tag: TypeTag,
     /// `host:port` of the receiver (resolved at each connect).
     pub address: String,
+    /// Sources, transforms or route outputs it takes; unset: every source.
+    pub inputs: Option<Vec<String>>,
     #[serde(default)]
     pub framing: TcpFraming,
     #[serde(default = "raw")]
@@ -301,8 +303,15 @@ impl SinkSettings for TcpSink {
         b.duration(&key("max_backoff"), self.max_backoff, some..=DAY);
     }
 
+    fn inputs(&self) -> Option<&[String]> {
+        self.inputs.as_deref()
+    }
+
     fn render(&self) -> toml::Table {
         let mut t = toml::Table::new();
+        if let Some(inputs) = &self.inputs {
+            t.insert("inputs".into(), super::render_inputs(inputs));
+        }
         t.insert("address".into(), render::text(&self.address));
         let framing = match self.framing {
             TcpFraming::OctetCounting => "octet_counting",
@@ -354,6 +363,7 @@ mod tests {
         TcpSink {
             tag: crate::config::TypeTag,
             address,
+            inputs: None,
             framing: TcpFraming::Newline,
             encoding: Encoding::Raw,
             connect_timeout: Duration::from_secs(5),

@@ -33,6 +33,8 @@ pub(crate) struct Connection {
     counters: Arc<SourceCounters>,
     /// How this source's frames are parsed.
     parser: ingest::ParserOptions,
+    /// The source's name (its transforms and routing).
+    source: std::rc::Rc<str>,
     /// When the partial frame now in the buffer began (`frame_timeout` counts from it).
     partial_since: Option<std::time::Instant>,
     /// Bytes the last read brought (a trickle lets a grown buffer shrink).
@@ -69,6 +71,7 @@ impl Connection {
             peer,
             counters: Arc::clone(&source.counters),
             parser: source.parser,
+            source: std::rc::Rc::from(source.name.as_str()),
             partial_since: None,
             last_read: 0,
             read_timeout_secs: 0,
@@ -184,6 +187,7 @@ impl Connection {
                 flags,
                 source_ip: self.peer,
                 parser: &self.parser,
+                source: &self.source,
             };
             ingest_frame(shard, event, &clock, &mut tally).await;
         }

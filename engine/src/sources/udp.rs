@@ -172,6 +172,7 @@ async fn ingest_datagram(shard: &Shard, source: &SourceSpec, datagram: &[u8], ip
         flags,
         source_ip: ip,
         parser: &source.parser,
+        source: &source.name,
     };
     ingest_frame(shard, event, &BatchClock::now(), &mut tally).await;
     shard.counters.add(&tally);

@@ -230,6 +230,13 @@ impl Condition {
         Ok(Condition { expr })
     }
 
+    /// A condition no event satisfies.
+    pub fn never() -> Condition {
+        Condition {
+            expr: Expr::Any(Vec::new()),
+        }
+    }
+
     /// Whether `event` satisfies the condition.
     pub fn matches(&self, event: &impl Fields) -> bool {
         eval(&self.expr, event)

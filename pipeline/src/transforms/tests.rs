@@ -302,7 +302,7 @@ fn a_plan_writes_one_version_per_branch_that_changed_it() {
             }),
         ),
     ];
-    let mut plan = Plan::new(transforms, topo.trees().unwrap(), true);
+    let mut plan = Plan::new(transforms, topo.trees().unwrap(), true, 0);
     let outputs = |frame: &[u8], plan: &mut Plan| {
         let parsed = ingest::parse(frame, 0);
         plan.input().load(frame, &parsed, None);
@@ -367,7 +367,7 @@ fn a_chain_changes_the_event_in_place() {
             )),
         ),
     ];
-    let mut plan = Plan::new(transforms, topo.trees().unwrap(), true);
+    let mut plan = Plan::new(transforms, topo.trees().unwrap(), true, 0);
     let frame = b"<13>1 - h a - - - x";
     plan.input().load(frame, &ingest::parse(frame, 0), None);
     plan.run(0, &CTX);

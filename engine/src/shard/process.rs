@@ -1,0 +1,138 @@
+//! Processing on the shard: the config's transforms run between parse and append
+//! ([`pipeline::plan::Plan`]), and each record says which sinks want it.
+//!
+//! - No transforms and no sink with `inputs` (*passthrough*): the record is written as
+//!   before (layout 1, every sink), nothing else happens: the plain path stays as fast.
+//! - A source whose events run through no transform (*direct*): one routed record with the
+//!   sinks that take the source, encoded straight into the WAL buffer.
+//! - Otherwise the plan runs; each version of the event some sink wants is encoded (frame,
+//!   fields as JSON members, route mask) into a staging buffer, then appended. Staging lets
+//!   the processing finish before any wait for WAL space, so each event is processed exactly
+//!   once by one plan even when a reload swaps plans while it waits.
+//!
+//! A reload replaces the whole [`Processing`] between two events (`ShardCommand::SetProcessing`);
+//! the old plan's last counts are published first.
+
+use std::sync::Arc;
+
+use ingest::record::{self, EventHeader, Routing};
+use ingest::syslog::Parsed;
+use pipeline::plan::{Plan, TransformStats};
+
+use crate::metrics::{BatchTally, TransformCounters};
+
+/// A shard's processing for one config.
+pub struct Processing {
+    plan: Plan,
+    /// One per transform, in the plan's order.
+    counters: Vec<Arc<TransformCounters>>,
+    /// What was published of each transform's stats.
+    published: Vec<TransformStats>,
+    staged: Vec<u8>,
+    staged_lens: Vec<usize>,
+    fields: Vec<u8>,
+}
+
+/// What [`Processing::process`] decided for one event.
+pub(crate) enum Decision {
+    /// Write the layout 1 record (no routing configured).
+    Plain,
+    /// Write one routed record of the event as parsed, for these sinks.
+    Direct(u64),
+    /// The records to write are staged ([`Processing::staged`]); possibly none.
+    Staged,
+}
+
+impl Processing {
+    pub fn new(plan: Plan, counters: Vec<Arc<TransformCounters>>) -> Self {
+        let published = plan
+            .stats()
+            .map(|(_, s)| TransformStats {
+                ports: vec![0; s.ports.len()],
+                ..s.clone()
+            })
+            .collect();
+        Processing {
+            plan,
+            counters,
+            published,
+            staged: Vec::new(),
+            staged_lens: Vec::new(),
+            fields: Vec::new(),
+        }
+    }
+
+    /// Runs one parsed event; `ctx` is built by the caller per batch.
+    pub(crate) fn process(
+        &mut self,
+        source: &str,
+        frame: &[u8],
+        parsed: &Parsed,
+        header: &EventHeader,
+        ctx: &pipeline::Context<'_>,
+        tally: &mut BatchTally,
+    ) -> Decision {
+        if self.plan.is_passthrough() {
+            return Decision::Plain;
+        }
+        let Some(index) = self.plan.source(source) else {
+            // A source a reload removed, still draining: the sinks that take every source.
+            return Decision::Direct(self.plan.default_sinks());
+        };
+        if self.plan.is_direct(index) {
+            let sinks = self.plan.direct_sinks(index);
+            if sinks == 0 {
+                tally.unrouted += 1;
+            }
+            return Decision::Direct(sinks);
+        }
+        self.staged.clear();
+        self.staged_lens.clear();
+        self.plan.input().load(frame, parsed, header.source_ip);
+        let dropped = self.plan.run(index, ctx);
+        let Processing {
+            plan,
+            staged,
+            staged_lens,
+            fields,
+            ..
+        } = self;
+        plan.for_each_output(|event, sinks| {
+            fields.clear();
+            event.fields.write_json_members(fields);
+            let overrides = ingest::json::override_bits(event.fields.top_level_names());
+            let routing = Routing {
+                sinks,
+                fields,
+                overrides,
+            };
+            let before = staged.len();
+            record::encode_routed(staged, header, &event.parsed, &event.frame, &routing);
+            staged_lens.push(staged.len() - before);
+        });
+        if self.staged_lens.is_empty() && !dropped {
+            tally.unrouted += 1;
+        }
+        Decision::Staged
+    }
+
+    /// The records [`Decision::Staged`] left: the bytes and each record's length.
+    pub(crate) fn staged(&self) -> (&[u8], &[usize]) {
+        (&self.staged, &self.staged_lens)
+    }
+
+    /// Adds what the transforms did since the last call to their counters.
+    pub(crate) fn publish(&mut self, shard: usize) {
+        for ((counters, published), (_, now)) in self
+            .counters
+            .iter()
+            .zip(&mut self.published)
+            .zip(self.plan.stats())
+        {
+            if now != published {
+                counters.add_delta(shard, now, published);
+                published.clone_from(now);
+            }
+        }
+    }
+}
