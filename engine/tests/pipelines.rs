@@ -331,3 +331,108 @@ fn a_reload_swaps_a_filter_under_load_losing_nothing() {
         "both filters ran"
     );
 }
+
+/// A Java stack trace sent line by line over TCP arrives as one event (joined per
+/// connection; the next line after the trace begins the next event; the last pending event is
+/// emitted when its timeout passes, with the connection still open).
+#[test]
+fn a_java_stack_trace_over_tcp_is_joined_into_one_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.ndjson");
+    let extra = format!(
+        r#"
+[transforms.traces]
+type = "multiline"
+inputs = ["tcp"]
+continuation_pattern = '^\s+at |^\s*\.\.\. \d+ more|^Caused by:'
+timeout = "200ms"
+{}"#,
+        file_sink("out", "\"traces\"", &out)
+    );
+    let text = config(dir.path(), 2, &extra).replace(
+        "[sources.udp]\ntype = \"syslog\"\nmode = \"udp\"\naddress = \"127.0.0.1:0\"\n",
+        "",
+    );
+    let sluice = Sluice::start(dir.path(), &text);
+    let trace = [
+        "Exception in thread \"main\" java.lang.IllegalStateException: boom",
+        "\tat com.example.App.run(App.java:10)",
+        "\tat com.example.App.main(App.java:5)",
+        "Caused by: java.io.IOException: disk full",
+        "\t... 2 more",
+    ];
+    let mut lines: Vec<String> = trace.iter().map(|l| line(11, "app", "h1", l)).collect();
+    lines.push(line(14, "app", "h1", "service started"));
+    let mut conn = TcpStream::connect(sluice.addr("tcp")).unwrap();
+    for l in &lines {
+        conn.write_all(format!("{l}\n").as_bytes()).unwrap();
+    }
+    // The connection stays open: the last event is emitted by the timeout.
+    wait_for("two events", || lines_in(&out) == 2);
+    drop(conn);
+    let (status, log) = sluice.stop();
+    assert!(status.success(), "{log}");
+    let events = events_in(&out);
+    assert_eq!(events[0]["message"], trace.join("\n"));
+    assert_eq!(events[0]["severity"], "err");
+    assert_eq!(events[1]["message"], "service started");
+    assert_eq!(summary_value(&log, "events_received"), 6);
+}
+
+/// `parse_grok` with the bundled COMBINEDAPACHELOG and a typed field; an unknown pattern is
+/// refused by `sluice validate` with the key and line (exit 78).
+#[test]
+fn grok_parses_apache_combined_lines_and_unknown_patterns_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.ndjson");
+    let grok = |pattern: &str| {
+        format!(
+            "[transforms.web]\ntype = \"parse_grok\"\ninputs = [\"tcp\"]\npattern = '{pattern}'\n{}",
+            file_sink("out", "\"web\"", &out)
+        )
+    };
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, config(dir.path(), 1, &grok("%{COMBINEDAPACHELOGG}"))).unwrap();
+    let validate = std::process::Command::new(sluice_bin())
+        .arg("validate")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&validate.stderr);
+    assert_eq!(validate.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("transforms.web.pattern")
+            && stderr.contains("line 20")
+            && stderr.contains("unknown grok pattern `COMBINEDAPACHELOGG`"),
+        "{stderr}"
+    );
+
+    let sluice = Sluice::start(
+        dir.path(),
+        &config(
+            dir.path(),
+            1,
+            &grok("%{COMBINEDAPACHELOG} %{NUMBER:took:float}"),
+        ),
+    );
+    send_lines(
+        sluice.addr("tcp"),
+        &[line(
+            14,
+            "httpd",
+            "web1",
+            r#"10.0.0.7 - alice [30/Nov/2026:10:00:00 +0100] "POST /api/v1/orders HTTP/1.1" 201 512 "https://shop.example/cart" "curl/8.5.0" 0.042"#,
+        )],
+    );
+    wait_for("one event", || lines_in(&out) == 1);
+    let (status, log) = sluice.stop();
+    assert!(status.success(), "{log}");
+    let e = &events_in(&out)[0];
+    assert_eq!(e["clientip"], "10.0.0.7");
+    assert_eq!(e["auth"], "alice");
+    assert_eq!(e["verb"], "POST");
+    assert_eq!(e["request"], "/api/v1/orders");
+    assert_eq!(e["response"], "201");
+    assert_eq!(e["referrer"], "\"https://shop.example/cart\"");
+    assert_eq!(e["took"], 0.042);
+}

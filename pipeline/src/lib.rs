@@ -10,6 +10,7 @@
 
 pub mod condition;
 pub mod event;
+pub mod multiline;
 pub mod parse;
 pub mod plan;
 pub mod rate;

@@ -448,10 +448,26 @@ impl Config {
         let topology =
             crate::transforms::topology(&self.sources, &self.transforms, &self.sinks, bit);
         let warnings = topology.check().map_err(topology_key)?;
-        Compiled::new(&topology, &self.transforms).map_err(|e| match e {
+        let compiled = Compiled::new(&topology, &self.transforms).map_err(|e| match e {
             crate::transforms::CompileError::Topology(t) => topology_key(t),
+            crate::transforms::CompileError::Multiline { name, input, why } => (
+                format!("transforms.{name}.inputs"),
+                format!("`{input}` {why}"),
+            ),
             other => ("transforms".to_string(), other.to_string()),
         })?;
+        for (source, _) in compiled.joins() {
+            if self
+                .sources
+                .get(source)
+                .is_some_and(|s| s.mode() != SourceMode::Tcp)
+            {
+                return Err((
+                    format!("sources.{source}.mode"),
+                    "a multiline transform joins the lines of TCP connections: this source is not TCP".into(),
+                ));
+            }
+        }
         Ok(warnings)
     }
 

@@ -42,6 +42,9 @@ counter_family! {
         /// Events no sink takes (their source, or the route output they took, feeds no
         /// transform or sink): not written.
         events_unrouted: counter "sluice_events_unrouted_total" loss("unrouted");
+        /// Processed events whose record would exceed the WAL's record limit (64 MiB: a
+        /// redaction or parse that grew an event past it): not written.
+        events_too_large: counter "sluice_events_too_large_total" loss("record_too_large");
     }
     extra {
         /// fdatasync latency.
@@ -313,6 +316,7 @@ pub struct BatchTally {
     pub bad_length: u64,
     pub dropped_wal: u64,
     pub unrouted: u64,
+    pub too_large: u64,
 }
 
 impl BatchTally {
@@ -351,6 +355,7 @@ impl ShardCounters {
     pub fn add(&self, t: &BatchTally) {
         add(&self.events_dropped_wal, t.dropped_wal);
         add(&self.events_unrouted, t.unrouted);
+        add(&self.events_too_large, t.too_large);
     }
 }
 

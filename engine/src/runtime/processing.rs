@@ -54,5 +54,9 @@ pub(super) fn for_shard(
     compiled: &Compiled,
     counters: &[Arc<TransformCounters>],
 ) -> Result<Processing, EngineError> {
-    Ok(Processing::new(compiled.build_plan()?, counters.to_vec()))
+    Ok(Processing::new(
+        compiled.build_plan()?,
+        counters.to_vec(),
+        compiled.joins().to_vec(),
+    ))
 }

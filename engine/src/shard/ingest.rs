@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use ingest::framing::FrameFlags;
+use ingest::syslog::Parsed;
 use ingest::{record, ParserOptions};
 use storage::writer::{AppendError, WalStatus};
 
@@ -61,19 +62,42 @@ pub(crate) async fn ingest_frame(
     clock: &BatchClock,
     tally: &mut BatchTally,
 ) {
-    let FrameIn {
+    let parsed = parse_frame(&event, clock, tally);
+    ingest_parsed(shard, &event, &parsed, clock, tally).await;
+}
+
+/// Parses one frame and counts it.
+pub(crate) fn parse_frame(
+    event: &FrameIn<'_>,
+    clock: &BatchClock,
+    tally: &mut BatchTally,
+) -> Parsed {
+    let parsed = ingest::parse_with(event.frame, &clock.now, event.parser);
+    tally.events += 1;
+    tally.bytes += event.frame.len() as u64;
+    tally.count_parse_flags(parsed.flags);
+    tally.oversize += u64::from(event.flags.truncated());
+    tally.bad_length += u64::from(event.flags.bad_length());
+    parsed
+}
+
+/// Runs the transforms on a parsed frame (a joined multiline event too) and appends its
+/// records.
+pub(crate) async fn ingest_parsed(
+    shard: &Shard,
+    event: &FrameIn<'_>,
+    parsed: &Parsed,
+    clock: &BatchClock,
+    tally: &mut BatchTally,
+) {
+    let &FrameIn {
         frame,
         flags,
         source_ip,
-        parser,
         source,
+        ..
     } = event;
-    let parsed = ingest::parse_with(frame, &clock.now, parser);
-    tally.events += 1;
-    tally.bytes += frame.len() as u64;
-    tally.count_parse_flags(parsed.flags);
-    tally.oversize += u64::from(flags.truncated());
-    tally.bad_length += u64::from(flags.bad_length());
+    let parsed = *parsed;
     let header = record::EventHeader {
         received_at_us: clock.received_at_us,
         source_ip: Some(source_ip),

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use ingest::record::{self, EventHeader, Routing};
 use ingest::syslog::Parsed;
+use pipeline::multiline::JoinRule;
 use pipeline::plan::{Plan, TransformStats};
 
 use crate::metrics::{BatchTally, TransformCounters};
@@ -31,6 +32,8 @@ pub struct Processing {
     staged: Vec<u8>,
     staged_lens: Vec<usize>,
     fields: Vec<u8>,
+    /// Sources whose connections a `multiline` joins, with its rule.
+    joins: Vec<(String, Arc<JoinRule>)>,
 }
 
 /// What [`Processing::process`] decided for one event.
@@ -44,7 +47,11 @@ pub(crate) enum Decision {
 }
 
 impl Processing {
-    pub fn new(plan: Plan, counters: Vec<Arc<TransformCounters>>) -> Self {
+    pub fn new(
+        plan: Plan,
+        counters: Vec<Arc<TransformCounters>>,
+        joins: Vec<(String, Arc<JoinRule>)>,
+    ) -> Self {
         let published = plan
             .stats()
             .map(|(_, s)| TransformStats {
@@ -59,7 +66,17 @@ impl Processing {
             staged: Vec::new(),
             staged_lens: Vec::new(),
             fields: Vec::new(),
+            joins,
         }
+    }
+
+    /// The rule joining `source`'s connections (read when a connection opens: a reload that
+    /// changes it applies to new connections).
+    pub(crate) fn join_rule(&self, source: &str) -> Option<Arc<JoinRule>> {
+        self.joins
+            .iter()
+            .find(|(s, _)| s == source)
+            .map(|(_, r)| Arc::clone(r))
     }
 
     /// Runs one parsed event; `ctx` is built by the caller per batch.
@@ -97,6 +114,7 @@ impl Processing {
             fields,
             ..
         } = self;
+        let mut too_large = 0;
         plan.for_each_output(|event, sinks| {
             fields.clear();
             event.fields.write_json_members(fields);
@@ -106,11 +124,17 @@ impl Processing {
                 fields,
                 overrides,
             };
+            if record::routed_len(event.frame.len(), fields.len()) > storage::frame::MAX_RECORD_LEN
+            {
+                too_large += 1;
+                return;
+            }
             let before = staged.len();
             record::encode_routed(staged, header, &event.parsed, &event.frame, &routing);
             staged_lens.push(staged.len() - before);
         });
-        if self.staged_lens.is_empty() && !dropped {
+        tally.too_large += too_large;
+        if self.staged_lens.is_empty() && !dropped && too_large == 0 {
             tally.unrouted += 1;
         }
         Decision::Staged

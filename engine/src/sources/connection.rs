@@ -13,7 +13,9 @@ use ingest::framing::{EofRemainder, FrameFlags, Framer};
 use super::limits::ConnectionMemory;
 use super::SourceSpec;
 use crate::metrics::{BatchTally, SourceCounters};
-use crate::shard::ingest::{add_to_source, ingest_frame, BatchClock, FrameIn};
+use crate::shard::ingest::{
+    add_to_source, ingest_frame, ingest_parsed, parse_frame, BatchClock, FrameIn,
+};
 use crate::shard::Shard;
 
 /// A TCP connection's read buffer starts this small; it doubles while a read fills it (up to
@@ -41,6 +43,15 @@ pub(crate) struct Connection {
     pub(crate) last_read: usize,
     /// The read timeout last given to the stream, whole seconds (set again only on change).
     read_timeout_secs: u64,
+    /// A `multiline` joining this connection's lines, with the pending event's frame flags
+    /// and when it is due to be emitted without further lines.
+    join: Option<Join>,
+}
+
+struct Join {
+    joiner: pipeline::multiline::Joiner,
+    flags: FrameFlags,
+    due: Option<std::time::Instant>,
 }
 
 /// Why a connection was closed by Sluice (each counted per source).
@@ -53,7 +64,11 @@ pub(crate) enum CloseReason {
 
 impl Connection {
     /// A connection with the small initial buffer, or `None` when even that is over budget.
-    pub(crate) fn new(source: &SourceSpec, peer: IpAddr) -> Option<Connection> {
+    pub(crate) fn new(
+        source: &SourceSpec,
+        peer: IpAddr,
+        join: Option<std::sync::Arc<pipeline::multiline::JoinRule>>,
+    ) -> Option<Connection> {
         let max_buffer = source
             .read_buffer
             .max(Framer::min_buffer_len(source.max_frame));
@@ -75,6 +90,11 @@ impl Connection {
             partial_since: None,
             last_read: 0,
             read_timeout_secs: 0,
+            join: join.map(|rule| Join {
+                joiner: pipeline::multiline::Joiner::new(rule),
+                flags: FrameFlags::default(),
+                due: None,
+            }),
         })
     }
 
@@ -165,6 +185,7 @@ impl Connection {
             frames.push(frame_ref(base, &f))
         });
         self.append_frames(shard).await;
+        self.flush_join(shard).await;
         if let EofRemainder::IncompleteFrame { bytes } = remainder {
             if let Some(c) = self.counters.shard(shard.id) {
                 c.frames_incomplete.fetch_add(1, Ordering::Relaxed);
@@ -174,9 +195,12 @@ impl Connection {
         self.filled = 0;
     }
 
-    pub(crate) async fn append_frames(&self, shard: &Shard) {
+    pub(crate) async fn append_frames(&mut self, shard: &Shard) {
         if self.frames.is_empty() {
             return;
+        }
+        if self.join.is_some() {
+            return self.join_frames(shard).await;
         }
         let clock = BatchClock::now();
         let mut tally = BatchTally::default();
@@ -194,6 +218,97 @@ impl Connection {
         shard.counters.add(&tally);
         add_to_source(&self.counters, shard.id, &tally);
     }
+}
+
+impl Connection {
+    /// When the pending multiline event is due (no line came for `timeout`).
+    pub(crate) fn join_due(&self) -> Option<std::time::Instant> {
+        self.join.as_ref().and_then(|j| j.due)
+    }
+
+    /// Frames through the multiline joiner: a line that begins an event emits the pending one.
+    async fn join_frames(&mut self, shard: &Shard) {
+        let clock = BatchClock::now();
+        let mut tally = BatchTally::default();
+        let Some(join) = self.join.as_mut() else {
+            return;
+        };
+        for &(start, len, flags) in &self.frames {
+            let frame = &self.buf[start..start + len];
+            let line = FrameIn {
+                frame,
+                flags,
+                source_ip: self.peer,
+                parser: &self.parser,
+                source: &self.source,
+            };
+            let parsed = parse_frame(&line, &clock, &mut tally);
+            let message = parsed.message.get(frame);
+            if join.joiner.offer(message) == pipeline::multiline::Offer::Begins {
+                emit_joined(
+                    shard,
+                    join,
+                    self.peer,
+                    &self.parser,
+                    &self.source,
+                    &clock,
+                    &mut tally,
+                )
+                .await;
+                join.joiner.start(frame, &parsed);
+                join.flags = flags;
+            }
+            join.due = Some(std::time::Instant::now() + join.joiner.timeout());
+        }
+        shard.counters.add(&tally);
+        add_to_source(&self.counters, shard.id, &tally);
+    }
+
+    /// Emits the pending multiline event (its timeout passed, or the connection ends).
+    pub(crate) async fn flush_join(&mut self, shard: &Shard) {
+        let Some(join) = self.join.as_mut() else {
+            return;
+        };
+        let clock = BatchClock::now();
+        let mut tally = BatchTally::default();
+        emit_joined(
+            shard,
+            join,
+            self.peer,
+            &self.parser,
+            &self.source,
+            &clock,
+            &mut tally,
+        )
+        .await;
+        shard.counters.add(&tally);
+        add_to_source(&self.counters, shard.id, &tally);
+    }
+}
+
+/// Ingests the joiner's pending event, if any, and clears it.
+async fn emit_joined(
+    shard: &Shard,
+    join: &mut Join,
+    peer: IpAddr,
+    parser: &ingest::ParserOptions,
+    source: &str,
+    clock: &BatchClock,
+    tally: &mut BatchTally,
+) {
+    if let Some((frame, parsed)) = join.joiner.pending() {
+        let event = FrameIn {
+            frame,
+            flags: join.flags,
+            source_ip: peer,
+            parser,
+            source,
+        };
+        let parsed = *parsed;
+        ingest_parsed(shard, &event, &parsed, clock, tally).await;
+    }
+    join.joiner.clear();
+    join.due = None;
 }
 
 impl Drop for Connection {

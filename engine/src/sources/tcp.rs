@@ -89,6 +89,8 @@ async fn accept_loop(shard: Rc<Shard>, run: Rc<SourceRun>, listener: TcpListener
 enum ReadOutcome {
     Data(std::io::Result<usize>),
     Stop,
+    /// The pending multiline event's timeout passed.
+    JoinDue,
 }
 
 /// Counts a connection on its source (and in the shard's balance) for as long as it lives.
@@ -136,7 +138,8 @@ pub(crate) async fn serve_tcp(
 ) {
     let source = &run.spec;
     let active = ActiveConnection::open(&shard, source.counters.shard(shard.id));
-    let Some(mut conn) = Connection::new(source, peer.ip()) else {
+    let join = shard.processing.borrow().join_rule(&source.name);
+    let Some(mut conn) = Connection::new(source, peer.ip(), join) else {
         active.closed_by_us(CloseReason::MemoryBudget, peer);
         return;
     };
@@ -151,13 +154,25 @@ pub(crate) async fn serve_tcp(
             break;
         }
         let filled = conn.filled;
-        let outcome = futures_lite::future::or(
+        let join_due = conn.join_due();
+        let read = futures_lite::future::or(
             async { ReadOutcome::Data(stream.read(&mut conn.buf[filled..]).await) },
             async {
                 run.stopped(&shard).await;
                 ReadOutcome::Stop
             },
-        )
+        );
+        // TCP reads wait for readiness, so racing one against a timer loses nothing.
+        let outcome = futures_lite::future::or(read, async {
+            match join_due {
+                Some(due) => {
+                    glommio::timer::sleep(due.saturating_duration_since(std::time::Instant::now()))
+                        .await;
+                    ReadOutcome::JoinDue
+                }
+                None => std::future::pending().await,
+            }
+        })
         .await;
         match outcome {
             ReadOutcome::Data(Ok(0)) => break,
@@ -176,6 +191,10 @@ pub(crate) async fn serve_tcp(
             ReadOutcome::Stop => {
                 drain_ready(&shard, &mut stream, &mut conn).await;
                 break;
+            }
+            ReadOutcome::JoinDue => {
+                conn.flush_join(&shard).await;
+                continue;
             }
         }
         conn.process(&shard).await;

@@ -468,3 +468,122 @@ impl TransformSettings for SampleTransform {
         }))
     }
 }
+
+fn default_max_lines() -> u64 {
+    500
+}
+fn default_max_bytes() -> u64 {
+    1 << 20
+}
+fn one_second() -> std::time::Duration {
+    std::time::Duration::from_secs(1)
+}
+
+/// The largest joined event (a WAL record must stay under the storage limit).
+pub const MAX_JOINED_BYTES: u64 = 16 << 20;
+
+/// `type = "multiline"`: joins the lines of one TCP connection that form one event. Its
+/// inputs must be TCP sources that feed nothing else (the join happens per connection, before
+/// any other transform).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MultilineTransform {
+    #[serde(rename = "type")]
+    pub tag: TypeTag,
+    pub inputs: Vec<String>,
+    /// A line whose message matches begins an event.
+    pub start_pattern: Option<RegexText>,
+    /// A line whose message matches continues the event.
+    pub continuation_pattern: Option<RegexText>,
+    #[serde(default = "default_max_lines")]
+    pub max_lines: u64,
+    #[serde(
+        default = "default_max_bytes",
+        deserialize_with = "crate::units::de_bytes"
+    )]
+    pub max_bytes: u64,
+    /// A pending event is emitted this long after its last line.
+    #[serde(default = "one_second", deserialize_with = "crate::units::de_duration")]
+    pub timeout: std::time::Duration,
+}
+
+impl MultilineTransform {
+    fn rule(&self, name: &str) -> Result<pipeline::multiline::JoinRule, TransformError> {
+        use pipeline::multiline::JoinMode;
+        let (pattern, mode) = match (&self.start_pattern, &self.continuation_pattern) {
+            (Some(p), None) => (p.compile(name, "start_pattern")?, JoinMode::Start),
+            (None, Some(p)) => (
+                p.compile(name, "continuation_pattern")?,
+                JoinMode::Continuation,
+            ),
+            _ => {
+                return Err(TransformError::Invalid {
+                    name: name.to_string(),
+                    key: "start_pattern".into(),
+                    message: "set exactly one of start_pattern and continuation_pattern".into(),
+                })
+            }
+        };
+        Ok(pipeline::multiline::JoinRule {
+            pattern,
+            mode,
+            max_lines: self.max_lines as usize,
+            max_bytes: self.max_bytes as usize,
+            timeout: self.timeout,
+        })
+    }
+}
+
+impl TransformSettings for MultilineTransform {
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+    fn check(&self, name: &str) -> Result<(), (String, String)> {
+        self.rule(name).map_err(|e| match e {
+            TransformError::Invalid { key, message, .. } => {
+                (format!("transforms.{name}.{key}"), message)
+            }
+        })?;
+        let key = |k: &str| format!("transforms.{name}.{k}");
+        if !(1..=100_000).contains(&self.max_lines) {
+            return Err((key("max_lines"), "must be between 1 and 100000".into()));
+        }
+        if !(1024..=MAX_JOINED_BYTES).contains(&self.max_bytes) {
+            return Err((
+                key("max_bytes"),
+                format!("must be between 1KiB and {}MiB", MAX_JOINED_BYTES >> 20),
+            ));
+        }
+        if self.timeout < std::time::Duration::from_millis(10)
+            || self.timeout > std::time::Duration::from_secs(3600)
+        {
+            return Err((key("timeout"), "must be between 10ms and 1h".into()));
+        }
+        Ok(())
+    }
+    fn render(&self) -> toml::Table {
+        let mut table = toml::Table::new();
+        if let Some(p) = &self.start_pattern {
+            table.insert("start_pattern".into(), render::text(&p.0));
+        }
+        if let Some(p) = &self.continuation_pattern {
+            table.insert("continuation_pattern".into(), render::text(&p.0));
+        }
+        table.insert(
+            "max_lines".into(),
+            toml::Value::Integer(self.max_lines as i64),
+        );
+        table.insert("max_bytes".into(), render::bytes(self.max_bytes));
+        table.insert("timeout".into(), render::duration(self.timeout));
+        table
+    }
+    fn build(&self, _: &str) -> Result<Box<dyn pipeline::Transform>, TransformError> {
+        Ok(Box::new(t::Joined))
+    }
+    fn join_rule(
+        &self,
+        name: &str,
+    ) -> Result<Option<pipeline::multiline::JoinRule>, TransformError> {
+        self.rule(name).map(Some)
+    }
+}

@@ -12,16 +12,17 @@ mod kinds;
 mod parsers;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{de, Deserialize, Deserializer};
 
 pub use kinds::{
-    FilterTransform, RedactTransform, RemapTransform, RouteTransform, SampleTransform,
-    ThrottleTransform,
+    FilterTransform, MultilineTransform, RedactTransform, RemapTransform, RouteTransform,
+    SampleTransform, ThrottleTransform,
 };
 pub use parsers::{
-    ParseAccessTransform, ParseAutoTransform, ParseJsonTransform, ParseKvTransform,
-    ParseRegexTransform,
+    ParseAccessTransform, ParseAutoTransform, ParseGrokTransform, ParseJsonTransform,
+    ParseKvTransform, ParseRegexTransform,
 };
 
 use pipeline::plan::Plan;
@@ -41,6 +42,13 @@ pub trait TransformSettings {
     fn render(&self) -> toml::Table;
     /// A fresh instance (for one shard).
     fn build(&self, name: &str) -> Result<Box<dyn pipeline::Transform>, TransformError>;
+    /// `multiline`: how it joins lines (per connection, before the graph runs).
+    fn join_rule(
+        &self,
+        _name: &str,
+    ) -> Result<Option<pipeline::multiline::JoinRule>, TransformError> {
+        Ok(None)
+    }
 }
 
 /// A transform that cannot be built (the config reader normally refused it already).
@@ -61,11 +69,13 @@ crate::registry::type_registry! {
     Redact = "redact" => RedactTransform,
     ParseJson = "parse_json" => ParseJsonTransform,
     ParseRegex = "parse_regex" => ParseRegexTransform,
+    ParseGrok = "parse_grok" => ParseGrokTransform,
     ParseKv = "parse_kv" => ParseKvTransform,
     ParseApache = "parse_apache" => ParseAccessTransform,
     ParseNginx = "parse_nginx" => ParseAccessTransform,
     ParseAuto = "parse_auto" => ParseAutoTransform,
     Remap = "remap" => RemapTransform,
+    Multiline = "multiline" => MultilineTransform,
     Throttle = "throttle" => ThrottleTransform,
     Sample = "sample" => SampleTransform,
 }
@@ -122,6 +132,8 @@ pub const MAX_ROUTED_SINKS: usize = 64;
 #[derive(Debug, Clone)]
 pub struct Compiled {
     transforms: Vec<(String, TransformConfig)>,
+    /// Per source joined by a `multiline`: its rule.
+    joins: Vec<(String, Arc<pipeline::multiline::JoinRule>)>,
     trees: Vec<SourceTree>,
     routing: bool,
     default_sinks: u64,
@@ -170,7 +182,9 @@ impl Compiled {
                 count: topology.sinks.len(),
             });
         }
+        let joins = join_rules(topology, transforms)?;
         let compiled = Compiled {
+            joins,
             transforms: transforms
                 .iter()
                 .map(|(n, t)| (n.clone(), t.clone()))
@@ -207,6 +221,11 @@ impl Compiled {
         ))
     }
 
+    /// The multiline rule joining `source`'s connections, if one does.
+    pub fn joins(&self) -> &[(String, Arc<pipeline::multiline::JoinRule>)] {
+        &self.joins
+    }
+
     /// Transform names with their output port names (for the metrics).
     pub fn names(&self) -> Vec<(String, Vec<String>)> {
         self.transforms
@@ -216,8 +235,56 @@ impl Compiled {
     }
 }
 
+/// Each `multiline` joins the connections of its input sources, which must feed nothing else
+/// (they are joined before any other transform sees them).
+fn join_rules(
+    topology: &Topology,
+    transforms: &BTreeMap<String, TransformConfig>,
+) -> Result<Vec<(String, Arc<pipeline::multiline::JoinRule>)>, CompileError> {
+    let mut joins = Vec::new();
+    for (name, t) in transforms {
+        let Some(rule) = t.settings().join_rule(name)? else {
+            continue;
+        };
+        let rule = Arc::new(rule);
+        for input in t.settings().inputs() {
+            let refuse = |why: &str| CompileError::Multiline {
+                name: name.clone(),
+                input: input.clone(),
+                why: why.to_string(),
+            };
+            if !topology.sources.contains(input) {
+                return Err(refuse(
+                    "is not a source (multiline joins a source's connections before anything else)",
+                ));
+            }
+            let readers = topology
+                .transforms
+                .iter()
+                .filter(|o| o.inputs.contains(input))
+                .count()
+                + topology
+                    .sinks
+                    .iter()
+                    .filter(|s| s.inputs.as_ref().is_none_or(|i| i.contains(input)))
+                    .count();
+            if readers > 1 {
+                return Err(refuse("feeds something else too (a sink without inputs takes every source): a joined source feeds only its multiline"));
+            }
+            joins.push((input.clone(), Arc::clone(&rule)));
+        }
+    }
+    Ok(joins)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
+    #[error("transforms.{name}.inputs: `{input}` {why}")]
+    Multiline {
+        name: String,
+        input: String,
+        why: String,
+    },
     #[error(transparent)]
     Topology(#[from] TopologyError),
     #[error(transparent)]

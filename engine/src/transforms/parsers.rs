@@ -299,3 +299,91 @@ impl TransformSettings for ParseAutoTransform {
         )))
     }
 }
+
+parse_transform!(
+    /// `type = "parse_grok"`: `pattern` (or `patterns`, tried in order) in grok syntax, with
+    /// the bundled library (`sluice` docs/processing.md lists it) and `custom_patterns`.
+    ParseGrokTransform {
+        pattern: Option<String>,
+        patterns: Option<Vec<String>>,
+        /// NAME → regex (may use `%{OTHER}`); overrides a bundled pattern of the same name.
+        custom_patterns: Option<std::collections::BTreeMap<String, String>>,
+    }
+);
+
+impl ParseGrokTransform {
+    fn all_patterns(&self) -> Vec<String> {
+        self.pattern
+            .iter()
+            .chain(self.patterns.iter().flatten())
+            .cloned()
+            .collect()
+    }
+
+    fn compile(&self, name: &str) -> Result<pipeline::parse::grok::GrokSet, (String, String)> {
+        let patterns = self.all_patterns();
+        if patterns.is_empty() {
+            return Err((
+                format!("transforms.{name}.pattern"),
+                "set `pattern` (or `patterns`)".into(),
+            ));
+        }
+        let custom = self.custom_patterns.clone().unwrap_or_default();
+        pipeline::parse::grok::compile(&patterns, &custom).map_err(|e| {
+            let key = if self.pattern.is_some() {
+                "pattern"
+            } else {
+                "patterns"
+            };
+            (format!("transforms.{name}.{key}"), e.to_string())
+        })
+    }
+}
+
+impl TransformSettings for ParseGrokTransform {
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+    fn check(&self, name: &str) -> Result<(), (String, String)> {
+        self.common().check(name)?;
+        self.compile(name).map(|_| ())
+    }
+    fn render(&self) -> toml::Table {
+        let mut table = toml::Table::new();
+        self.common().render_into(&mut table);
+        if let Some(p) = &self.pattern {
+            table.insert("pattern".into(), render::text(p));
+        }
+        if let Some(list) = &self.patterns {
+            table.insert(
+                "patterns".into(),
+                toml::Value::Array(list.iter().map(|p| render::text(p)).collect()),
+            );
+        }
+        if let Some(custom) = &self.custom_patterns {
+            let t = custom
+                .iter()
+                .map(|(k, v)| (k.clone(), render::text(v)))
+                .collect();
+            table.insert("custom_patterns".into(), toml::Value::Table(t));
+        }
+        table
+    }
+    fn build(&self, name: &str) -> Result<Box<dyn pipeline::Transform>, TransformError> {
+        let c = self.common();
+        let patterns = self
+            .compile(name)
+            .map_err(|(key, message)| TransformError::Invalid {
+                name: name.to_string(),
+                key,
+                message,
+            })?;
+        Ok(Box::new(t::ParseGrok::new(
+            name,
+            c.input(),
+            c.target.as_deref(),
+            patterns,
+            c.on_error.0,
+        )))
+    }
+}

@@ -3,4 +3,5 @@
 //! caller's reused output vector.
 
 pub mod access;
+pub mod grok;
 pub mod kv;

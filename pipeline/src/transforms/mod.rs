@@ -7,7 +7,9 @@ mod remap;
 
 use regex::bytes::Regex;
 
-pub use parsers::{AccessFormat, ParseAccess, ParseAuto, ParseJson, ParseKv, ParseRegex};
+pub use parsers::{
+    AccessFormat, ParseAccess, ParseAuto, ParseGrok, ParseJson, ParseKv, ParseRegex,
+};
 pub use remap::{parse_time, Conversion, Remap, RemapOp, RemapValue};
 
 use crate::condition::Condition;
@@ -246,6 +248,19 @@ impl Transform for Sample {
         } else {
             Outcome::Drop(DropReason::Sampled)
         }
+    }
+}
+
+/// `multiline` in the graph: the joining happened per connection before processing (see
+/// [`crate::multiline`]); here it passes events on.
+pub struct Joined;
+
+impl Transform for Joined {
+    fn mutates(&self) -> bool {
+        false
+    }
+    fn process(&mut self, _: &mut Event, _: &Context<'_>) -> Outcome {
+        Outcome::Pass
     }
 }
 

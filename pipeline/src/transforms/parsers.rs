@@ -8,7 +8,7 @@ use simd_json::{Node, StaticNode};
 
 use super::{failed, Input, OnError};
 use crate::event::{Event, Fields, NewValue};
-use crate::parse::{access, kv};
+use crate::parse::{access, grok, kv};
 use crate::{Context, Outcome, Transform};
 
 /// Builds field paths under an optional `target` prefix (reused buffer).
@@ -598,5 +598,64 @@ impl Transform for ParseAuto {
         };
         event.fields.set(PARSED_AS_FIELD, NewValue::Str(kind));
         Outcome::Pass
+    }
+}
+
+/// `parse_grok`: the first of its grok patterns that matches gives the fields.
+pub struct ParseGrok {
+    name: String,
+    input: Input,
+    on_error: OnError,
+    patterns: grok::GrokSet,
+    paths: Paths,
+    scratch: Vec<u8>,
+}
+
+impl ParseGrok {
+    pub fn new(
+        name: &str,
+        input: Input,
+        target: Option<&str>,
+        patterns: grok::GrokSet,
+        on_error: OnError,
+    ) -> ParseGrok {
+        ParseGrok {
+            name: name.to_string(),
+            input,
+            on_error,
+            patterns,
+            paths: Paths::new(target),
+            scratch: Vec::new(),
+        }
+    }
+}
+
+impl Transform for ParseGrok {
+    fn mutates(&self) -> bool {
+        true
+    }
+    fn process(&mut self, event: &mut Event, _: &Context<'_>) -> Outcome {
+        if !self.input.read_into(event, &mut self.scratch) {
+            return failed(event, &self.name, "the field is missing", self.on_error);
+        }
+        let input = trim_line(&self.scratch);
+        let paths = &mut self.paths;
+        paths.reset();
+        let fields = &mut event.fields;
+        let matched = self.patterns.matches(input, |m| {
+            let text = &input[m.range];
+            let number = std::str::from_utf8(text).ok();
+            let value = match m.ty {
+                grok::FieldType::Int => number.and_then(|t| t.parse().ok()).map(NewValue::Int),
+                grok::FieldType::Float => number.and_then(|t| t.parse().ok()).map(NewValue::Float),
+                grok::FieldType::Text => None,
+            };
+            paths.set(fields, m.path, value.unwrap_or(NewValue::Str(text)));
+        });
+        if matched {
+            Outcome::Pass
+        } else {
+            failed(event, &self.name, "no grok pattern matched", self.on_error)
+        }
     }
 }
