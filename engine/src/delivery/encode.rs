@@ -1,6 +1,8 @@
-//! Turning WAL records into bytes for a destination (no allocation per event).
+//! Turning WAL records into bytes for a destination (no allocation per event, except a
+//! template that names parsed fields: those are looked up in the record's fields JSON).
 
 use std::io::Write as _;
+use std::sync::Arc;
 
 use ingest::json;
 use ingest::EventView;
@@ -14,8 +16,10 @@ use crate::units::snake_case;
 pub enum Encoding {
     /// One JSON object per line.
     Json,
-    /// The frame's bytes as received.
+    /// The frame's bytes as received (as rewritten, when a transform redacted it).
     Raw,
+    /// `template = "{{timestamp}} {{hostname}} {{message}}"`: fields by name, nested with dots.
+    Template,
 }
 
 /// What raw encoding does with line breaks (LF, CR) and NULs inside a frame: a frame that
@@ -61,6 +65,7 @@ impl Encoding {
         match self {
             Encoding::Json => "json",
             Encoding::Raw => "raw",
+            Encoding::Template => "template",
         }
     }
 }
@@ -77,13 +82,200 @@ impl LineBreaks {
 }
 
 /// How a sink encodes records.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RecordEncoding {
     pub encoding: Encoding,
     /// Set for stream sinks (how frames are delimited), `None` for files (one line per event).
     pub framing: Option<TcpFraming>,
-    /// Raw encoding only (JSON escapes every control character anyway).
+    /// Raw and template encodings (JSON escapes every control character anyway).
     pub line_breaks: LineBreaks,
+    /// With `Encoding::Template`.
+    pub template: Option<Arc<Template>>,
+}
+
+/// A standard event field a template can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standard {
+    Timestamp,
+    ReceivedAt,
+    Hostname,
+    Appname,
+    Procid,
+    Msgid,
+    Facility,
+    Severity,
+    Pri,
+    Message,
+    SourceIp,
+    Format,
+    Shard,
+}
+
+const STANDARD_NAMES: [(&str, Standard); 13] = [
+    ("timestamp", Standard::Timestamp),
+    ("received_at", Standard::ReceivedAt),
+    ("hostname", Standard::Hostname),
+    ("appname", Standard::Appname),
+    ("procid", Standard::Procid),
+    ("msgid", Standard::Msgid),
+    ("facility", Standard::Facility),
+    ("severity", Standard::Severity),
+    ("pri", Standard::Pri),
+    ("message", Standard::Message),
+    ("source_ip", Standard::SourceIp),
+    ("format", Standard::Format),
+    ("shard", Standard::Shard),
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(Vec<u8>),
+    Standard(Standard),
+    /// A parsed field by its dotted path (also a standard name a transform replaced).
+    Path(Vec<String>),
+}
+
+/// A compiled `template`: literal text and `{{field}}` placeholders. A field the event lacks
+/// renders as nothing; a string field as its text; numbers, booleans, objects and arrays as
+/// JSON. Fields transforms added win over the standard ones of the same name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    parts: Vec<Part>,
+    /// Whether any placeholder may need the record's fields.
+    needs_fields: bool,
+}
+
+impl Template {
+    /// Compiles `text`; the error says what is wrong with it.
+    pub fn parse(text: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find("{{") {
+            if open > 0 {
+                parts.push(Part::Text(rest[..open].as_bytes().to_vec()));
+            }
+            let after = &rest[open + 2..];
+            let close = after.find("}}").ok_or_else(|| {
+                format!(
+                    "`{{{{` at byte {} is not closed by `}}}}`",
+                    text.len() - rest.len() + open
+                )
+            })?;
+            let name = after[..close].trim();
+            if name.is_empty() || name.split('.').any(str::is_empty) {
+                return Err(format!(
+                    "`{{{{{}}}}}` does not name a field",
+                    &after[..close]
+                ));
+            }
+            parts.push(match STANDARD_NAMES.iter().find(|(n, _)| *n == name) {
+                Some((_, s)) => Part::Standard(*s),
+                None => Part::Path(name.split('.').map(str::to_string).collect()),
+            });
+            rest = &after[close + 2..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.as_bytes().to_vec()));
+        }
+        let needs_fields = parts.iter().any(|p| !matches!(p, Part::Text(_)));
+        Ok(Template {
+            parts,
+            needs_fields,
+        })
+    }
+
+    /// Renders `event` into `out` (line breaks not yet treated).
+    fn render(&self, event: &EventView, shard: usize, out: &mut Vec<u8>) {
+        let fields = match (self.needs_fields, event.fields.is_empty()) {
+            (true, false) => parse_fields(event.fields),
+            _ => None,
+        };
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => out.extend_from_slice(t),
+                Part::Standard(s) => {
+                    let name = STANDARD_NAMES
+                        .iter()
+                        .find(|(_, x)| x == s)
+                        .map_or("", |(n, _)| *n);
+                    if let Some(v) = fields.as_ref().and_then(|f| f.get(name)) {
+                        write_json_value(out, v);
+                    } else {
+                        write_standard(out, *s, event, shard);
+                    }
+                }
+                Part::Path(path) => {
+                    let mut value = fields.as_ref().and_then(|f| f.get(path[0].as_str()));
+                    for key in &path[1..] {
+                        value = value.and_then(|v| v.get(key.as_str()));
+                    }
+                    if let Some(v) = value {
+                        write_json_value(out, v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn parse_fields(members: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let mut text = Vec::with_capacity(members.len() + 2);
+    text.push(b'{');
+    text.extend_from_slice(members);
+    text.push(b'}');
+    serde_json::from_slice(&text).ok()
+}
+
+fn write_json_value(out: &mut Vec<u8>, value: &serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) => out.extend_from_slice(s.as_bytes()),
+        serde_json::Value::Null => {}
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
+    }
+}
+
+fn write_standard(out: &mut Vec<u8>, s: Standard, event: &EventView, shard: usize) {
+    use ingest::syslog::{FACILITY_NAMES, SEVERITY_NAMES};
+    let text = |out: &mut Vec<u8>, v: Option<&[u8]>| out.extend_from_slice(v.unwrap_or_default());
+    match s {
+        Standard::Timestamp => {
+            if let Some(ts) = event.timestamp {
+                ingest::civil::write_rfc3339(out, ts.secs, ts.nanos);
+            }
+        }
+        Standard::ReceivedAt => ingest::civil::write_rfc3339_micros(out, event.received_at_us),
+        Standard::Hostname => text(out, event.hostname()),
+        Standard::Appname => text(out, event.appname()),
+        Standard::Procid => text(out, event.procid()),
+        Standard::Msgid => text(out, event.msgid()),
+        Standard::Facility => {
+            if let Some(pri) = event.pri {
+                out.extend_from_slice(FACILITY_NAMES[usize::from(pri >> 3) % 24].as_bytes());
+            }
+        }
+        Standard::Severity => {
+            if let Some(pri) = event.pri {
+                out.extend_from_slice(SEVERITY_NAMES[usize::from(pri & 7)].as_bytes());
+            }
+        }
+        Standard::Pri => {
+            if let Some(pri) = event.pri {
+                let _ = write!(out, "{pri}");
+            }
+        }
+        Standard::Message => out.extend_from_slice(event.message()),
+        Standard::SourceIp => {
+            if let Some(ip) = event.source_ip {
+                let _ = write!(out, "{ip}");
+            }
+        }
+        Standard::Format => out.extend_from_slice(event.format.name().as_bytes()),
+        Standard::Shard => {
+            let _ = write!(out, "{shard}");
+        }
+    }
 }
 
 /// Appends the encoding of one WAL record to `out`. Returns false, appending nothing, when
@@ -91,22 +283,39 @@ pub struct RecordEncoding {
 pub fn encode_record(
     payload: &[u8],
     shard: usize,
-    how: RecordEncoding,
+    how: &RecordEncoding,
     out: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
 ) -> bool {
     let Ok(event) = EventView::decode(payload) else {
         return false;
     };
+    if let (Encoding::Template, Some(template)) = (how.encoding, &how.template) {
+        scratch.clear();
+        template.render(&event, shard, scratch);
+        let mut line = Vec::with_capacity(scratch.len());
+        write_raw(&mut line, scratch, how.line_breaks);
+        match how.framing {
+            Some(TcpFraming::OctetCounting) => {
+                let _ = write!(out, "{} ", line.len());
+                out.extend_from_slice(&line);
+            }
+            _ => {
+                out.extend_from_slice(&line);
+                out.push(b'\n');
+            }
+        }
+        return true;
+    }
     match (how.encoding, how.framing) {
         (Encoding::Json, None | Some(TcpFraming::Newline)) => {
             json::write_event(out, &event, shard as u32);
         }
-        (Encoding::Raw, None | Some(TcpFraming::Newline)) => {
+        (Encoding::Raw | Encoding::Template, None | Some(TcpFraming::Newline)) => {
             write_raw(out, event.frame, how.line_breaks);
             out.push(b'\n');
         }
-        (Encoding::Raw, Some(TcpFraming::OctetCounting)) => {
+        (Encoding::Raw | Encoding::Template, Some(TcpFraming::OctetCounting)) => {
             scratch.clear();
             write_raw(scratch, event.frame, how.line_breaks);
             let _ = write!(out, "{} ", scratch.len());
@@ -164,7 +373,7 @@ mod tests {
     /// Encodes `rec` as `how` says.
     fn encoded(rec: &[u8], how: RecordEncoding) -> Vec<u8> {
         let (mut out, mut scratch) = (Vec::new(), Vec::new());
-        assert!(encode_record(rec, 0, how, &mut out, &mut scratch));
+        assert!(encode_record(rec, 0, &how, &mut out, &mut scratch));
         out
     }
 
@@ -177,6 +386,7 @@ mod tests {
                 encoding,
                 framing,
                 line_breaks: LineBreaks::Escape,
+                template: None,
             };
             String::from_utf8(encoded(&rec, how)).unwrap()
         };
@@ -192,11 +402,12 @@ mod tests {
             encoding: Encoding::Raw,
             framing: None,
             line_breaks: LineBreaks::Escape,
+            template: None,
         };
         assert!(!encode_record(
             b"junk",
             0,
-            how,
+            &how,
             &mut Vec::new(),
             &mut Vec::new()
         ));
@@ -212,6 +423,7 @@ mod tests {
                 encoding: Encoding::Raw,
                 framing,
                 line_breaks,
+                template: None,
             };
             encoded(&rec, how)
         };
@@ -231,5 +443,67 @@ mod tests {
         let kept = run(LineBreaks::Keep, Some(TcpFraming::OctetCounting));
         assert_eq!(&kept[..3], b"40 ");
         assert_eq!(&kept[3..], frame);
+    }
+}
+
+#[cfg(test)]
+mod template_tests {
+    use super::*;
+    use ingest::framing::FrameFlags;
+    use ingest::record::{encode_routed, EventHeader, Routing};
+
+    fn render(template: &str, frame: &[u8], fields: &[u8], framing: Option<TcpFraming>) -> String {
+        let mut rec = Vec::new();
+        let header = EventHeader {
+            received_at_us: 0,
+            source_ip: Some("10.0.0.1".parse().unwrap()),
+            frame_flags: FrameFlags::default(),
+        };
+        let overrides = ingest::json::override_bits(
+            [&b"hostname"[..]]
+                .into_iter()
+                .filter(|_| fields.starts_with(b"\"hostname\"")),
+        );
+        encode_routed(
+            &mut rec,
+            &header,
+            &ingest::parse(frame, 0),
+            frame,
+            &Routing {
+                sinks: 1,
+                fields,
+                overrides,
+            },
+        );
+        let how = RecordEncoding {
+            encoding: Encoding::Template,
+            framing,
+            line_breaks: LineBreaks::Escape,
+            template: Some(Arc::new(Template::parse(template).unwrap())),
+        };
+        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        assert!(encode_record(&rec, 2, &how, &mut out, &mut scratch));
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn templates_name_standard_and_parsed_fields() {
+        let frame = b"<11>1 2026-11-30T10:00:00Z web1 app - - - two\nlines";
+        let fields = br#""http":{"status":500,"path":"/x"},"user":"bob""#;
+        assert_eq!(
+            render("{{timestamp}} {{hostname}} {{severity}} [{{http.status}} {{ http.path }} {{user}}{{missing}}] {{message}} #{{shard}}", frame, fields, None),
+            "2026-11-30T10:00:00Z web1 err [500 /x bob] two#012lines #2\n"
+        );
+        assert_eq!(
+            render("{{http}}", frame, fields, Some(TcpFraming::OctetCounting)),
+            r#"26 {"path":"/x","status":500}"#
+        );
+        assert_eq!(
+            render("{{hostname}}", frame, br#""hostname":"renamed""#, None),
+            "renamed\n"
+        );
+        assert!(Template::parse("{{unclosed").is_err());
+        assert!(Template::parse("{{}}").is_err());
+        assert!(Template::parse("{{a..b}}").is_err());
     }
 }

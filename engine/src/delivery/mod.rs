@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use storage::{DurableWatermark, Position, Retention};
 
-pub use encode::{encode_record, Encoding, LineBreaks, RecordEncoding, TcpFraming};
+pub use encode::{encode_record, Encoding, LineBreaks, RecordEncoding, TcpFraming, Template};
 
 use crate::metrics::OutputCounters;
 use cursor::ShardCursor;
@@ -189,7 +189,7 @@ pub fn run_output(spec: OutputSpec, opened: OpenedSink) -> Result<(), DeliveryEr
         gather(
             &spec,
             &mut shards,
-            encoding,
+            &encoding,
             final_watermarks.as_deref(),
             &mut round,
             &mut retry,
@@ -226,7 +226,7 @@ pub fn run_output(spec: OutputSpec, opened: OpenedSink) -> Result<(), DeliveryEr
 fn gather(
     spec: &OutputSpec,
     shards: &mut [ShardCursor],
-    encoding: RecordEncoding,
+    encoding: &RecordEncoding,
     final_watermarks: Option<&[Position]>,
     round: &mut Round,
     retry: &mut Retry,
@@ -250,7 +250,7 @@ fn gather(
 fn read_shard(
     spec: &OutputSpec,
     shard: &mut ShardCursor,
-    encoding: RecordEncoding,
+    encoding: &RecordEncoding,
     limit: Position,
     round: &mut Round,
     retry: &mut Retry,

@@ -446,6 +446,8 @@ pub struct FileSink {
     pub append_existing: bool,
     #[serde(default)]
     pub line_breaks: LineBreaks,
+    /// With `encoding = "template"`: `"{{timestamp}} {{hostname}} {{message}}"`.
+    pub template: Option<String>,
 }
 
 fn json() -> Encoding {
@@ -460,6 +462,7 @@ fn default_keep() -> u32 {
 
 impl SinkSettings for FileSink {
     fn check(&self, name: &str) -> Result<(), (String, String)> {
+        super::check_template(name, self.encoding, self.template.as_deref())?;
         let invalid = |key: &str, msg: &str| Err((format!("sinks.{name}.{key}"), msg.to_string()));
         if self.path.as_os_str().is_empty() || self.path.file_name().is_none() {
             return invalid("path", "must name a file");
@@ -505,6 +508,9 @@ impl SinkSettings for FileSink {
             toml::Value::Boolean(self.append_existing),
         );
         t.insert("line_breaks".into(), render::text(self.line_breaks.name()));
+        if let Some(template) = &self.template {
+            t.insert("template".into(), render::text(template));
+        }
         t
     }
 
@@ -522,6 +528,7 @@ impl SinkSettings for FileSink {
                 encoding: self.encoding,
                 framing: None,
                 line_breaks: self.line_breaks,
+                template: super::compile_template(self.template.as_deref()),
             },
             backoff: Backoff {
                 initial: Duration::from_millis(100),
@@ -547,6 +554,7 @@ mod tests {
             fsync: SinkFsync::Always,
             append_existing: false,
             line_breaks: LineBreaks::Escape,
+            template: None,
         }
     }
 

@@ -66,6 +66,39 @@ crate::registry::type_registry! {
     Tcp = "tcp" => TcpSink,
 }
 
+/// `encoding = "template"` and `template` go together; the template must compile.
+pub(crate) fn check_template(
+    name: &str,
+    encoding: crate::delivery::Encoding,
+    template: Option<&str>,
+) -> Result<(), (String, String)> {
+    use crate::delivery::Encoding;
+    let key = |k: &str| format!("sinks.{name}.{k}");
+    match (encoding, template) {
+        (Encoding::Template, None) => Err((
+            key("template"),
+            "encoding = \"template\" needs a template".into(),
+        )),
+        (Encoding::Template, Some(t)) => crate::delivery::Template::parse(t)
+            .map(|_| ())
+            .map_err(|e| (key("template"), e)),
+        (_, Some(_)) => Err((
+            key("template"),
+            "a template is used only with encoding = \"template\"".into(),
+        )),
+        (_, None) => Ok(()),
+    }
+}
+
+/// The compiled template (checked when the config was read).
+pub(crate) fn compile_template(
+    template: Option<&str>,
+) -> Option<std::sync::Arc<crate::delivery::Template>> {
+    template
+        .and_then(|t| crate::delivery::Template::parse(t).ok())
+        .map(std::sync::Arc::new)
+}
+
 /// `inputs = [...]` as `sluice config` writes it.
 pub(crate) fn render_inputs(inputs: &[String]) -> toml::Value {
     toml::Value::Array(

@@ -256,6 +256,8 @@ pub struct TcpSink {
     pub write_timeout: Duration,
     #[serde(default)]
     pub line_breaks: LineBreaks,
+    /// With `encoding = "template"`: `"{{timestamp}} {{hostname}} {{message}}"`.
+    pub template: Option<String>,
     /// Bytes already confirmed (acknowledged by the receiver's TCP) that are sent again after
     /// every reconnect: what a receiver that died may have held unread.
     #[serde(default = "default_replay_window", deserialize_with = "de_bytes")]
@@ -280,6 +282,7 @@ fn default_replay_window() -> u64 {
 
 impl SinkSettings for TcpSink {
     fn check(&self, name: &str) -> Result<(), (String, String)> {
+        super::check_template(name, self.encoding, self.template.as_deref())?;
         let invalid = |key: &str, msg: &str| Err((format!("sinks.{name}.{key}"), msg.to_string()));
         if !self.address.contains(':') {
             return invalid("address", "must be host:port");
@@ -330,6 +333,9 @@ impl SinkSettings for TcpSink {
         t.insert("max_backoff".into(), render::duration(self.max_backoff));
         t.insert("write_timeout".into(), render::duration(self.write_timeout));
         t.insert("line_breaks".into(), render::text(self.line_breaks.name()));
+        if let Some(template) = &self.template {
+            t.insert("template".into(), render::text(template));
+        }
         t.insert("replay_window".into(), render::bytes(self.replay_window));
         t
     }
@@ -345,6 +351,7 @@ impl SinkSettings for TcpSink {
                 encoding: self.encoding,
                 framing: Some(self.framing),
                 line_breaks: self.line_breaks,
+                template: super::compile_template(self.template.as_deref()),
             },
             backoff: Backoff {
                 initial: self.initial_backoff,
@@ -372,6 +379,7 @@ mod tests {
             write_timeout: Duration::from_secs(30),
             line_breaks: LineBreaks::Escape,
             replay_window,
+            template: None,
         }
     }
 

@@ -157,8 +157,9 @@ pub fn dump(
             encoding,
             framing: None,
             line_breaks: crate::config::LineBreaks::Escape,
+            template: None,
         };
-        encode_record(p, shard, how, &mut buf, &mut scratch);
+        encode_record(p, shard, &how, &mut buf, &mut scratch);
         if buf.len() >= 1 << 20 && write_error.is_none() {
             write_error = out.write_all(&buf).err();
             buf.clear();
