@@ -156,11 +156,19 @@ pub struct TransformCounters {
     pub per_shard: Vec<TransformShardCounters>,
     /// `[shard][port]`: events sent to each output (`sluice_route_events_total`).
     pub port_events: Vec<Vec<AtomicU64>>,
+    /// The transform's own counts by name (`redact`: replacements per rule).
+    pub count_names: Vec<String>,
+    /// `[shard][count]` (`sluice_transform_rule_matches_total`).
+    pub counts: Vec<Vec<AtomicU64>>,
 }
 
 impl TransformCounters {
-    pub fn new(name: &str, ports: Vec<String>, shards: usize) -> Self {
+    pub fn new(name: &str, ports: Vec<String>, count_names: Vec<String>, shards: usize) -> Self {
         TransformCounters {
+            counts: (0..shards)
+                .map(|_| count_names.iter().map(|_| AtomicU64::new(0)).collect())
+                .collect(),
+            count_names,
             name: name.to_string(),
             port_events: (0..shards)
                 .map(|_| ports.iter().map(|_| AtomicU64::new(0)).collect())
@@ -169,6 +177,17 @@ impl TransformCounters {
             per_shard: (0..shards)
                 .map(|_| TransformShardCounters::default())
                 .collect(),
+        }
+    }
+
+    /// Adds shard `shard`'s own counts since `before` (then `before` = `now`).
+    pub fn add_counts(&self, shard: usize, now: &[(String, u64)], before: &mut [u64]) {
+        let Some(cells) = self.counts.get(shard) else {
+            return;
+        };
+        for ((cell, (_, n)), b) in cells.iter().zip(now).zip(before.iter_mut()) {
+            add(cell, n.saturating_sub(*b));
+            *b = *n;
         }
     }
 

@@ -70,6 +70,7 @@ impl Collector for SluiceCollector {
         encode_losses(&mut encoder, &losses)?;
         encode_lag(c, &outputs, &mut encoder)?;
         encode_route_events(&transforms, &mut encoder)?;
+        encode_rule_matches(&transforms, &mut encoder)?;
         encode_histograms(
             c,
             &mut encoder,
@@ -155,6 +156,41 @@ fn encode_route_events(
                     ("shard", shard.to_string()),
                     ("transform", t.name.clone()),
                     ("route", port.clone()),
+                ];
+                ConstCounter::new(count.load(std::sync::atomic::Ordering::Relaxed))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `sluice_transform_rule_matches_total{shard,transform,rule}`: a transform's own counts
+/// (`redact`: replacements per built-in and rule).
+fn encode_rule_matches(
+    transforms: &[Arc<super::TransformCounters>],
+    encoder: &mut DescriptorEncoder<'_>,
+) -> Encoded {
+    let counted: Vec<&Arc<super::TransformCounters>> = transforms
+        .iter()
+        .filter(|t| !t.count_names.is_empty())
+        .collect();
+    if counted.is_empty() {
+        return Ok(());
+    }
+    let mut family = encoder.encode_descriptor(
+        "sluice_transform_rule_matches",
+        "Matches of each rule of a transform (redact: replacements per built-in and rule)",
+        None,
+        MetricType::Counter,
+    )?;
+    for t in counted {
+        for (shard, cells) in t.counts.iter().enumerate() {
+            for (rule, count) in t.count_names.iter().zip(cells) {
+                let labels: Labels = vec![
+                    ("shard", shard.to_string()),
+                    ("transform", t.name.clone()),
+                    ("rule", rule.clone()),
                 ];
                 ConstCounter::new(count.load(std::sync::atomic::Ordering::Relaxed))
                     .encode(family.encode_family(&labels)?)?;
@@ -357,6 +393,7 @@ pub fn reference() -> String {
          | `sluice_events_dropped_total` | counter | reason | every loss, by the reasons in the tables' loss column |\n\
          | `sluice_output_lag_events` | gauge | sink, shard | durable events an output has not confirmed |\n\
          | `sluice_route_events_total` | counter | shard, transform, route | events a route sent to each of its outputs (`_unmatched` included) |\n\
+         | `sluice_transform_rule_matches_total` | counter | shard, transform, rule | matches of each rule of a transform (`redact`: replacements per built-in and rule) |\n\
          | `sluice_wal_fsync_seconds` | histogram | shard | WAL fdatasync latency |\n\
          | `sluice_ingest_durable_seconds` | histogram | shard | per event: socket read to durable in the WAL |\n",
     );

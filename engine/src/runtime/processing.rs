@@ -37,12 +37,21 @@ pub(super) fn register_counters(
     let list: Vec<Arc<TransformCounters>> = compiled
         .names()
         .into_iter()
-        .map(|(name, ports)| {
+        .map(|names| {
             registry
                 .iter()
-                .find(|c| c.name == name && c.ports == ports)
+                .find(|c| {
+                    c.name == names.name && c.ports == names.ports && c.count_names == names.counts
+                })
                 .cloned()
-                .unwrap_or_else(|| Arc::new(TransformCounters::new(&name, ports, shards)))
+                .unwrap_or_else(|| {
+                    Arc::new(TransformCounters::new(
+                        &names.name,
+                        names.ports,
+                        names.counts,
+                        shards,
+                    ))
+                })
         })
         .collect();
     *registry = list.clone();

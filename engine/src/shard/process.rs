@@ -27,8 +27,9 @@ pub struct Processing {
     plan: Plan,
     /// One per transform, in the plan's order.
     counters: Vec<Arc<TransformCounters>>,
-    /// What was published of each transform's stats.
+    /// What was published of each transform's stats and own counts.
     published: Vec<TransformStats>,
+    published_counts: Vec<Vec<u64>>,
     staged: Vec<u8>,
     staged_lens: Vec<usize>,
     fields: Vec<u8>,
@@ -52,16 +53,20 @@ impl Processing {
         counters: Vec<Arc<TransformCounters>>,
         joins: Vec<(String, Arc<JoinRule>)>,
     ) -> Self {
-        let published = plan
+        let published: Vec<TransformStats> = plan
             .stats()
             .map(|(_, s)| TransformStats {
                 ports: vec![0; s.ports.len()],
                 ..s.clone()
             })
             .collect();
+        let published_counts = (0..published.len())
+            .map(|i| vec![0; plan.counts(i).len()])
+            .collect();
         Processing {
             plan,
             counters,
+            published_counts,
             published,
             staged: Vec::new(),
             staged_lens: Vec::new(),
@@ -147,15 +152,19 @@ impl Processing {
 
     /// Adds what the transforms did since the last call to their counters.
     pub(crate) fn publish(&mut self, shard: usize) {
-        for ((counters, published), (_, now)) in self
+        let stats = self
             .counters
             .iter()
             .zip(&mut self.published)
-            .zip(self.plan.stats())
-        {
-            if now != published {
-                counters.add_delta(shard, now, published);
-                published.clone_from(now);
+            .zip(self.plan.stats());
+        for (i, ((counters, published), (_, now))) in stats.enumerate() {
+            if now == published {
+                continue; // Nothing ran through it: its own counts did not move either.
+            }
+            counters.add_delta(shard, now, published);
+            published.clone_from(now);
+            if let Some(before) = self.published_counts.get_mut(i) {
+                counters.add_counts(shard, &self.plan.counts(i), before);
             }
         }
     }

@@ -227,12 +227,29 @@ impl Compiled {
     }
 
     /// Transform names with their output port names (for the metrics).
-    pub fn names(&self) -> Vec<(String, Vec<String>)> {
+    /// Each transform's name, output names and own counts' names (`redact`: its rules).
+    pub fn names(&self) -> Vec<TransformNames> {
         self.transforms
             .iter()
-            .map(|(n, t)| (n.clone(), t.settings().ports()))
+            .map(|(n, t)| TransformNames {
+                name: n.clone(),
+                ports: t.settings().ports(),
+                counts: t
+                    .settings()
+                    .build(n)
+                    .map(|b| b.counts().into_iter().map(|(c, _)| c).collect())
+                    .unwrap_or_default(),
+            })
             .collect()
     }
+}
+
+/// What a transform's metrics are labelled with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransformNames {
+    pub name: String,
+    pub ports: Vec<String>,
+    pub counts: Vec<String>,
 }
 
 /// Each `multiline` joins the connections of its input sources, which must feed nothing else

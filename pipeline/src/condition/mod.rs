@@ -207,6 +207,8 @@ enum Test {
     StartsWith(Vec<u8>),
     EndsWith(Vec<u8>),
     Matches(Regex),
+    /// Several `matches` on one field joined by `or` (see `parse::merge_regexes`).
+    MatchesAny(regex::bytes::RegexSet),
     In(Vec<Literal>),
 }
 
@@ -267,6 +269,7 @@ fn passes(field: &Field, value: Value, test: &Test) -> bool {
         (Test::StartsWith(prefix), Value::Str(s)) => s.starts_with(prefix),
         (Test::EndsWith(suffix), Value::Str(s)) => s.ends_with(suffix),
         (Test::Matches(regex), Value::Str(s)) => regex.is_match(s),
+        (Test::MatchesAny(set), Value::Str(s)) => set.is_match(s),
         (Test::In(items), v) => items.iter().any(|l| equals(v, l)),
         (_, Value::Num(_)) => false,
     }

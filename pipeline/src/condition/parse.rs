@@ -67,7 +67,7 @@ impl<'a> Parser<'a> {
         Ok(if terms.len() == 1 {
             terms.remove(0)
         } else {
-            Expr::Any(terms)
+            Expr::Any(merge_regexes(terms))
         })
     }
 
@@ -230,4 +230,35 @@ fn level_literal(level: Level, literal: Literal, pos: usize) -> Result<Literal, 
         }
     };
     Ok(Literal::Num(code))
+}
+
+/// `f matches "a" or f matches "b" or …` on one field becomes one `RegexSet` test: one pass
+/// over the value instead of one per regex.
+fn merge_regexes(terms: Vec<Expr>) -> Vec<Expr> {
+    let mut out: Vec<Expr> = Vec::with_capacity(terms.len());
+    let mut groups: Vec<(Field, Vec<String>)> = Vec::new();
+    for term in terms {
+        match term {
+            Expr::Test(field, Test::Matches(regex)) => {
+                match groups.iter_mut().find(|(f, _)| *f == field) {
+                    Some((_, patterns)) => patterns.push(regex.as_str().to_string()),
+                    None => groups.push((field, vec![regex.as_str().to_string()])),
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    for (field, patterns) in groups {
+        let test = match patterns.as_slice() {
+            [one] => Regex::new(one).ok().map(Test::Matches),
+            _ => regex::bytes::RegexSet::new(&patterns)
+                .ok()
+                .map(Test::MatchesAny),
+        };
+        // Each pattern compiled alone already, so together they compile too.
+        if let Some(test) = test {
+            out.push(Expr::Test(field, test));
+        }
+    }
+    out
 }

@@ -237,3 +237,23 @@ proptest! {
         }
     }
 }
+
+/// `or` of several `matches` on one field is one RegexSet, with the same answers.
+#[test]
+fn several_regexes_on_one_field_match_as_one_set() {
+    let c = Condition::compile(r#"message matches "^a\d" or hostname == "h" or message matches "z$" or message matches "mid""#).unwrap();
+    let text = format!("{:?}", c);
+    assert!(text.contains("MatchesAny"), "{text}");
+    for (message, hostname, want) in [
+        ("a1 x", "x", true),
+        ("xx z", "x", true),
+        ("a mid b", "x", true),
+        ("nothing", "h", true),
+        ("nothing", "x", false),
+    ] {
+        let event = Event::default()
+            .with("message", message)
+            .with("hostname", hostname);
+        assert_eq!(c.matches(&event), want, "{message} {hostname}");
+    }
+}
