@@ -374,7 +374,7 @@ fn measure(
 const STALL: Duration = Duration::from_secs(60);
 
 /// `GET /metrics` from Sluice's admin API.
-fn scrape(api: SocketAddr) -> Result<String, String> {
+pub(crate) fn scrape(api: SocketAddr) -> Result<String, String> {
     let mut s = TcpStream::connect(api).map_err(|e| format!("admin API {api}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
@@ -479,7 +479,7 @@ pub(crate) fn stop(child: &mut Child, timeout: Duration) {
 }
 
 /// User + system CPU seconds of a process (from /proc).
-fn process_cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn process_cpu_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };

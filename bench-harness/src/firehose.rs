@@ -26,6 +26,9 @@ pub enum Format {
     Rfc3164,
     /// One JSON object per line (`message`, `host`, `app`, `severity`).
     JsonLines,
+    /// RFC 5424 at severity warning whose message is a JSON object (`http`, `user`, `msg`):
+    /// what a processing chain parses (`sluice-bench processing`).
+    Rfc5424JsonBody,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,6 +116,10 @@ pub fn template(format: Format, size: usize) -> (Vec<u8>, usize) {
         Format::JsonLines => (
             "{\"message\":\"",
             "\",\"host\":\"web-01\",\"app\":\"nginx\",\"severity\":\"info\"}",
+        ),
+        Format::Rfc5424JsonBody => (
+            "<132>1 2026-11-23T08:00:00.123456Z web-01.example.net api 4242 - - {\"http\":{\"method\":\"GET\",\"status\":200},\"user\":\"u-1234\",\"msg\":\"",
+            "\"}",
         ),
     };
     let fields = format!(
@@ -333,7 +340,12 @@ mod tests {
 
     #[test]
     fn messages_have_the_requested_size_and_patchable_seq() {
-        for format in [Format::Rfc5424, Format::Rfc3164, Format::JsonLines] {
+        for format in [
+            Format::Rfc5424,
+            Format::Rfc3164,
+            Format::JsonLines,
+            Format::Rfc5424JsonBody,
+        ] {
             let (mut line, at) = template(format, 200);
             assert_eq!(line.len(), 200);
             patch_seq(&mut line, at, 42);

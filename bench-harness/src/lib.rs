@@ -3,12 +3,14 @@
 //! [`firehose`]: the load generator's core; [`receive`]: the receiving end (loss, duplicates,
 //! latency); [`peers`]: the systems compared and their configurations; [`compare`]: the runs
 //! and the tables; [`plots`]: PNG charts; [`soak`]: the crash soak; [`parsediff`]: the parser
-//! compared with rsyslog's and syslog-ng's, field by field.
+//! compared with rsyslog's and syslog-ng's, field by field; [`processing`]: what a processing
+//! chain costs next to the plain path.
 
 pub mod compare;
 pub mod firehose;
 pub mod parsediff;
 pub mod peers;
 pub mod plots;
+pub mod processing;
 pub mod receive;
 pub mod soak;

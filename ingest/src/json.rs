@@ -214,6 +214,19 @@ fn write_value(out: &mut Vec<u8>, raw: &[u8], value: &mut Vec<u8>) {
 
 /// A JSON string literal for `bytes` (invalid UTF-8 replaced by U+FFFD).
 pub fn write_str(out: &mut Vec<u8>, bytes: &[u8]) {
+    // Short printable ASCII (field names, host and app names) needs neither validation nor
+    // escaping: copied as it is.
+    if bytes.len() <= 32
+        && bytes
+            .iter()
+            .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.reserve(bytes.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     out.push(b'"');
     match std::str::from_utf8(bytes) {
         Ok(s) => escape_into(out, s),

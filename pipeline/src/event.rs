@@ -77,6 +77,7 @@ pub struct Fields {
     /// Scratch for writing nested JSON: entry order sorted by path, the open objects.
     order: Vec<u32>,
     open: Vec<Range32>,
+    closed: Vec<Range32>,
 }
 
 /// Whether `name` is `path` or lies under it (`a.b` under `a`).
@@ -107,6 +108,13 @@ impl Fields {
     /// Sets `path` (dotted) to `value`, replacing what collides with it (see the module docs).
     pub fn set(&mut self, path: &[u8], value: NewValue<'_>) {
         self.remove_colliding(path);
+        self.push_new(path, value);
+    }
+
+    /// Adds `path` without looking for what it collides with: for filling a store that was
+    /// empty from one parsed object (whose paths cannot collide, except a key the object
+    /// repeats: then both are kept and the later one wins, as in JSON).
+    pub fn push_new(&mut self, path: &[u8], value: NewValue<'_>) {
         let name = self.push_bytes(path);
         let value = match value {
             NewValue::Str(s) => FieldValue::Str(self.push_bytes(s)),
@@ -234,20 +242,33 @@ impl Fields {
     /// Writes the fields as the members of a JSON object (`"a":1,"http":{"status":200}`),
     /// without braces, nesting dotted paths. Allocates nothing once the scratch has grown.
     pub fn write_json_members(&mut self, out: &mut Vec<u8>) {
-        let arena = &self.arena;
-        let entries = &self.entries;
+        let start = out.len();
         self.order.clear();
-        self.order.extend(0..entries.len() as u32);
-        // By path, so entries under one prefix are adjacent and their object written once
-        // (paths are unique: setting one removes what collides with it).
+        self.order.extend(0..self.entries.len() as u32);
+        // In insertion order when entries under one prefix are adjacent (a parsed JSON object
+        // always is); otherwise sorted by path, which makes them adjacent.
+        if self.write_in_order(out) {
+            return;
+        }
+        out.truncate(start);
+        let (arena, entries) = (&self.arena, &self.entries);
         self.order.sort_unstable_by(|&a, &b| {
             entries[a as usize]
                 .name
                 .get(arena)
                 .cmp(entries[b as usize].name.get(arena))
         });
-        let open = &mut self.open;
+        self.write_in_order(out);
+    }
+
+    /// Writes the entries in `self.order`; false (output incomplete) when an object it
+    /// already closed would have to open again.
+    fn write_in_order(&mut self, out: &mut Vec<u8>) -> bool {
+        let (arena, entries) = (&self.arena, &self.entries);
+        // Open objects and closed ones, as full prefixes (`http`, `http.request`).
+        let (open, closed) = (&mut self.open, &mut self.closed);
         open.clear();
+        closed.clear();
         let mut first = true;
         for &i in &self.order {
             let entry = &entries[i as usize];
@@ -255,22 +276,32 @@ impl Fields {
             let base = entry.name.start as usize;
             let leaf_start = memchr::memrchr(b'.', name).map_or(0, |d| d + 1);
             let parents = || segments(&name[..leaf_start.saturating_sub(1)], base, leaf_start);
+            let prefix = |seg: Range32| Range32 {
+                start: base as u32,
+                end: seg.end,
+            };
             let common = parents()
                 .zip(open.iter())
-                .take_while(|(seg, o)| o.get(arena) == seg.get(arena))
+                .take_while(|(seg, o)| o.get(arena) == prefix(*seg).get(arena))
                 .count();
             while open.len() > common {
-                open.pop();
+                if let Some(done) = open.pop() {
+                    closed.push(done);
+                }
                 out.push(b'}');
             }
             for segment in parents().skip(common) {
+                let full = prefix(segment);
+                if closed.iter().any(|c| c.get(arena) == full.get(arena)) {
+                    return false;
+                }
                 if !first {
                     out.push(b',');
                 }
                 ingest::json::write_str(out, segment.get(arena));
                 out.extend_from_slice(b":{");
                 first = true;
-                open.push(segment);
+                open.push(full);
             }
             if !first {
                 out.push(b',');
@@ -283,6 +314,7 @@ impl Fields {
         for _ in open.drain(..) {
             out.push(b'}');
         }
+        true
     }
 }
 
@@ -319,15 +351,32 @@ fn path_equals(name: &[u8], parts: &[String]) -> bool {
     rest.is_empty()
 }
 
+/// Decimal digits of `v` without going through `fmt`.
+fn write_i64(out: &mut Vec<u8>, v: i64) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    let mut n = v.unsigned_abs();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&buf[at..]);
+}
+
 /// One value as JSON.
 pub fn write_value(out: &mut Vec<u8>, value: &FieldValue, arena: &[u8]) {
     use std::io::Write as _;
     match value {
         FieldValue::Str(r) => ingest::json::write_str(out, r.get(arena)),
         FieldValue::Json(r) => out.extend_from_slice(r.get(arena)),
-        FieldValue::Int(i) => {
-            let _ = write!(out, "{i}");
-        }
+        FieldValue::Int(i) => write_i64(out, *i),
         FieldValue::Float(f) if f.is_finite() => {
             let _ = write!(out, "{f}");
         }
@@ -367,9 +416,20 @@ impl Event {
         self.parsed = *parsed;
         self.source_ip = source_ip;
         self.ip_text.clear();
-        if let Some(ip) = source_ip {
-            use std::io::Write as _;
-            let _ = write!(self.ip_text, "{ip}");
+        match source_ip {
+            Some(IpAddr::V4(v4)) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        self.ip_text.push(b'.');
+                    }
+                    write_i64(&mut self.ip_text, i64::from(octet));
+                }
+            }
+            Some(ip) => {
+                use std::io::Write as _;
+                let _ = write!(self.ip_text, "{ip}");
+            }
+            None => {}
         }
         self.fields.clear();
     }

@@ -34,6 +34,29 @@ enum Command {
     Compare(CompareCli),
     /// Sluice's syslog parser next to rsyslog's and syslog-ng's on a corpus, field by field.
     ParseDiff(ParseDiffCli),
+    /// The plain path next to a typical processing chain (filter + every built-in redaction +
+    /// JSON parse): events/s, CPU ns/event and the chain's share of the plain path's throughput.
+    Processing(ProcessingCli),
+}
+
+#[derive(clap::Args)]
+struct ProcessingCli {
+    #[arg(long, default_value = "target/release/sluice")]
+    sluice: std::path::PathBuf,
+    #[arg(long, default_value_t = 2_000_000)]
+    count: u64,
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    #[arg(long, default_value_t = 250)]
+    size: usize,
+    /// Rounds of the three set-ups (the table gives medians).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    #[arg(long, default_value = "/tmp/sluice-processing")]
+    work_dir: std::path::PathBuf,
+    /// Also write the table into this markdown file (between its processing markers).
+    #[arg(long)]
+    write: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -110,6 +133,27 @@ enum SystemName {
 
 const TABLE_START: &str = "<!-- compare:start -->";
 const TABLE_END: &str = "<!-- compare:end -->";
+const PROCESSING_START: &str = "<!-- processing:start -->";
+const PROCESSING_END: &str = "<!-- processing:end -->";
+
+fn processing(cli: ProcessingCli) -> Result<(), String> {
+    use bench_harness::processing;
+    let args = processing::ProcessingArgs {
+        sluice: cli.sluice,
+        count: cli.count,
+        connections: cli.connections,
+        size: cli.size,
+        rounds: cli.rounds,
+        work_dir: cli.work_dir,
+    };
+    let runs = processing::run(&args)?;
+    let table = processing::table(&runs, &args);
+    print!("{table}");
+    if let Some(path) = cli.write {
+        write_between(&path, &table, PROCESSING_START, PROCESSING_END)?;
+    }
+    Ok(())
+}
 
 fn compare(cli: CompareCli) -> Result<(), String> {
     let rows = bench_harness::compare::compare(&bench_harness::compare::CompareArgs {
@@ -136,7 +180,7 @@ fn compare(cli: CompareCli) -> Result<(), String> {
     let table = bench_harness::compare::table(&rows, cli.size);
     print!("{table}");
     if let Some(path) = cli.write {
-        write_between_markers(&path, &table)?;
+        write_between(&path, &table, TABLE_START, TABLE_END)?;
         let dir = path.parent().unwrap_or(std::path::Path::new("."));
         bench_harness::plots::throughput_png(&rows, &dir.join("benchmarks-throughput.png"))?;
         bench_harness::plots::latency_png(&rows, &dir.join("benchmarks-latency.png"))?;
@@ -147,15 +191,17 @@ fn compare(cli: CompareCli) -> Result<(), String> {
     Ok(())
 }
 
-fn write_between_markers(path: &std::path::Path, table: &str) -> Result<(), String> {
+fn write_between(
+    path: &std::path::Path,
+    table: &str,
+    start: &str,
+    end: &str,
+) -> Result<(), String> {
     let doc = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let (Some(a), Some(b)) = (doc.find(TABLE_START), doc.find(TABLE_END)) else {
-        return Err(format!(
-            "{}: no {TABLE_START} … {TABLE_END} markers",
-            path.display()
-        ));
+    let (Some(a), Some(b)) = (doc.find(start), doc.find(end)) else {
+        return Err(format!("{}: no {start} … {end} markers", path.display()));
     };
-    let updated = format!("{}{TABLE_START}\n{table}{}", &doc[..a], &doc[b..]);
+    let updated = format!("{}{start}\n{table}{}", &doc[..a], &doc[b..]);
     std::fs::write(path, updated).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -258,6 +304,8 @@ enum Format {
     Rfc5424,
     Rfc3164,
     JsonLines,
+    /// RFC 5424 at severity warning with a JSON object as the message.
+    Rfc5424JsonBody,
 }
 
 impl From<Format> for firehose::Format {
@@ -266,6 +314,7 @@ impl From<Format> for firehose::Format {
             Format::Rfc5424 => firehose::Format::Rfc5424,
             Format::Rfc3164 => firehose::Format::Rfc3164,
             Format::JsonLines => firehose::Format::JsonLines,
+            Format::Rfc5424JsonBody => firehose::Format::Rfc5424JsonBody,
         }
     }
 }
@@ -452,6 +501,7 @@ fn main() -> std::process::ExitCode {
         Command::Disk(args) => disk(args),
         Command::Compare(args) => compare(args),
         Command::ParseDiff(args) => parse_diff(args),
+        Command::Processing(args) => processing(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

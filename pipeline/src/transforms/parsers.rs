@@ -95,14 +95,15 @@ fn flatten_root(
     text: &mut Vec<u8>,
 ) -> bool {
     paths.reset();
+    let fresh = fields.is_empty();
     match nodes.first() {
         Some(Node::Object { .. }) => {
-            flatten(nodes, 0, paths, fields, text);
+            flatten(nodes, 0, paths, fields, text, fresh);
             true
         }
         Some(_) if !paths.prefix.is_empty() => {
             let prefix = std::mem::take(&mut paths.path);
-            set_leaf(nodes, 0, &prefix, fields, text);
+            set_leaf(nodes, 0, &prefix, fields, text, fresh);
             paths.path = prefix;
             true
         }
@@ -117,6 +118,7 @@ fn flatten(
     paths: &mut Paths,
     fields: &mut Fields,
     text: &mut Vec<u8>,
+    fresh: bool,
 ) -> usize {
     let Some(Node::Object { len, .. }) = nodes.get(at) else {
         return at + 1;
@@ -129,15 +131,24 @@ fn flatten(
         let back = paths.push(key.as_bytes());
         i += 1;
         if matches!(nodes.get(i), Some(Node::Object { len, .. }) if *len > 0) {
-            i = flatten(nodes, i, paths, fields, text);
+            i = flatten(nodes, i, paths, fields, text, fresh);
         } else {
             let path = std::mem::take(&mut paths.path);
-            i = set_leaf(nodes, i, &path, fields, text);
+            i = set_leaf(nodes, i, &path, fields, text, fresh);
             paths.path = path;
         }
         paths.path.truncate(back);
     }
     i
+}
+
+/// Sets a field; `fresh`: the store was empty before this parse (nothing to collide with).
+fn put(fields: &mut Fields, fresh: bool, path: &[u8], value: NewValue<'_>) {
+    if fresh {
+        fields.push_new(path, value);
+    } else {
+        fields.set(path, value);
+    }
 }
 
 /// Sets `path` to the value at `nodes[at]`; returns the index after it.
@@ -147,21 +158,22 @@ fn set_leaf(
     path: &[u8],
     fields: &mut Fields,
     text: &mut Vec<u8>,
+    fresh: bool,
 ) -> usize {
     match nodes.get(at) {
-        Some(Node::String(s)) => fields.set(path, NewValue::Str(s.as_bytes())),
-        Some(Node::Static(StaticNode::I64(n))) => fields.set(path, NewValue::Int(*n)),
+        Some(Node::String(s)) => put(fields, fresh, path, NewValue::Str(s.as_bytes())),
+        Some(Node::Static(StaticNode::I64(n))) => put(fields, fresh, path, NewValue::Int(*n)),
         Some(Node::Static(StaticNode::U64(n))) => match i64::try_from(*n) {
-            Ok(n) => fields.set(path, NewValue::Int(n)),
-            Err(_) => fields.set(path, NewValue::Float(*n as f64)),
+            Ok(n) => put(fields, fresh, path, NewValue::Int(n)),
+            Err(_) => put(fields, fresh, path, NewValue::Float(*n as f64)),
         },
-        Some(Node::Static(StaticNode::F64(f))) => fields.set(path, NewValue::Float(*f)),
-        Some(Node::Static(StaticNode::Bool(b))) => fields.set(path, NewValue::Bool(*b)),
-        Some(Node::Static(StaticNode::Null)) => fields.set(path, NewValue::Null),
+        Some(Node::Static(StaticNode::F64(f))) => put(fields, fresh, path, NewValue::Float(*f)),
+        Some(Node::Static(StaticNode::Bool(b))) => put(fields, fresh, path, NewValue::Bool(*b)),
+        Some(Node::Static(StaticNode::Null)) => put(fields, fresh, path, NewValue::Null),
         Some(Node::Array { .. } | Node::Object { .. }) => {
             text.clear();
             let next = write_json(nodes, at, text);
-            fields.set(path, NewValue::Json(text));
+            put(fields, fresh, path, NewValue::Json(text));
             return next;
         }
         None => return nodes.len(),

@@ -378,3 +378,25 @@ fn a_chain_changes_the_event_in_place() {
         vec![(serde_json::json!({"x": 1, "y": "tcp"}), 1 << 5)]
     );
 }
+
+/// A parsed JSON object is written in its own order (no sort needed), and equal to the
+/// sorted writing when an object would reopen.
+#[test]
+fn fields_keep_document_order_when_grouped() {
+    let mut p = ParseJson::new("j", Input::Message, None, OnError::Keep);
+    let mut e = event(br#"<13>1 - h app - - - {"z":1,"http":{"b":2,"a":3},"c":"x"}"#);
+    p.process(&mut e, &CTX);
+    let mut out = Vec::new();
+    e.fields.write_json_members(&mut out);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        r#""z":1,"http":{"b":2,"a":3},"c":"x""#
+    );
+    e.fields.set(b"http.new", NewValue::Bool(true));
+    let mut out = Vec::new();
+    e.fields.write_json_members(&mut out);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        r#""c":"x","http":{"a":3,"b":2,"new":true},"z":1"#
+    );
+}

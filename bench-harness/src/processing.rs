@@ -1,0 +1,319 @@
+//! `sluice-bench processing`: what a processing chain costs. The same load goes to Sluice with
+//! no transforms (the plain path: raw and JSON output) and with the issue's typical chain
+//! (severity filter + every built-in redaction + JSON parse of the message, JSON output), one
+//! after another, in rounds; the table gives events/s, CPU ns per event and the chain's share
+//! of the plain path's throughput (the median over the rounds).
+//!
+//! Both cores, durable (WAL fsync 5 ms, file fdatasync). Nothing else runs during a run: no
+//! tailer reads the output while it is written (the harness polls Sluice's own
+//! `sluice_output_events_sent_total` every 20 ms and counts the file's lines afterwards).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::compare::{free_port, metric_sum, process_cpu_seconds, scrape, stop};
+use crate::firehose::{self, Firehose, Format, Framing};
+
+pub struct ProcessingArgs {
+    pub sluice: PathBuf,
+    pub count: u64,
+    pub connections: usize,
+    pub size: usize,
+    pub rounds: usize,
+    pub work_dir: PathBuf,
+}
+
+/// The set-ups compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setup {
+    PlainRaw,
+    /// Filter + every built-in redaction, raw output (the same bytes out as the plain path).
+    ChainRaw,
+    PlainJson,
+    Chain,
+}
+
+impl Setup {
+    pub const ALL: [Setup; 4] = [
+        Setup::PlainRaw,
+        Setup::ChainRaw,
+        Setup::PlainJson,
+        Setup::Chain,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Setup::PlainRaw => "plain path, raw output",
+            Setup::ChainRaw => "filter + 7 redactions, raw output",
+            Setup::PlainJson => "plain path, JSON output",
+            Setup::Chain => "filter + 7 redactions + parse_json, JSON output",
+        }
+    }
+
+    fn slug(self) -> &'static str {
+        match self {
+            Setup::PlainRaw => "plain-raw",
+            Setup::ChainRaw => "chain-raw",
+            Setup::PlainJson => "plain-json",
+            Setup::Chain => "chain",
+        }
+    }
+}
+
+/// The typical chain of issue 13 (everything passes the filter: the load is at warning).
+pub const CHAIN: &str = r#"
+[transforms.important]
+type = "filter"
+inputs = ["tcp"]
+condition = 'severity >= warning'
+
+[transforms.scrub]
+type = "redact"
+inputs = ["important"]
+builtins = ["credit_card", "ssn", "email", "ipv4", "ipv6", "secret_values", "bearer_token"]
+
+[transforms.fields]
+type = "parse_json"
+inputs = ["scrub"]
+"#;
+
+fn config(setup: Setup, dir: &Path, port: u16, api: SocketAddr) -> String {
+    let without_parse = CHAIN.split("[transforms.fields]").next().unwrap_or(CHAIN);
+    let (encoding, inputs, chain) = match setup {
+        Setup::PlainRaw => ("raw", "", ""),
+        Setup::ChainRaw => ("raw", "inputs = [\"scrub\"]\n", without_parse),
+        Setup::PlainJson => ("json", "", ""),
+        Setup::Chain => ("json", "inputs = [\"fields\"]\n", CHAIN),
+    };
+    format!(
+        "data_dir = \"{data}\"\nstatus_interval = \"0s\"\n[api]\naddress = \"{api}\"\n[wal]\nfsync = \"5ms\"\n\
+         [sources.tcp]\ntype = \"syslog\"\nmode = \"tcp\"\naddress = \"127.0.0.1:{port}\"\n{chain}\n\
+         [sinks.file]\ntype = \"file\"\n{inputs}path = \"{out}\"\nencoding = \"{encoding}\"\nrotate_size = \"100GB\"\nfsync = \"always\"\n",
+        data = dir.join("data").display(),
+        out = dir.join("out.log").display(),
+    )
+}
+
+/// One run's result.
+#[derive(Clone, Debug)]
+pub struct Run {
+    pub setup: Setup,
+    pub round: usize,
+    pub events: u64,
+    pub events_per_sec: f64,
+    pub cpu_ns_per_event: f64,
+}
+
+pub fn run(args: &ProcessingArgs) -> Result<Vec<Run>, String> {
+    let _ = std::fs::remove_dir_all(&args.work_dir);
+    let mut runs = Vec::new();
+    for round in 1..=args.rounds {
+        for setup in Setup::ALL {
+            let run = run_one(setup, round, args)?;
+            eprintln!(
+                "round {round}: {}: {:.0} events/s, {:.0} CPU ns/event",
+                setup.name(),
+                run.events_per_sec,
+                run.cpu_ns_per_event
+            );
+            runs.push(run);
+        }
+    }
+    Ok(runs)
+}
+
+fn run_one(setup: Setup, round: usize, args: &ProcessingArgs) -> Result<Run, String> {
+    let dir = args.work_dir.join(format!("{}-{round}", setup.slug()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let port = free_port()?;
+    let api: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+    let text = config(setup, &dir, port, api);
+    std::fs::write(dir.join("config"), &text).map_err(|e| e.to_string())?;
+    let mut child = start(&args.sluice, &dir)?;
+    let result = measure(&mut child, port, api, args, setup, round);
+    stop(&mut child, Duration::from_secs(60));
+    let lines = count_lines(&dir.join("out.log"));
+    let _ = std::fs::remove_dir_all(dir.join("data"));
+    let _ = std::fs::remove_file(dir.join("out.log"));
+    let run = result?;
+    if lines != run.events {
+        return Err(format!(
+            "{}: {} events sent, {lines} lines written",
+            setup.name(),
+            run.events
+        ));
+    }
+    Ok(run)
+}
+
+fn start(sluice: &Path, dir: &Path) -> Result<Child, String> {
+    let log = std::fs::File::create(dir.join("server.log")).map_err(|e| e.to_string())?;
+    Command::new(sluice)
+        .arg("run")
+        .arg("--config")
+        .arg(dir.join("config"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("start {}: {e}", sluice.display()))
+}
+
+fn measure(
+    child: &mut Child,
+    port: u16,
+    api: SocketAddr,
+    args: &ProcessingArgs,
+    setup: Setup,
+    round: usize,
+) -> Result<Run, String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The admin API answers before the shards listen: wait for the source.
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() || scrape(api).is_err() {
+        if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
+            return Err("Sluice did not start (see server.log)".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let firehose = Firehose {
+        address: ([127, 0, 0, 1], port).into(),
+        connections: args.connections,
+        count: args.count,
+        size: args.size,
+        framing: Framing::Newline,
+        format: Format::Rfc5424JsonBody,
+        ..Firehose::default()
+    };
+    let pid = child.id();
+    let cpu_before = process_cpu_seconds(pid);
+    let started = Instant::now();
+    let total = firehose::run(&firehose)?.sent;
+    let mut last = (0.0, Instant::now());
+    loop {
+        let sent = metric_sum(&scrape(api)?, "sluice_output_events_sent_total");
+        if sent as u64 >= total {
+            break;
+        }
+        if sent != last.0 {
+            last = (sent, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(60) {
+            return Err(format!("stalled at {sent} of {total} events"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = process_cpu_seconds(pid) - cpu_before;
+    Ok(Run {
+        setup,
+        round,
+        events: total,
+        events_per_sec: total as f64 / elapsed,
+        cpu_ns_per_event: cpu * 1e9 / total as f64,
+    })
+}
+
+fn count_lines(path: &Path) -> u64 {
+    std::fs::read(path).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// The markdown table: per set-up the median events/s and CPU ns/event, each round's ratio
+/// of the chain to the plain path (JSON output), and their median.
+pub fn table(runs: &[Run], args: &ProcessingArgs) -> String {
+    let mut t = format!(
+        "{} events of {} bytes (RFC 5424, severity warning, a JSON object as the message) over {} connections, both cores, durable (WAL fsync 5 ms, file fdatasync), {} rounds; medians.\n\n\
+         | set-up | events/s | CPU ns/event |\n|---|---|---|\n",
+        args.count, args.size, args.connections, args.rounds
+    );
+    for setup in Setup::ALL {
+        let of =
+            |f: fn(&Run) -> f64| median(runs.iter().filter(|r| r.setup == setup).map(f).collect());
+        t.push_str(&format!(
+            "| {} | {:.0} | {:.0} |\n",
+            setup.name(),
+            of(|r| r.events_per_sec),
+            of(|r| r.cpu_ns_per_event)
+        ));
+    }
+    let ratios = |chain: Setup, base: Setup| -> Vec<f64> {
+        (1..=args.rounds)
+            .filter_map(|round| {
+                let rate = |s: Setup| {
+                    runs.iter()
+                        .find(|r| r.setup == s && r.round == round)
+                        .map(|r| r.events_per_sec)
+                };
+                Some(rate(chain)? / rate(base)?)
+            })
+            .collect()
+    };
+    let list = |v: &[f64]| {
+        v.iter()
+            .map(|r| format!("{:.0}%", r * 100.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (chain, base, what) in [
+        (
+            Setup::Chain,
+            Setup::PlainJson,
+            "the typical chain (JSON output) / the plain path (JSON output)",
+        ),
+        (
+            Setup::ChainRaw,
+            Setup::PlainRaw,
+            "filter + redactions (raw output) / the plain path (raw output)",
+        ),
+        (
+            Setup::Chain,
+            Setup::PlainRaw,
+            "the typical chain (JSON output) / the plain path (raw output)",
+        ),
+    ] {
+        let r = ratios(chain, base);
+        t.push_str(&format!(
+            "\n- {what}: **{:.0}%** (rounds: {})",
+            median(r.clone()) * 100.0,
+            list(&r)
+        ));
+    }
+    t.push('\n');
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chain_config_is_the_issues_chain() {
+        let text = config(
+            Setup::Chain,
+            Path::new("/tmp/x"),
+            1,
+            ([127, 0, 0, 1], 2).into(),
+        );
+        for needle in [
+            "type = \"filter\"",
+            "type = \"redact\"",
+            "\"bearer_token\"",
+            "type = \"parse_json\"",
+            "inputs = [\"fields\"]",
+            "fsync = \"always\"",
+        ] {
+            assert!(text.contains(needle), "{needle}: {text}");
+        }
+        assert!(!config(
+            Setup::PlainJson,
+            Path::new("/tmp/x"),
+            1,
+            ([127, 0, 0, 1], 2).into()
+        )
+        .contains("transforms"));
+    }
+}
