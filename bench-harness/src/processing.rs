@@ -23,11 +23,15 @@ pub struct ProcessingArgs {
     pub size: usize,
     pub rounds: usize,
     pub work_dir: PathBuf,
+    /// Another build (before a change) whose plain path runs in the same rounds.
+    pub baseline: Option<PathBuf>,
 }
 
 /// The set-ups compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Setup {
+    /// The plain path of the `baseline` build.
+    BaselineRaw,
     PlainRaw,
     /// Filter + every built-in redaction, raw output (the same bytes out as the plain path).
     ChainRaw,
@@ -36,7 +40,8 @@ pub enum Setup {
 }
 
 impl Setup {
-    pub const ALL: [Setup; 4] = [
+    pub const ALL: [Setup; 5] = [
+        Setup::BaselineRaw,
         Setup::PlainRaw,
         Setup::ChainRaw,
         Setup::PlainJson,
@@ -45,6 +50,7 @@ impl Setup {
 
     pub fn name(self) -> &'static str {
         match self {
+            Setup::BaselineRaw => "plain path, raw output (the baseline build)",
             Setup::PlainRaw => "plain path, raw output",
             Setup::ChainRaw => "filter + 7 redactions, raw output",
             Setup::PlainJson => "plain path, JSON output",
@@ -54,6 +60,7 @@ impl Setup {
 
     fn slug(self) -> &'static str {
         match self {
+            Setup::BaselineRaw => "baseline-raw",
             Setup::PlainRaw => "plain-raw",
             Setup::ChainRaw => "chain-raw",
             Setup::PlainJson => "plain-json",
@@ -82,7 +89,7 @@ inputs = ["scrub"]
 fn config(setup: Setup, dir: &Path, port: u16, api: SocketAddr) -> String {
     let without_parse = CHAIN.split("[transforms.fields]").next().unwrap_or(CHAIN);
     let (encoding, inputs, chain) = match setup {
-        Setup::PlainRaw => ("raw", "", ""),
+        Setup::PlainRaw | Setup::BaselineRaw => ("raw", "", ""),
         Setup::ChainRaw => ("raw", "inputs = [\"scrub\"]\n", without_parse),
         Setup::PlainJson => ("json", "", ""),
         Setup::Chain => ("json", "inputs = [\"fields\"]\n", CHAIN),
@@ -111,6 +118,9 @@ pub fn run(args: &ProcessingArgs) -> Result<Vec<Run>, String> {
     let mut runs = Vec::new();
     for round in 1..=args.rounds {
         for setup in Setup::ALL {
+            if setup == Setup::BaselineRaw && args.baseline.is_none() {
+                continue;
+            }
             let run = run_one(setup, round, args)?;
             eprintln!(
                 "round {round}: {}: {:.0} events/s, {:.0} CPU ns/event",
@@ -131,7 +141,11 @@ fn run_one(setup: Setup, round: usize, args: &ProcessingArgs) -> Result<Run, Str
     let api: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
     let text = config(setup, &dir, port, api);
     std::fs::write(dir.join("config"), &text).map_err(|e| e.to_string())?;
-    let mut child = start(&args.sluice, &dir)?;
+    let binary = match (setup, &args.baseline) {
+        (Setup::BaselineRaw, Some(b)) => b,
+        _ => &args.sluice,
+    };
+    let mut child = start(binary, &dir)?;
     let result = measure(&mut child, port, api, args, setup, round);
     stop(&mut child, Duration::from_secs(60));
     let lines = count_lines(&dir.join("out.log"));
@@ -258,7 +272,13 @@ pub fn table(runs: &[Run], args: &ProcessingArgs) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    for (chain, base, what) in [
+    let mut pairs = vec![(
+        Setup::PlainRaw,
+        Setup::BaselineRaw,
+        "the plain path (raw output) / the baseline build's",
+    )];
+    pairs.retain(|_| args.baseline.is_some());
+    pairs.extend([
         (
             Setup::Chain,
             Setup::PlainJson,
@@ -274,7 +294,8 @@ pub fn table(runs: &[Run], args: &ProcessingArgs) -> String {
             Setup::PlainRaw,
             "the typical chain (JSON output) / the plain path (raw output)",
         ),
-    ] {
+    ]);
+    for (chain, base, what) in pairs {
         let r = ratios(chain, base);
         t.push_str(&format!(
             "\n- {what}: **{:.0}%** (rounds: {})",

@@ -45,33 +45,79 @@ pub fn override_bits<'a>(names: impl Iterator<Item = &'a [u8]>) -> u16 {
     bits
 }
 
-/// Appends `event` as one JSON object and a newline to `out`.
-pub fn write_event(out: &mut Vec<u8>, event: &EventView, shard: u32) {
-    out.push(b'{');
-    let mut first = true;
-    let overrides = event.overrides;
-    // Writes the key unless the fields replace it; false when skipped.
-    let mut key = |out: &mut Vec<u8>, index: usize| {
-        if overrides & (1 << index) != 0 {
+/// Writes a standard key unless the record's fields replace it (see [`STANDARD_KEYS`]).
+struct Keys {
+    first: bool,
+    overrides: u16,
+}
+
+impl Keys {
+    /// Writes `"key":` for key `index`; false (nothing written) when the fields replace it.
+    fn key(&mut self, out: &mut Vec<u8>, index: usize) -> bool {
+        if self.overrides & (1 << index) != 0 {
             return false;
         }
-        if !first {
+        if !self.first {
             out.push(b',');
         }
-        first = false;
+        self.first = false;
         out.push(b'"');
         out.extend_from_slice(STANDARD_KEYS[index].as_bytes());
         out.extend_from_slice(b"\":");
         true
+    }
+}
+
+/// Appends `event` as one JSON object and a newline to `out`.
+pub fn write_event(out: &mut Vec<u8>, event: &EventView, shard: u32) {
+    out.push(b'{');
+    let mut keys = Keys {
+        first: true,
+        overrides: event.overrides,
     };
+    write_header_keys(out, event, &mut keys);
+    if keys.key(out, 9) {
+        write_str(out, event.message());
+    }
+    if let Some(sd) = event.structured_data() {
+        if keys.key(out, 10) {
+            write_structured_data(out, sd);
+        }
+    }
+    if let Some(ip) = event.source_ip {
+        if keys.key(out, 11) {
+            write_ip(out, ip);
+        }
+    }
+    if keys.key(out, 12) {
+        write_str(out, event.format.name().as_bytes());
+    }
+    if !event.parse_flags.is_empty() && keys.key(out, 13) {
+        write_flag_names(out, event.parse_flags);
+    }
+    if event.truncated && keys.key(out, 14) {
+        out.extend_from_slice(b"true");
+    }
+    if keys.key(out, 15) {
+        write_u32(out, shard);
+    }
+    if !event.fields.is_empty() {
+        out.push(b',');
+        out.extend_from_slice(event.fields);
+    }
+    out.extend_from_slice(b"}\n");
+}
+
+/// The keys before the message: times, header fields, facility and severity, version.
+fn write_header_keys(out: &mut Vec<u8>, event: &EventView, keys: &mut Keys) {
     if let Some(ts) = event.timestamp {
-        if key(out, 0) {
+        if keys.key(out, 0) {
             out.push(b'"');
             civil::write_rfc3339(out, ts.secs, ts.nanos);
             out.push(b'"');
         }
     }
-    if key(out, 1) {
+    if keys.key(out, 1) {
         out.push(b'"');
         civil::write_rfc3339_micros(out, event.received_at_us);
         out.push(b'"');
@@ -83,52 +129,22 @@ pub fn write_event(out: &mut Vec<u8>, event: &EventView, shard: u32) {
         (5, event.msgid()),
     ] {
         if let Some(v) = value {
-            if key(out, index) {
+            if keys.key(out, index) {
                 write_str(out, v);
             }
         }
     }
     if let Some(pri) = event.pri {
-        if key(out, 6) {
+        if keys.key(out, 6) {
             write_str(out, FACILITY_NAMES[usize::from(pri >> 3) % 24].as_bytes());
         }
-        if key(out, 7) {
+        if keys.key(out, 7) {
             write_str(out, SEVERITY_NAMES[usize::from(pri & 7)].as_bytes());
         }
     }
-    if event.format == Format::Rfc5424 && key(out, 8) {
+    if event.format == Format::Rfc5424 && keys.key(out, 8) {
         write_u32(out, u32::from(event.version));
     }
-    if key(out, 9) {
-        write_str(out, event.message());
-    }
-    if let Some(sd) = event.structured_data() {
-        if key(out, 10) {
-            write_structured_data(out, sd);
-        }
-    }
-    if let Some(ip) = event.source_ip {
-        if key(out, 11) {
-            write_ip(out, ip);
-        }
-    }
-    if key(out, 12) {
-        write_str(out, event.format.name().as_bytes());
-    }
-    if !event.parse_flags.is_empty() && key(out, 13) {
-        write_flag_names(out, event.parse_flags);
-    }
-    if event.truncated && key(out, 14) {
-        out.extend_from_slice(b"true");
-    }
-    if key(out, 15) {
-        write_u32(out, shard);
-    }
-    if !event.fields.is_empty() {
-        out.push(b',');
-        out.extend_from_slice(event.fields);
-    }
-    out.extend_from_slice(b"}\n");
 }
 
 /// `["no_pri","bad_sd"]`: the names of the flags set.

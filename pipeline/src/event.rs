@@ -393,6 +393,8 @@ pub struct Event {
     pub source_ip: Option<IpAddr>,
     /// `source_ip` as text (conditions and throttle keys compare it).
     ip_text: Vec<u8>,
+    /// The source's name (set by the shard before the graph runs).
+    source: Vec<u8>,
     pub fields: Fields,
 }
 
@@ -403,6 +405,7 @@ impl Default for Event {
             parsed: ingest::parse(b"", 0),
             source_ip: None,
             ip_text: Vec::new(),
+            source: Vec::new(),
             fields: Fields::default(),
         }
     }
@@ -440,6 +443,7 @@ impl Event {
         self.parsed = other.parsed;
         self.source_ip = other.source_ip;
         self.ip_text.clone_from(&other.ip_text);
+        self.source.clone_from(&other.source);
         self.fields.arena.clone_from(&other.fields.arena);
         self.fields.entries.clone_from(&other.fields.entries);
     }
@@ -484,6 +488,12 @@ impl Event {
         };
     }
 
+    /// Names the source the event came from (`source` in conditions).
+    pub fn set_source(&mut self, name: &[u8]) {
+        self.source.clear();
+        self.source.extend_from_slice(name);
+    }
+
     /// The source address as text (empty when unknown).
     pub fn source_ip_text(&self) -> &[u8] {
         &self.ip_text
@@ -502,6 +512,7 @@ impl Event {
             b"severity" => self.severity().map(|s| Value::Num(f64::from(s))),
             b"facility" => self.facility().map(|f| Value::Num(f64::from(f))),
             b"source_ip" => (!self.ip_text.is_empty()).then_some(Value::Str(&self.ip_text)),
+            b"source" => (!self.source.is_empty()).then_some(Value::Str(&self.source)),
             path => self.fields.get(path).and_then(|v| self.value_of(v)),
         }
     }
@@ -552,6 +563,7 @@ impl crate::condition::Fields for Event {
             Field::Severity => self.severity().map(|s| Value::Num(f64::from(s))),
             Field::Facility => self.facility().map(|f| Value::Num(f64::from(f))),
             Field::SourceIp => (!self.ip_text.is_empty()).then_some(Value::Str(&self.ip_text)),
+            Field::Source => (!self.source.is_empty()).then_some(Value::Str(&self.source)),
             Field::Path(parts) => self.fields.get_parts(parts).and_then(|v| self.value_of(v)),
         }
     }
@@ -594,6 +606,46 @@ mod tests {
             f.get_parts(&["http".to_string()]),
             Some(FieldValue::Bool(true))
         );
+    }
+
+    proptest::proptest! {
+        /// Whatever paths are set, removed and renamed, the fields write as valid JSON in which
+        /// every remaining path holds the value it was last given.
+        #[test]
+        fn fields_always_write_valid_nested_json(
+            ops in proptest::collection::vec((0u8..4, "[ab\"é.]{1,2}(\\.[ab]{1,2}){0,2}", 0i64..100), 0..24)
+        ) {
+            let mut f = Fields::default();
+            for (op, path, n) in &ops {
+                let path = path.trim_matches('.').replace("..", ".");
+                if path.is_empty() {
+                    continue;
+                }
+                match op {
+                    0 => f.set(path.as_bytes(), NewValue::Int(*n)),
+                    1 => f.set(path.as_bytes(), NewValue::Str(path.as_bytes())),
+                    2 => { f.remove(path.as_bytes()); }
+                    _ => { f.rename(path.as_bytes(), b"renamed"); }
+                }
+            }
+            let mut out = b"{".to_vec();
+            f.write_json_members(&mut out);
+            out.push(b'}');
+            let value: serde_json::Value = serde_json::from_slice(&out).map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{e}: {}", String::from_utf8_lossy(&out))))?;
+            for e in &f.entries {
+                let name = String::from_utf8_lossy(e.name.get(&f.arena)).into_owned();
+                let mut at = &value;
+                for seg in name.split('.') {
+                    at = &at[seg];
+                }
+                let want = match e.value {
+                    FieldValue::Int(i) => serde_json::json!(i),
+                    FieldValue::Str(r) => serde_json::json!(String::from_utf8_lossy(r.get(&f.arena))),
+                    _ => continue,
+                };
+                proptest::prop_assert_eq!(at, &want, "{}", name);
+            }
+        }
     }
 
     #[test]

@@ -149,6 +149,7 @@ impl Plan {
             return false;
         };
         self.masks[0] = plan.root.sinks;
+        self.slots[0].set_source(plan.name.as_bytes());
         let mut run = Run {
             nodes: &plan.nodes,
             instances: &mut self.instances,

@@ -317,6 +317,21 @@ mod tests {
     use super::*;
     use crate::frame::append_record;
 
+    /// New headers carry the payload version; a header written before it existed (zero there)
+    /// still reads, as version 0.
+    #[test]
+    fn headers_carry_the_payload_version_and_old_ones_still_read() {
+        let new = segment_header(3, 10);
+        assert_eq!(parse_header(&new, 3), Ok(10));
+        assert_eq!(payload_version(&new), PAYLOAD_VERSION);
+        let mut old = new;
+        old[24..28].copy_from_slice(&[0; 4]);
+        let crc = crc32c::crc32c(&old[..28]);
+        old[28..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(parse_header(&old, 3), Ok(10));
+        assert_eq!(payload_version(&old), 0);
+    }
+
     #[test]
     fn torn_tail_is_found() {
         let mut data = segment_header(7, 1).to_vec();

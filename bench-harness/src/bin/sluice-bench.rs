@@ -57,6 +57,9 @@ struct ProcessingCli {
     /// Also write the table into this markdown file (between its processing markers).
     #[arg(long)]
     write: Option<std::path::PathBuf>,
+    /// Another sluice binary (a build before a change): its plain path runs in the same rounds.
+    #[arg(long)]
+    baseline: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -145,6 +148,7 @@ fn processing(cli: ProcessingCli) -> Result<(), String> {
         size: cli.size,
         rounds: cli.rounds,
         work_dir: cli.work_dir,
+        baseline: cli.baseline,
     };
     let runs = processing::run(&args)?;
     let table = processing::table(&runs, &args);

@@ -152,7 +152,7 @@ impl Template {
         let mut rest = text;
         while let Some(open) = rest.find("{{") {
             if open > 0 {
-                parts.push(Part::Text(rest[..open].as_bytes().to_vec()));
+                parts.push(Part::Text(rest.as_bytes()[..open].to_vec()));
             }
             let after = &rest[open + 2..];
             let close = after.find("}}").ok_or_else(|| {

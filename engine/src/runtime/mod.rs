@@ -239,13 +239,7 @@ fn run_with(
     let (signals, signal_handle) = forward_signals()?;
     let (reload_tx, reloads) = crossbeam_channel::bounded(4);
     let _ = admin_state.reloads.set(reload_tx);
-    admin_state.ready.store(true, Ordering::Release);
-    log_ready(
-        &running.listening,
-        counters.shards.len(),
-        admin.map(|a| a.address),
-    );
-    notify_systemd(&[sd_notify::NotifyState::Ready]);
+    announce_ready(admin_state, &running.listening, counters, admin);
     let Running {
         shards,
         senders,
@@ -285,6 +279,18 @@ fn run_with(
         tracing::error!(shard = id, "a shard stopped on its own");
     }
     failures.into_iter().next().map_or(Ok(()), Err)
+}
+
+/// Everything runs: `/ready` answers 200, the ready line is logged, systemd is told.
+fn announce_ready(
+    admin_state: &AdminState,
+    listening: &Listening,
+    counters: &Counters,
+    admin: Option<&AdminServer>,
+) {
+    admin_state.ready.store(true, Ordering::Release);
+    log_ready(listening, counters.shards.len(), admin.map(|a| a.address));
+    notify_systemd(&[sd_notify::NotifyState::Ready]);
 }
 
 /// The counters every part publishes into, registered where `/metrics` reads them.

@@ -153,28 +153,7 @@ pub(crate) async fn serve_tcp(
             active.closed_by_us(on_timeout, peer);
             break;
         }
-        let filled = conn.filled;
-        let join_due = conn.join_due();
-        let read = futures_lite::future::or(
-            async { ReadOutcome::Data(stream.read(&mut conn.buf[filled..]).await) },
-            async {
-                run.stopped(&shard).await;
-                ReadOutcome::Stop
-            },
-        );
-        // TCP reads wait for readiness, so racing one against a timer loses nothing.
-        let outcome = futures_lite::future::or(read, async {
-            match join_due {
-                Some(due) => {
-                    glommio::timer::sleep(due.saturating_duration_since(std::time::Instant::now()))
-                        .await;
-                    ReadOutcome::JoinDue
-                }
-                None => std::future::pending().await,
-            }
-        })
-        .await;
-        match outcome {
+        match next_read(&shard, &run, &mut stream, &mut conn).await {
             ReadOutcome::Data(Ok(0)) => break,
             ReadOutcome::Data(Ok(n)) => {
                 conn.filled += n;
@@ -202,6 +181,36 @@ pub(crate) async fn serve_tcp(
         glommio::yield_if_needed().await;
     }
     conn.finish(&shard).await;
+}
+
+/// The next read, raced against the source's stop and a pending multiline event's timeout
+/// (TCP reads wait for readiness, so racing one loses nothing).
+async fn next_read(
+    shard: &Shard,
+    run: &SourceRun,
+    stream: &mut TcpStream,
+    conn: &mut Connection,
+) -> ReadOutcome {
+    let filled = conn.filled;
+    let join_due = conn.join_due();
+    let read = futures_lite::future::or(
+        async { ReadOutcome::Data(stream.read(&mut conn.buf[filled..]).await) },
+        async {
+            run.stopped(shard).await;
+            ReadOutcome::Stop
+        },
+    );
+    futures_lite::future::or(read, async {
+        match join_due {
+            Some(due) => {
+                glommio::timer::sleep(due.saturating_duration_since(std::time::Instant::now()))
+                    .await;
+                ReadOutcome::JoinDue
+            }
+            None => std::future::pending().await,
+        }
+    })
+    .await
 }
 
 /// On stop: take in whatever the kernel already holds for this connection, without waiting.

@@ -12,7 +12,8 @@
 //! ```
 //!
 //! - FIELD: `message`, `hostname`, `appname`, `procid`, `msgid`, `facility`, `severity`,
-//!   `source_ip`, or a parsed field by its dotted path (`http.status`).
+//!   `source_ip`, `source` (the source's name), or a parsed field by its dotted path
+//!   (`http.status`).
 //! - STRING: `"…"` or `'…'`; `\"`, `\'`, `\\`, `\n`, `\t` are escapes, any other backslash is
 //!   kept (so `matches "\d+"` is the regex `\d+`). NUMBER: `42`, `-1.5`.
 //! - `severity` compares by rank: `severity >= warning` is warning, err, crit, alert or emerg;
@@ -74,6 +75,8 @@ pub enum Field {
     /// Its code, 0 (emerg) – 7 (debug).
     Severity,
     SourceIp,
+    /// The name of the source the event came from (`source == "syslog_tcp"`).
+    Source,
     /// A parsed field by its path (`http.status` is `["http", "status"]`).
     Path(Vec<String>),
 }
@@ -158,6 +161,7 @@ impl Field {
             "facility" => Field::Facility,
             "severity" => Field::Severity,
             "source_ip" => Field::SourceIp,
+            "source" => Field::Source,
             path => {
                 let parts: Vec<String> = path.split('.').map(str::to_string).collect();
                 if parts.iter().any(String::is_empty) {

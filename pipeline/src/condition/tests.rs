@@ -37,6 +37,7 @@ impl Fields for Event {
             Field::Procid => "procid".to_string(),
             Field::Msgid => "msgid".to_string(),
             Field::SourceIp => "source_ip".to_string(),
+            Field::Source => "source".to_string(),
             Field::Path(parts) => parts.join("."),
         };
         self.fields.get(&key).map(|v| Value::Str(v))

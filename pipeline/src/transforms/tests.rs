@@ -400,3 +400,63 @@ fn fields_keep_document_order_when_grouped() {
         r#""c":"x","http":{"a":3,"b":2,"new":true},"z":1"#
     );
 }
+
+/// `source` in a condition is the name of the source the plan runs the event for.
+#[test]
+fn conditions_see_the_source_name() {
+    let topo = Topology {
+        sources: vec!["tcp".into(), "udp".into()],
+        transforms: vec![node("only_tcp", &["tcp", "udp"], &[])],
+        sinks: vec![SinkNode {
+            name: "out".into(),
+            bit: 0,
+            inputs: Some(vec!["only_tcp".into()]),
+        }],
+    };
+    let transforms: Vec<(String, Box<dyn Transform>)> = vec![(
+        "only_tcp".into(),
+        Box::new(Filter {
+            condition: cond("source == \"tcp\""),
+        }),
+    )];
+    let mut plan = Plan::new(transforms, topo.trees().unwrap(), true, 0);
+    let frame = b"<13>1 - h a - - - x";
+    let mut written = Vec::new();
+    for source in [0, 1] {
+        plan.input().load(frame, &ingest::parse(frame, 0), None);
+        plan.run(source, &CTX);
+        plan.for_each_output(|_, mask| written.push((source, mask)));
+    }
+    assert_eq!(written, vec![(0, 1)]);
+}
+
+proptest::proptest! {
+    /// Any bytes as a message through the parsing transforms: never a panic, the event keeps
+    /// its message, and whatever fields they add write as valid JSON.
+    #[test]
+    fn parsers_take_any_bytes(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), json_like in "\\{(\"[a-z.]{1,3}\":(1|\"x\"|\\[1\\]|\\{\"b\":2\\}|null|true|-2.5e3),?){0,4}\\}") {
+        let grok = crate::parse::grok::compile(&["%{SYSLOGBASE} %{GREEDYDATA:msg}".to_string(), "%{IP:ip} %{NUMBER:n:float}".to_string()], &Default::default()).unwrap();
+        let mut steps: Vec<Box<dyn Transform>> = vec![
+            Box::new(ParseJson::new("j", Input::Message, None, OnError::Keep)),
+            Box::new(ParseJson::new("t", Input::Message, Some("body"), OnError::Keep)),
+            Box::new(ParseAuto::new("a", Input::Message, Some("auto"), OnError::Keep)),
+            Box::new(ParseKv::new("k", Input::Message, Some("kv"), KvOptions::default(), OnError::Keep)),
+            Box::new(ParseAccess::new("w", Input::Message, Some("web"), AccessFormat::Any, OnError::Keep)),
+            Box::new(ParseGrok::new("g", Input::Message, Some("grok"), grok, OnError::Keep)),
+        ];
+        for message in [body.as_slice(), json_like.as_bytes()] {
+            let mut frame = b"<13>1 - h app - - - ".to_vec();
+            frame.extend_from_slice(message);
+            let mut e = event(&frame);
+            let before = e.message().to_vec();
+            for step in &mut steps {
+                step.process(&mut e, &CTX);
+            }
+            proptest::prop_assert_eq!(e.message(), before.as_slice());
+            let mut out = b"{".to_vec();
+            e.fields.write_json_members(&mut out);
+            out.push(b'}');
+            proptest::prop_assert!(serde_json::from_slice::<serde_json::Value>(&out).is_ok(), "{}", String::from_utf8_lossy(&out));
+        }
+    }
+}
