@@ -206,15 +206,7 @@ impl Fields {
     /// Replaces the string at `path` by `bytes` (for redaction of a named field).
     pub fn replace_str(&mut self, path: &[u8], bytes: &[u8]) {
         let range = self.push_bytes(bytes);
-        let arena = &self.arena;
-        if let Some(e) = self
-            .entries
-            .iter_mut()
-            .rev()
-            .find(|e| e.name.get(arena) == path)
-        {
-            e.value = FieldValue::Str(range);
-        }
+        self.replace(path, FieldValue::Str(range));
     }
 
     /// Replaces the value at `path` (kept where it is).

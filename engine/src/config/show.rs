@@ -36,6 +36,13 @@ pub fn render(config: &Config) -> String {
         .iter()
         .map(|(n, s)| (n.clone(), Value::Table(source(s))));
     top.insert("sources".into(), Value::Table(sources.collect()));
+    if !config.transforms.is_empty() {
+        let transforms = config
+            .transforms
+            .iter()
+            .map(|(n, t)| (n.clone(), Value::Table(transform(t))));
+        top.insert("transforms".into(), Value::Table(transforms.collect()));
+    }
     let sinks = config
         .sinks
         .iter()
@@ -121,6 +128,15 @@ fn source(source: &SourceConfig) -> Table {
     t
 }
 
+fn transform(transform: &super::TransformConfig) -> Table {
+    let mut t = Table::new();
+    t.insert("type".into(), text(transform.type_name()));
+    let inputs = transform.settings().inputs().iter().map(|i| text(i));
+    t.insert("inputs".into(), Value::Array(inputs.collect()));
+    t.extend(transform.settings().render());
+    t
+}
+
 fn sink(sink: &SinkConfig) -> Table {
     let mut t = Table::new();
     t.insert("type".into(), text(sink.type_name()));
@@ -149,6 +165,7 @@ mod tests {
         again.api.token = original.api.token.clone();
         assert_eq!(again.sources, original.sources);
         assert_eq!(again.sinks, original.sinks);
+        assert_eq!(again.transforms, original.transforms);
         assert_eq!(again.wal, original.wal);
         assert_eq!(again.api, original.api);
         assert_eq!(render(&again), rendered);

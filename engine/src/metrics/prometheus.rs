@@ -69,8 +69,8 @@ impl Collector for SluiceCollector {
         collect_losses(&process, &mut losses);
         encode_losses(&mut encoder, &losses)?;
         encode_lag(c, &outputs, &mut encoder)?;
-        encode_route_events(&transforms, &mut encoder)?;
-        encode_rule_matches(&transforms, &mut encoder)?;
+        encode_labelled(&ROUTE_EVENTS, &transforms, &mut encoder)?;
+        encode_labelled(&RULE_MATCHES, &transforms, &mut encoder)?;
         encode_histograms(
             c,
             &mut encoder,
@@ -133,64 +133,55 @@ fn transform_sets(
         .collect()
 }
 
-/// `sluice_route_events_total{shard,transform,route}`: events each route output received.
-fn encode_route_events(
-    transforms: &[Arc<super::TransformCounters>],
-    encoder: &mut DescriptorEncoder<'_>,
-) -> Encoded {
-    let routes: Vec<&Arc<super::TransformCounters>> =
-        transforms.iter().filter(|t| !t.ports.is_empty()).collect();
-    if routes.is_empty() {
-        return Ok(());
-    }
-    let mut family = encoder.encode_descriptor(
-        "sluice_route_events",
-        "Events a route sent to each of its outputs",
-        None,
-        MetricType::Counter,
-    )?;
-    for t in routes {
-        for (shard, ports) in t.port_events.iter().enumerate() {
-            for (port, count) in t.ports.iter().zip(ports) {
-                let labels: Labels = vec![
-                    ("shard", shard.to_string()),
-                    ("transform", t.name.clone()),
-                    ("route", port.clone()),
-                ];
-                ConstCounter::new(count.load(std::sync::atomic::Ordering::Relaxed))
-                    .encode(family.encode_family(&labels)?)?;
-            }
-        }
-    }
-    Ok(())
+/// A per-transform counter with one more label, from each transform's names and its
+/// `[shard][i]` cells.
+struct Labelled {
+    name: &'static str,
+    help: &'static str,
+    label: &'static str,
+    names: fn(&super::TransformCounters) -> &[String],
+    cells: fn(&super::TransformCounters) -> &[Vec<std::sync::atomic::AtomicU64>],
 }
+
+/// `sluice_route_events_total{shard,transform,route}`: events each route output received.
+const ROUTE_EVENTS: Labelled = Labelled {
+    name: "sluice_route_events",
+    help: "Events a route sent to each of its outputs",
+    label: "route",
+    names: |t| &t.ports,
+    cells: |t| &t.port_events,
+};
 
 /// `sluice_transform_rule_matches_total{shard,transform,rule}`: a transform's own counts
 /// (`redact`: replacements per built-in and rule).
-fn encode_rule_matches(
+const RULE_MATCHES: Labelled = Labelled {
+    name: "sluice_transform_rule_matches",
+    help: "Matches of each rule of a transform (redact: replacements per built-in and rule)",
+    label: "rule",
+    names: |t| &t.count_names,
+    cells: |t| &t.counts,
+};
+
+fn encode_labelled(
+    what: &Labelled,
     transforms: &[Arc<super::TransformCounters>],
     encoder: &mut DescriptorEncoder<'_>,
 ) -> Encoded {
-    let counted: Vec<&Arc<super::TransformCounters>> = transforms
+    let with: Vec<&Arc<super::TransformCounters>> = transforms
         .iter()
-        .filter(|t| !t.count_names.is_empty())
+        .filter(|t| !(what.names)(t).is_empty())
         .collect();
-    if counted.is_empty() {
+    if with.is_empty() {
         return Ok(());
     }
-    let mut family = encoder.encode_descriptor(
-        "sluice_transform_rule_matches",
-        "Matches of each rule of a transform (redact: replacements per built-in and rule)",
-        None,
-        MetricType::Counter,
-    )?;
-    for t in counted {
-        for (shard, cells) in t.counts.iter().enumerate() {
-            for (rule, count) in t.count_names.iter().zip(cells) {
+    let mut family = encoder.encode_descriptor(what.name, what.help, None, MetricType::Counter)?;
+    for t in with {
+        for (shard, cells) in (what.cells)(t).iter().enumerate() {
+            for (label, count) in (what.names)(t).iter().zip(cells) {
                 let labels: Labels = vec![
                     ("shard", shard.to_string()),
                     ("transform", t.name.clone()),
-                    ("rule", rule.clone()),
+                    (what.label, label.clone()),
                 ];
                 ConstCounter::new(count.load(std::sync::atomic::Ordering::Relaxed))
                     .encode(family.encode_family(&labels)?)?;

@@ -245,16 +245,12 @@ impl Connection {
             let parsed = parse_frame(&line, &clock, &mut tally);
             let message = parsed.message.get(frame);
             if join.joiner.offer(message) == pipeline::multiline::Offer::Begins {
-                emit_joined(
-                    shard,
-                    join,
-                    self.peer,
-                    &self.parser,
-                    &self.source,
-                    &clock,
-                    &mut tally,
-                )
-                .await;
+                let origin = Origin {
+                    peer: self.peer,
+                    parser: &self.parser,
+                    source: &self.source,
+                };
+                emit_joined(shard, join, &origin, &clock, &mut tally).await;
                 join.joiner.start(frame, &parsed);
                 join.flags = flags;
             }
@@ -271,28 +267,29 @@ impl Connection {
         };
         let clock = BatchClock::now();
         let mut tally = BatchTally::default();
-        emit_joined(
-            shard,
-            join,
-            self.peer,
-            &self.parser,
-            &self.source,
-            &clock,
-            &mut tally,
-        )
-        .await;
+        let origin = Origin {
+            peer: self.peer,
+            parser: &self.parser,
+            source: &self.source,
+        };
+        emit_joined(shard, join, &origin, &clock, &mut tally).await;
         shard.counters.add(&tally);
         add_to_source(&self.counters, shard.id, &tally);
     }
+}
+
+/// Where a connection's lines come from (what a joined event is ingested with).
+struct Origin<'a> {
+    peer: IpAddr,
+    parser: &'a ingest::ParserOptions,
+    source: &'a str,
 }
 
 /// Ingests the joiner's pending event, if any, and clears it.
 async fn emit_joined(
     shard: &Shard,
     join: &mut Join,
-    peer: IpAddr,
-    parser: &ingest::ParserOptions,
-    source: &str,
+    origin: &Origin<'_>,
     clock: &BatchClock,
     tally: &mut BatchTally,
 ) {
@@ -300,9 +297,9 @@ async fn emit_joined(
         let event = FrameIn {
             frame,
             flags: join.flags,
-            source_ip: peer,
-            parser,
-            source,
+            source_ip: origin.peer,
+            parser: origin.parser,
+            source: origin.source,
         };
         let parsed = *parsed;
         ingest_parsed(shard, &event, &parsed, clock, tally).await;

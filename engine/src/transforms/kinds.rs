@@ -405,7 +405,10 @@ impl TransformSettings for ThrottleTransform {
     fn render(&self) -> toml::Table {
         let mut table = toml::Table::new();
         table.insert("rate".into(), toml::Value::Float(self.rate));
-        table.insert("burst".into(), toml::Value::Integer(self.burst().into()));
+        // Unset, the burst follows the rate (one second's worth).
+        if let Some(burst) = self.burst {
+            table.insert("burst".into(), toml::Value::Integer(burst.into()));
+        }
         if let Some(k) = &self.key_field {
             table.insert("key_field".into(), render::text(k));
         }

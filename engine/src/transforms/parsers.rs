@@ -1,7 +1,10 @@
 //! The config of the parse transforms. Shared keys: `field` (what to parse: `"message"` by
 //! default, `".frame"` for the whole frame, or a parsed field's path), `target` (put the result
 //! under this path; default: merged at the event's root) and `on_error` (`"keep"` flagged, or
-//! `"drop"`).
+//! `"drop"`). Each type adds its own keys ([`ParseKind`]); `parse_transform!` writes the struct
+//! with the shared keys and its `TransformSettings`.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer};
 
@@ -9,6 +12,7 @@ use super::{one_byte, OnErrorConfig, RegexText, TransformError, TransformSetting
 use crate::units::{render, TypeTag};
 use pipeline::parse::kv::KvOptions;
 use pipeline::transforms::{self as t, AccessFormat, Input};
+use pipeline::Transform;
 
 fn message() -> String {
     "message".to_string()
@@ -33,6 +37,9 @@ impl ParseCommon {
     fn input(&self) -> Input {
         Input::from_name(&self.field)
     }
+    fn target(&self) -> Option<&str> {
+        self.target.as_deref()
+    }
     fn check(&self, name: &str) -> Result<(), (String, String)> {
         let bad = |s: &str| s.is_empty() || s.split('.').any(str::is_empty);
         if self.field != ".frame" && bad(&self.field) {
@@ -48,6 +55,27 @@ impl ParseCommon {
             ));
         }
         Ok(())
+    }
+}
+
+/// What one parse type adds to the shared keys.
+trait ParseKind {
+    /// Checks of its own keys.
+    fn check_own(&self, _name: &str) -> Result<(), (String, String)> {
+        Ok(())
+    }
+    /// Its own keys, for `sluice config`.
+    fn render_own(&self, _table: &mut toml::Table) {}
+    /// A fresh instance.
+    fn transform(&self, name: &str, c: &ParseCommon) -> Result<Box<dyn Transform>, TransformError>;
+}
+
+/// A `(key, message)` refusal as a build error.
+fn invalid(name: &str) -> impl Fn((String, String)) -> TransformError + '_ {
+    move |(key, message)| TransformError::Invalid {
+        name: name.to_string(),
+        key,
+        message,
     }
 }
 
@@ -73,6 +101,25 @@ macro_rules! parse_transform {
                 ParseCommon { field: self.field.clone(), target: self.target.clone(), on_error: self.on_error }
             }
         }
+
+        impl TransformSettings for $name {
+            fn inputs(&self) -> &[String] {
+                &self.inputs
+            }
+            fn check(&self, name: &str) -> Result<(), (String, String)> {
+                self.common().check(name)?;
+                self.check_own(name)
+            }
+            fn render(&self) -> toml::Table {
+                let mut table = toml::Table::new();
+                self.common().render_into(&mut table);
+                self.render_own(&mut table);
+                table
+            }
+            fn build(&self, name: &str) -> Result<Box<dyn Transform>, TransformError> {
+                self.transform(name, &self.common())
+            }
+        }
     };
 }
 
@@ -81,24 +128,12 @@ parse_transform!(
     ParseJsonTransform {}
 );
 
-impl TransformSettings for ParseJsonTransform {
-    fn inputs(&self) -> &[String] {
-        &self.inputs
-    }
-    fn check(&self, name: &str) -> Result<(), (String, String)> {
-        self.common().check(name)
-    }
-    fn render(&self) -> toml::Table {
-        let mut table = toml::Table::new();
-        self.common().render_into(&mut table);
-        table
-    }
-    fn build(&self, name: &str) -> Result<Box<dyn pipeline::Transform>, TransformError> {
-        let c = self.common();
+impl ParseKind for ParseJsonTransform {
+    fn transform(&self, name: &str, c: &ParseCommon) -> Result<Box<dyn Transform>, TransformError> {
         Ok(Box::new(t::ParseJson::new(
             name,
             c.input(),
-            c.target.as_deref(),
+            c.target(),
             c.on_error.0,
         )))
     }
@@ -109,37 +144,30 @@ parse_transform!(
     ParseRegexTransform { pattern: RegexText }
 );
 
-impl TransformSettings for ParseRegexTransform {
-    fn inputs(&self) -> &[String] {
-        &self.inputs
-    }
-    fn check(&self, name: &str) -> Result<(), (String, String)> {
-        self.common().check(name)?;
+impl ParseKind for ParseRegexTransform {
+    fn check_own(&self, name: &str) -> Result<(), (String, String)> {
+        let key = format!("transforms.{name}.pattern");
         let regex = self
             .pattern
             .compile(name, "pattern")
-            .map_err(|e| (format!("transforms.{name}.pattern"), e.to_string()))?;
+            .map_err(|e| (key.clone(), e.to_string()))?;
         if regex.capture_names().flatten().next().is_none() {
             return Err((
-                format!("transforms.{name}.pattern"),
+                key,
                 "has no named capture group (`(?P<name>...)`): it would add no field".into(),
             ));
         }
         Ok(())
     }
-    fn render(&self) -> toml::Table {
-        let mut table = toml::Table::new();
-        self.common().render_into(&mut table);
+    fn render_own(&self, table: &mut toml::Table) {
         table.insert("pattern".into(), render::text(&self.pattern.0));
-        table
     }
-    fn build(&self, name: &str) -> Result<Box<dyn pipeline::Transform>, TransformError> {
-        let c = self.common();
+    fn transform(&self, name: &str, c: &ParseCommon) -> Result<Box<dyn Transform>, TransformError> {
         let regex = self.pattern.compile(name, "pattern")?;
         Ok(Box::new(t::ParseRegex::new(
             name,
             c.input(),
-            c.target.as_deref(),
+            c.target(),
             regex,
             c.on_error.0,
         )))
@@ -173,36 +201,22 @@ impl ParseKvTransform {
     }
 }
 
-impl TransformSettings for ParseKvTransform {
-    fn inputs(&self) -> &[String] {
-        &self.inputs
-    }
-    fn check(&self, name: &str) -> Result<(), (String, String)> {
-        self.common().check(name)?;
+impl ParseKind for ParseKvTransform {
+    fn check_own(&self, name: &str) -> Result<(), (String, String)> {
         self.options(name).map(|_| ())
     }
-    fn render(&self) -> toml::Table {
-        let mut table = toml::Table::new();
-        self.common().render_into(&mut table);
+    fn render_own(&self, table: &mut toml::Table) {
         if let Some(s) = &self.field_split {
             table.insert("field_split".into(), render::text(s));
         }
         table.insert("value_split".into(), render::text(&self.value_split));
-        table
     }
-    fn build(&self, name: &str) -> Result<Box<dyn pipeline::Transform>, TransformError> {
-        let c = self.common();
-        let options = self
-            .options(name)
-            .map_err(|(key, message)| TransformError::Invalid {
-                name: name.to_string(),
-                key,
-                message,
-            })?;
+    fn transform(&self, name: &str, c: &ParseCommon) -> Result<Box<dyn Transform>, TransformError> {
+        let options = self.options(name).map_err(invalid(name))?;
         Ok(Box::new(t::ParseKv::new(
             name,
             c.input(),
-            c.target.as_deref(),
+            c.target(),
             options,
             c.on_error.0,
         )))
@@ -237,36 +251,27 @@ impl AccessFormatConfig {
     }
 }
 
+fn any_access_format() -> AccessFormatConfig {
+    AccessFormatConfig(AccessFormat::Any)
+}
+
 parse_transform!(
     /// `type = "parse_apache"` / `"parse_nginx"`: access lines in the Common Log Format or the
     /// combined format (`format = "auto"` takes both).
     ParseAccessTransform { format: AccessFormatConfig = "any_access_format" }
 );
 
-fn any_access_format() -> AccessFormatConfig {
-    AccessFormatConfig(AccessFormat::Any)
-}
-
-impl TransformSettings for ParseAccessTransform {
-    fn inputs(&self) -> &[String] {
-        &self.inputs
-    }
-    fn check(&self, name: &str) -> Result<(), (String, String)> {
-        self.common().check(name)
-    }
-    fn render(&self) -> toml::Table {
-        let mut table = toml::Table::new();
-        self.common().render_into(&mut table);
+impl ParseKind for ParseAccessTransform {
+    fn render_own(&self, table: &mut toml::Table) {
         table.insert("format".into(), render::text(self.format.name()));
-        table
     }
-    fn build(&self, name: &str) -> Result<Box<dyn pipeline::Transform>, TransformError> {
-        let c = self.common();
+    fn transform(&self, name: &str, c: &ParseCommon) -> Result<Box<dyn Transform>, TransformError> {
+        let format = self.format.0;
         Ok(Box::new(t::ParseAccess::new(
             name,
             c.input(),
-            c.target.as_deref(),
-            self.format.0,
+            c.target(),
+            format,
             c.on_error.0,
         )))
     }
@@ -277,24 +282,12 @@ parse_transform!(
     ParseAutoTransform {}
 );
 
-impl TransformSettings for ParseAutoTransform {
-    fn inputs(&self) -> &[String] {
-        &self.inputs
-    }
-    fn check(&self, name: &str) -> Result<(), (String, String)> {
-        self.common().check(name)
-    }
-    fn render(&self) -> toml::Table {
-        let mut table = toml::Table::new();
-        self.common().render_into(&mut table);
-        table
-    }
-    fn build(&self, name: &str) -> Result<Box<dyn pipeline::Transform>, TransformError> {
-        let c = self.common();
+impl ParseKind for ParseAutoTransform {
+    fn transform(&self, name: &str, c: &ParseCommon) -> Result<Box<dyn Transform>, TransformError> {
         Ok(Box::new(t::ParseAuto::new(
             name,
             c.input(),
-            c.target.as_deref(),
+            c.target(),
             c.on_error.0,
         )))
     }
@@ -302,26 +295,28 @@ impl TransformSettings for ParseAutoTransform {
 
 parse_transform!(
     /// `type = "parse_grok"`: `pattern` (or `patterns`, tried in order) in grok syntax, with
-    /// the bundled library (`sluice` docs/processing.md lists it) and `custom_patterns`.
+    /// the bundled library (docs/processing.md lists it) and `custom_patterns`.
     ParseGrokTransform {
         pattern: Option<String>,
         patterns: Option<Vec<String>>,
         /// NAME → regex (may use `%{OTHER}`); overrides a bundled pattern of the same name.
-        custom_patterns: Option<std::collections::BTreeMap<String, String>>,
+        custom_patterns: Option<BTreeMap<String, String>>,
     }
 );
 
 impl ParseGrokTransform {
-    fn all_patterns(&self) -> Vec<String> {
-        self.pattern
+    fn compile(&self, name: &str) -> Result<pipeline::parse::grok::GrokSet, (String, String)> {
+        let patterns: Vec<String> = self
+            .pattern
             .iter()
             .chain(self.patterns.iter().flatten())
             .cloned()
-            .collect()
-    }
-
-    fn compile(&self, name: &str) -> Result<pipeline::parse::grok::GrokSet, (String, String)> {
-        let patterns = self.all_patterns();
+            .collect();
+        let key = if self.pattern.is_some() {
+            "pattern"
+        } else {
+            "patterns"
+        };
         if patterns.is_empty() {
             return Err((
                 format!("transforms.{name}.pattern"),
@@ -329,36 +324,23 @@ impl ParseGrokTransform {
             ));
         }
         let custom = self.custom_patterns.clone().unwrap_or_default();
-        pipeline::parse::grok::compile(&patterns, &custom).map_err(|e| {
-            let key = if self.pattern.is_some() {
-                "pattern"
-            } else {
-                "patterns"
-            };
-            (format!("transforms.{name}.{key}"), e.to_string())
-        })
+        pipeline::parse::grok::compile(&patterns, &custom)
+            .map_err(|e| (format!("transforms.{name}.{key}"), e.to_string()))
     }
 }
 
-impl TransformSettings for ParseGrokTransform {
-    fn inputs(&self) -> &[String] {
-        &self.inputs
-    }
-    fn check(&self, name: &str) -> Result<(), (String, String)> {
-        self.common().check(name)?;
+impl ParseKind for ParseGrokTransform {
+    fn check_own(&self, name: &str) -> Result<(), (String, String)> {
         self.compile(name).map(|_| ())
     }
-    fn render(&self) -> toml::Table {
-        let mut table = toml::Table::new();
-        self.common().render_into(&mut table);
+    fn render_own(&self, table: &mut toml::Table) {
+        let texts =
+            |list: &[String]| toml::Value::Array(list.iter().map(|p| render::text(p)).collect());
         if let Some(p) = &self.pattern {
             table.insert("pattern".into(), render::text(p));
         }
         if let Some(list) = &self.patterns {
-            table.insert(
-                "patterns".into(),
-                toml::Value::Array(list.iter().map(|p| render::text(p)).collect()),
-            );
+            table.insert("patterns".into(), texts(list));
         }
         if let Some(custom) = &self.custom_patterns {
             let t = custom
@@ -367,21 +349,13 @@ impl TransformSettings for ParseGrokTransform {
                 .collect();
             table.insert("custom_patterns".into(), toml::Value::Table(t));
         }
-        table
     }
-    fn build(&self, name: &str) -> Result<Box<dyn pipeline::Transform>, TransformError> {
-        let c = self.common();
-        let patterns = self
-            .compile(name)
-            .map_err(|(key, message)| TransformError::Invalid {
-                name: name.to_string(),
-                key,
-                message,
-            })?;
+    fn transform(&self, name: &str, c: &ParseCommon) -> Result<Box<dyn Transform>, TransformError> {
+        let patterns = self.compile(name).map_err(invalid(name))?;
         Ok(Box::new(t::ParseGrok::new(
             name,
             c.input(),
-            c.target.as_deref(),
+            c.target(),
             patterns,
             c.on_error.0,
         )))
