@@ -38,7 +38,7 @@ impl ApiPolicy {
                     .values()
                     .filter_map(|s| match s.settings().reach() {
                         Reach::File(path) => Some(parent_dir(path)),
-                        Reach::Destination(_) => None,
+                        Reach::Destination(_) | Reach::Console => None,
                     }),
             );
             p
@@ -53,7 +53,7 @@ impl ApiPolicy {
                 .values()
                 .filter_map(|s| match s.settings().reach() {
                     Reach::Destination(address) => Some(address.to_string()),
-                    Reach::File(_) => None,
+                    Reach::File(_) | Reach::Console => None,
                 }),
         );
         ApiPolicy {
@@ -98,7 +98,8 @@ impl ApiPolicy {
                         address: address.to_string(),
                     })
                 }
-                Reach::Destination(_) => {}
+                // Sluice's own streams: nothing outside the process is reached.
+                Reach::Destination(_) | Reach::Console => {}
             }
         }
         Ok(())

@@ -12,6 +12,26 @@ use storage::{Position, WalReader};
 
 use super::{DeliveryError, OutputSpec, ShardLog, CURSOR_SYNC_INTERVAL};
 
+/// Where an output without a cursor starts on shard `shard`: the durable end it was started
+/// at (`start_at = "end"`; the record id is learnt at the next segment start), or the oldest
+/// record (`None`).
+fn start_cursor(spec: &OutputSpec, shard: usize) -> Option<storage::Cursor> {
+    let at = *spec.start_positions.as_ref()?.get(shard)?;
+    Some(cursor_at(at))
+}
+
+/// The cursor of an output that starts at durable position `at`.
+pub fn cursor_at(at: Position) -> storage::Cursor {
+    let offset = at.offset.max(storage::segment::SEGMENT_HEADER_LEN);
+    storage::Cursor {
+        position: Position {
+            segment: at.segment,
+            offset,
+        },
+        next_id: 0,
+    }
+}
+
 /// When a shard's cursor was last synced, and whether a newer position is written unsynced.
 struct CursorSyncState {
     segment: u64,
@@ -43,14 +63,16 @@ pub(super) struct ShardCursor {
 }
 
 impl ShardCursor {
-    /// Opens the shard's WAL at the output's cursor (the oldest record when it has none or
-    /// it is unreadable: at-least-once means re-delivering rather than skipping).
+    /// Opens the shard's WAL at the output's cursor; without one, where `start_at` says; the
+    /// oldest record when the cursor is unreadable (at-least-once means re-delivering rather
+    /// than skipping).
     pub(super) fn open(spec: &OutputSpec, log: &ShardLog) -> Result<Self, DeliveryError> {
-        let cursor = match storage::read_cursor(&log.dir, &spec.name) {
-            Ok(c) => c,
+        let (cursor, fresh) = match storage::read_cursor(&log.dir, &spec.name) {
+            Ok(None) => (start_cursor(spec, log.id), true),
+            Ok(c) => (c, false),
             Err(e) => {
                 tracing::error!(sink = %spec.name, shard = log.id, error = %e, "cursor unreadable: starting from the oldest record");
-                None
+                (None, true)
             }
         };
         let reader =
@@ -67,9 +89,11 @@ impl ShardCursor {
             sync: CursorSyncState::new(position.segment),
             damage_seen: (0, 0),
         };
-        if cursor.is_none() {
+        if fresh {
             // Create the cursor file now, while there is disk space: later updates overwrite
-            // it in place and never need a new block, even on a full disk.
+            // it in place and never need a new block, even on a full disk. It also pins where
+            // a sink that starts at the end began: a crash before its first delivery must not
+            // move that start past what was accepted meanwhile.
             shard.save(spec, true);
         }
         shard.retain(spec, position.segment);

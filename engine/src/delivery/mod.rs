@@ -26,6 +26,8 @@
 mod cursor;
 mod encode;
 
+pub use cursor::cursor_at;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
@@ -62,6 +64,89 @@ pub struct OpenedSink {
     pub sink: Box<dyn Sink + Send>,
     pub encoding: RecordEncoding,
     pub backoff: Backoff,
+}
+
+/// When an output stops trying for a while: after `failure_threshold` failed deliveries in a
+/// row the circuit opens (no attempt for `open_for`), then one probe is let through
+/// (half-open): its success closes the circuit, its failure opens it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitSettings {
+    pub failure_threshold: u32,
+    pub open_for: Duration,
+}
+
+impl Default for CircuitSettings {
+    fn default() -> Self {
+        CircuitSettings {
+            failure_threshold: 5,
+            open_for: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The breaker's state (the gauge's values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitState {
+    Closed = 0,
+    Open = 1,
+    HalfOpen = 2,
+}
+
+/// A circuit breaker: consecutive failures, state, and what to wait before the next attempt.
+#[derive(Debug)]
+pub struct Breaker {
+    settings: CircuitSettings,
+    failures: u32,
+    state: CircuitState,
+}
+
+impl Breaker {
+    pub fn new(settings: CircuitSettings) -> Self {
+        Breaker {
+            settings,
+            failures: 0,
+            state: CircuitState::Closed,
+        }
+    }
+
+    pub fn state(&self) -> CircuitState {
+        self.state
+    }
+
+    /// A delivery failed: the new state, and whether the circuit just opened.
+    pub fn failed(&mut self) -> bool {
+        self.failures = self.failures.saturating_add(1);
+        let opens = match self.state {
+            CircuitState::HalfOpen => true,
+            CircuitState::Closed => self.failures >= self.settings.failure_threshold,
+            CircuitState::Open => false,
+        };
+        if opens {
+            self.state = CircuitState::Open;
+        }
+        opens
+    }
+
+    /// The wait before the next attempt: `open_for` while open, else the backoff's.
+    pub fn wait(&self, backoff: Duration) -> Duration {
+        match self.state {
+            CircuitState::Open => self.settings.open_for,
+            _ => backoff,
+        }
+    }
+
+    /// The wait passed: an open circuit lets one probe through.
+    pub fn waited(&mut self) {
+        if self.state == CircuitState::Open {
+            self.state = CircuitState::HalfOpen;
+        }
+    }
+
+    /// A delivery succeeded: whether the circuit was not closed before.
+    pub fn succeeded(&mut self) -> bool {
+        self.failures = 0;
+        std::mem::replace(&mut self.state, CircuitState::Closed) != CircuitState::Closed
+    }
 }
 
 /// Delay between failed deliveries: exponential from `initial` up to `max`, full jitter.
@@ -118,6 +203,10 @@ pub struct OutputSpec {
     /// Its bit in routed records' route mask (`data_dir/sink-bits`): records without it are
     /// skipped unread.
     pub route_bit: u8,
+    /// Per shard, where it starts when it has no cursor: the durable end when it was started
+    /// (`start_at = "end"`), or `None` for the oldest record (`"oldest"`).
+    pub start_positions: Option<Vec<Position>>,
+    pub circuit: CircuitSettings,
 }
 
 /// Why an output stopped for good (what retrying cannot fix).
@@ -131,10 +220,12 @@ pub enum DeliveryError {
     },
 }
 
-/// The delay before the next attempt after failures: exponential with full jitter.
+/// The delay before the next attempt after failures: exponential with full jitter, or the
+/// circuit breaker's `open_for` while it is open.
 struct Retry {
     backoff: Backoff,
     failures: u32,
+    breaker: Breaker,
 }
 
 impl Retry {
@@ -168,6 +259,7 @@ pub fn run_output(spec: OutputSpec, opened: OpenedSink) -> Result<(), DeliveryEr
     let mut retry = Retry {
         backoff,
         failures: 0,
+        breaker: Breaker::new(spec.circuit),
     };
     let mut shards = spec
         .shards
@@ -320,6 +412,10 @@ fn deliver_with_retry(
         let error = match sink.deliver(batch) {
             Ok(()) => {
                 retry.failures = 0;
+                if retry.breaker.succeeded() {
+                    tracing::info!(sink = %spec.name, "circuit closed: the destination takes deliveries again");
+                }
+                publish_circuit(spec, &retry.breaker);
                 return true;
             }
             Err(e) => e,
@@ -327,29 +423,80 @@ fn deliver_with_retry(
         spec.counters.errors.fetch_add(1, Relaxed);
         spec.counters.retries.fetch_add(1, Relaxed);
         sink.reset();
-        let delay = retry.next_delay();
-        tracing::warn!(sink = %spec.name, error = %error, retry_in = ?delay, "delivery failed");
-        let until = Instant::now() + delay;
-        loop {
-            if spec.control.past_deadline() {
-                return false;
-            }
-            let now = Instant::now();
-            if now >= until {
-                break;
-            }
-            let wait = match spec.control.deadline() {
-                Some(deadline) => (until - now).min(deadline.saturating_duration_since(now)),
-                None => until - now,
-            };
-            std::thread::park_timeout(wait);
+        let backoff = retry.next_delay();
+        if retry.breaker.failed() {
+            spec.counters.circuit_opened.fetch_add(1, Relaxed);
+            tracing::warn!(sink = %spec.name, open_for = ?spec.circuit.open_for, "circuit open: {} deliveries failed in a row; no attempt until it half-opens", spec.circuit.failure_threshold);
         }
+        publish_circuit(spec, &retry.breaker);
+        let delay = retry.breaker.wait(backoff);
+        tracing::warn!(sink = %spec.name, error = %error, retry_in = ?delay, "delivery failed");
+        if !wait_or_deadline(spec, delay) {
+            return false;
+        }
+        if retry.breaker.state() == CircuitState::Open {
+            retry.breaker.waited();
+            tracing::info!(sink = %spec.name, "circuit half-open: one probe delivery");
+            publish_circuit(spec, &retry.breaker);
+        }
+    }
+}
+
+fn publish_circuit(spec: &OutputSpec, breaker: &Breaker) {
+    spec.counters
+        .circuit_state
+        .store(breaker.state() as i64, Relaxed);
+}
+
+/// Parks for `delay` (a stop unparks); false when the stop deadline passed first.
+fn wait_or_deadline(spec: &OutputSpec, delay: Duration) -> bool {
+    let until = Instant::now() + delay;
+    loop {
+        if spec.control.past_deadline() {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= until {
+            return true;
+        }
+        let wait = match spec.control.deadline() {
+            Some(deadline) => (until - now).min(deadline.saturating_duration_since(now)),
+            None => until - now,
+        };
+        std::thread::park_timeout(wait);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_breaker_opens_after_the_threshold_and_closes_on_a_probe() {
+        let mut b = Breaker::new(CircuitSettings {
+            failure_threshold: 3,
+            open_for: Duration::from_secs(7),
+        });
+        let backoff = Duration::from_millis(10);
+        assert!(!b.failed() && !b.failed());
+        assert_eq!(
+            (b.state(), b.wait(backoff)),
+            (CircuitState::Closed, backoff)
+        );
+        assert!(b.failed(), "the third failure in a row opens it");
+        assert_eq!(
+            (b.state(), b.wait(backoff)),
+            (CircuitState::Open, Duration::from_secs(7))
+        );
+        b.waited();
+        assert_eq!(b.state(), CircuitState::HalfOpen);
+        assert!(b.failed(), "a failed probe opens it again");
+        b.waited();
+        assert!(b.succeeded(), "a good probe closes it");
+        assert_eq!(b.state(), CircuitState::Closed);
+        assert!(!b.failed() && !b.failed(), "the count starts again");
+        assert!(!b.succeeded());
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {
@@ -359,6 +506,7 @@ mod tests {
                 max: Duration::from_secs(1),
             },
             failures: 0,
+            breaker: Breaker::new(CircuitSettings::default()),
         };
         for _ in 0..50 {
             assert!(r.next_delay() <= Duration::from_secs(1));

@@ -242,6 +242,11 @@ counter_family! {
         undecodable: counter "sluice_output_undecodable_total";
         /// Routed WAL records meant for other sinks (skipped without decoding).
         skipped_not_routed: counter "sluice_output_skipped_records_total";
+        /// The output's circuit breaker: 0 closed (delivering), 1 open (not trying until
+        /// `open_for` passed), 2 half-open (one probe in flight).
+        circuit_state: gauge "sluice_output_circuit_state";
+        /// Times the circuit breaker opened (after `failure_threshold` failures in a row).
+        circuit_opened: counter "sluice_output_circuit_opened_total";
         /// Damaged places in the WAL this output skipped (each logged with segment, offset).
         wal_damaged_skips: counter "sluice_output_wal_damaged_skips_total";
         /// Records a sealed segment's footer says were there but damage made unreadable.

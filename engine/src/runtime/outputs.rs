@@ -82,6 +82,10 @@ impl OutputSet {
             control: Arc::clone(&control),
             counters: Arc::clone(&counters),
             route_bit,
+            circuit: sink.settings().circuit(),
+            // Taken now (on the control thread), so whatever is accepted after the start or
+            // the reload that added the sink reaches it.
+            start_positions: self.start_positions(name, sink),
         };
         let ended = self.ended.clone();
         let handle = std::thread::Builder::new()
@@ -108,6 +112,26 @@ impl OutputSet {
             },
         );
         Ok(())
+    }
+
+    /// Where output `name` starts on each shard when it has no cursor: with `start_at = "end"`
+    /// the durable end now, written as its cursor at once (so a crash before its first delivery
+    /// cannot move its start past what was accepted meanwhile); `None`: the oldest record.
+    fn start_positions(&self, name: &str, sink: &SinkConfig) -> Option<Vec<storage::Position>> {
+        if sink.settings().start_at() == crate::sinks::StartAt::Oldest {
+            return None;
+        }
+        let ends: Vec<storage::Position> = self.logs.iter().map(|l| l.watermark.load()).collect();
+        for (log, &end) in self.logs.iter().zip(&ends) {
+            if let Ok(None) = storage::read_cursor(&log.dir, name) {
+                if let Err(e) =
+                    storage::write_cursor(&log.dir, name, crate::delivery::cursor_at(end))
+                {
+                    tracing::warn!(sink = %name, shard = log.id, error = %e, "cannot write the new sink's start cursor yet; its thread will");
+                }
+            }
+        }
+        Some(ends)
     }
 
     /// Tells output `name` to deliver what was durable when asked (bounded by `deadline`)

@@ -11,7 +11,8 @@
 //! - Sinks that did not change keep running. A removed sink first delivers everything durable
 //!   (bounded by `shutdown_timeout`), persists its cursor and stops; it no longer holds WAL
 //!   segments back. A changed sink is stopped that way and started again from its cursor (same
-//!   name, same cursor: at-least-once). An added sink starts from the oldest segment on disk.
+//!   name, same cursor: at-least-once). An added sink starts at the WAL's end when the reload is applied
+//!   (`start_at = "oldest"`: from the oldest segment on disk).
 //! - Events in the WAL are untouched by a reload: nothing durable is lost, and at most the
 //!   batch an output was delivering when it was stopped is delivered twice.
 

@@ -395,11 +395,49 @@ impl FileOutput {
     }
 }
 
+impl FileOutput {
+    /// Bytes the current file may still take before it is due for rotation (unbounded for a
+    /// file Sluice does not own, which it never rotates).
+    fn room(&self) -> usize {
+        match &self.file {
+            Some(f) if !f.ours => usize::MAX,
+            Some(f) => self.rotate_size.saturating_sub(f.size) as usize,
+            None => self.rotate_size as usize,
+        }
+    }
+}
+
+/// Where to cut `rest` so the part fits in `room`: after the last whole line that fits, or after
+/// the first line when none does (a line longer than the room goes whole into one file).
+fn cut_at(rest: &[u8], room: usize) -> usize {
+    if rest.len() <= room {
+        return rest.len();
+    }
+    match memchr::memrchr(b'\n', &rest[..room]) {
+        Some(at) => at + 1,
+        None => memchr::memchr(b'\n', rest).map_or(rest.len(), |at| at + 1),
+    }
+}
+
 impl Sink for FileOutput {
+    /// Writes the batch, rotating at `rotate_size` to within one line: the batch is cut at
+    /// line boundaries where the file fills. A failure after some parts were written has the
+    /// whole batch delivered again (duplicates, never loss: at-least-once).
     fn deliver(&mut self, batch: &[u8]) -> io::Result<()> {
-        self.write_batch(batch)?;
-        // The batch is confirmed: a rotation failing now must not have it written again.
-        self.rotate_if_due();
+        let mut rest = batch;
+        while !rest.is_empty() {
+            let cut = cut_at(rest, self.room());
+            self.write_batch(&rest[..cut])?;
+            rest = &rest[cut..];
+            // Written and confirmed so far: a rotation failing now must not write it again.
+            self.rotate_if_due();
+            if self.room() == 0 {
+                // The rotation failed (it is retried after the next batch): the rest goes
+                // into this file at once rather than a line at a time.
+                self.write_batch(rest)?;
+                break;
+            }
+        }
         Ok(())
     }
 
@@ -430,6 +468,18 @@ pub struct FileSink {
     pub path: PathBuf,
     /// Sources, transforms or route outputs it takes; unset: every source.
     pub inputs: Option<Vec<String>>,
+    /// Without a cursor yet: `"end"` (default) or `"oldest"` (back-fill what the WAL holds).
+    #[serde(default)]
+    pub start_at: super::StartAt,
+    /// Deliveries failing in a row before the circuit breaker opens.
+    #[serde(default = "super::default_failure_threshold")]
+    pub failure_threshold: u32,
+    /// How long an open circuit makes no attempt before one probe.
+    #[serde(
+        default = "super::default_open_for",
+        deserialize_with = "crate::units::de_duration"
+    )]
+    pub open_for: std::time::Duration,
     #[serde(default = "json")]
     pub encoding: Encoding,
     /// Rotate once the file reaches this size (default 100MB).
@@ -474,6 +524,7 @@ impl SinkSettings for FileSink {
     }
 
     fn check_bounds(&self, prefix: &str, b: &mut Bounds) {
+        super::circuit_bounds(prefix, self.circuit(), b);
         b.size(
             &format!("{prefix}.rotate_size"),
             self.rotate_size,
@@ -486,11 +537,24 @@ impl SinkSettings for FileSink {
         self.inputs.as_deref()
     }
 
+    fn start_at(&self) -> super::StartAt {
+        self.start_at
+    }
+
+    fn circuit(&self) -> crate::delivery::CircuitSettings {
+        crate::delivery::CircuitSettings {
+            failure_threshold: self.failure_threshold,
+            open_for: self.open_for,
+        }
+    }
+
     fn render(&self) -> toml::Table {
         let mut t = toml::Table::new();
         if let Some(inputs) = &self.inputs {
             t.insert("inputs".into(), super::render_inputs(inputs));
         }
+        t.insert("start_at".into(), render::text(self.start_at.name()));
+        super::render_circuit(&mut t, self.circuit());
         t.insert(
             "path".into(),
             render::text(&self.path.display().to_string()),
@@ -548,6 +612,9 @@ mod tests {
             tag: crate::config::TypeTag,
             path: path.to_path_buf(),
             inputs: None,
+            start_at: crate::sinks::StartAt::End,
+            failure_threshold: 5,
+            open_for: Duration::from_secs(30),
             encoding: Encoding::Raw,
             rotate_size,
             keep,
@@ -566,6 +633,42 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    /// A batch larger than the room left is cut at line boundaries: every file but the last
+    /// holds at most `rotate_size` plus one line, and every line is in exactly one file, in order.
+    #[test]
+    fn rotates_within_one_line_not_one_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.log");
+        let mut out = FileOutput::open(&sink(&path, 1024, 100)).unwrap();
+        let lines: Vec<String> = (0..200)
+            .map(|i| format!("line {i:04} {}\n", "x".repeat(i % 40)))
+            .collect();
+        out.deliver(lines.concat().as_bytes()).unwrap();
+        let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let n = name.strip_prefix("out.log.")?.parse().ok()?;
+                Some((n, e.path()))
+            })
+            .collect();
+        files.sort();
+        assert!(files.len() >= 5, "{files:?}");
+        let longest = lines.iter().map(String::len).max().unwrap() as u64;
+        let mut all = String::new();
+        for (_, f) in &files {
+            let size = std::fs::metadata(f).unwrap().len();
+            assert!(
+                size <= 1024 + longest && size >= 1024 - longest,
+                "{f:?}: {size}"
+            );
+            all.push_str(&std::fs::read_to_string(f).unwrap());
+        }
+        all.push_str(&std::fs::read_to_string(&path).unwrap());
+        assert_eq!(all, lines.concat());
     }
 
     #[test]

@@ -10,11 +10,13 @@
 //! generates the `type` names, the typed config enum the config reader fills (with the key and
 //! line of every error), and the dispatch to the module's settings and `open`.
 
+mod console;
 mod file;
 mod tcp;
 
 use std::path::Path;
 
+pub use console::{ConsoleSink, ConsoleTarget};
 pub use file::{FileSink, SinkFsync};
 pub use tcp::{TcpSink, DEFAULT_REPLAY_WINDOW};
 
@@ -29,6 +31,8 @@ pub enum Reach<'a> {
     File(&'a Path),
     /// A `host:port` it connects to.
     Destination(&'a str),
+    /// Sluice's own standard output or error.
+    Console,
 }
 
 /// A sink type's configuration: everything the rest of Sluice needs to know of it.
@@ -39,6 +43,10 @@ pub trait SinkSettings {
     fn check_bounds(&self, prefix: &str, bounds: &mut Bounds);
     /// Sources, transforms or route outputs it takes (`inputs`); `None`: every source.
     fn inputs(&self) -> Option<&[String]>;
+    /// Where it starts when it has no cursor yet (`start_at`).
+    fn start_at(&self) -> StartAt;
+    /// Its circuit breaker (`failure_threshold`, `open_for`).
+    fn circuit(&self) -> crate::delivery::CircuitSettings;
     /// Every key with its effective value (`sluice config`), `type` aside.
     fn render(&self) -> toml::Table;
     /// What it writes to or connects to.
@@ -64,6 +72,27 @@ crate::registry::type_registry! {
     SinkType, SinkConfig, SinkSettings, "sink";
     File = "file" => FileSink,
     Tcp = "tcp" => TcpSink,
+    Console = "console" => ConsoleSink,
+}
+
+/// Where a sink without a cursor (added by a reload, or new in the config) starts reading.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartAt {
+    /// At the end of the WAL when the sink starts: it gets what arrives from then on.
+    #[default]
+    End,
+    /// At the oldest record still on disk: it back-fills the history the WAL holds.
+    Oldest,
+}
+
+impl StartAt {
+    pub fn name(self) -> &'static str {
+        match self {
+            StartAt::End => "end",
+            StartAt::Oldest => "oldest",
+        }
+    }
 }
 
 /// `encoding = "template"` and `template` go together; the template must compile.
@@ -97,6 +126,41 @@ pub(crate) fn compile_template(
     template
         .and_then(|t| crate::delivery::Template::parse(t).ok())
         .map(std::sync::Arc::new)
+}
+
+/// `failure_threshold` default.
+pub(crate) fn default_failure_threshold() -> u32 {
+    crate::delivery::CircuitSettings::default().failure_threshold
+}
+
+/// `open_for` default.
+pub(crate) fn default_open_for() -> std::time::Duration {
+    crate::delivery::CircuitSettings::default().open_for
+}
+
+/// The circuit breaker's keys against their bounds, and rendered.
+pub(crate) fn circuit_bounds(prefix: &str, c: crate::delivery::CircuitSettings, b: &mut Bounds) {
+    b.count(
+        &format!("{prefix}.failure_threshold"),
+        c.failure_threshold.into(),
+        1..=10_000,
+    );
+    b.duration(
+        &format!("{prefix}.open_for"),
+        c.open_for,
+        std::time::Duration::from_millis(10)..=crate::units::HOUR,
+    );
+}
+
+pub(crate) fn render_circuit(t: &mut toml::Table, c: crate::delivery::CircuitSettings) {
+    t.insert(
+        "failure_threshold".into(),
+        toml::Value::Integer(c.failure_threshold.into()),
+    );
+    t.insert(
+        "open_for".into(),
+        crate::units::render::duration(c.open_for),
+    );
 }
 
 /// `inputs = [...]` as `sluice config` writes it.

@@ -240,6 +240,18 @@ pub struct TcpSink {
     pub address: String,
     /// Sources, transforms or route outputs it takes; unset: every source.
     pub inputs: Option<Vec<String>>,
+    /// Without a cursor yet: `"end"` (default) or `"oldest"` (back-fill what the WAL holds).
+    #[serde(default)]
+    pub start_at: super::StartAt,
+    /// Deliveries failing in a row before the circuit breaker opens.
+    #[serde(default = "super::default_failure_threshold")]
+    pub failure_threshold: u32,
+    /// How long an open circuit makes no attempt before one probe.
+    #[serde(
+        default = "super::default_open_for",
+        deserialize_with = "crate::units::de_duration"
+    )]
+    pub open_for: std::time::Duration,
     #[serde(default)]
     pub framing: TcpFraming,
     #[serde(default = "raw")]
@@ -297,6 +309,7 @@ impl SinkSettings for TcpSink {
     }
 
     fn check_bounds(&self, prefix: &str, b: &mut Bounds) {
+        super::circuit_bounds(prefix, self.circuit(), b);
         let key = |k: &str| format!("{prefix}.{k}");
         let some = Duration::from_millis(1);
         b.size(&key("replay_window"), self.replay_window, 0..=1 << 30);
@@ -310,11 +323,24 @@ impl SinkSettings for TcpSink {
         self.inputs.as_deref()
     }
 
+    fn start_at(&self) -> super::StartAt {
+        self.start_at
+    }
+
+    fn circuit(&self) -> crate::delivery::CircuitSettings {
+        crate::delivery::CircuitSettings {
+            failure_threshold: self.failure_threshold,
+            open_for: self.open_for,
+        }
+    }
+
     fn render(&self) -> toml::Table {
         let mut t = toml::Table::new();
         if let Some(inputs) = &self.inputs {
             t.insert("inputs".into(), super::render_inputs(inputs));
         }
+        t.insert("start_at".into(), render::text(self.start_at.name()));
+        super::render_circuit(&mut t, self.circuit());
         t.insert("address".into(), render::text(&self.address));
         let framing = match self.framing {
             TcpFraming::OctetCounting => "octet_counting",
@@ -371,6 +397,9 @@ mod tests {
             tag: crate::config::TypeTag,
             address,
             inputs: None,
+            start_at: crate::sinks::StartAt::End,
+            failure_threshold: 5,
+            open_for: Duration::from_secs(30),
             framing: TcpFraming::Newline,
             encoding: Encoding::Raw,
             connect_timeout: Duration::from_secs(5),

@@ -37,11 +37,27 @@ impl Sluice {
 
     /// Starts `sluice run ARGS`; `config_path` is what the test edits to reload.
     pub fn start_args(args: &[&std::ffi::OsStr], config_path: &Path) -> Sluice {
+        Self::spawn(args, config_path, Stdio::null())
+    }
+
+    /// Like [`Sluice::start`], with its standard output a pipe the test reads
+    /// (`child.stdout`).
+    pub fn start_capturing_stdout(dir: &Path, config: &str) -> Sluice {
+        let config_path = dir.join("sluice.toml");
+        std::fs::write(&config_path, config).unwrap();
+        Self::spawn(
+            &["--config".as_ref(), config_path.as_os_str()],
+            &config_path,
+            Stdio::piped(),
+        )
+    }
+
+    fn spawn(args: &[&std::ffi::OsStr], config_path: &Path, stdout: Stdio) -> Sluice {
         let mut child = Command::new(sluice_bin())
             .arg("run")
             .args(args)
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .expect("start sluice");

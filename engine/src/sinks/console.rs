@@ -1,0 +1,145 @@
+//! The console sink: events to Sluice's standard output or standard error, for `sluice run` in
+//! a terminal and for containers (where the runtime collects stdout).
+//!
+//! A batch is confirmed once it was written and flushed to the stream (a pipe or terminal
+//! that accepted the bytes). Sluice's own logs go to standard error: with `target = "stderr"`
+//! they interleave with the events.
+
+use std::io::{self, Write};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{Reach, SinkError, SinkSettings, StartAt};
+use crate::delivery::{Backoff, Encoding, LineBreaks, OpenedSink, RecordEncoding, Sink};
+use crate::units::{render, Bounds, TypeTag};
+
+/// Which stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsoleTarget {
+    #[default]
+    Stdout,
+    Stderr,
+}
+
+fn json() -> Encoding {
+    Encoding::Json
+}
+
+/// `type = "console"`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSink {
+    #[serde(rename = "type")]
+    pub tag: TypeTag,
+    /// Sources, transforms or route outputs it takes; unset: every source.
+    pub inputs: Option<Vec<String>>,
+    #[serde(default)]
+    pub start_at: StartAt,
+    /// Deliveries failing in a row before the circuit breaker opens.
+    #[serde(default = "super::default_failure_threshold")]
+    pub failure_threshold: u32,
+    /// How long an open circuit makes no attempt before one probe.
+    #[serde(
+        default = "super::default_open_for",
+        deserialize_with = "crate::units::de_duration"
+    )]
+    pub open_for: std::time::Duration,
+    #[serde(default)]
+    pub target: ConsoleTarget,
+    #[serde(default = "json")]
+    pub encoding: Encoding,
+    #[serde(default)]
+    pub line_breaks: LineBreaks,
+    /// With `encoding = "template"`.
+    pub template: Option<String>,
+}
+
+struct ConsoleOutput {
+    target: ConsoleTarget,
+}
+
+impl Sink for ConsoleOutput {
+    fn deliver(&mut self, batch: &[u8]) -> io::Result<()> {
+        match self.target {
+            ConsoleTarget::Stdout => {
+                let mut out = io::stdout().lock();
+                out.write_all(batch)?;
+                out.flush()
+            }
+            ConsoleTarget::Stderr => {
+                let mut out = io::stderr().lock();
+                out.write_all(batch)?;
+                out.flush()
+            }
+        }
+    }
+}
+
+impl SinkSettings for ConsoleSink {
+    fn check(&self, name: &str) -> Result<(), (String, String)> {
+        super::check_template(name, self.encoding, self.template.as_deref())
+    }
+
+    fn check_bounds(&self, prefix: &str, bounds: &mut Bounds) {
+        super::circuit_bounds(prefix, self.circuit(), bounds);
+    }
+
+    fn inputs(&self) -> Option<&[String]> {
+        self.inputs.as_deref()
+    }
+
+    fn start_at(&self) -> StartAt {
+        self.start_at
+    }
+
+    fn circuit(&self) -> crate::delivery::CircuitSettings {
+        crate::delivery::CircuitSettings {
+            failure_threshold: self.failure_threshold,
+            open_for: self.open_for,
+        }
+    }
+
+    fn render(&self) -> toml::Table {
+        let mut t = toml::Table::new();
+        if let Some(inputs) = &self.inputs {
+            t.insert("inputs".into(), super::render_inputs(inputs));
+        }
+        t.insert("start_at".into(), render::text(self.start_at.name()));
+        super::render_circuit(&mut t, self.circuit());
+        let target = match self.target {
+            ConsoleTarget::Stdout => "stdout",
+            ConsoleTarget::Stderr => "stderr",
+        };
+        t.insert("target".into(), render::text(target));
+        t.insert("encoding".into(), render::text(self.encoding.name()));
+        t.insert("line_breaks".into(), render::text(self.line_breaks.name()));
+        if let Some(template) = &self.template {
+            t.insert("template".into(), render::text(template));
+        }
+        t
+    }
+
+    fn reach(&self) -> Reach<'_> {
+        Reach::Console
+    }
+
+    fn open(&self) -> Result<OpenedSink, SinkError> {
+        Ok(OpenedSink {
+            sink: Box::new(ConsoleOutput {
+                target: self.target,
+            }),
+            encoding: RecordEncoding {
+                encoding: self.encoding,
+                framing: None,
+                line_breaks: self.line_breaks,
+                template: super::compile_template(self.template.as_deref()),
+            },
+            backoff: Backoff {
+                initial: Duration::from_millis(100),
+                max: Duration::from_secs(5),
+            },
+        })
+    }
+}
