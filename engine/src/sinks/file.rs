@@ -102,6 +102,10 @@ pub struct FileOutput {
     append_existing: bool,
     /// When a failed rotation was last reported (they are retried after every batch).
     rotation_warned: Option<Instant>,
+    rotate_every: Option<RotateEvery>,
+    max_age: Option<Duration>,
+    /// When rotated files were last checked against `max_age`.
+    last_age_sweep: Option<Instant>,
 }
 
 struct OpenFile {
@@ -110,6 +114,57 @@ struct OpenFile {
     size: u64,
     /// Sluice created it (it may cut, rotate and delete it).
     ours: bool,
+    /// Unix seconds at which its time period ends (`rotate_every`): it is rotated then.
+    period_end: Option<u64>,
+}
+
+/// `rotate_every`: a period (`"1h"`, aligned to the epoch: whole hours) or `"daily"` (at
+/// midnight UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotateEvery {
+    Period(Duration),
+    Daily,
+}
+
+impl RotateEvery {
+    fn seconds(self) -> u64 {
+        match self {
+            RotateEvery::Period(d) => d.as_secs().max(1),
+            RotateEvery::Daily => 86_400,
+        }
+    }
+
+    /// The end of the period that `at` (Unix seconds) lies in.
+    pub fn period_end(self, at: u64) -> u64 {
+        let len = self.seconds();
+        (at / len + 1) * len
+    }
+
+    fn name(self) -> String {
+        match self {
+            RotateEvery::Daily => "daily".into(),
+            RotateEvery::Period(d) => humantime::format_duration(d).to_string(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RotateEvery {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text == "daily" {
+            return Ok(RotateEvery::Daily);
+        }
+        humantime::parse_duration(&text)
+            .map(RotateEvery::Period)
+            .map_err(|e| {
+                serde::de::Error::custom(format!("expected \"daily\" or a duration (\"1h\"): {e}"))
+            })
+    }
+}
+
+fn unix_secs(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn with_path(op: &str, path: &Path, e: io::Error) -> io::Error {
@@ -159,6 +214,9 @@ impl FileOutput {
             fsync: config.fsync,
             append_existing: config.append_existing,
             rotation_warned: None,
+            rotate_every: config.rotate_every,
+            max_age: config.max_age,
+            last_age_sweep: None,
         };
         output.load_state()?;
         output.open_current()?;
@@ -227,11 +285,18 @@ impl FileOutput {
         if !ours {
             tracing::info!(path = %self.path.display(), "appending to a file Sluice did not create (append_existing): it is never cut, rotated or deleted");
         }
+        // The period it began in: its creation time where the file system keeps one.
+        let born = meta
+            .created()
+            .or_else(|_| meta.modified())
+            .map(unix_secs)
+            .unwrap_or(0);
         Ok(OpenFile {
             file,
             id,
             size,
             ours,
+            period_end: self.rotate_every.map(|r| r.period_end(born)),
         })
     }
 
@@ -252,11 +317,13 @@ impl FileOutput {
             let _ = std::fs::remove_file(&self.path);
             return Err(e);
         }
+        let now = unix_secs(std::time::SystemTime::now());
         Ok(OpenFile {
             file,
             id,
             size: 0,
             ours: true,
+            period_end: self.rotate_every.map(|r| r.period_end(now)),
         })
     }
 
@@ -376,11 +443,22 @@ impl FileOutput {
     }
 
     fn rotate_if_due(&mut self) {
-        let due = self
-            .file
-            .as_ref()
-            .is_some_and(|f| f.ours && f.size >= self.rotate_size);
-        if !due {
+        self.rotate_if_due_at(unix_secs(std::time::SystemTime::now()));
+    }
+
+    /// Rotates when the file reached `rotate_size`, or its period ended (`rotate_every`; an
+    /// empty file is not rotated, its period moves on).
+    fn rotate_if_due_at(&mut self, now: u64) {
+        let every = self.rotate_every;
+        let Some(f) = self.file.as_mut().filter(|f| f.ours) else {
+            return;
+        };
+        let period_over = f.period_end.is_some_and(|end| now >= end);
+        if period_over && f.size == 0 {
+            f.period_end = every.map(|r| r.period_end(now));
+            return;
+        }
+        if f.size < self.rotate_size && !period_over {
             return;
         }
         if let Err(e) = self.rotate() {
@@ -395,7 +473,52 @@ impl FileOutput {
     }
 }
 
+/// How often rotated files are checked against `max_age`.
+const AGE_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
 impl FileOutput {
+    /// Deletes the rotated files this sink made whose last write is older than `max_age`.
+    fn remove_aged(&mut self, now: std::time::SystemTime) -> io::Result<()> {
+        let Some(max_age) = self.max_age else {
+            return Ok(());
+        };
+        let before = self.owned.rotated.len();
+        let name = self.file_name();
+        let dir = self.dir.clone();
+        self.owned.rotated.retain(|(n, id)| {
+            let path = dir.join(format!("{name}.{n}"));
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                return false; // Gone: forget it.
+            };
+            let aged = meta
+                .modified()
+                .is_ok_and(|m| now.duration_since(m).is_ok_and(|age| age > max_age));
+            if FileId::of(&meta) == *id && aged {
+                return std::fs::remove_file(&path).is_err();
+            }
+            true
+        });
+        if self.owned.rotated.len() != before {
+            self.save_state()?;
+        }
+        Ok(())
+    }
+
+    /// At most every [`AGE_SWEEP_INTERVAL`]: [`FileOutput::remove_aged`].
+    fn sweep_aged(&mut self) {
+        if self.max_age.is_none()
+            || self
+                .last_age_sweep
+                .is_some_and(|t| t.elapsed() < AGE_SWEEP_INTERVAL)
+        {
+            return;
+        }
+        self.last_age_sweep = Some(Instant::now());
+        if let Err(e) = self.remove_aged(std::time::SystemTime::now()) {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot remove rotated files past max_age; trying again later");
+        }
+    }
+
     /// Bytes the current file may still take before it is due for rotation (unbounded for a
     /// file Sluice does not own, which it never rotates).
     fn room(&self) -> usize {
@@ -444,6 +567,12 @@ impl Sink for FileOutput {
     fn reset(&mut self) {
         self.file = None;
     }
+
+    /// Between batches: a period that ended rotates the file, and old rotated files go.
+    fn idle(&mut self) {
+        self.rotate_if_due();
+        self.sweep_aged();
+    }
 }
 
 // ---- Configuration: `[sinks.NAME]` with `type = "file"` ----
@@ -488,6 +617,12 @@ pub struct FileSink {
     /// Rotated files kept; older ones are deleted (default 10).
     #[serde(default = "default_keep")]
     pub keep: u32,
+    /// Also rotate when a time period ends: a duration (`"1h"`, whole hours) or `"daily"`
+    /// (midnight UTC).
+    pub rotate_every: Option<RotateEvery>,
+    /// Delete rotated files whose last write is older than this (`"7d"`), besides `keep`.
+    #[serde(default, deserialize_with = "crate::units::de_opt_duration")]
+    pub max_age: Option<Duration>,
     #[serde(default)]
     pub fsync: SinkFsync,
     /// A file at `path` that Sluice did not create: append to it (never cut, rotate or delete
@@ -531,6 +666,20 @@ impl SinkSettings for FileSink {
             1024..=1 << 40,
         );
         b.count(&format!("{prefix}.keep"), self.keep.into(), 0..=100_000);
+        if let Some(RotateEvery::Period(d)) = self.rotate_every {
+            b.duration(
+                &format!("{prefix}.rotate_every"),
+                d,
+                Duration::from_secs(1)..=30 * crate::units::DAY,
+            );
+        }
+        if let Some(age) = self.max_age {
+            b.duration(
+                &format!("{prefix}.max_age"),
+                age,
+                Duration::from_secs(1)..=3650 * crate::units::DAY,
+            );
+        }
     }
 
     fn inputs(&self) -> Option<&[String]> {
@@ -562,6 +711,12 @@ impl SinkSettings for FileSink {
         t.insert("encoding".into(), render::text(self.encoding.name()));
         t.insert("rotate_size".into(), render::bytes(self.rotate_size));
         t.insert("keep".into(), toml::Value::Integer(self.keep.into()));
+        if let Some(every) = self.rotate_every {
+            t.insert("rotate_every".into(), render::text(&every.name()));
+        }
+        if let Some(age) = self.max_age {
+            t.insert("max_age".into(), render::duration(age));
+        }
         let fsync = match self.fsync {
             SinkFsync::Always => "always",
             SinkFsync::Never => "never",
@@ -618,6 +773,8 @@ mod tests {
             encoding: Encoding::Raw,
             rotate_size,
             keep,
+            rotate_every: None,
+            max_age: None,
             fsync: SinkFsync::Always,
             append_existing: false,
             line_breaks: LineBreaks::Escape,
@@ -669,6 +826,62 @@ mod tests {
         }
         all.push_str(&std::fs::read_to_string(&path).unwrap());
         assert_eq!(all, lines.concat());
+    }
+
+    #[test]
+    fn periods_align_to_the_epoch() {
+        let hour = RotateEvery::Period(Duration::from_secs(3600));
+        assert_eq!(hour.period_end(7_200), 10_800);
+        assert_eq!(hour.period_end(7_199), 7_200);
+        assert_eq!(RotateEvery::Daily.period_end(86_400 * 3 + 5), 86_400 * 4);
+    }
+
+    /// A file whose period ended is rotated (an empty one is not: its period moves on), and
+    /// rotated files older than `max_age` are deleted (only those this sink made).
+    #[test]
+    fn rotates_when_the_period_ends_and_removes_aged_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.log");
+        let mut config = sink(&path, 1 << 30, 100);
+        config.rotate_every = Some(RotateEvery::Period(Duration::from_secs(3600)));
+        config.max_age = Some(Duration::from_secs(7 * 86_400));
+        let mut out = FileOutput::open(&config).unwrap();
+        let end = out.file.as_ref().unwrap().period_end.unwrap();
+        out.rotate_if_due_at(end);
+        assert!(
+            !dir.path().join("out.log.1").exists(),
+            "an empty file is not rotated"
+        );
+        out.deliver(b"one\n").unwrap();
+        out.rotate_if_due_at(end + 3600 - 1);
+        assert!(
+            !dir.path().join("out.log.1").exists(),
+            "its period has not ended"
+        );
+        out.rotate_if_due_at(end + 3600);
+        assert_eq!(
+            std::fs::read(dir.path().join("out.log.1")).unwrap(),
+            b"one\n"
+        );
+        out.deliver(b"two\n").unwrap();
+        out.rotate().unwrap();
+        let foreign = dir.path().join("out.log.9");
+        std::fs::write(&foreign, "not ours").unwrap();
+        let old = std::time::SystemTime::now() - Duration::from_secs(8 * 86_400);
+        for f in ["out.log.1", "out.log.9"] {
+            let file = std::fs::File::options()
+                .write(true)
+                .open(dir.path().join(f))
+                .unwrap();
+            file.set_modified(old).unwrap();
+        }
+        out.remove_aged(std::time::SystemTime::now()).unwrap();
+        assert!(
+            !dir.path().join("out.log.1").exists(),
+            "ours and older than max_age"
+        );
+        assert!(dir.path().join("out.log.2").exists(), "ours but recent");
+        assert!(foreign.exists(), "never deleted: not ours");
     }
 
     #[test]
