@@ -6,7 +6,6 @@ mod common;
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::path::Path;
 
 use common::*;
 
@@ -16,14 +15,6 @@ fn send(addr: std::net::SocketAddr, tag: &str, range: std::ops::Range<u64>) {
         conn.write_all(octet(&rfc5424_line(tag, seq)).as_bytes())
             .unwrap();
     }
-}
-
-fn seqs_in(path: &Path) -> HashSet<u64> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| seq_of(l.as_bytes()))
-        .collect()
 }
 
 /// `type = "console"` writes each event as a JSON line on Sluice's standard output.

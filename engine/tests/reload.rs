@@ -18,14 +18,6 @@ fn file_sink_at(name: &str, path: &Path) -> String {
     )
 }
 
-fn seqs_in(path: &Path) -> HashSet<u64> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| seq_of(l.as_bytes()))
-        .collect()
-}
-
 fn sighup(sluice: &Sluice) {
     // SAFETY: kill(2) on the PID of the child this test started.
     unsafe {

@@ -301,22 +301,37 @@ fn escape_into(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Decimal digits of `v` without going through `fmt`.
-fn write_u32(out: &mut Vec<u8>, mut v: u32) {
-    let mut buf = [0u8; 10];
+fn write_u32(out: &mut Vec<u8>, v: u32) {
+    write_i64(out, i64::from(v));
+}
+
+/// Decimal digits of `v` (a sign when negative) without going through `fmt`.
+pub fn write_i64(out: &mut Vec<u8>, v: i64) {
+    let mut buf = [0u8; 20];
     let mut at = buf.len();
+    let mut n = v.unsigned_abs();
     loop {
         at -= 1;
-        buf[at] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
             break;
         }
+    }
+    if v < 0 {
+        out.push(b'-');
     }
     out.extend_from_slice(&buf[at..]);
 }
 
 fn write_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
     out.push(b'"');
+    write_ip_text(out, ip);
+    out.push(b'"');
+}
+
+/// `ip` as text, as `std` writes it (IPv4 without going through `fmt`).
+pub fn write_ip_text(out: &mut Vec<u8>, ip: std::net::IpAddr) {
     match ip {
         std::net::IpAddr::V4(v4) => {
             for (i, octet) in v4.octets().into_iter().enumerate() {
@@ -330,7 +345,6 @@ fn write_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
             let _ = write!(out, "{v6}");
         }
     }
-    out.push(b'"');
 }
 
 #[cfg(test)]
@@ -420,6 +434,13 @@ mod tests {
             write_str(&mut out, s.as_bytes());
             let back: String = serde_json::from_slice(&out).unwrap();
             prop_assert_eq!(back, s);
+        }
+
+        #[test]
+        fn integers_format_like_std(v in any::<i64>()) {
+            let mut out = Vec::new();
+            write_i64(&mut out, v);
+            prop_assert_eq!(String::from_utf8(out).unwrap(), v.to_string());
         }
 
         #[test]

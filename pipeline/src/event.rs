@@ -343,32 +343,13 @@ fn path_equals(name: &[u8], parts: &[String]) -> bool {
     rest.is_empty()
 }
 
-/// Decimal digits of `v` without going through `fmt`.
-fn write_i64(out: &mut Vec<u8>, v: i64) {
-    let mut buf = [0u8; 20];
-    let mut at = buf.len();
-    let mut n = v.unsigned_abs();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    if v < 0 {
-        out.push(b'-');
-    }
-    out.extend_from_slice(&buf[at..]);
-}
-
 /// One value as JSON.
 pub fn write_value(out: &mut Vec<u8>, value: &FieldValue, arena: &[u8]) {
     use std::io::Write as _;
     match value {
         FieldValue::Str(r) => ingest::json::write_str(out, r.get(arena)),
         FieldValue::Json(r) => out.extend_from_slice(r.get(arena)),
-        FieldValue::Int(i) => write_i64(out, *i),
+        FieldValue::Int(i) => ingest::json::write_i64(out, *i),
         FieldValue::Float(f) if f.is_finite() => {
             let _ = write!(out, "{f}");
         }
@@ -411,20 +392,8 @@ impl Event {
         self.parsed = *parsed;
         self.source_ip = source_ip;
         self.ip_text.clear();
-        match source_ip {
-            Some(IpAddr::V4(v4)) => {
-                for (i, octet) in v4.octets().into_iter().enumerate() {
-                    if i > 0 {
-                        self.ip_text.push(b'.');
-                    }
-                    write_i64(&mut self.ip_text, i64::from(octet));
-                }
-            }
-            Some(ip) => {
-                use std::io::Write as _;
-                let _ = write!(self.ip_text, "{ip}");
-            }
-            None => {}
+        if let Some(ip) = source_ip {
+            ingest::json::write_ip_text(&mut self.ip_text, ip);
         }
         self.fields.clear();
     }

@@ -386,8 +386,9 @@ impl Config {
                 .check_bounds(&format!("sources.{name}"), &mut b);
         }
         for (name, sink) in &self.sinks {
-            sink.settings()
-                .check_bounds(&format!("sinks.{name}"), &mut b);
+            let prefix = format!("sinks.{name}");
+            sink.settings().common().check_bounds(&prefix, &mut b);
+            sink.settings().check_bounds(&prefix, &mut b);
         }
         b.into_result()
     }
@@ -447,7 +448,6 @@ impl Config {
         let bit = |name: &str| sinks.iter().position(|s| *s == name).unwrap_or(0).min(63) as u8;
         let topology =
             crate::transforms::topology(&self.sources, &self.transforms, &self.sinks, bit);
-        let warnings = topology.check().map_err(topology_key)?;
         let compiled = Compiled::new(&topology, &self.transforms).map_err(|e| match e {
             crate::transforms::CompileError::Topology(t) => topology_key(t),
             crate::transforms::CompileError::Multiline { name, input, why } => (
@@ -468,7 +468,7 @@ impl Config {
                 ));
             }
         }
-        Ok(warnings)
+        Ok(compiled.warnings().to_vec())
     }
 
     /// The processing of this config with the running sinks' routing bits.

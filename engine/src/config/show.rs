@@ -140,6 +140,7 @@ fn transform(transform: &super::TransformConfig) -> Table {
 fn sink(sink: &SinkConfig) -> Table {
     let mut t = Table::new();
     t.insert("type".into(), text(sink.type_name()));
+    t.extend(sink.settings().common().render());
     t.extend(sink.settings().render());
     t
 }

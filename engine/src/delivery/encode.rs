@@ -268,7 +268,7 @@ fn write_standard(out: &mut Vec<u8>, s: Standard, event: &EventView, shard: usiz
         Standard::Message => out.extend_from_slice(event.message()),
         Standard::SourceIp => {
             if let Some(ip) = event.source_ip {
-                let _ = write!(out, "{ip}");
+                ingest::json::write_ip_text(out, ip);
             }
         }
         Standard::Format => out.extend_from_slice(event.format.name().as_bytes()),

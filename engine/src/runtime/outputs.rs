@@ -82,7 +82,7 @@ impl OutputSet {
             control: Arc::clone(&control),
             counters: Arc::clone(&counters),
             route_bit,
-            circuit: sink.settings().circuit(),
+            circuit: sink.settings().common().circuit,
             // Taken now (on the control thread), so whatever is accepted after the start or
             // the reload that added the sink reaches it.
             start_positions: self.start_positions(name, sink),
@@ -118,7 +118,7 @@ impl OutputSet {
     /// the durable end now, written as its cursor at once (so a crash before its first delivery
     /// cannot move its start past what was accepted meanwhile); `None`: the oldest record.
     fn start_positions(&self, name: &str, sink: &SinkConfig) -> Option<Vec<storage::Position>> {
-        if sink.settings().start_at() == crate::sinks::StartAt::Oldest {
+        if sink.settings().common().start_at == crate::sinks::StartAt::Oldest {
             return None;
         }
         let ends: Vec<storage::Position> = self.logs.iter().map(|l| l.watermark.load()).collect();

@@ -82,32 +82,21 @@ impl SinkSettings for ConsoleSink {
         super::check_template(name, self.encoding, self.template.as_deref())
     }
 
-    fn check_bounds(&self, prefix: &str, bounds: &mut Bounds) {
-        super::circuit_bounds(prefix, self.circuit(), bounds);
-    }
+    fn check_bounds(&self, _prefix: &str, _bounds: &mut Bounds) {}
 
-    fn inputs(&self) -> Option<&[String]> {
-        self.inputs.as_deref()
-    }
-
-    fn start_at(&self) -> StartAt {
-        self.start_at
-    }
-
-    fn circuit(&self) -> crate::delivery::CircuitSettings {
-        crate::delivery::CircuitSettings {
-            failure_threshold: self.failure_threshold,
-            open_for: self.open_for,
+    fn common(&self) -> super::SinkCommon<'_> {
+        super::SinkCommon {
+            inputs: self.inputs.as_deref(),
+            start_at: self.start_at,
+            circuit: crate::delivery::CircuitSettings {
+                failure_threshold: self.failure_threshold,
+                open_for: self.open_for,
+            },
         }
     }
 
     fn render(&self) -> toml::Table {
         let mut t = toml::Table::new();
-        if let Some(inputs) = &self.inputs {
-            t.insert("inputs".into(), super::render_inputs(inputs));
-        }
-        t.insert("start_at".into(), render::text(self.start_at.name()));
-        super::render_circuit(&mut t, self.circuit());
         let target = match self.target {
             ConsoleTarget::Stdout => "stdout",
             ConsoleTarget::Stderr => "stderr",

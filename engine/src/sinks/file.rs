@@ -659,7 +659,6 @@ impl SinkSettings for FileSink {
     }
 
     fn check_bounds(&self, prefix: &str, b: &mut Bounds) {
-        super::circuit_bounds(prefix, self.circuit(), b);
         b.size(
             &format!("{prefix}.rotate_size"),
             self.rotate_size,
@@ -682,28 +681,19 @@ impl SinkSettings for FileSink {
         }
     }
 
-    fn inputs(&self) -> Option<&[String]> {
-        self.inputs.as_deref()
-    }
-
-    fn start_at(&self) -> super::StartAt {
-        self.start_at
-    }
-
-    fn circuit(&self) -> crate::delivery::CircuitSettings {
-        crate::delivery::CircuitSettings {
-            failure_threshold: self.failure_threshold,
-            open_for: self.open_for,
+    fn common(&self) -> super::SinkCommon<'_> {
+        super::SinkCommon {
+            inputs: self.inputs.as_deref(),
+            start_at: self.start_at,
+            circuit: crate::delivery::CircuitSettings {
+                failure_threshold: self.failure_threshold,
+                open_for: self.open_for,
+            },
         }
     }
 
     fn render(&self) -> toml::Table {
         let mut t = toml::Table::new();
-        if let Some(inputs) = &self.inputs {
-            t.insert("inputs".into(), super::render_inputs(inputs));
-        }
-        t.insert("start_at".into(), render::text(self.start_at.name()));
-        super::render_circuit(&mut t, self.circuit());
         t.insert(
             "path".into(),
             render::text(&self.path.display().to_string()),

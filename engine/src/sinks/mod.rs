@@ -41,13 +41,10 @@ pub trait SinkSettings {
     fn check(&self, name: &str) -> Result<(), (String, String)>;
     /// Puts every size and duration against its bounds (keys under `prefix`).
     fn check_bounds(&self, prefix: &str, bounds: &mut Bounds);
-    /// Sources, transforms or route outputs it takes (`inputs`); `None`: every source.
-    fn inputs(&self) -> Option<&[String]>;
-    /// Where it starts when it has no cursor yet (`start_at`).
-    fn start_at(&self) -> StartAt;
-    /// Its circuit breaker (`failure_threshold`, `open_for`).
-    fn circuit(&self) -> crate::delivery::CircuitSettings;
-    /// Every key with its effective value (`sluice config`), `type` aside.
+    /// The keys every sink type has.
+    fn common(&self) -> SinkCommon<'_>;
+    /// Every key of its own with its effective value (`sluice config`); `type` and the
+    /// common keys aside.
     fn render(&self) -> toml::Table;
     /// What it writes to or connects to.
     fn reach(&self) -> Reach<'_>;
@@ -128,6 +125,58 @@ pub(crate) fn compile_template(
         .map(std::sync::Arc::new)
 }
 
+/// The keys every sink type has (each type's struct declares them, so that errors keep their
+/// line: see `config::typed`); read, bounded and rendered here, in one place.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SinkCommon<'a> {
+    /// Sources, transforms or route outputs it takes (`inputs`); `None`: every source.
+    pub inputs: Option<&'a [String]>,
+    /// Where it starts when it has no cursor yet (`start_at`).
+    pub start_at: StartAt,
+    /// Its circuit breaker (`failure_threshold`, `open_for`).
+    pub circuit: crate::delivery::CircuitSettings,
+}
+
+impl SinkCommon<'_> {
+    /// The common keys against their bounds (keys under `prefix`).
+    pub(crate) fn check_bounds(&self, prefix: &str, b: &mut Bounds) {
+        let c = self.circuit;
+        b.count(
+            &format!("{prefix}.failure_threshold"),
+            c.failure_threshold.into(),
+            1..=10_000,
+        );
+        b.duration(
+            &format!("{prefix}.open_for"),
+            c.open_for,
+            std::time::Duration::from_millis(10)..=crate::units::HOUR,
+        );
+    }
+
+    /// The common keys as `sluice config` writes them.
+    pub(crate) fn render(&self) -> toml::Table {
+        let mut t = toml::Table::new();
+        if let Some(inputs) = self.inputs {
+            let inputs = inputs.iter().map(|i| toml::Value::String(i.clone()));
+            t.insert("inputs".into(), toml::Value::Array(inputs.collect()));
+        }
+        t.insert(
+            "start_at".into(),
+            crate::units::render::text(self.start_at.name()),
+        );
+        let c = self.circuit;
+        t.insert(
+            "failure_threshold".into(),
+            toml::Value::Integer(c.failure_threshold.into()),
+        );
+        t.insert(
+            "open_for".into(),
+            crate::units::render::duration(c.open_for),
+        );
+        t
+    }
+}
+
 /// `failure_threshold` default.
 pub(crate) fn default_failure_threshold() -> u32 {
     crate::delivery::CircuitSettings::default().failure_threshold
@@ -136,41 +185,6 @@ pub(crate) fn default_failure_threshold() -> u32 {
 /// `open_for` default.
 pub(crate) fn default_open_for() -> std::time::Duration {
     crate::delivery::CircuitSettings::default().open_for
-}
-
-/// The circuit breaker's keys against their bounds, and rendered.
-pub(crate) fn circuit_bounds(prefix: &str, c: crate::delivery::CircuitSettings, b: &mut Bounds) {
-    b.count(
-        &format!("{prefix}.failure_threshold"),
-        c.failure_threshold.into(),
-        1..=10_000,
-    );
-    b.duration(
-        &format!("{prefix}.open_for"),
-        c.open_for,
-        std::time::Duration::from_millis(10)..=crate::units::HOUR,
-    );
-}
-
-pub(crate) fn render_circuit(t: &mut toml::Table, c: crate::delivery::CircuitSettings) {
-    t.insert(
-        "failure_threshold".into(),
-        toml::Value::Integer(c.failure_threshold.into()),
-    );
-    t.insert(
-        "open_for".into(),
-        crate::units::render::duration(c.open_for),
-    );
-}
-
-/// `inputs = [...]` as `sluice config` writes it.
-pub(crate) fn render_inputs(inputs: &[String]) -> toml::Value {
-    toml::Value::Array(
-        inputs
-            .iter()
-            .map(|i| toml::Value::String(i.clone()))
-            .collect(),
-    )
 }
 
 /// Opens the destination `config` names.

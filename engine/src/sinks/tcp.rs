@@ -309,7 +309,6 @@ impl SinkSettings for TcpSink {
     }
 
     fn check_bounds(&self, prefix: &str, b: &mut Bounds) {
-        super::circuit_bounds(prefix, self.circuit(), b);
         let key = |k: &str| format!("{prefix}.{k}");
         let some = Duration::from_millis(1);
         b.size(&key("replay_window"), self.replay_window, 0..=1 << 30);
@@ -319,28 +318,19 @@ impl SinkSettings for TcpSink {
         b.duration(&key("max_backoff"), self.max_backoff, some..=DAY);
     }
 
-    fn inputs(&self) -> Option<&[String]> {
-        self.inputs.as_deref()
-    }
-
-    fn start_at(&self) -> super::StartAt {
-        self.start_at
-    }
-
-    fn circuit(&self) -> crate::delivery::CircuitSettings {
-        crate::delivery::CircuitSettings {
-            failure_threshold: self.failure_threshold,
-            open_for: self.open_for,
+    fn common(&self) -> super::SinkCommon<'_> {
+        super::SinkCommon {
+            inputs: self.inputs.as_deref(),
+            start_at: self.start_at,
+            circuit: crate::delivery::CircuitSettings {
+                failure_threshold: self.failure_threshold,
+                open_for: self.open_for,
+            },
         }
     }
 
     fn render(&self) -> toml::Table {
         let mut t = toml::Table::new();
-        if let Some(inputs) = &self.inputs {
-            t.insert("inputs".into(), super::render_inputs(inputs));
-        }
-        t.insert("start_at".into(), render::text(self.start_at.name()));
-        super::render_circuit(&mut t, self.circuit());
         t.insert("address".into(), render::text(&self.address));
         let framing = match self.framing {
             TcpFraming::OctetCounting => "octet_counting",

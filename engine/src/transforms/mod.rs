@@ -137,6 +137,11 @@ pub struct Compiled {
     trees: Vec<SourceTree>,
     routing: bool,
     default_sinks: u64,
+    /// Per transform, the names of its own counts (`redact`: its rules), from the instances
+    /// built to check the config.
+    count_names: Vec<Vec<String>>,
+    /// Transforms nobody reads.
+    warnings: Vec<String>,
 }
 
 /// The graph of a config as the pipeline crate sees it (`bit_of` gives each sink's routing bit).
@@ -161,7 +166,7 @@ pub fn topology(
             .map(|(name, s)| SinkNode {
                 name: name.clone(),
                 bit: bit_of(name),
-                inputs: s.settings().inputs().map(<[String]>::to_vec),
+                inputs: s.settings().common().inputs.map(<[String]>::to_vec),
             })
             .collect(),
     }
@@ -174,7 +179,7 @@ impl Compiled {
         topology: &Topology,
         transforms: &BTreeMap<String, TransformConfig>,
     ) -> Result<Compiled, CompileError> {
-        topology.check()?;
+        let warnings = topology.check()?;
         let trees = topology.trees()?;
         let routing = !transforms.is_empty() || topology.sinks.iter().any(|s| s.inputs.is_some());
         if routing && topology.sinks.len() > MAX_ROUTED_SINKS {
@@ -183,7 +188,7 @@ impl Compiled {
             });
         }
         let joins = join_rules(topology, transforms)?;
-        let compiled = Compiled {
+        let mut compiled = Compiled {
             joins,
             transforms: transforms
                 .iter()
@@ -196,14 +201,20 @@ impl Compiled {
                 .iter()
                 .filter(|s| s.inputs.is_none())
                 .fold(0, |m, s| m | 1 << s.bit),
+            count_names: Vec::new(),
+            warnings,
         };
-        compiled.build_plan()?;
+        // Every shard will build the same: built once here, so a failure refuses the config.
+        let plan = compiled.build_plan()?;
+        compiled.count_names = (0..transforms.len())
+            .map(|i| plan.counts(i).into_iter().map(|(name, _)| name).collect())
+            .collect();
         Ok(compiled)
     }
 
-    /// Whether records carry a route mask (some transform, or a sink with `inputs`).
-    pub fn routing(&self) -> bool {
-        self.routing
+    /// The graph's warnings (transforms whose output nobody takes).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// A shard's own plan.
@@ -231,14 +242,11 @@ impl Compiled {
     pub fn names(&self) -> Vec<TransformNames> {
         self.transforms
             .iter()
-            .map(|(n, t)| TransformNames {
+            .zip(&self.count_names)
+            .map(|((n, t), counts)| TransformNames {
                 name: n.clone(),
                 ports: t.settings().ports(),
-                counts: t
-                    .settings()
-                    .build(n)
-                    .map(|b| b.counts().into_iter().map(|(c, _)| c).collect())
-                    .unwrap_or_default(),
+                counts: counts.clone(),
             })
             .collect()
     }

@@ -327,6 +327,15 @@ pub fn wal_record_count(data_dir: &Path) -> usize {
         .sum()
 }
 
+/// The distinct `seq=N` numbers in a file's lines.
+pub fn seqs_in(path: &Path) -> std::collections::HashSet<u64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| seq_of(l.as_bytes()))
+        .collect()
+}
+
 /// The `seq=N` number in a message or frame.
 pub fn seq_of(text: &[u8]) -> Option<u64> {
     let at = text.windows(4).position(|w| w == b"seq=")? + 4;
