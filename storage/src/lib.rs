@@ -49,6 +49,7 @@
 pub mod budget;
 pub mod compress;
 pub mod cursor;
+pub mod dead_letter;
 pub mod error;
 pub mod frame;
 pub mod inspect;

@@ -278,6 +278,28 @@ fn write_standard(out: &mut Vec<u8>, s: Standard, event: &EventView, shard: usiz
     }
 }
 
+/// The event's time in unix seconds (its timestamp, else when it was received); `None` when
+/// the record is not an event.
+pub fn event_seconds(payload: &[u8]) -> Option<i64> {
+    let event = EventView::decode(payload).ok()?;
+    Some(
+        event
+            .timestamp
+            .map_or(event.received_at_us.div_euclid(1_000_000), |t| t.secs),
+    )
+}
+
+/// Renders `template` for one WAL record into `out`; false when it is not an event.
+pub fn render_record(payload: &[u8], shard: usize, template: &Template, out: &mut Vec<u8>) -> bool {
+    match EventView::decode(payload) {
+        Ok(event) => {
+            template.render(&event, shard, out);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 /// Appends the encoding of one WAL record to `out`. Returns false, appending nothing, when
 /// the record is not a valid event.
 pub fn encode_record(

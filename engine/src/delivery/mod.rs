@@ -16,16 +16,29 @@
 //!   unsynced (a crash brings back an older slot: duplicates, bounded by the interval).
 //!   Retention follows synced positions only, so no segment is deleted that a crash could
 //!   send the cursor back into.
-//! - A failed delivery is retried, the same batch, with exponential backoff and full jitter;
-//!   records stay in the WAL meanwhile, so a stalled destination costs disk, never memory.
-//! - Batches are bounded by [`BATCH_BYTES`] of WAL bytes per shard; one delivery per round
-//!   gathers the batches of every shard that has records (one write and one fdatasync).
+//! - A failed delivery is retried, the same batch, with exponential backoff and full jitter
+//!   (never shorter than the destination's `Retry-After`); records stay in the WAL meanwhile,
+//!   so a stalled destination costs disk, never memory.
+//! - A round gathers every shard's records (at most [`BATCH_BYTES`] of WAL per shard and read,
+//!   up to `batch.max_bytes` encoded), waiting up to `batch.timeout` for a batch that is not
+//!   full; it is handed to the sink in runs of at most `batch.max_events` / `batch.max_bytes`,
+//!   in order, one after the other. The cursors advance once every event of the round is
+//!   confirmed or dead-lettered.
+//! - Per event, a sink may confirm, ask for a resend (only those events are sent again), or
+//!   reject for good: rejected events go to the output's dead-letter queue
+//!   ([`storage::dead_letter`]) and are durable there before the cursor passes them. A queue
+//!   that is full (or failing) holds the round back: the events stay in the WAL.
 //! - On stop, a sink delivers up to the shards' final watermarks, bounded by
 //!   `shutdown_timeout`; what it could not deliver stays in the WAL for the next start.
 
+mod attempt;
+mod batch;
 mod cursor;
 mod encode;
 
+pub use batch::{
+    Batch, BatchSettings, DeliveryResult, Failure, FailureKind, RequestBatch, StreamBatch, Verdicts,
+};
 pub use cursor::cursor_at;
 
 use std::path::PathBuf;
@@ -35,7 +48,10 @@ use std::time::{Duration, Instant};
 
 use storage::{DurableWatermark, Position, Retention};
 
-pub use encode::{encode_record, Encoding, LineBreaks, RecordEncoding, TcpFraming, Template};
+pub use encode::{
+    encode_record, event_seconds, render_record, Encoding, LineBreaks, RecordEncoding, TcpFraming,
+    Template,
+};
 
 use crate::metrics::OutputCounters;
 use cursor::ShardCursor;
@@ -47,9 +63,10 @@ pub const CURSOR_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 /// How long an idle output sleeps when no shard wakes it (shards wake it on every commit).
 pub const IDLE_PARK: Duration = Duration::from_millis(200);
 
-/// A destination. `deliver` returns only when the batch is confirmed.
+/// A destination. `deliver` returns once the destination answered for every event of the
+/// batch (or failed as a whole).
 pub trait Sink {
-    fn deliver(&mut self, batch: &[u8]) -> std::io::Result<()>;
+    fn deliver(&mut self, batch: &Batch) -> DeliveryResult;
     /// Called between failed attempts: drop connections, reopen files.
     fn reset(&mut self) {}
     /// Called when there is nothing to deliver (at least every
@@ -64,6 +81,9 @@ pub struct OpenedSink {
     pub sink: Box<dyn Sink + Send>,
     pub encoding: RecordEncoding,
     pub backoff: Backoff,
+    /// The destination may reject single events for good (they need a dead-letter queue, so
+    /// each event's WAL record is kept with the batch).
+    pub rejects_events: bool,
 }
 
 /// When an output stops trying for a while: after `failure_threshold` failed deliveries in a
@@ -207,6 +227,11 @@ pub struct OutputSpec {
     /// (`start_at = "end"`), or `None` for the oldest record (`"oldest"`).
     pub start_positions: Option<Vec<Position>>,
     pub circuit: CircuitSettings,
+    /// `batch.*`: how much one request carries, how long a batch waits to fill.
+    pub batch: BatchSettings,
+    /// Where events the destination rejected for good go (`data_dir/dlq/NAME`, created on
+    /// the first rejection).
+    pub dead_letters: storage::dead_letter::DeadLetters,
 }
 
 /// Why an output stopped for good (what retrying cannot fix).
@@ -240,13 +265,45 @@ impl Retry {
     }
 }
 
-/// One round's delivery: the encoded batch of every shard that had records.
-#[derive(Default)]
+/// One round: the encoded events of every shard that had records.
 struct Round {
-    out: Vec<u8>,
+    batch: Batch,
     scratch: Vec<u8>,
-    /// Shards in this round's delivery (index), with the events each put in it.
-    gathered: Vec<(usize, u64)>,
+    /// Shards whose readers moved in this round (index).
+    gathered: Vec<usize>,
+    /// When the round got its first records (`batch.timeout` runs from there).
+    started: Option<Instant>,
+}
+
+impl Round {
+    fn has(&self, shard: usize) -> bool {
+        self.gathered.contains(&shard)
+    }
+
+    fn add(&mut self, shard: usize) {
+        if !self.has(shard) {
+            self.gathered.push(shard);
+        }
+        self.started.get_or_insert_with(Instant::now);
+    }
+
+    /// Whether to wait for more events before delivering: the batch is not full and its
+    /// timeout has not passed (never while stopping).
+    fn wait_for_more(&self, limits: &BatchSettings, stopping: bool) -> Option<Duration> {
+        let started = self.started?;
+        let full = self.batch.len() as u64 >= u64::from(limits.max_events)
+            || self.batch.bytes().len() as u64 >= limits.max_bytes;
+        if stopping || full || self.batch.is_empty() {
+            return None;
+        }
+        limits.timeout.checked_sub(started.elapsed())
+    }
+
+    fn clear(&mut self) {
+        self.batch.clear();
+        self.gathered.clear();
+        self.started = None;
+    }
 }
 
 /// Runs one output until stopped. Returns an error only for what retrying cannot fix.
@@ -255,7 +312,9 @@ pub fn run_output(spec: OutputSpec, opened: OpenedSink) -> Result<(), DeliveryEr
         mut sink,
         encoding,
         backoff,
+        rejects_events,
     } = opened;
+    let limits = spec.batch;
     let mut retry = Retry {
         backoff,
         failures: 0,
@@ -267,8 +326,10 @@ pub fn run_output(spec: OutputSpec, opened: OpenedSink) -> Result<(), DeliveryEr
         .map(|log| ShardCursor::open(&spec, log))
         .collect::<Result<Vec<_>, _>>()?;
     let mut round = Round {
-        out: Vec::with_capacity(BATCH_BYTES * 2),
-        ..Round::default()
+        batch: Batch::new(rejects_events),
+        scratch: Vec::new(),
+        gathered: Vec::new(),
+        started: None,
     };
     // When told to stop: what was durable at that moment is what remains to deliver (a
     // reload stops an output while ingest goes on).
@@ -278,23 +339,29 @@ pub fn run_output(spec: OutputSpec, opened: OpenedSink) -> Result<(), DeliveryEr
         if stopping && final_watermarks.is_none() {
             final_watermarks = Some(spec.shards.iter().map(|s| s.watermark.load()).collect());
         }
-        gather(
-            &spec,
-            &mut shards,
-            &encoding,
-            final_watermarks.as_deref(),
-            &mut round,
-            &mut retry,
-        );
+        let reading = Reading {
+            encoding: &encoding,
+            limits: &limits,
+            final_watermarks: final_watermarks.as_deref(),
+        };
+        gather(&spec, &mut shards, &reading, &mut round, &mut retry);
         if !round.gathered.is_empty() {
-            // Nothing to write when every record read was meant for other sinks.
-            let delivered = round.out.is_empty()
-                || deliver_with_retry(&spec, sink.as_mut(), &round.out, &mut retry);
-            if !delivered {
+            if let Some(wait) = round.wait_for_more(&limits, stopping) {
+                // Shards wake the output on every commit: the round grows until full or due.
+                std::thread::park_timeout(wait);
+                continue;
+            }
+            let mut attempt = attempt::Attempt {
+                spec: &spec,
+                sink: sink.as_mut(),
+                retry: &mut retry,
+            };
+            if !attempt.deliver_round(&round.batch, &limits) {
                 tracing::warn!(sink = %spec.name, "shutdown timeout reached: undelivered records stay in the WAL for the next start");
                 return Ok(());
             }
             confirm(&spec, &mut shards, &round);
+            round.clear();
             continue;
         }
         // Idle: sync what was written unsynced, so retention can follow it.
@@ -314,61 +381,95 @@ pub fn run_output(spec: OutputSpec, opened: OpenedSink) -> Result<(), DeliveryEr
     }
 }
 
-/// Encodes every shard's next batch into one delivery (one write, one fdatasync).
+/// How a round reads: the encoding, the batch limits, and the last positions while stopping.
+struct Reading<'a> {
+    encoding: &'a RecordEncoding,
+    limits: &'a BatchSettings,
+    final_watermarks: Option<&'a [Position]>,
+}
+
+/// Adds every shard's next records to the round, up to the batch's byte limit.
 fn gather(
     spec: &OutputSpec,
     shards: &mut [ShardCursor],
-    encoding: &RecordEncoding,
-    final_watermarks: Option<&[Position]>,
+    reading: &Reading,
     round: &mut Round,
     retry: &mut Retry,
 ) {
-    round.out.clear();
-    round.gathered.clear();
     for (i, shard) in shards.iter_mut().enumerate() {
+        let room = reading
+            .limits
+            .max_bytes
+            .saturating_sub(round.batch.bytes().len() as u64);
+        if room == 0 {
+            break;
+        }
         let durable = shard.log.watermark.load();
-        let limit = match final_watermarks.and_then(|last| last.get(i)) {
+        let limit = match reading.final_watermarks.and_then(|last| last.get(i)) {
             Some(&last) => last.min(durable),
             None => durable,
         };
-        if let Some(events) = read_shard(spec, shard, encoding, limit, round, retry) {
-            round.gathered.push((i, events));
+        // WAL bytes to read: about what still fits (records and their encodings are of
+        // similar size), at least a useful read.
+        let wal_bytes = (room as usize).clamp(64 << 10, BATCH_BYTES);
+        let in_round = round.has(i);
+        let read = ShardRead {
+            encoding: reading.encoding,
+            limit,
+            wal_bytes,
+            in_round,
+        };
+        if read_shard(spec, shard, &read, round, retry) {
+            round.add(i);
         }
     }
 }
 
-/// Encodes one shard's records up to `limit` into the round; the events it added, or `None`
-/// when it had none (or its WAL could not be read this time).
+/// One shard's read into the round.
+struct ShardRead<'a> {
+    encoding: &'a RecordEncoding,
+    limit: Position,
+    wal_bytes: usize,
+    /// The shard already has unconfirmed records in the round: its reader is ahead of its
+    /// cursor, so no cursor may be written from it now.
+    in_round: bool,
+}
+
+/// Encodes one shard's records up to the read's limit into the round; false when it had none
+/// (or its WAL could not be read this time).
 fn read_shard(
     spec: &OutputSpec,
     shard: &mut ShardCursor,
-    encoding: &RecordEncoding,
-    limit: Position,
+    read: &ShardRead,
     round: &mut Round,
     retry: &mut Retry,
-) -> Option<u64> {
-    if shard.unsaved {
+) -> bool {
+    if shard.unsaved && !read.in_round {
         shard.save(spec, true);
     }
     let (mut undecodable, mut skipped) = (0u64, 0u64);
     let id = shard.log.id;
     let bit = spec.route_bit;
-    let (out, scratch) = (&mut round.out, &mut round.scratch);
-    let batch = shard.reader.read_batch(limit, BATCH_BYTES, |payload| {
-        if !ingest::record::wanted_by(payload, bit) {
-            skipped += 1;
-        } else if !encode_record(payload, id, encoding, out, scratch) {
-            undecodable += 1;
-        }
-    });
-    let batch = match batch {
+    let (batch, scratch) = (&mut round.batch, &mut round.scratch);
+    let result = shard
+        .reader
+        .read_batch(read.limit, read.wal_bytes, |payload| {
+            if !ingest::record::wanted_by(payload, bit) {
+                skipped += 1;
+            } else if encode_record(payload, id, read.encoding, batch.buffer(), scratch) {
+                batch.end_event(payload, id);
+            } else {
+                undecodable += 1;
+            }
+        });
+    let result = match result {
         Ok(b) => b,
         Err(e) => {
             // Could not read the WAL (I/O error): nothing was delivered; try again.
             spec.counters.errors.fetch_add(1, Relaxed);
             tracing::error!(sink = %spec.name, shard = id, error = %e, "cannot read the WAL; retrying");
             std::thread::park_timeout(retry.next_delay());
-            return None;
+            return false;
         }
     };
     shard.publish_damage(spec);
@@ -379,65 +480,21 @@ fn read_shard(
     if skipped > 0 {
         spec.counters.skipped_not_routed.fetch_add(skipped, Relaxed);
     }
-    if batch.records == 0 {
-        shard.persist_progress(spec);
-        return None;
+    if result.records == 0 {
+        if !read.in_round {
+            shard.persist_progress(spec);
+        }
+        return false;
     }
-    Some(batch.records as u64 - undecodable - skipped)
+    true
 }
 
 /// The round was delivered: advance (and write) the cursors of the shards in it.
 fn confirm(spec: &OutputSpec, shards: &mut [ShardCursor], round: &Round) {
-    for &(i, events) in &round.gathered {
+    for &i in &round.gathered {
         if let Some(shard) = shards.get_mut(i) {
             shard.save(spec, false);
             shard.saved = shard.reader.position();
-            spec.counters.events_sent.fetch_add(events, Relaxed);
-        }
-    }
-    spec.counters
-        .bytes_sent
-        .fetch_add(round.out.len() as u64, Relaxed);
-}
-
-/// Delivers `batch`, retrying until it is confirmed; false if the stop deadline passed first.
-/// Waits between attempts park the thread: a stop (which unparks it) is seen at once.
-fn deliver_with_retry(
-    spec: &OutputSpec,
-    sink: &mut dyn Sink,
-    batch: &[u8],
-    retry: &mut Retry,
-) -> bool {
-    loop {
-        let error = match sink.deliver(batch) {
-            Ok(()) => {
-                retry.failures = 0;
-                if retry.breaker.succeeded() {
-                    tracing::info!(sink = %spec.name, "circuit closed: the destination takes deliveries again");
-                }
-                publish_circuit(spec, &retry.breaker);
-                return true;
-            }
-            Err(e) => e,
-        };
-        spec.counters.errors.fetch_add(1, Relaxed);
-        spec.counters.retries.fetch_add(1, Relaxed);
-        sink.reset();
-        let backoff = retry.next_delay();
-        if retry.breaker.failed() {
-            spec.counters.circuit_opened.fetch_add(1, Relaxed);
-            tracing::warn!(sink = %spec.name, open_for = ?spec.circuit.open_for, "circuit open: {} deliveries failed in a row; no attempt until it half-opens", spec.circuit.failure_threshold);
-        }
-        publish_circuit(spec, &retry.breaker);
-        let delay = retry.breaker.wait(backoff);
-        tracing::warn!(sink = %spec.name, error = %error, retry_in = ?delay, "delivery failed");
-        if !wait_or_deadline(spec, delay) {
-            return false;
-        }
-        if retry.breaker.state() == CircuitState::Open {
-            retry.breaker.waited();
-            tracing::info!(sink = %spec.name, "circuit half-open: one probe delivery");
-            publish_circuit(spec, &retry.breaker);
         }
     }
 }

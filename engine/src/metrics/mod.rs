@@ -247,6 +247,18 @@ counter_family! {
         circuit_state: gauge "sluice_output_circuit_state";
         /// Times the circuit breaker opened (after `failure_threshold` failures in a row).
         circuit_opened: counter "sluice_output_circuit_opened_total";
+        /// Events the destination rejected for good, written to the output's dead-letter
+        /// queue (durable there before the cursor passed them; `sluice dlq`).
+        dead_lettered: counter "sluice_output_dead_lettered_total";
+        /// Dead-letter writes refused (the queue's `dlq_max_size` reached, or an I/O error):
+        /// the events stay in the WAL and the write is tried again.
+        dead_letter_failures: counter "sluice_output_dead_letter_failures_total";
+        /// Events the destination asked to be sent again (e.g. a bulk item answered 429).
+        items_retried: counter "sluice_output_items_retried_total";
+        /// Requests the destination refused as too large: the batch was split in two.
+        batches_split: counter "sluice_output_batches_split_total";
+        /// Requests (batches) sent to the destination, successful or not.
+        requests: counter "sluice_output_requests_total";
         /// Damaged places in the WAL this output skipped (each logged with segment, offset).
         wal_damaged_skips: counter "sluice_output_wal_damaged_skips_total";
         /// Records a sealed segment's footer says were there but damage made unreadable.

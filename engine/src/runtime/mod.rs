@@ -227,6 +227,7 @@ fn run_with(
     let (retired_tx, retired) = crossbeam_channel::unbounded();
     let start = Start {
         config,
+        data_dir,
         logs: &logs,
         wal_starts: &wal_starts,
         counters,
@@ -317,6 +318,7 @@ fn register_counters<'a>(
 /// What starting needs.
 struct Start<'a> {
     config: &'a Config,
+    data_dir: &'a Path,
     logs: &'a [ShardLog],
     wal_starts: &'a [storage::WalStart],
     counters: &'a Counters,
@@ -332,7 +334,7 @@ fn start_all(
     retired: crossbeam_channel::Sender<String>,
 ) -> Result<Running, EngineError> {
     let (config, counters) = (start.config, start.counters);
-    let mut outputs = OutputSet::new(start.logs, retired);
+    let mut outputs = OutputSet::new(start.data_dir, start.logs, retired);
     for (name, sink) in &config.sinks {
         let bit = start.bits.bit(name).unwrap_or(0);
         if let Err(e) = outputs.start(name, sink, bit, counters) {

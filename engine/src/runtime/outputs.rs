@@ -14,6 +14,8 @@ use crate::shard::OutputWakers;
 /// or changed output drains in the background ("retiring"); a changed one starts again (same
 /// name, same cursor) once its old instance has stopped.
 pub(super) struct OutputSet {
+    /// Dead-letter queues live under it (`dlq/NAME`).
+    data_dir: std::path::PathBuf,
     logs: Vec<ShardLog>,
     pub(super) wakers: Arc<OutputWakers>,
     running: std::collections::BTreeMap<String, RunningOutput>,
@@ -39,8 +41,13 @@ struct RunningOutput {
 }
 
 impl OutputSet {
-    pub(super) fn new(logs: &[ShardLog], ended: crossbeam_channel::Sender<String>) -> Self {
+    pub(super) fn new(
+        data_dir: &std::path::Path,
+        logs: &[ShardLog],
+        ended: crossbeam_channel::Sender<String>,
+    ) -> Self {
         OutputSet {
+            data_dir: data_dir.to_path_buf(),
             ended,
             logs: logs.to_vec(),
             wakers: Arc::new(OutputWakers::default()),
@@ -76,13 +83,19 @@ impl OutputSet {
         }
         let control = Arc::new(OutputControl::default());
         let counters = Arc::new(OutputCounters::new(self.logs.len()));
+        let common = sink.settings().common();
         let spec = OutputSpec {
             name: name.to_string(),
             shards: self.logs.clone(),
             control: Arc::clone(&control),
             counters: Arc::clone(&counters),
             route_bit,
-            circuit: sink.settings().common().circuit,
+            circuit: common.circuit,
+            batch: common.batch,
+            dead_letters: storage::dead_letter::DeadLetters::new(
+                &storage::dead_letter::queue_dir(&self.data_dir, name),
+                common.dlq_max_size,
+            ),
             // Taken now (on the control thread), so whatever is accepted after the start or
             // the reload that added the sink reaches it.
             start_positions: self.start_positions(name, sink),

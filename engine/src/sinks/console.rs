@@ -11,7 +11,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{Reach, SinkError, SinkSettings, StartAt};
-use crate::delivery::{Backoff, Encoding, LineBreaks, OpenedSink, RecordEncoding, Sink};
+use crate::delivery::{
+    Backoff, Batch, DeliveryResult, Encoding, LineBreaks, OpenedSink, RecordEncoding, Sink,
+    Verdicts,
+};
 use crate::units::{render, Bounds, TypeTag};
 
 /// Which stream.
@@ -46,6 +49,15 @@ pub struct ConsoleSink {
         deserialize_with = "crate::units::de_duration"
     )]
     pub open_for: std::time::Duration,
+    /// `batch.max_events`, `batch.max_bytes`, `batch.timeout`.
+    #[serde(default)]
+    pub batch: crate::delivery::StreamBatch,
+    /// The dead-letter queue's budget (`data_dir/dlq/NAME`).
+    #[serde(
+        default = "super::default_dlq_max_size",
+        deserialize_with = "crate::units::de_bytes"
+    )]
+    pub dlq_max_size: u64,
     #[serde(default)]
     pub target: ConsoleTarget,
     #[serde(default = "json")]
@@ -60,8 +72,9 @@ struct ConsoleOutput {
     target: ConsoleTarget,
 }
 
-impl Sink for ConsoleOutput {
-    fn deliver(&mut self, batch: &[u8]) -> io::Result<()> {
+impl ConsoleOutput {
+    /// Writes the batch's bytes; `Ok` once confirmed.
+    fn write_batch(&mut self, batch: &[u8]) -> io::Result<()> {
         match self.target {
             ConsoleTarget::Stdout => {
                 let mut out = io::stdout().lock();
@@ -74,6 +87,13 @@ impl Sink for ConsoleOutput {
                 out.flush()
             }
         }
+    }
+}
+
+impl Sink for ConsoleOutput {
+    fn deliver(&mut self, batch: &Batch) -> DeliveryResult {
+        self.write_batch(batch.bytes())?;
+        Ok(Verdicts::all_confirmed())
     }
 }
 
@@ -92,6 +112,8 @@ impl SinkSettings for ConsoleSink {
                 failure_threshold: self.failure_threshold,
                 open_for: self.open_for,
             },
+            batch: self.batch.0,
+            dlq_max_size: self.dlq_max_size,
         }
     }
 
@@ -129,6 +151,7 @@ impl SinkSettings for ConsoleSink {
                 initial: Duration::from_millis(100),
                 max: Duration::from_secs(5),
             },
+            rejects_events: false,
         })
     }
 }

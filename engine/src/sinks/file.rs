@@ -36,7 +36,7 @@ use super::{Reach, SinkError, SinkSettings};
 use crate::delivery::{Backoff, Encoding, LineBreaks, OpenedSink, RecordEncoding};
 use crate::units::{de_bytes, render, Bounds, TypeTag};
 
-use crate::delivery::Sink;
+use crate::delivery::{Batch, DeliveryResult, Sink, Verdicts};
 
 /// A file's identity on its file system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -542,11 +542,11 @@ fn cut_at(rest: &[u8], room: usize) -> usize {
     }
 }
 
-impl Sink for FileOutput {
+impl FileOutput {
     /// Writes the batch, rotating at `rotate_size` to within one line: the batch is cut at
     /// line boundaries where the file fills. A failure after some parts were written has the
     /// whole batch delivered again (duplicates, never loss: at-least-once).
-    fn deliver(&mut self, batch: &[u8]) -> io::Result<()> {
+    fn write_rotating(&mut self, batch: &[u8]) -> io::Result<()> {
         let mut rest = batch;
         while !rest.is_empty() {
             let cut = cut_at(rest, self.room());
@@ -562,6 +562,13 @@ impl Sink for FileOutput {
             }
         }
         Ok(())
+    }
+}
+
+impl Sink for FileOutput {
+    fn deliver(&mut self, batch: &Batch) -> DeliveryResult {
+        self.write_rotating(batch.bytes())?;
+        Ok(Verdicts::all_confirmed())
     }
 
     fn reset(&mut self) {
@@ -609,6 +616,15 @@ pub struct FileSink {
         deserialize_with = "crate::units::de_duration"
     )]
     pub open_for: std::time::Duration,
+    /// `batch.max_events`, `batch.max_bytes`, `batch.timeout`.
+    #[serde(default)]
+    pub batch: crate::delivery::StreamBatch,
+    /// The dead-letter queue's budget (`data_dir/dlq/NAME`).
+    #[serde(
+        default = "super::default_dlq_max_size",
+        deserialize_with = "crate::units::de_bytes"
+    )]
+    pub dlq_max_size: u64,
     #[serde(default = "json")]
     pub encoding: Encoding,
     /// Rotate once the file reaches this size (default 100MB).
@@ -689,6 +705,8 @@ impl SinkSettings for FileSink {
                 failure_threshold: self.failure_threshold,
                 open_for: self.open_for,
             },
+            batch: self.batch.0,
+            dlq_max_size: self.dlq_max_size,
         }
     }
 
@@ -743,6 +761,7 @@ impl SinkSettings for FileSink {
                 initial: Duration::from_millis(100),
                 max: Duration::from_secs(5),
             },
+            rejects_events: false,
         })
     }
 }
@@ -760,6 +779,8 @@ mod tests {
             start_at: crate::sinks::StartAt::End,
             failure_threshold: 5,
             open_for: Duration::from_secs(30),
+            batch: Default::default(),
+            dlq_max_size: 1 << 30,
             encoding: Encoding::Raw,
             rotate_size,
             keep,
@@ -792,7 +813,7 @@ mod tests {
         let lines: Vec<String> = (0..200)
             .map(|i| format!("line {i:04} {}\n", "x".repeat(i % 40)))
             .collect();
-        out.deliver(lines.concat().as_bytes()).unwrap();
+        out.write_rotating(lines.concat().as_bytes()).unwrap();
         let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(dir.path())
             .unwrap()
             .flatten()
@@ -842,7 +863,7 @@ mod tests {
             !dir.path().join("out.log.1").exists(),
             "an empty file is not rotated"
         );
-        out.deliver(b"one\n").unwrap();
+        out.write_rotating(b"one\n").unwrap();
         out.rotate_if_due_at(end + 3600 - 1);
         assert!(
             !dir.path().join("out.log.1").exists(),
@@ -853,7 +874,7 @@ mod tests {
             std::fs::read(dir.path().join("out.log.1")).unwrap(),
             b"one\n"
         );
-        out.deliver(b"two\n").unwrap();
+        out.write_rotating(b"two\n").unwrap();
         out.rotate().unwrap();
         let foreign = dir.path().join("out.log.9");
         std::fs::write(&foreign, "not ours").unwrap();
@@ -882,7 +903,7 @@ mod tests {
         let mut batch = [b'x'; 511].to_vec();
         batch.push(b'\n');
         for _ in 0..10 {
-            out.deliver(&batch).unwrap();
+            out.write_rotating(&batch).unwrap();
         }
         let out_dir = path.parent().unwrap();
         assert_eq!(
@@ -903,13 +924,13 @@ mod tests {
         let path = dir.path().join("events.log");
         FileOutput::open(&sink(&path, 1 << 20, 2))
             .unwrap()
-            .deliver(b"one\ntwo\n")
+            .write_rotating(b"one\ntwo\n")
             .unwrap();
         // A crash mid-write: a long tail (over one read chunk) without a newline.
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(&vec![b'x'; 100_000]).unwrap();
         let mut out = FileOutput::open(&sink(&path, 1 << 20, 2)).unwrap();
-        out.deliver(b"three\n").unwrap();
+        out.write_rotating(b"three\n").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"one\ntwo\nthree\n");
     }
 
@@ -927,8 +948,8 @@ mod tests {
         let mut config = sink(&path, 16, 0);
         config.append_existing = true;
         let mut out = FileOutput::open(&config).unwrap();
-        out.deliver(b"event one\n").unwrap();
-        out.deliver(b"event two\n").unwrap();
+        out.write_rotating(b"event one\n").unwrap();
+        out.write_rotating(b"event two\n").unwrap();
         let mut expected = original.clone();
         expected.extend_from_slice(b"event one\nevent two\n");
         assert_eq!(std::fs::read(&path).unwrap(), expected);
@@ -947,7 +968,7 @@ mod tests {
         std::fs::write(dir.path().join("events.log.1"), b"someone else's\n").unwrap();
         let mut out = FileOutput::open(&sink(&path, 8, 0)).unwrap();
         for _ in 0..3 {
-            out.deliver(b"0123456789\n").unwrap();
+            out.write_rotating(b"0123456789\n").unwrap();
         }
         assert_eq!(names(dir.path()), ["events.log", "events.log.1"]);
         assert_eq!(
@@ -963,12 +984,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out/events.log");
         let mut out = FileOutput::open(&sink(&path, 1 << 20, 2)).unwrap();
-        out.deliver(b"before\n").unwrap();
+        out.write_rotating(b"before\n").unwrap();
         std::fs::rename(&path, dir.path().join("out/events.log.old")).unwrap();
-        out.deliver(b"after\n").unwrap();
+        out.write_rotating(b"after\n").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"after\n");
         std::fs::remove_dir_all(dir.path().join("out")).unwrap();
-        out.deliver(b"recreated\n").unwrap();
+        out.write_rotating(b"recreated\n").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"recreated\n");
     }
 
@@ -983,7 +1004,7 @@ mod tests {
         let e = out.write_to_current(b"lost?\n").unwrap_err();
         assert!(e.to_string().contains("deleted"), "{e}");
         out.reset();
-        out.deliver(b"lost?\n").unwrap();
+        out.write_rotating(b"lost?\n").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"lost?\n");
     }
 
@@ -996,8 +1017,8 @@ mod tests {
         // The rotated name is taken by a directory: every rename fails (as in a read-only
         // directory, which root would not notice).
         std::fs::create_dir_all(dir.path().join("events.log.1/x")).unwrap();
-        out.deliver(b"0123456789\n").unwrap();
-        out.deliver(b"abcdefghij\n").unwrap();
+        out.write_rotating(b"0123456789\n").unwrap();
+        out.write_rotating(b"abcdefghij\n").unwrap();
         assert_eq!(
             std::fs::read(&path).unwrap(),
             b"0123456789\nabcdefghij\n",

@@ -11,13 +11,18 @@
 //! line of every error), and the dispatch to the module's settings and `open`.
 
 mod console;
+mod elasticsearch;
 mod file;
+mod http;
+pub(crate) mod http_client;
 mod tcp;
 
 use std::path::Path;
 
 pub use console::{ConsoleSink, ConsoleTarget};
+pub use elasticsearch::{BulkAction, ElasticsearchSink};
 pub use file::{FileSink, SinkFsync};
+pub use http::{BodyEncoding, HttpSink};
 pub use tcp::{TcpSink, DEFAULT_REPLAY_WINDOW};
 
 use crate::delivery::OpenedSink;
@@ -70,6 +75,8 @@ crate::registry::type_registry! {
     File = "file" => FileSink,
     Tcp = "tcp" => TcpSink,
     Console = "console" => ConsoleSink,
+    Http = "http" => HttpSink,
+    Elasticsearch = "elasticsearch" => ElasticsearchSink,
 }
 
 /// Where a sink without a cursor (added by a reload, or new in the config) starts reading.
@@ -135,6 +142,10 @@ pub struct SinkCommon<'a> {
     pub start_at: StartAt,
     /// Its circuit breaker (`failure_threshold`, `open_for`).
     pub circuit: crate::delivery::CircuitSettings,
+    /// `batch.*`, the type's defaults filled in.
+    pub batch: crate::delivery::BatchSettings,
+    /// The dead-letter queue's budget in bytes (`dlq_max_size`).
+    pub dlq_max_size: u64,
 }
 
 impl SinkCommon<'_> {
@@ -150,6 +161,12 @@ impl SinkCommon<'_> {
             &format!("{prefix}.open_for"),
             c.open_for,
             std::time::Duration::from_millis(10)..=crate::units::HOUR,
+        );
+        self.batch.check_bounds(prefix, b);
+        b.size(
+            &format!("{prefix}.dlq_max_size"),
+            self.dlq_max_size,
+            (1 << 20)..=(1 << 50),
         );
     }
 
@@ -173,6 +190,11 @@ impl SinkCommon<'_> {
             "open_for".into(),
             crate::units::render::duration(c.open_for),
         );
+        t.insert("batch".into(), self.batch.render());
+        t.insert(
+            "dlq_max_size".into(),
+            crate::units::render::bytes(self.dlq_max_size),
+        );
         t
     }
 }
@@ -185,6 +207,11 @@ pub(crate) fn default_failure_threshold() -> u32 {
 /// `open_for` default.
 pub(crate) fn default_open_for() -> std::time::Duration {
     crate::delivery::CircuitSettings::default().open_for
+}
+
+/// `dlq_max_size` default: 1 GiB.
+pub(crate) fn default_dlq_max_size() -> u64 {
+    1 << 30
 }
 
 /// Opens the destination `config` names.

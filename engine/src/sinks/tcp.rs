@@ -31,7 +31,7 @@ use super::{Reach, SinkError, SinkSettings};
 use crate::delivery::{Backoff, Encoding, LineBreaks, OpenedSink, RecordEncoding, TcpFraming};
 use crate::units::{de_bytes, de_duration, render, Bounds, TypeTag, DAY, HOUR};
 
-use crate::delivery::Sink;
+use crate::delivery::{Batch, DeliveryResult, Sink, Verdicts};
 
 pub struct TcpOutput {
     config: TcpSink,
@@ -186,8 +186,9 @@ fn unacknowledged_bytes(stream: &TcpStream) -> io::Result<usize> {
     Ok(queued.max(0) as usize)
 }
 
-impl Sink for TcpOutput {
-    fn deliver(&mut self, batch: &[u8]) -> io::Result<()> {
+impl TcpOutput {
+    /// Writes the batch's bytes; `Ok` once confirmed.
+    fn write_batch(&mut self, batch: &[u8]) -> io::Result<()> {
         let address = self.config.address.clone();
         let timeout = self.config.write_timeout;
         let conn = self.connection()?;
@@ -197,6 +198,13 @@ impl Sink for TcpOutput {
             .map_err(|e| io::Error::new(e.kind(), format!("deliver to {address}: {e}")))?;
         self.remember(batch);
         Ok(())
+    }
+}
+
+impl Sink for TcpOutput {
+    fn deliver(&mut self, batch: &Batch) -> DeliveryResult {
+        self.write_batch(batch.bytes())?;
+        Ok(Verdicts::all_confirmed())
     }
 
     fn reset(&mut self) {
@@ -252,6 +260,15 @@ pub struct TcpSink {
         deserialize_with = "crate::units::de_duration"
     )]
     pub open_for: std::time::Duration,
+    /// `batch.max_events`, `batch.max_bytes`, `batch.timeout`.
+    #[serde(default)]
+    pub batch: crate::delivery::StreamBatch,
+    /// The dead-letter queue's budget (`data_dir/dlq/NAME`).
+    #[serde(
+        default = "super::default_dlq_max_size",
+        deserialize_with = "crate::units::de_bytes"
+    )]
+    pub dlq_max_size: u64,
     #[serde(default)]
     pub framing: TcpFraming,
     #[serde(default = "raw")]
@@ -326,6 +343,8 @@ impl SinkSettings for TcpSink {
                 failure_threshold: self.failure_threshold,
                 open_for: self.open_for,
             },
+            batch: self.batch.0,
+            dlq_max_size: self.dlq_max_size,
         }
     }
 
@@ -373,6 +392,7 @@ impl SinkSettings for TcpSink {
                 initial: self.initial_backoff,
                 max: self.max_backoff,
             },
+            rejects_events: false,
         })
     }
 }
@@ -390,6 +410,8 @@ mod tests {
             start_at: crate::sinks::StartAt::End,
             failure_threshold: 5,
             open_for: Duration::from_secs(30),
+            batch: Default::default(),
+            dlq_max_size: 1 << 30,
             framing: TcpFraming::Newline,
             encoding: Encoding::Raw,
             connect_timeout: Duration::from_secs(5),
@@ -429,10 +451,10 @@ mod tests {
             }
             texts
         });
-        out.deliver(b"one\n").unwrap();
-        out.deliver(b"two\n").unwrap();
+        out.write_batch(b"one\n").unwrap();
+        out.write_batch(b"two\n").unwrap();
         out.reset();
-        out.deliver(b"three\n").unwrap();
+        out.write_batch(b"three\n").unwrap();
         out.reset();
         let texts = reader.join().unwrap();
         assert_eq!(texts, ["one\ntwo\n", "one\ntwo\nthree\n"]);

@@ -1,0 +1,257 @@
+//! The HTTP sink: batches POSTed as NDJSON or a JSON array to a collector.
+//!
+//! A batch is confirmed when the collector answers 2xx. Statuses as [`super::http_client`]
+//! classifies them: 408/429/5xx retried (after `Retry-After`), 413 split, 400/422 to the
+//! dead-letter queue (the whole request: HTTP says nothing per event), other 4xx retried (a
+//! configuration problem). Requests go out one at a time, in WAL order per shard.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::http_client::{self, Auth, Client, ClientSettings, Compression, TlsKeys};
+use super::{Reach, SinkError, SinkSettings, StartAt};
+use crate::delivery::{
+    Backoff, Batch, DeliveryResult, Encoding, LineBreaks, OpenedSink, RecordEncoding, Sink,
+    Verdicts,
+};
+use crate::units::{de_duration, render, Bounds, TypeTag, HOUR};
+
+/// How a batch is laid out in the body (`encoding`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyEncoding {
+    /// One JSON event per line (`application/x-ndjson`).
+    #[default]
+    Ndjson,
+    /// `[event,event,…]` (`application/json`).
+    JsonArray,
+}
+
+impl BodyEncoding {
+    fn name(self) -> &'static str {
+        match self {
+            BodyEncoding::Ndjson => "ndjson",
+            BodyEncoding::JsonArray => "json_array",
+        }
+    }
+}
+
+fn thirty_seconds() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// `type = "http"`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSink {
+    #[serde(rename = "type")]
+    pub tag: TypeTag,
+    /// Where batches are POSTed (`http://` or `https://`).
+    pub uri: String,
+    /// Sources, transforms or route outputs it takes; unset: every source.
+    pub inputs: Option<Vec<String>>,
+    #[serde(default)]
+    pub start_at: StartAt,
+    /// Deliveries failing in a row before the circuit breaker opens.
+    #[serde(default = "super::default_failure_threshold")]
+    pub failure_threshold: u32,
+    /// How long an open circuit makes no attempt before one probe.
+    #[serde(
+        default = "super::default_open_for",
+        deserialize_with = "crate::units::de_duration"
+    )]
+    pub open_for: std::time::Duration,
+    /// `batch.max_events`, `batch.max_bytes`, `batch.timeout`.
+    #[serde(default)]
+    pub batch: crate::delivery::RequestBatch,
+    /// The dead-letter queue's budget (`data_dir/dlq/NAME`).
+    #[serde(
+        default = "super::default_dlq_max_size",
+        deserialize_with = "crate::units::de_bytes"
+    )]
+    pub dlq_max_size: u64,
+    #[serde(default)]
+    pub encoding: BodyEncoding,
+    #[serde(default)]
+    pub compression: Compression,
+    pub auth: Option<Auth>,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tls: TlsKeys,
+    /// One request (connect, send, answer) longer than this failed (retried).
+    #[serde(default = "thirty_seconds", deserialize_with = "de_duration")]
+    pub request_timeout: Duration,
+}
+
+pub(crate) fn client_settings<'a>(
+    uri: &'a str,
+    tls: &'a TlsKeys,
+    auth: Option<&'a Auth>,
+    headers: &'a [(String, String)],
+    compression: Compression,
+    request_timeout: Duration,
+) -> ClientSettings<'a> {
+    ClientSettings {
+        uri,
+        tls,
+        auth,
+        headers,
+        compression,
+        request_timeout,
+    }
+}
+
+struct HttpOutput {
+    client: Client,
+    encoding: BodyEncoding,
+    body: Vec<u8>,
+}
+
+/// The request body for `batch`.
+fn build_body(encoding: BodyEncoding, batch: &Batch, body: &mut Vec<u8>) {
+    body.clear();
+    match encoding {
+        BodyEncoding::Ndjson => body.extend_from_slice(batch.bytes()),
+        BodyEncoding::JsonArray => {
+            body.push(b'[');
+            for (i, event) in batch.events().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(event.strip_suffix(b"\n").unwrap_or(event));
+            }
+            body.push(b']');
+        }
+    }
+}
+
+impl Sink for HttpOutput {
+    fn deliver(&mut self, batch: &Batch) -> DeliveryResult {
+        let content_type = match self.encoding {
+            BodyEncoding::Ndjson => "application/x-ndjson",
+            BodyEncoding::JsonArray => "application/json",
+        };
+        build_body(self.encoding, batch, &mut self.body);
+        let answer = self.client.post(None, content_type, &self.body)?;
+        http_client::status_verdict(&answer, self.client.uri())?;
+        Ok(Verdicts::all_confirmed())
+    }
+}
+
+impl SinkSettings for HttpSink {
+    fn check(&self, name: &str) -> Result<(), (String, String)> {
+        http_client::check_uri(format!("sinks.{name}.uri"), &self.uri)?;
+        http_client::check_headers(name, &self.headers)?;
+        self.tls.check(name)
+    }
+
+    fn check_bounds(&self, prefix: &str, b: &mut Bounds) {
+        b.duration(
+            &format!("{prefix}.request_timeout"),
+            self.request_timeout,
+            Duration::from_millis(10)..=HOUR,
+        );
+    }
+
+    fn common(&self) -> super::SinkCommon<'_> {
+        super::SinkCommon {
+            inputs: self.inputs.as_deref(),
+            start_at: self.start_at,
+            circuit: crate::delivery::CircuitSettings {
+                failure_threshold: self.failure_threshold,
+                open_for: self.open_for,
+            },
+            batch: self.batch.0,
+            dlq_max_size: self.dlq_max_size,
+        }
+    }
+
+    fn render(&self) -> toml::Table {
+        let mut t = toml::Table::new();
+        t.insert("uri".into(), render::text(&self.uri));
+        t.insert("encoding".into(), render::text(self.encoding.name()));
+        t.insert("compression".into(), render::text(self.compression.name()));
+        render_http_keys(
+            &mut t,
+            self.auth.as_ref(),
+            &self.headers,
+            &self.tls,
+            self.request_timeout,
+        );
+        t
+    }
+
+    fn reach(&self) -> Reach<'_> {
+        Reach::Destination(http_client::authority(&self.uri))
+    }
+
+    fn open(&self) -> Result<OpenedSink, SinkError> {
+        let headers: Vec<_> = self.headers.clone().into_iter().collect();
+        let settings = client_settings(
+            &self.uri,
+            &self.tls,
+            self.auth.as_ref(),
+            &headers,
+            self.compression,
+            self.request_timeout,
+        );
+        let client = Client::new(&settings).map_err(|source| SinkError::Open {
+            sink_type: "http",
+            source,
+        })?;
+        Ok(OpenedSink {
+            sink: Box::new(HttpOutput {
+                client,
+                encoding: self.encoding,
+                body: Vec::new(),
+            }),
+            encoding: json_lines(),
+            backoff: request_backoff(),
+            rejects_events: true,
+        })
+    }
+}
+
+/// Events as JSON lines (what both HTTP outputs send).
+pub(crate) fn json_lines() -> RecordEncoding {
+    RecordEncoding {
+        encoding: Encoding::Json,
+        framing: None,
+        line_breaks: LineBreaks::Escape,
+        template: None,
+    }
+}
+
+/// Backoff of the request-based outputs: 1 s doubling up to 60 s, full jitter.
+pub(crate) fn request_backoff() -> Backoff {
+    Backoff {
+        initial: Duration::from_secs(1),
+        max: Duration::from_secs(60),
+    }
+}
+
+/// The keys both HTTP outputs have, as `sluice config` writes them.
+pub(crate) fn render_http_keys(
+    t: &mut toml::Table,
+    auth: Option<&Auth>,
+    headers: &BTreeMap<String, String>,
+    tls: &TlsKeys,
+    request_timeout: Duration,
+) {
+    if let Some(auth) = auth {
+        t.insert("auth".into(), auth.render());
+    }
+    if !headers.is_empty() {
+        let h = headers
+            .iter()
+            .map(|(k, v)| (k.clone(), render::text(v)))
+            .collect();
+        t.insert("headers".into(), toml::Value::Table(h));
+    }
+    t.insert("tls".into(), tls.render());
+    t.insert("request_timeout".into(), render::duration(request_timeout));
+}
