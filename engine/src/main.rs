@@ -94,6 +94,10 @@ enum Command {
     /// Look into a data directory's write-ahead logs (read-only).
     #[command(subcommand)]
     Wal(WalCommand),
+    /// The outputs' dead-letter queues: events a destination rejected for good, with its
+    /// reason (`data_dir/dlq/SINK`).
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Print the metrics reference (Markdown; `docs/metrics.md` is this output).
     MetricsReference,
     /// Print a shell completion script.
@@ -143,6 +147,28 @@ enum WalCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Per queue: events, bytes, files, oldest and newest.
+    List(DlqArgs),
+    /// Every dead-lettered event as a JSON line, with the destination's reason.
+    Show(DlqArgs),
+    /// Send the events again to their output as the config now describes it; confirmed ones
+    /// leave the queue, rejected ones stay with the new reason.
+    Replay(DlqArgs),
+    /// Delete the queued events.
+    Drop(DlqArgs),
+}
+
+#[derive(clap::Args)]
+struct DlqArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Only this sink's queue (default: every queue under data_dir).
+    #[arg(long)]
+    sink: Option<String>,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum DumpEncoding {
     Json,
@@ -181,6 +207,44 @@ fn wal_command(command: WalCommand) -> Result<ExitCode, engine::tools::ToolError
     use std::io::Write as _;
     out.flush().map_err(engine::tools::ToolError::Write)?;
     Ok(code)
+}
+
+fn dlq_command(command: DlqCommand) -> ExitCode {
+    use engine::tools::dlq;
+    let (DlqCommand::List(args)
+    | DlqCommand::Show(args)
+    | DlqCommand::Replay(args)
+    | DlqCommand::Drop(args)) = &command;
+    let config = match load(&args.config.files()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let sink = args.sink.as_deref();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let result = match command {
+        DlqCommand::List(_) => dlq::list(&config, sink, &mut out),
+        DlqCommand::Show(_) => dlq::show(&config, sink, &mut out),
+        DlqCommand::Replay(_) => dlq::replay(&config, sink).map(|r| {
+            let _ = writeln!(
+                out,
+                "replayed: {} delivered, {} rejected again (still queued)",
+                r.delivered, r.rejected_again
+            );
+        }),
+        DlqCommand::Drop(_) => dlq::drop_letters(&config, sink).map(|n| {
+            let _ = writeln!(out, "dropped {n} events");
+        }),
+    };
+    use std::io::Write as _;
+    let _ = out.flush();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e.to_string());
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
 }
 
 /// Sluice's own logs: stderr, `RUST_LOG` filter (default `info`), text or JSON lines.
@@ -236,6 +300,7 @@ fn main() -> ExitCode {
             report(&e.to_string());
             ExitCode::from(EXIT_FAILURE)
         }),
+        Command::Dlq(command) => dlq_command(command),
         Command::MetricsReference => {
             print!("{}", engine::metrics::prometheus::reference());
             ExitCode::SUCCESS

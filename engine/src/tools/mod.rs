@@ -1,6 +1,7 @@
 //! Operator tools over a data directory: `sluice wal inspect | verify | dump`.
 //! Read-only; safe to run beside a running Sluice.
 
+pub mod dlq;
 pub mod preflight;
 
 use std::io::Write;

@@ -1,0 +1,491 @@
+//! The HTTP and Elasticsearch outputs against real servers: a scripted HTTP server the tests
+//! start (failure cases, exact per-item answers) and osmem-server, an in-memory
+//! OpenSearch-compatible server (PyPI `osmem-server`; `.ci/run` installs it).
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use common::*;
+
+/// A request as the scripted server saw it (body decompressed).
+#[derive(Debug, Clone)]
+struct Request {
+    path: String,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+struct Reply {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: String,
+}
+
+fn reply(status: u16, body: impl Into<String>) -> Reply {
+    Reply {
+        status,
+        headers: Vec::new(),
+        body: body.into(),
+    }
+}
+
+type Handler = dyn Fn(&Request) -> Reply + Send + Sync;
+
+/// An HTTP/1.1 server on 127.0.0.1 answering with `handler` (keep-alive, one thread per
+/// connection).
+struct Scripted {
+    addr: SocketAddr,
+    requests: Arc<AtomicUsize>,
+}
+
+impl Scripted {
+    fn start(handler: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> Scripted {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handler: Arc<Handler> = Arc::new(handler);
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&requests);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let (handler, counted) = (Arc::clone(&handler), Arc::clone(&counted));
+                std::thread::spawn(move || serve(conn, &*handler, &counted));
+            }
+        });
+        Scripted { addr, requests }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+fn serve(conn: TcpStream, handler: &Handler, counted: &AtomicUsize) {
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut conn = conn;
+    loop {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            head.push_str(&line);
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut lines = head.lines();
+        let path = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("/")
+            .to_string();
+        let headers: HashMap<String, String> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let len: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let body = match headers.get("content-encoding").map(String::as_str) {
+            Some("gzip") => {
+                let mut out = Vec::new();
+                flate2::read::GzDecoder::new(&body[..])
+                    .read_to_end(&mut out)
+                    .unwrap();
+                out
+            }
+            Some("zstd") => zstd::decode_all(&body[..]).unwrap(),
+            _ => body,
+        };
+        counted.fetch_add(1, Ordering::SeqCst);
+        let r = handler(&Request {
+            path,
+            headers,
+            body,
+        });
+        let mut out = format!(
+            "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            r.status,
+            r.body.len()
+        );
+        for (k, v) in &r.headers {
+            out.push_str(&format!("{k}: {v}\r\n"));
+        }
+        out.push_str("\r\n");
+        out.push_str(&r.body);
+        if conn.write_all(out.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// The sequence numbers in NDJSON or JSON-array event bodies.
+fn seqs_of_body(body: &[u8]) -> Vec<u64> {
+    let text = String::from_utf8_lossy(body);
+    text.match_indices("seq=")
+        .filter_map(|(at, _)| seq_of(text[at..].as_bytes()))
+        .collect()
+}
+
+fn send_range(addr: SocketAddr, tag: &str, range: std::ops::Range<u64>) {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    let mut buf = Vec::new();
+    for seq in range {
+        buf.extend_from_slice(octet(&rfc5424_line(tag, seq)).as_bytes());
+        if buf.len() > 1 << 16 {
+            conn.write_all(&buf).unwrap();
+            buf.clear();
+        }
+    }
+    conn.write_all(&buf).unwrap();
+}
+
+fn dlq(args: &[&str], config: &std::path::Path) -> (bool, String, String) {
+    let out = Command::new(sluice_bin())
+        .arg("dlq")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// 100,000 events POSTed as gzip NDJSON with a bearer token and a custom header: every
+/// event exactly once after a clean stop.
+#[test]
+fn http_delivers_100k_events_exactly_once() {
+    let seen = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let seen_in = Arc::clone(&seen);
+    let server = Scripted::start(move |r| {
+        let authorized = r.headers.get("authorization").map(String::as_str)
+            == Some("Bearer s3cret")
+            && r.headers.get("x-scope").map(String::as_str) == Some("fleet");
+        if !authorized
+            || r.headers.get("content-type").map(String::as_str) != Some("application/x-ndjson")
+        {
+            return reply(401, "who are you");
+        }
+        seen_in.lock().unwrap().extend(seqs_of_body(&r.body));
+        reply(200, "{}")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::env::set_var("SLUICE_TEST_TOKEN", "s3cret");
+    let sink = format!(
+        "[sinks.collector]\ntype = \"http\"\nuri = \"{}/ingest\"\ncompression = \"gzip\"\n\
+         auth = {{ strategy = \"bearer\", token = \"${{SLUICE_TEST_TOKEN}}\" }}\n\
+         headers = {{ X-Scope = \"fleet\" }}\nbatch.max_events = 2000\nbatch.timeout = \"50ms\"\n",
+        server.url()
+    );
+    let sluice = Sluice::start(dir.path(), &config(dir.path(), 2, &sink));
+    let addr = sluice.addr("tcp");
+    std::thread::scope(|s| {
+        s.spawn(|| send_range(addr, "http", 0..50_000));
+        s.spawn(|| send_range(addr, "http", 50_000..100_000));
+    });
+    wait_for("100,000 events at the collector", || {
+        seen.lock().unwrap().len() >= 100_000
+    });
+    let (status, log) = sluice.stop();
+    assert!(status.success(), "{log}");
+    let seen = seen.lock().unwrap();
+    let distinct: HashSet<u64> = seen.iter().copied().collect();
+    assert_eq!(distinct.len(), 100_000);
+    assert_eq!(seen.len(), 100_000, "no duplicates after a clean stop");
+    assert!(
+        server.requests.load(Ordering::SeqCst) >= 50,
+        "batches of at most 2,000"
+    );
+}
+
+/// The collector fails (503 with Retry-After), the circuit opens, then the collector comes
+/// back: nothing lost, the retries and the circuit's opening in the metrics, the circuit
+/// closed again. A JSON-array body.
+#[test]
+fn a_collector_down_then_back_loses_nothing() {
+    let up = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let (up_in, seen_in) = (Arc::clone(&up), Arc::clone(&seen));
+    let server = Scripted::start(move |r| {
+        if !up_in.load(Ordering::SeqCst) {
+            let mut down = reply(503, "maintenance");
+            down.headers.push(("Retry-After", "1".into()));
+            return down;
+        }
+        let array: Vec<serde_json::Value> = serde_json::from_slice(&r.body).unwrap();
+        seen_in.lock().unwrap().extend(
+            array
+                .iter()
+                .filter_map(|e| seq_of(e["message"].as_str()?.as_bytes())),
+        );
+        reply(204, "")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let sink = format!(
+        "[sinks.collector]\ntype = \"http\"\nuri = \"{}/\"\nencoding = \"json_array\"\n\
+         failure_threshold = 2\nopen_for = \"1s\"\nbatch.timeout = \"10ms\"\n",
+        server.url()
+    );
+    let sluice = Sluice::start(dir.path(), &config(dir.path(), 1, &sink));
+    let api = sluice.addr("api");
+    send_range(sluice.addr("tcp"), "down", 0..1000);
+    wait_for_metric(api, dir.path(), "sluice_output_circuit_state", 1.0);
+    assert!(metric_sum(api, dir.path(), "sluice_output_retries_total") >= 2.0);
+    up.store(true, Ordering::SeqCst);
+    wait_for("every event", || seen.lock().unwrap().len() >= 1000);
+    wait_for_metric(api, dir.path(), "sluice_output_circuit_state", 0.0);
+    assert_eq!(
+        metric_sum(api, dir.path(), "sluice_output_circuit_opened_total"),
+        1.0
+    );
+    let (status, log) = sluice.stop();
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("circuit open") && log.contains("circuit closed"),
+        "{log}"
+    );
+    let distinct: HashSet<u64> = seen.lock().unwrap().iter().copied().collect();
+    assert_eq!(distinct, (0..1000).collect());
+}
+
+/// A scripted `_bulk` endpoint: per document, `ok` → 201, `dup` → 409, `busy` → 429 the
+/// first time, `bad` → 400 (until `fixed`). Returns the documents it took, by message tag.
+fn scripted_bulk(fixed: Arc<AtomicBool>, took: Arc<Mutex<Vec<String>>>) -> Scripted {
+    let busy_seen = Arc::new(Mutex::new(HashSet::<String>::new()));
+    Scripted::start(move |r| {
+        if !r.path.starts_with("/_bulk") {
+            return reply(404, "no");
+        }
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        let lines: Vec<&str> = text.lines().collect();
+        let mut items = Vec::new();
+        for pair in lines.chunks(2) {
+            let action: serde_json::Value = serde_json::from_str(pair[0]).unwrap();
+            assert!(action["create"]["_id"].as_str().unwrap().len() == 32);
+            let doc: serde_json::Value = serde_json::from_str(pair[1]).unwrap();
+            let message = doc["message"].as_str().unwrap().to_string();
+            let kind = message.split_whitespace().next().unwrap_or("").to_string();
+            let status = match kind.as_str() {
+                "dup" => 409,
+                "busy" if busy_seen.lock().unwrap().insert(message.clone()) => 429,
+                "bad" if !fixed.load(Ordering::SeqCst) => 400,
+                _ => 201,
+            };
+            if status == 201 {
+                took.lock().unwrap().push(message);
+            }
+            let error = match status {
+                400 => {
+                    r#","error":{"type":"mapper_parsing_exception","reason":"failed to parse field [x]"}"#
+                }
+                429 => {
+                    r#","error":{"type":"es_rejected_execution_exception","reason":"queue full"}"#
+                }
+                409 => r#","error":{"type":"version_conflict_engine_exception","reason":"exists"}"#,
+                _ => "",
+            };
+            items.push(format!(r#"{{"create":{{"status":{status}{error}}}}}"#));
+        }
+        reply(
+            200,
+            format!(
+                r#"{{"took":1,"errors":true,"items":[{}]}}"#,
+                items.join(",")
+            ),
+        )
+    })
+}
+
+/// Mixed per-item answers: the 400s (and only they) land in the dead-letter queue with the
+/// item's reason, the 429s are sent again, the 409s count as delivered; `sluice dlq replay`
+/// re-delivers the dead letters once the destination is fixed.
+#[test]
+fn bulk_items_ok_conflict_busy_bad_and_a_replay() {
+    let fixed = Arc::new(AtomicBool::new(false));
+    let took = Arc::new(Mutex::new(Vec::new()));
+    let server = scripted_bulk(Arc::clone(&fixed), Arc::clone(&took));
+    let dir = tempfile::tempdir().unwrap();
+    let sink = format!(
+        "[sinks.search]\ntype = \"elasticsearch\"\nendpoint = \"{}\"\nindex = \"logs-{{{{hostname}}}}-%Y.%m.%d\"\n\
+         batch.timeout = \"200ms\"\n",
+        server.url()
+    );
+    let sluice = Sluice::start(dir.path(), &config(dir.path(), 1, &sink));
+    let api = sluice.addr("api");
+    let mut conn = TcpStream::connect(sluice.addr("tcp")).unwrap();
+    for (i, kind) in ["ok", "dup", "busy", "bad", "ok", "bad", "busy", "ok"]
+        .iter()
+        .enumerate()
+    {
+        let line = format!("<134>1 2026-11-30T08:00:00Z Web-1 app - - - {kind} seq={i}");
+        conn.write_all(octet(&line).as_bytes()).unwrap();
+    }
+    drop(conn);
+    wait_for_metric(api, dir.path(), "sluice_output_dead_lettered_total", 2.0);
+    wait_for_metric(api, dir.path(), "sluice_output_events_sent_total", 6.0);
+    assert_eq!(
+        metric_sum(api, dir.path(), "sluice_output_items_retried_total"),
+        2.0
+    );
+    let config_path = sluice.config_path.clone();
+    let (ok, list, err) = dlq(&["list"], &config_path);
+    assert!(ok, "{err}");
+    assert!(list.starts_with("search: 2 events"), "{list}");
+    let (ok, shown, err) = dlq(&["show", "--sink", "search"], &config_path);
+    assert!(ok, "{err}");
+    let letters: Vec<serde_json::Value> = shown
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seqs: Vec<&str> = letters
+        .iter()
+        .map(|l| l["event"]["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(seqs, vec!["bad seq=3", "bad seq=5"]);
+    assert_eq!(
+        letters[0]["reason"],
+        "400 mapper_parsing_exception: failed to parse field [x]"
+    );
+    let mut delivered: Vec<String> = took.lock().unwrap().clone();
+    delivered.sort();
+    assert_eq!(
+        delivered,
+        vec![
+            "busy seq=2",
+            "busy seq=6",
+            "ok seq=0",
+            "ok seq=4",
+            "ok seq=7"
+        ]
+    );
+    // The mapping is fixed: a replay sends the two again and empties the queue.
+    fixed.store(true, Ordering::SeqCst);
+    let (ok, replayed, err) = dlq(&["replay", "--sink", "search"], &config_path);
+    assert!(ok, "{err}");
+    assert!(
+        replayed.contains("2 delivered, 0 rejected again"),
+        "{replayed}"
+    );
+    let (_, list, _) = dlq(&["list"], &config_path);
+    assert!(list.starts_with("search: 0 events"), "{list}");
+    assert!(took.lock().unwrap().contains(&"bad seq=5".to_string()));
+    let (status, log) = sluice.stop();
+    assert!(status.success(), "{log}");
+}
+
+/// osmem-server: started on an ephemeral port, its URL read from its first line.
+struct Osmem {
+    child: Child,
+    url: String,
+}
+
+impl Osmem {
+    fn start() -> Osmem {
+        let bin = std::env::var("OSMEM_SERVER_BIN").unwrap_or_else(|_| {
+            let out = Command::new("python3")
+                .args([
+                    "-c",
+                    "import osmem_server; print(osmem_server.resolve_binary())",
+                ])
+                .output()
+                .expect("python3");
+            assert!(
+                out.status.success(),
+                "osmem-server is not installed (pip install osmem-server): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        });
+        let mut child = Command::new(bin)
+            .args(["-addr", "127.0.0.1:0", "-no-ja"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let ready: serde_json::Value = serde_json::from_str(&first).unwrap();
+        Osmem {
+            url: ready["url"].as_str().unwrap().to_string(),
+            child,
+        }
+    }
+
+    fn count(&self, index: &str) -> u64 {
+        let addr: SocketAddr = self.url.trim_start_matches("http://").parse().unwrap();
+        let (status, body) = http_request(addr, "GET", &format!("/{index}/_count"), None, "");
+        if status == 404 {
+            return 0;
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        v["count"].as_u64().unwrap_or(0)
+    }
+}
+
+impl Drop for Osmem {
+    fn drop(&mut self) {
+        // The server this test started, by its own handle.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Into an OpenSearch-compatible server: 100,000 events exactly once after a clean stop;
+/// then 50,000 more with Sluice killed (-9) while delivering and started again: every
+/// durable event is in the index and none twice (the `_id` is the event's hash, so what was
+/// sent again before the kill is answered 409, not indexed twice).
+#[test]
+fn opensearch_gets_every_event_once_across_a_kill9() {
+    let osmem = Osmem::start();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = format!(
+        "[sinks.search]\ntype = \"elasticsearch\"\nendpoint = \"{}\"\nindex = \"logs-%Y.%m.%d\"\n\
+         batch.max_events = 1000\nbatch.timeout = \"20ms\"\n",
+        osmem.url
+    );
+    let text = config(dir.path(), 2, &sink);
+    let index = "logs-2026.11.23";
+    let sluice = Sluice::start(dir.path(), &text);
+    let addr = sluice.addr("tcp");
+    std::thread::scope(|s| {
+        s.spawn(|| send_range(addr, "first", 0..50_000));
+        s.spawn(|| send_range(addr, "first", 50_000..100_000));
+    });
+    wait_for("100,000 documents", || osmem.count(index) >= 100_000);
+    let (status, log) = sluice.stop();
+    assert!(status.success(), "{log}");
+    assert_eq!(osmem.count(index), 100_000);
+
+    let sluice = Sluice::start(dir.path(), &text);
+    send_range(sluice.addr("tcp"), "second", 100_000..150_000);
+    let api = sluice.addr("api");
+    wait_for_metric(api, dir.path(), "sluice_events_durable_total", 50_000.0);
+    let at_kill = osmem.count(index);
+    sluice.kill9();
+    eprintln!("killed with {at_kill} of 150000 documents indexed");
+    let sluice = Sluice::start(dir.path(), &text);
+    wait_for("150,000 documents", || osmem.count(index) >= 150_000);
+    let (status, log) = sluice.stop();
+    assert!(status.success(), "{log}");
+    assert_eq!(osmem.count(index), 150_000, "no duplicate documents");
+}
