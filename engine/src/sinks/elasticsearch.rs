@@ -19,8 +19,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::compression::Compression;
 use super::http::{client_settings, json_lines, render_http_keys, request_backoff};
-use super::http_client::{self, Auth, Client, Compression, TlsKeys};
+use super::http_client::{self, Auth, Client, TlsKeys};
 use super::{Reach, SinkError, SinkSettings, StartAt};
 use crate::delivery::{
     event_seconds, render_record, Batch, DeliveryResult, Failure, FailureKind, OpenedSink, Sink,

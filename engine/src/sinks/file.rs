@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use super::compression::Compression;
 use super::{Reach, SinkError, SinkSettings};
 use crate::delivery::{Backoff, Encoding, LineBreaks, OpenedSink, RecordEncoding};
 use crate::units::{de_bytes, render, Bounds, TypeTag};
@@ -106,6 +107,8 @@ pub struct FileOutput {
     max_age: Option<Duration>,
     /// When rotated files were last checked against `max_age`.
     last_age_sweep: Option<Instant>,
+    /// Rotated files are compressed (`<name>.<n>.gz` / `.zst`).
+    compression: Compression,
 }
 
 struct OpenFile {
@@ -217,9 +220,12 @@ impl FileOutput {
             rotate_every: config.rotate_every,
             max_age: config.max_age,
             last_age_sweep: None,
+            compression: config.compression,
         };
         output.load_state()?;
         output.open_current()?;
+        // Rotated before a crash or a config change, not compressed yet.
+        output.compress_rotated();
         Ok(output)
     }
 
@@ -398,6 +404,8 @@ impl FileOutput {
                 .file_name()
                 .to_str()
                 .and_then(|f| f.strip_prefix(&prefix))
+                .map(|n| n.trim_end_matches(".tmp"))
+                .map(|n| n.trim_end_matches(".gz").trim_end_matches(".zst"))
                 .and_then(|n| n.parse::<u64>().ok())
             {
                 highest = highest.max(n);
@@ -422,7 +430,49 @@ impl FileOutput {
         self.owned.rotated.push((next, id));
         self.save_state()?;
         self.open_current()?;
+        self.compress_rotated();
         self.remove_excess_rotated()
+    }
+
+    /// Rotated file `n` of ours, under whichever name it has (plain or compressed).
+    fn rotated_path(&self, n: u64, id: FileId) -> Option<PathBuf> {
+        ["", ".gz", ".zst"].iter().find_map(|suffix| {
+            let path = self.dir.join(format!("{}.{n}{suffix}", self.file_name()));
+            let meta = std::fs::symlink_metadata(&path).ok()?;
+            (FileId::of(&meta) == id).then_some(path)
+        })
+    }
+
+    /// Compresses our rotated files that are still plain (`compression`); a failure is logged
+    /// and tried again at the next rotation or start (the plain file stays meanwhile).
+    fn compress_rotated(&mut self) {
+        if self.compression == Compression::None {
+            return;
+        }
+        let mut changed = false;
+        for i in 0..self.owned.rotated.len() {
+            let (n, id) = self.owned.rotated[i];
+            let plain = self.dir.join(format!("{}.{n}", self.file_name()));
+            if self.rotated_path(n, id).as_ref() != Some(&plain) {
+                continue;
+            }
+            let compressed = super::compression::compress_file(&plain, self.compression)
+                .and_then(|path| std::fs::symlink_metadata(&path));
+            match compressed {
+                Ok(meta) => {
+                    self.owned.rotated[i].1 = FileId::of(&meta);
+                    changed = true;
+                }
+                Err(e) => {
+                    tracing::warn!(path = %plain.display(), error = %e, "cannot compress the rotated file; it stays plain for now");
+                }
+            }
+        }
+        if changed {
+            if let Err(e) = self.save_state() {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot save which rotated files are ours");
+            }
+        }
     }
 
     /// Deletes the oldest rotated files beyond `keep`, only those Sluice made (same inode).
@@ -431,12 +481,9 @@ impl FileOutput {
         let excess = self.owned.rotated.len().saturating_sub(self.keep as usize);
         let doomed: Vec<(u64, FileId)> = self.owned.rotated.drain(..excess).collect();
         for (n, id) in doomed {
-            let old = self.dir.join(format!("{}.{n}", self.file_name()));
-            match std::fs::symlink_metadata(&old) {
-                Ok(meta) if FileId::of(&meta) == id => {
-                    std::fs::remove_file(&old).map_err(|e| with_path("remove", &old, e))?
-                }
-                _ => {} // Gone, or replaced by a file that is not ours: left alone.
+            // Gone, or replaced by a file that is not ours: left alone.
+            if let Some(old) = self.rotated_path(n, id) {
+                std::fs::remove_file(&old).map_err(|e| with_path("remove", &old, e))?
             }
         }
         self.save_state()
@@ -483,21 +530,20 @@ impl FileOutput {
             return Ok(());
         };
         let before = self.owned.rotated.len();
-        let name = self.file_name();
-        let dir = self.dir.clone();
-        self.owned.rotated.retain(|(n, id)| {
-            let path = dir.join(format!("{name}.{n}"));
-            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+        let mut rotated = std::mem::take(&mut self.owned.rotated);
+        rotated.retain(|&(n, id)| {
+            let Some(path) = self.rotated_path(n, id) else {
                 return false; // Gone: forget it.
             };
-            let aged = meta
-                .modified()
+            let aged = std::fs::symlink_metadata(&path)
+                .and_then(|m| m.modified())
                 .is_ok_and(|m| now.duration_since(m).is_ok_and(|age| age > max_age));
-            if FileId::of(&meta) == *id && aged {
+            if aged {
                 return std::fs::remove_file(&path).is_err();
             }
             true
         });
+        self.owned.rotated = rotated;
         if self.owned.rotated.len() != before {
             self.save_state()?;
         }
@@ -639,6 +685,9 @@ pub struct FileSink {
     /// Delete rotated files whose last write is older than this (`"7d"`), besides `keep`.
     #[serde(default, deserialize_with = "crate::units::de_opt_duration")]
     pub max_age: Option<Duration>,
+    /// Rotated files compressed: `"gzip"` (`<name>.<n>.gz`) or `"zstd"` (`.zst`).
+    #[serde(default)]
+    pub compression: Compression,
     #[serde(default)]
     pub fsync: SinkFsync,
     /// A file at `path` that Sluice did not create: append to it (never cut, rotate or delete
@@ -722,6 +771,7 @@ impl SinkSettings for FileSink {
         if let Some(every) = self.rotate_every {
             t.insert("rotate_every".into(), render::text(&every.name()));
         }
+        t.insert("compression".into(), render::text(self.compression.name()));
         if let Some(age) = self.max_age {
             t.insert("max_age".into(), render::duration(age));
         }
@@ -786,6 +836,7 @@ mod tests {
             keep,
             rotate_every: None,
             max_age: None,
+            compression: Compression::None,
             fsync: SinkFsync::Always,
             append_existing: false,
             line_breaks: LineBreaks::Escape,
@@ -1024,5 +1075,35 @@ mod tests {
             b"0123456789\nabcdefghij\n",
             "each batch written once"
         );
+    }
+
+    /// With `compression`, rotated files become `<name>.<n>.zst` (or `.gz`), still counted by
+    /// `keep` and numbered on.
+    #[test]
+    fn rotated_files_are_compressed_and_still_kept_n() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.ndjson");
+        let mut config = sink(&path, 10, 2);
+        config.compression = Compression::Zstd;
+        let mut out = FileOutput::open(&config).unwrap();
+        for i in 0..4 {
+            out.write_rotating(format!("event-{i}-xx\n").as_bytes())
+                .unwrap();
+        }
+        assert_eq!(
+            names(dir.path()),
+            vec![
+                "events.ndjson",
+                "events.ndjson.3.zst",
+                "events.ndjson.4.zst"
+            ]
+        );
+        let data = std::fs::read(dir.path().join("events.ndjson.4.zst")).unwrap();
+        assert_eq!(zstd::decode_all(&data[..]).unwrap(), b"event-3-xx\n");
+        // A restart numbers on past the compressed files.
+        drop(out);
+        let mut out = FileOutput::open(&config).unwrap();
+        out.write_rotating(b"event-4-xx\n").unwrap();
+        assert!(names(dir.path()).contains(&"events.ndjson.5.zst".to_string()));
     }
 }

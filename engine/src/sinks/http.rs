@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::http_client::{self, Auth, Client, ClientSettings, Compression, TlsKeys};
+use super::compression::Compression;
+use super::http_client::{self, Auth, Client, ClientSettings, TlsKeys};
 use super::{Reach, SinkError, SinkSettings, StartAt};
 use crate::delivery::{
     Backoff, Batch, DeliveryResult, Encoding, LineBreaks, OpenedSink, RecordEncoding, Sink,

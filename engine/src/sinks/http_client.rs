@@ -11,12 +11,13 @@
 //! - any other 4xx (401, 403, 404, …): a configuration problem, not the events': retried (the
 //!   circuit breaker opens), never dead-lettered.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::compression::Compression;
 use crate::delivery::{Failure, FailureKind};
 
 /// `tls = { ca_file, crt_file, key_file, verify }`.
@@ -127,48 +128,6 @@ fn base64(bytes: &[u8]) -> String {
         }
     }
     out
-}
-
-/// Request body compression (`compression`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Compression {
-    #[default]
-    None,
-    Gzip,
-    Zstd,
-}
-
-impl Compression {
-    pub fn name(self) -> &'static str {
-        match self {
-            Compression::None => "none",
-            Compression::Gzip => "gzip",
-            Compression::Zstd => "zstd",
-        }
-    }
-
-    /// The body as sent, and its `Content-Encoding`.
-    fn apply<'a>(
-        self,
-        body: &'a [u8],
-        out: &'a mut Vec<u8>,
-    ) -> io::Result<(&'a [u8], Option<&'static str>)> {
-        match self {
-            Compression::None => Ok((body, None)),
-            Compression::Gzip => {
-                out.clear();
-                let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
-                gz.write_all(body)?;
-                let out = gz.finish()?;
-                Ok((&out[..], Some("gzip")))
-            }
-            Compression::Zstd => {
-                *out = zstd::bulk::compress(body, 3)?;
-                Ok((&out[..], Some("zstd")))
-            }
-        }
-    }
 }
 
 /// What a client needs from its sink's config.

@@ -10,6 +10,7 @@
 //! generates the `type` names, the typed config enum the config reader fills (with the key and
 //! line of every error), and the dispatch to the module's settings and `open`.
 
+pub(crate) mod compression;
 mod console;
 mod elasticsearch;
 mod file;
