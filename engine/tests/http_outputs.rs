@@ -192,7 +192,7 @@ fn http_delivers_100k_events_exactly_once() {
     let sink = format!(
         "[sinks.collector]\ntype = \"http\"\nuri = \"{}/ingest\"\ncompression = \"gzip\"\n\
          auth = {{ strategy = \"bearer\", token = \"${{SLUICE_TEST_TOKEN}}\" }}\n\
-         headers = {{ X-Scope = \"fleet\" }}\nbatch.max_events = 2000\nbatch.timeout = \"50ms\"\n",
+         headers = {{ X-Scope = \"fleet\" }}\nbatch.max_events = 2000\nbatch.timeout = \"50ms\"\nconcurrency = 4\n",
         server.url()
     );
     let sluice = Sluice::start(dir.path(), &config(dir.path(), 2, &sink));
@@ -488,4 +488,48 @@ fn opensearch_gets_every_event_once_across_a_kill9() {
     let (status, log) = sluice.stop();
     assert!(status.success(), "{log}");
     assert_eq!(osmem.count(index), 150_000, "no duplicate documents");
+}
+
+/// `concurrency = 2`: two requests are in flight at once. The server holds each request until
+/// a second one arrives (or 10 s pass): with concurrency the pair meets, without it every
+/// request would wait out the 10 s alone.
+#[test]
+fn concurrency_puts_two_requests_in_flight_at_once() {
+    let state = Arc::new((
+        std::sync::Mutex::new((0usize, 0usize)),
+        std::sync::Condvar::new(),
+    ));
+    let seen = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let (state_in, seen_in) = (Arc::clone(&state), Arc::clone(&seen));
+    let server = Scripted::start(move |r| {
+        let (lock, cvar) = &*state_in;
+        let mut s = lock.lock().unwrap();
+        s.0 += 1; // Arrived.
+        let pair = s.0.div_ceil(2);
+        cvar.notify_all();
+        let (mut s, timeout) = cvar
+            .wait_timeout_while(s, std::time::Duration::from_secs(10), |s| s.0 < pair * 2)
+            .unwrap();
+        if !timeout.timed_out() {
+            s.1 += 1; // Met its partner.
+        }
+        drop(s);
+        seen_in.lock().unwrap().extend(seqs_of_body(&r.body));
+        reply(200, "{}")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let sink = format!(
+        "[sinks.collector]\ntype = \"http\"\nuri = \"{}/\"\nconcurrency = 2\n\
+         batch.max_events = 500\nbatch.timeout = \"5s\"\n",
+        server.url()
+    );
+    let sluice = Sluice::start(dir.path(), &config(dir.path(), 1, &sink));
+    send_range(sluice.addr("tcp"), "pair", 0..1000);
+    wait_for("1,000 events", || seen.lock().unwrap().len() >= 1000);
+    let (status, log) = sluice.stop();
+    assert!(status.success(), "{log}");
+    let met = state.0.lock().unwrap().1;
+    assert_eq!(met, 2, "both requests of the round were in flight together");
+    let distinct: HashSet<u64> = seen.lock().unwrap().iter().copied().collect();
+    assert_eq!(distinct, (0..1000).collect());
 }

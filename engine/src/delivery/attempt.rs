@@ -3,7 +3,9 @@
 //! too large, and the dead-letter queue for what it rejected for good.
 //!
 //! A round is done when every event of it is confirmed or durable in the dead-letter queue;
-//! only then does the caller advance the cursors. Runs go out in order, one at a time.
+//! only then does the caller advance the cursors. Runs go out in order; with `concurrency`
+//! N, up to N runs are sent at once (the destination may take them in any order), and what
+//! failed of them is retried one run at a time.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -11,13 +13,15 @@ use std::time::Duration;
 use storage::dead_letter::Letter;
 
 use super::{
-    publish_circuit, wait_or_deadline, Batch, BatchSettings, CircuitState, Failure, FailureKind,
-    OutputSpec, Retry, Sink, Verdicts,
+    publish_circuit, wait_or_deadline, Batch, BatchSettings, CircuitState, DeliveryResult, Failure,
+    FailureKind, OutputSpec, Retry, Sink, Verdicts,
 };
 
 /// One round's delivery.
 pub(super) struct Attempt<'a> {
     pub(super) spec: &'a OutputSpec,
+    /// Runs sent at once (their first attempt; retries go one at a time).
+    pub(super) concurrency: usize,
     pub(super) sink: &'a mut dyn Sink,
     pub(super) retry: &'a mut Retry,
 }
@@ -29,26 +33,47 @@ impl Attempt<'_> {
         if batch.is_empty() {
             return true; // Every record read was meant for other sinks.
         }
-        let runs = limits.runs(batch);
-        if runs.len() == 1 {
-            return self.deliver_run(batch);
+        let ends = limits.runs(batch);
+        if ends.len() == 1 {
+            return self.deliver_run(batch, None);
         }
+        let mut runs = Vec::with_capacity(ends.len());
         let mut start = 0;
-        for end in runs {
-            if !self.deliver_run(&batch.subset(start..end)) {
-                return false;
-            }
+        for end in ends {
+            runs.push(batch.subset(start..end));
             start = end;
+        }
+        for wave in runs.chunks(self.concurrency) {
+            if wave.len() == 1 {
+                if !self.deliver_run(&wave[0], None) {
+                    return false;
+                }
+                continue;
+            }
+            self.spec
+                .counters
+                .requests
+                .fetch_add(wave.len() as u64, Relaxed);
+            let answers = self.sink.deliver_all(wave);
+            for (run, answer) in wave.iter().zip(answers) {
+                if !self.deliver_run(run, Some(answer)) {
+                    return false;
+                }
+            }
         }
         true
     }
 
-    /// Delivers one request's worth until every event is confirmed or dead-lettered.
-    fn deliver_run(&mut self, batch: &Batch) -> bool {
+    /// Delivers one request's worth until every event is confirmed or dead-lettered
+    /// (`answered`: the answer to a first attempt already made).
+    fn deliver_run(&mut self, batch: &Batch, mut answered: Option<DeliveryResult>) -> bool {
         let mut pending = std::borrow::Cow::Borrowed(batch);
         loop {
-            self.spec.counters.requests.fetch_add(1, Relaxed);
-            let failure = match self.sink.deliver(&pending) {
+            let answer = answered.take().unwrap_or_else(|| {
+                self.spec.counters.requests.fetch_add(1, Relaxed);
+                self.sink.deliver(&pending)
+            });
+            let failure = match answer {
                 Ok(verdicts) => {
                     self.succeeded();
                     match self.settle(&pending, verdicts) {
@@ -77,8 +102,8 @@ impl Attempt<'_> {
                     self.spec.counters.batches_split.fetch_add(1, Relaxed);
                     let mid = pending.len() / 2;
                     tracing::info!(sink = %self.spec.name, events = pending.len(), "the destination found the request too large: splitting it");
-                    return self.deliver_run(&pending.subset(0..mid))
-                        && self.deliver_run(&pending.subset(mid..pending.len()));
+                    return self.deliver_run(&pending.subset(0..mid), None)
+                        && self.deliver_run(&pending.subset(mid..pending.len()), None);
                 }
                 FailureKind::TooLarge => {
                     let reason = format!("too large for the destination: {}", failure.error);

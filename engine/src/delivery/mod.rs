@@ -20,8 +20,9 @@
 //!   (never shorter than the destination's `Retry-After`); records stay in the WAL meanwhile,
 //!   so a stalled destination costs disk, never memory.
 //! - A round gathers every shard's records (at most [`BATCH_BYTES`] of WAL per shard and read,
-//!   up to `batch.max_bytes` encoded), waiting up to `batch.timeout` for a batch that is not
-//!   full; it is handed to the sink in runs of at most `batch.max_events` / `batch.max_bytes`,
+//!   up to `concurrency` × `batch.max_bytes` encoded), waiting up to `batch.timeout` while it
+//!   holds fewer than `concurrency` full requests; it is handed to the sink in runs of at most
+//!   `batch.max_events` / `batch.max_bytes` (up to `concurrency` of them at once),
 //!   in order, one after the other. The cursors advance once every event of the round is
 //!   confirmed or dead-lettered.
 //! - Per event, a sink may confirm, ask for a resend (only those events are sent again), or
@@ -67,6 +68,11 @@ pub const IDLE_PARK: Duration = Duration::from_millis(200);
 /// batch (or failed as a whole).
 pub trait Sink {
     fn deliver(&mut self, batch: &Batch) -> DeliveryResult;
+    /// Delivers several batches at once where the protocol allows (`concurrency`): the
+    /// answers in the batches' order. By default one after the other.
+    fn deliver_all(&mut self, batches: &[Batch]) -> Vec<DeliveryResult> {
+        batches.iter().map(|b| self.deliver(b)).collect()
+    }
     /// Called between failed attempts: drop connections, reopen files.
     fn reset(&mut self) {}
     /// Called when there is nothing to deliver (at least every
@@ -229,6 +235,8 @@ pub struct OutputSpec {
     pub circuit: CircuitSettings,
     /// `batch.*`: how much one request carries, how long a batch waits to fill.
     pub batch: BatchSettings,
+    /// Requests in flight at once (`concurrency`; 1 for stream sinks).
+    pub concurrency: usize,
     /// Where events the destination rejected for good go (`data_dir/dlq/NAME`, created on
     /// the first rejection).
     pub dead_letters: storage::dead_letter::DeadLetters,
@@ -289,20 +297,35 @@ impl Round {
 
     /// Whether to wait for more events before delivering: the batch is not full and its
     /// timeout has not passed (never while stopping).
-    fn wait_for_more(&self, limits: &BatchSettings, stopping: bool) -> Option<Duration> {
+    fn wait_for_more(&self, limits: &RoundLimits, stopping: bool) -> Option<Duration> {
         let started = self.started?;
-        let full = self.batch.len() as u64 >= u64::from(limits.max_events)
-            || self.batch.bytes().len() as u64 >= limits.max_bytes;
+        let full = self.batch.len() as u64 >= limits.events()
+            || self.batch.bytes().len() as u64 >= limits.bytes();
         if stopping || full || self.batch.is_empty() {
             return None;
         }
-        limits.timeout.checked_sub(started.elapsed())
+        limits.batch.timeout.checked_sub(started.elapsed())
     }
 
     fn clear(&mut self) {
         self.batch.clear();
         self.gathered.clear();
         self.started = None;
+    }
+}
+
+/// How much a round holds: `concurrency` requests' worth.
+struct RoundLimits {
+    batch: BatchSettings,
+    concurrency: usize,
+}
+
+impl RoundLimits {
+    fn events(&self) -> u64 {
+        u64::from(self.batch.max_events) * self.concurrency as u64
+    }
+    fn bytes(&self) -> u64 {
+        self.batch.max_bytes.saturating_mul(self.concurrency as u64)
     }
 }
 
@@ -314,7 +337,10 @@ pub fn run_output(spec: OutputSpec, opened: OpenedSink) -> Result<(), DeliveryEr
         backoff,
         rejects_events,
     } = opened;
-    let limits = spec.batch;
+    let limits = RoundLimits {
+        batch: spec.batch,
+        concurrency: spec.concurrency.max(1),
+    };
     let mut retry = Retry {
         backoff,
         failures: 0,
@@ -352,11 +378,12 @@ pub fn run_output(spec: OutputSpec, opened: OpenedSink) -> Result<(), DeliveryEr
                 continue;
             }
             let mut attempt = attempt::Attempt {
+                concurrency: limits.concurrency,
                 spec: &spec,
                 sink: sink.as_mut(),
                 retry: &mut retry,
             };
-            if !attempt.deliver_round(&round.batch, &limits) {
+            if !attempt.deliver_round(&round.batch, &limits.batch) {
                 tracing::warn!(sink = %spec.name, "shutdown timeout reached: undelivered records stay in the WAL for the next start");
                 return Ok(());
             }
@@ -384,7 +411,7 @@ pub fn run_output(spec: OutputSpec, opened: OpenedSink) -> Result<(), DeliveryEr
 /// How a round reads: the encoding, the batch limits, and the last positions while stopping.
 struct Reading<'a> {
     encoding: &'a RecordEncoding,
-    limits: &'a BatchSettings,
+    limits: &'a RoundLimits,
     final_watermarks: Option<&'a [Position]>,
 }
 
@@ -399,7 +426,7 @@ fn gather(
     for (i, shard) in shards.iter_mut().enumerate() {
         let room = reading
             .limits
-            .max_bytes
+            .bytes()
             .saturating_sub(round.batch.bytes().len() as u64);
         if room == 0 {
             break;

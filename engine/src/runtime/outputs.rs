@@ -92,6 +92,7 @@ impl OutputSet {
             route_bit,
             circuit: common.circuit,
             batch: common.batch,
+            concurrency: common.concurrency,
             dead_letters: storage::dead_letter::DeadLetters::new(
                 &storage::dead_letter::queue_dir(&self.data_dir, name),
                 common.dlq_max_size,

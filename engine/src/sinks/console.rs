@@ -114,6 +114,7 @@ impl SinkSettings for ConsoleSink {
             },
             batch: self.batch.0,
             dlq_max_size: self.dlq_max_size,
+            concurrency: 1,
         }
     }
 

@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 use super::compression::Compression;
 use super::http::{client_settings, json_lines, render_http_keys, request_backoff};
-use super::http_client::{self, Auth, Client, TlsKeys};
+use super::http_client::{self, Answer, Auth, Client, TlsKeys};
 use super::{Reach, SinkError, SinkSettings, StartAt};
 use crate::delivery::{
     event_seconds, render_record, Batch, DeliveryResult, Failure, FailureKind, OpenedSink, Sink,
@@ -104,6 +104,13 @@ pub struct ElasticsearchSink {
     pub tls: TlsKeys,
     #[serde(default = "thirty_seconds", deserialize_with = "de_duration")]
     pub request_timeout: Duration,
+    /// Requests in flight at once (1: strictly in order).
+    #[serde(default = "one")]
+    pub concurrency: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// strftime codes an index name may use.
@@ -285,12 +292,10 @@ fn item_reason(status: u16, item: &BulkItem) -> String {
     }
 }
 
-impl Sink for ElasticsearchOutput {
-    fn deliver(&mut self, batch: &Batch) -> DeliveryResult {
-        self.build_body(batch);
-        let answer = self
-            .client
-            .post(Some(&self.bulk_uri), "application/x-ndjson", &self.body)?;
+impl ElasticsearchOutput {
+    /// The verdicts from a `_bulk` answer to `events` documents.
+    fn verdicts(&self, answer: Result<Answer, Failure>, events: usize) -> DeliveryResult {
+        let answer = answer?;
         http_client::status_verdict(&answer, &self.bulk_uri)?;
         let bulk: BulkAnswer = serde_json::from_str(&answer.body).map_err(|e| Failure {
             kind: FailureKind::Retriable,
@@ -300,9 +305,37 @@ impl Sink for ElasticsearchOutput {
             ),
             retry_after: None,
         })?;
-        let mut verdicts = item_verdicts(&bulk, batch.len(), self.action)?;
+        let mut verdicts = item_verdicts(&bulk, events, self.action)?;
         verdicts.retry_after = answer.retry_after;
         Ok(verdicts)
+    }
+}
+
+impl Sink for ElasticsearchOutput {
+    fn deliver(&mut self, batch: &Batch) -> DeliveryResult {
+        self.build_body(batch);
+        let answer = self
+            .client
+            .post(Some(&self.bulk_uri), "application/x-ndjson", &self.body);
+        self.verdicts(answer, batch.len())
+    }
+
+    fn deliver_all(&mut self, batches: &[Batch]) -> Vec<DeliveryResult> {
+        let bodies: Vec<Vec<u8>> = batches
+            .iter()
+            .map(|b| {
+                self.build_body(b);
+                std::mem::take(&mut self.body)
+            })
+            .collect();
+        let uri = self.bulk_uri.clone();
+        let answers =
+            http_client::post_all(&self.client, Some(&uri), "application/x-ndjson", &bodies);
+        answers
+            .into_iter()
+            .zip(batches)
+            .map(|(answer, batch)| self.verdicts(answer, batch.len()))
+            .collect()
     }
 }
 
@@ -323,6 +356,11 @@ impl SinkSettings for ElasticsearchSink {
     }
 
     fn check_bounds(&self, prefix: &str, b: &mut Bounds) {
+        b.count(
+            &format!("{prefix}.concurrency"),
+            self.concurrency.into(),
+            1..=64,
+        );
         b.duration(
             &format!("{prefix}.request_timeout"),
             self.request_timeout,
@@ -340,6 +378,7 @@ impl SinkSettings for ElasticsearchSink {
             },
             batch: self.batch.0,
             dlq_max_size: self.dlq_max_size,
+            concurrency: self.concurrency as usize,
         }
     }
 
@@ -352,6 +391,10 @@ impl SinkSettings for ElasticsearchSink {
             t.insert("pipeline".into(), render::text(p));
         }
         t.insert("compression".into(), render::text(self.compression.name()));
+        t.insert(
+            "concurrency".into(),
+            toml::Value::Integer(self.concurrency.into()),
+        );
         render_http_keys(
             &mut t,
             self.auth.as_ref(),

@@ -756,6 +756,7 @@ impl SinkSettings for FileSink {
             },
             batch: self.batch.0,
             dlq_max_size: self.dlq_max_size,
+            concurrency: 1,
         }
     }
 

@@ -86,6 +86,13 @@ pub struct HttpSink {
     /// One request (connect, send, answer) longer than this failed (retried).
     #[serde(default = "thirty_seconds", deserialize_with = "de_duration")]
     pub request_timeout: Duration,
+    /// Requests in flight at once (1: strictly in order).
+    #[serde(default = "one")]
+    pub concurrency: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 pub(crate) fn client_settings<'a>(
@@ -130,16 +137,40 @@ fn build_body(encoding: BodyEncoding, batch: &Batch, body: &mut Vec<u8>) {
     }
 }
 
-impl Sink for HttpOutput {
-    fn deliver(&mut self, batch: &Batch) -> DeliveryResult {
-        let content_type = match self.encoding {
+impl HttpOutput {
+    fn content_type(&self) -> &'static str {
+        match self.encoding {
             BodyEncoding::Ndjson => "application/x-ndjson",
             BodyEncoding::JsonArray => "application/json",
-        };
+        }
+    }
+}
+
+impl Sink for HttpOutput {
+    fn deliver(&mut self, batch: &Batch) -> DeliveryResult {
         build_body(self.encoding, batch, &mut self.body);
-        let answer = self.client.post(None, content_type, &self.body)?;
+        let answer = self.client.post(None, self.content_type(), &self.body)?;
         http_client::status_verdict(&answer, self.client.uri())?;
         Ok(Verdicts::all_confirmed())
+    }
+
+    fn deliver_all(&mut self, batches: &[Batch]) -> Vec<DeliveryResult> {
+        let bodies: Vec<Vec<u8>> = batches
+            .iter()
+            .map(|b| {
+                let mut body = Vec::new();
+                build_body(self.encoding, b, &mut body);
+                body
+            })
+            .collect();
+        let answers = http_client::post_all(&self.client, None, self.content_type(), &bodies);
+        answers
+            .into_iter()
+            .map(|answer| {
+                http_client::status_verdict(&answer?, self.client.uri())?;
+                Ok(Verdicts::all_confirmed())
+            })
+            .collect()
     }
 }
 
@@ -151,6 +182,11 @@ impl SinkSettings for HttpSink {
     }
 
     fn check_bounds(&self, prefix: &str, b: &mut Bounds) {
+        b.count(
+            &format!("{prefix}.concurrency"),
+            self.concurrency.into(),
+            1..=64,
+        );
         b.duration(
             &format!("{prefix}.request_timeout"),
             self.request_timeout,
@@ -168,6 +204,7 @@ impl SinkSettings for HttpSink {
             },
             batch: self.batch.0,
             dlq_max_size: self.dlq_max_size,
+            concurrency: self.concurrency as usize,
         }
     }
 
@@ -176,6 +213,10 @@ impl SinkSettings for HttpSink {
         t.insert("uri".into(), render::text(&self.uri));
         t.insert("encoding".into(), render::text(self.encoding.name()));
         t.insert("compression".into(), render::text(self.compression.name()));
+        t.insert(
+            "concurrency".into(),
+            toml::Value::Integer(self.concurrency.into()),
+        );
         render_http_keys(
             &mut t,
             self.auth.as_ref(),

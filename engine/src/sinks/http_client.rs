@@ -151,14 +151,14 @@ pub struct Answer {
 /// Longest response body read (an Elasticsearch bulk answer for 10,000 items is a few MB).
 const MAX_RESPONSE_BYTES: u64 = 64 << 20;
 
-/// An HTTP client for one destination.
+/// An HTTP client for one destination (shared by concurrent requests: the agent pools
+/// connections).
 pub struct Client {
     agent: ureq::Agent,
     uri: String,
     headers: Vec<(String, String)>,
     authorization: Option<String>,
     compression: Compression,
-    compressed: Vec<u8>,
 }
 
 impl Client {
@@ -178,7 +178,6 @@ impl Client {
             headers: s.headers.to_vec(),
             authorization: s.auth.map(Auth::header),
             compression: s.compression,
-            compressed: Vec::new(),
         })
     }
 
@@ -188,15 +187,16 @@ impl Client {
 
     /// POSTs `body` to `uri` (the client's own when `None`); a transport error is retriable.
     pub fn post(
-        &mut self,
+        &self,
         uri: Option<&str>,
         content_type: &str,
         body: &[u8],
     ) -> Result<Answer, Failure> {
         let uri = uri.unwrap_or(&self.uri).to_string();
+        let mut compressed = Vec::new();
         let (body, encoding) = self
             .compression
-            .apply(body, &mut self.compressed)
+            .apply(body, &mut compressed)
             .map_err(|e| Failure::retriable(format!("compress the request body: {e}")))?;
         let mut request = self.agent.post(&uri).header("Content-Type", content_type);
         if let Some(encoding) = encoding {
@@ -230,6 +230,28 @@ impl Client {
             body,
         })
     }
+}
+
+/// POSTs every body at once, one thread each (`concurrency`); the answers in order.
+pub fn post_all(
+    client: &Client,
+    uri: Option<&str>,
+    content_type: &str,
+    bodies: &[Vec<u8>],
+) -> Vec<Result<Answer, Failure>> {
+    std::thread::scope(|scope| {
+        let requests: Vec<_> = bodies
+            .iter()
+            .map(|body| scope.spawn(move || client.post(uri, content_type, body)))
+            .collect();
+        requests
+            .into_iter()
+            .map(|r| {
+                r.join()
+                    .unwrap_or_else(|_| Err(Failure::retriable("a request thread panicked")))
+            })
+            .collect()
+    })
 }
 
 /// The verdict on a whole request from its status (2xx: `Ok`).

@@ -147,6 +147,8 @@ pub struct SinkCommon<'a> {
     pub batch: crate::delivery::BatchSettings,
     /// The dead-letter queue's budget in bytes (`dlq_max_size`).
     pub dlq_max_size: u64,
+    /// Requests in flight at once (`concurrency`; always 1 for stream sinks).
+    pub concurrency: usize,
 }
 
 impl SinkCommon<'_> {

@@ -345,6 +345,7 @@ impl SinkSettings for TcpSink {
             },
             batch: self.batch.0,
             dlq_max_size: self.dlq_max_size,
+            concurrency: 1,
         }
     }
 
