@@ -16,6 +16,7 @@ mod elasticsearch;
 mod file;
 mod http;
 pub(crate) mod http_client;
+mod relp;
 mod tcp;
 
 use std::path::Path;
@@ -24,6 +25,7 @@ pub use console::{ConsoleSink, ConsoleTarget};
 pub use elasticsearch::{BulkAction, ElasticsearchSink};
 pub use file::{FileSink, SinkFsync};
 pub use http::{BodyEncoding, HttpSink};
+pub use relp::RelpSink;
 pub use tcp::{TcpSink, DEFAULT_REPLAY_WINDOW};
 
 use crate::delivery::OpenedSink;
@@ -78,6 +80,7 @@ crate::registry::type_registry! {
     Console = "console" => ConsoleSink,
     Http = "http" => HttpSink,
     Elasticsearch = "elasticsearch" => ElasticsearchSink,
+    Relp = "relp" => RelpSink,
 }
 
 /// Where a sink without a cursor (added by a reload, or new in the config) starts reading.
