@@ -37,6 +37,31 @@ enum Command {
     /// The plain path next to a typical processing chain (filter + every built-in redaction +
     /// JSON parse): events/s, CPU ns/event and the chain's share of the plain path's throughput.
     Processing(ProcessingCli),
+    /// The HTTP and Elasticsearch outputs' delivery rate next to the file sink, and ingest
+    /// while an output is down.
+    Outputs(OutputsCli),
+}
+
+#[derive(clap::Args)]
+struct OutputsCli {
+    #[arg(long, default_value = "target/release/sluice")]
+    sluice: std::path::PathBuf,
+    #[arg(long, default_value_t = 1_000_000)]
+    count: u64,
+    /// Events for the Elasticsearch set-up (osmem-server holds them in memory).
+    #[arg(long, default_value_t = 200_000)]
+    es_count: u64,
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    #[arg(long, default_value_t = 250)]
+    size: usize,
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    #[arg(long, default_value = "/tmp/sluice-outputs")]
+    work_dir: std::path::PathBuf,
+    /// Also write the table into this markdown file (between its outputs markers).
+    #[arg(long)]
+    write: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -155,6 +180,29 @@ fn processing(cli: ProcessingCli) -> Result<(), String> {
     print!("{table}");
     if let Some(path) = cli.write {
         write_between(&path, &table, PROCESSING_START, PROCESSING_END)?;
+    }
+    Ok(())
+}
+
+const OUTPUTS_START: &str = "<!-- outputs:start -->";
+const OUTPUTS_END: &str = "<!-- outputs:end -->";
+
+fn outputs(cli: OutputsCli) -> Result<(), String> {
+    use bench_harness::outputs;
+    let args = outputs::OutputsArgs {
+        sluice: cli.sluice,
+        count: cli.count,
+        es_count: cli.es_count,
+        connections: cli.connections,
+        size: cli.size,
+        rounds: cli.rounds,
+        work_dir: cli.work_dir,
+    };
+    let runs = outputs::run(&args)?;
+    let table = outputs::table(&runs, &args);
+    print!("{table}");
+    if let Some(path) = cli.write {
+        write_between(&path, &table, OUTPUTS_START, OUTPUTS_END)?;
     }
     Ok(())
 }
@@ -506,6 +554,7 @@ fn main() -> std::process::ExitCode {
         Command::Compare(args) => compare(args),
         Command::ParseDiff(args) => parse_diff(args),
         Command::Processing(args) => processing(args),
+        Command::Outputs(args) => outputs(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
