@@ -704,3 +704,61 @@ fn an_unknown_ca_is_refused_unless_verify_is_off() {
     assert!(status.success(), "{log}");
     assert!(log.contains("tls.verify = false"), "{log}");
 }
+
+/// A dead-letter queue at its budget holds the output back (the events stay in the WAL, the
+/// failure is counted and logged as "full"); `sluice dlq drop` makes room and delivery goes
+/// on: every rejected event ends up dead-lettered, none dropped silently.
+#[test]
+fn a_full_dead_letter_queue_holds_delivery_back_until_dropped() {
+    let fixed = Arc::new(AtomicBool::new(false));
+    let took = Arc::new(Mutex::new(Vec::new()));
+    let server = scripted_bulk(Arc::clone(&fixed), Arc::clone(&took));
+    let dir = tempfile::tempdir().unwrap();
+    let sink = format!(
+        "[sinks.search]\ntype = \"elasticsearch\"\nendpoint = \"{}\"\ndlq_max_size = \"64KiB\"\n\
+         batch.max_events = 50\nbatch.timeout = \"10ms\"\n",
+        server.url()
+    );
+    let sluice = Sluice::start(dir.path(), &config(dir.path(), 1, &sink));
+    let api = sluice.addr("api");
+    let mut conn = TcpStream::connect(sluice.addr("tcp")).unwrap();
+    for i in 0..400 {
+        let line = format!(
+            "<134>1 2026-11-30T08:00:00Z web-1 app - - - bad seq={i} {}",
+            "x".repeat(150)
+        );
+        conn.write_all(octet(&line).as_bytes()).unwrap();
+    }
+    drop(conn);
+    wait_for("the queue to fill", || {
+        metric_sum(api, dir.path(), "sluice_output_dead_letter_failures_total") >= 1.0
+    });
+    assert!(sluice.log().contains("is full"), "{}", sluice.log());
+    let held = metric_sum(api, dir.path(), "sluice_output_dead_lettered_total");
+    assert!(held < 400.0, "{held}");
+    let config_path = sluice.config_path.clone();
+    let mut dropped = 0u64;
+    wait_for(
+        "every event dead-lettered, dropping as the queue fills",
+        || {
+            let (ok, out, err) = dlq(&["drop", "--sink", "search"], &config_path);
+            assert!(ok, "{err}");
+            dropped += out
+                .trim()
+                .strip_prefix("dropped ")
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+            metric_sum(api, dir.path(), "sluice_output_dead_lettered_total") == 400.0
+        },
+    );
+    let (_, shown, _) = dlq(&["show", "--sink", "search"], &config_path);
+    dropped += shown.lines().count() as u64;
+    assert_eq!(
+        dropped, 400,
+        "each rejected event dead-lettered once, then dropped by the operator"
+    );
+    assert!(took.lock().unwrap().is_empty());
+    let (status, log) = sluice.stop();
+    assert!(status.success(), "{log}");
+}

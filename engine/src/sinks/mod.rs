@@ -172,7 +172,7 @@ impl SinkCommon<'_> {
         b.size(
             &format!("{prefix}.dlq_max_size"),
             self.dlq_max_size,
-            (1 << 20)..=(1 << 50),
+            (64 << 10)..=(1 << 50),
         );
     }
 
