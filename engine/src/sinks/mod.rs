@@ -18,6 +18,7 @@ mod http;
 pub(crate) mod http_client;
 mod relp;
 mod tcp;
+pub(crate) mod tls_client;
 
 use std::path::Path;
 

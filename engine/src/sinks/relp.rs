@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::tls_client::Stream;
 use super::{Reach, SinkError, SinkSettings, StartAt};
 use crate::delivery::{
     Backoff, Batch, DeliveryResult, Encoding, Failure, LineBreaks, OpenedSink, RecordEncoding,
@@ -93,12 +94,17 @@ pub struct RelpSink {
     pub initial_backoff: Duration,
     #[serde(default = "thirty_seconds", deserialize_with = "de_duration")]
     pub max_backoff: Duration,
+    /// A `tls` table turns TLS on (as imrelp's `tls="on"`): `ca_file`, `crt_file`,
+    /// `key_file`, `verify`.
+    pub tls: Option<super::http_client::TlsKeys>,
 }
 
 /// One RELP session.
 struct Session {
-    writer: io::BufWriter<TcpStream>,
-    reader: BufReader<TcpStream>,
+    /// Reads answers; writes go through `get_mut()` from `out`.
+    stream: BufReader<Stream>,
+    /// Frames written and not yet flushed to the stream.
+    out: Vec<u8>,
     next_txnr: u64,
 }
 
@@ -199,14 +205,25 @@ fn is_ok(data: &[u8]) -> bool {
 }
 
 impl Session {
-    fn open(config: &RelpSink) -> io::Result<Session> {
-        let stream = connect(&config.address, config.connect_timeout)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(config.ack_timeout))?;
-        stream.set_write_timeout(Some(config.ack_timeout))?;
+    fn open(
+        config: &RelpSink,
+        tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
+    ) -> io::Result<Session> {
+        let tcp = connect(&config.address, config.connect_timeout)?;
+        tcp.set_nodelay(true)?;
+        tcp.set_read_timeout(Some(config.ack_timeout))?;
+        tcp.set_write_timeout(Some(config.ack_timeout))?;
+        let stream = match tls {
+            Some(c) => Stream::tls(
+                tcp,
+                std::sync::Arc::clone(c),
+                super::tls_client::host_of(&config.address),
+            )?,
+            None => Stream::plain(tcp),
+        };
         let mut session = Session {
-            reader: BufReader::new(stream.try_clone()?),
-            writer: io::BufWriter::with_capacity(256 << 10, stream),
+            stream: BufReader::new(stream),
+            out: Vec::with_capacity(256 << 10),
             next_txnr: 1,
         };
         let offers = concat!(
@@ -215,8 +232,8 @@ impl Session {
             "\ncommands=syslog"
         );
         let txnr = session.send("open", offers.as_bytes())?;
-        session.writer.flush()?;
-        let answer = read_frame(&mut session.reader)?;
+        session.flush()?;
+        let answer = read_frame(&mut session.stream)?;
         if answer.txnr != txnr || answer.command != "rsp" || !is_ok(&answer.data) {
             return Err(protocol_error(format!(
                 "the receiver refused the RELP session: {}",
@@ -240,8 +257,16 @@ impl Session {
     fn send(&mut self, command: &str, data: &[u8]) -> io::Result<u64> {
         let txnr = self.next_txnr;
         self.next_txnr = if txnr >= MAX_TXNR { 1 } else { txnr + 1 };
-        write_frame(&mut self.writer, txnr, command, data)?;
+        write_frame(&mut self.out, txnr, command, data)?;
         Ok(txnr)
+    }
+
+    /// Sends what was written.
+    fn flush(&mut self) -> io::Result<()> {
+        let stream = self.stream.get_mut();
+        stream.write_all(&self.out)?;
+        self.out.clear();
+        stream.flush()
     }
 }
 
@@ -258,6 +283,7 @@ fn connect(address: &str, timeout: Duration) -> io::Result<TcpStream> {
 
 struct RelpOutput {
     config: RelpSink,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     session: Option<Session>,
 }
 
@@ -275,7 +301,7 @@ impl RelpOutput {
     /// answered in `ex`.
     fn exchange(&mut self, batch: &Batch, ex: &mut Exchange) -> io::Result<()> {
         if self.session.is_none() {
-            self.session = Some(Session::open(&self.config)?);
+            self.session = Some(Session::open(&self.config, self.tls.as_ref())?);
         }
         let Some(session) = self.session.as_mut() else {
             return Err(protocol_error("no RELP session"));
@@ -289,8 +315,8 @@ impl RelpOutput {
                 ex.in_flight.push_back((txnr, ex.next_event));
                 ex.next_event += 1;
             }
-            session.writer.flush()?;
-            let frame = read_frame(&mut session.reader)?;
+            session.flush()?;
+            let frame = read_frame(&mut session.stream)?;
             match frame.command.as_str() {
                 "rsp" => {
                     let Some(&(txnr, index)) = ex.in_flight.front() else {
@@ -358,11 +384,12 @@ impl Drop for RelpOutput {
     fn drop(&mut self) {
         if let Some(mut s) = self.session.take() {
             let _ = s
-                .reader
+                .stream
                 .get_ref()
+                .tcp()
                 .set_read_timeout(Some(Duration::from_secs(1)));
-            let _ = s.send("close", b"").and_then(|_| s.writer.flush());
-            let _ = read_frame(&mut s.reader);
+            let _ = s.send("close", b"").and_then(|_| s.flush());
+            let _ = read_frame(&mut s.stream);
         }
     }
 }
@@ -377,7 +404,10 @@ impl SinkSettings for RelpSink {
         if self.max_backoff < self.initial_backoff {
             return invalid("max_backoff", "must be at least initial_backoff");
         }
-        Ok(())
+        match &self.tls {
+            Some(tls) => tls.check(name),
+            None => Ok(()),
+        }
     }
 
     fn check_bounds(&self, prefix: &str, b: &mut Bounds) {
@@ -421,6 +451,9 @@ impl SinkSettings for RelpSink {
         ] {
             t.insert(key.into(), render::duration(d));
         }
+        if let Some(tls) = &self.tls {
+            t.insert("tls".into(), tls.render());
+        }
         t
     }
 
@@ -432,6 +465,15 @@ impl SinkSettings for RelpSink {
         Ok(OpenedSink {
             sink: Box::new(RelpOutput {
                 config: self.clone(),
+                tls: self
+                    .tls
+                    .as_ref()
+                    .map(super::tls_client::client_config)
+                    .transpose()
+                    .map_err(|source| SinkError::Open {
+                        sink_type: "relp",
+                        source,
+                    })?,
                 session: None,
             }),
             encoding: RecordEncoding {

@@ -31,11 +31,14 @@ use super::{Reach, SinkError, SinkSettings};
 use crate::delivery::{Backoff, Encoding, LineBreaks, OpenedSink, RecordEncoding, TcpFraming};
 use crate::units::{de_bytes, de_duration, render, Bounds, TypeTag, DAY, HOUR};
 
+use super::tls_client::Stream;
 use crate::delivery::{Batch, DeliveryResult, Sink, Verdicts};
 
 pub struct TcpOutput {
     config: TcpSink,
-    conn: Option<TcpStream>,
+    /// Set with `tls`: every connection speaks TLS (RFC 5425).
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    conn: Option<Stream>,
     /// Confirmed batches, newest last, at most `replay_window` bytes (plus one batch).
     replay: VecDeque<Vec<u8>>,
     replay_bytes: usize,
@@ -47,18 +50,25 @@ pub struct TcpOutput {
 const ACK_POLL: Duration = Duration::from_micros(200);
 
 impl TcpOutput {
-    pub fn new(config: &TcpSink) -> Self {
-        TcpOutput {
+    /// Reads the TLS files (an error names the file).
+    pub fn new(config: &TcpSink) -> io::Result<Self> {
+        let tls = config
+            .tls
+            .as_ref()
+            .map(super::tls_client::client_config)
+            .transpose()?;
+        Ok(TcpOutput {
+            tls,
             config: config.clone(),
             conn: None,
             replay: VecDeque::new(),
             replay_bytes: 0,
             replay_owed: false,
-        }
+        })
     }
 
     /// The connection, made anew (and the replay window sent on it) when there is none.
-    fn connection(&mut self) -> io::Result<&mut TcpStream> {
+    fn connection(&mut self) -> io::Result<&mut Stream> {
         if self.conn.is_none() {
             let mut stream = self.connect()?;
             self.send_replay(&mut stream)?;
@@ -68,7 +78,18 @@ impl TcpOutput {
         Ok(self.conn.as_mut().expect("connected above"))
     }
 
-    fn connect(&self) -> io::Result<TcpStream> {
+    fn connect(&self) -> io::Result<Stream> {
+        let tcp = self.connect_tcp()?;
+        match &self.tls {
+            Some(config) => {
+                let host = super::tls_client::host_of(&self.config.address);
+                Stream::tls(tcp, std::sync::Arc::clone(config), host)
+            }
+            None => Ok(Stream::plain(tcp)),
+        }
+    }
+
+    fn connect_tcp(&self) -> io::Result<TcpStream> {
         let address = &self.config.address;
         let mut last_error =
             io::Error::new(io::ErrorKind::NotFound, format!("{address}: no addresses"));
@@ -88,7 +109,7 @@ impl TcpOutput {
 
     /// What a receiver that died may not have read: sent again, first thing on a new
     /// connection.
-    fn send_replay(&self, stream: &mut TcpStream) -> io::Result<()> {
+    fn send_replay(&self, stream: &mut Stream) -> io::Result<()> {
         if self.replay_bytes == 0 {
             return Ok(());
         }
@@ -99,7 +120,8 @@ impl TcpOutput {
         for batch in &self.replay {
             stream.write_all(batch)?;
         }
-        wait_acknowledged(stream, self.config.write_timeout)
+        stream.flush()?;
+        wait_acknowledged(stream.tcp(), self.config.write_timeout)
     }
 
     fn remember(&mut self, batch: &[u8]) {
@@ -194,7 +216,7 @@ impl TcpOutput {
         let conn = self.connection()?;
         conn.write_all(batch)
             .and_then(|()| conn.flush())
-            .and_then(|()| wait_acknowledged(conn, timeout))
+            .and_then(|()| wait_acknowledged(conn.tcp(), timeout))
             .map_err(|e| io::Error::new(e.kind(), format!("deliver to {address}: {e}")))?;
         self.remember(batch);
         Ok(())
@@ -213,7 +235,10 @@ impl Sink for TcpOutput {
     }
 
     fn idle(&mut self) {
-        let broken = self.conn.as_ref().is_some_and(|c| !receiver_still_there(c));
+        let broken = self
+            .conn
+            .as_ref()
+            .is_some_and(|c| !receiver_still_there(c.tcp()));
         if broken {
             tracing::info!(address = %self.config.address, "tcp sink: the receiver went away while idle: reconnecting to send the replay window");
             self.reset();
@@ -291,6 +316,8 @@ pub struct TcpSink {
     /// every reconnect: what a receiver that died may have held unread.
     #[serde(default = "default_replay_window", deserialize_with = "de_bytes")]
     pub replay_window: u64,
+    /// A `tls` table turns TLS on (RFC 5425): `ca_file`, `crt_file`, `key_file`, `verify`.
+    pub tls: Option<super::http_client::TlsKeys>,
 }
 
 fn raw() -> Encoding {
@@ -312,6 +339,9 @@ fn default_replay_window() -> u64 {
 impl SinkSettings for TcpSink {
     fn check(&self, name: &str) -> Result<(), (String, String)> {
         super::check_template(name, self.encoding, self.template.as_deref())?;
+        if let Some(tls) = &self.tls {
+            tls.check(name)?;
+        }
         let invalid = |key: &str, msg: &str| Err((format!("sinks.{name}.{key}"), msg.to_string()));
         if !self.address.contains(':') {
             return invalid("address", "must be host:port");
@@ -373,6 +403,9 @@ impl SinkSettings for TcpSink {
             t.insert("template".into(), render::text(template));
         }
         t.insert("replay_window".into(), render::bytes(self.replay_window));
+        if let Some(tls) = &self.tls {
+            t.insert("tls".into(), tls.render());
+        }
         t
     }
 
@@ -382,7 +415,10 @@ impl SinkSettings for TcpSink {
 
     fn open(&self) -> Result<OpenedSink, SinkError> {
         Ok(OpenedSink {
-            sink: Box::new(TcpOutput::new(self)),
+            sink: Box::new(TcpOutput::new(self).map_err(|source| SinkError::Open {
+                sink_type: "tcp",
+                source,
+            })?),
             encoding: RecordEncoding {
                 encoding: self.encoding,
                 framing: Some(self.framing),
@@ -422,12 +458,13 @@ mod tests {
             line_breaks: LineBreaks::Escape,
             replay_window,
             template: None,
+            tls: None,
         }
     }
 
     #[test]
     fn the_replay_window_keeps_whole_recent_batches() {
-        let mut out = TcpOutput::new(&config("127.0.0.1:1".into(), 10));
+        let mut out = TcpOutput::new(&config("127.0.0.1:1".into(), 10)).unwrap();
         for batch in [&b"aaaa\n"[..], b"bbbb\n", b"cccc\n", b"dd\n"] {
             out.remember(batch);
         }
@@ -441,7 +478,8 @@ mod tests {
     fn a_new_connection_starts_with_the_replay_window() {
         use std::io::Read;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut out = TcpOutput::new(&config(listener.local_addr().unwrap().to_string(), 1 << 20));
+        let mut out =
+            TcpOutput::new(&config(listener.local_addr().unwrap().to_string(), 1 << 20)).unwrap();
         let reader = std::thread::spawn(move || {
             let mut texts = Vec::new();
             for _ in 0..2 {

@@ -1,6 +1,8 @@
 //! Test harness: runs the real `sluice` binary on a temp config with real sockets and files.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
