@@ -126,7 +126,7 @@ fn deliver_and_count(sink: &str, seen: &Seen, events: u64) {
 #[test]
 fn tcp_over_tls_with_a_client_certificate() {
     let pki = Pki::make();
-    let (addr, seen) = tls_receiver(pki.server(true), |s, seen| read_lines(s, seen));
+    let (addr, seen) = tls_receiver(pki.server(true), read_lines);
     let sink = format!(
         "[sinks.fwd]\ntype = \"tcp\"\naddress = \"{addr}\"\nframing = \"newline\"\n\
          tls = {{ ca_file = \"{}\", crt_file = \"{}\", key_file = \"{}\" }}\n",
@@ -141,7 +141,7 @@ fn tcp_over_tls_with_a_client_certificate() {
 #[test]
 fn relp_over_tls() {
     let pki = Pki::make();
-    let (addr, seen) = tls_receiver(pki.server(false), |s, seen| relp_receiver(s, seen));
+    let (addr, seen) = tls_receiver(pki.server(false), relp_receiver);
     let sink = format!(
         "[sinks.chain]\ntype = \"relp\"\naddress = \"{addr}\"\ntls = {{ ca_file = \"{}\" }}\n",
         pki.path("ca.crt")
@@ -155,7 +155,7 @@ fn relp_over_tls() {
 fn tcp_over_tls_refuses_an_unknown_receiver() {
     let pki = Pki::make();
     let other = Pki::make();
-    let (addr, seen) = tls_receiver(pki.server(false), |s, seen| read_lines(s, seen));
+    let (addr, seen) = tls_receiver(pki.server(false), read_lines);
     let sink = format!(
         "[sinks.fwd]\ntype = \"tcp\"\naddress = \"{addr}\"\nframing = \"newline\"\n\
          tls = {{ ca_file = \"{}\" }}\n",
