@@ -10,6 +10,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
+use common::pki::Pki;
 use common::*;
 
 /// Where rsyslog-relp and librelp0 are unpacked (`SLUICE_RELP_ROOT`, default
@@ -35,6 +36,11 @@ struct Rsyslog {
 
 impl Rsyslog {
     fn start(dir: &Path, port: u16) -> Rsyslog {
+        Self::start_with(dir, port, "")
+    }
+
+    /// `input_options`: more imrelp parameters (e.g. its TLS ones).
+    fn start_with(dir: &Path, port: u16, input_options: &str) -> Rsyslog {
         let root = relp_root();
         let work = dir.join("work");
         std::fs::create_dir_all(&work).unwrap();
@@ -44,7 +50,7 @@ impl Rsyslog {
             format!(
                 r#"global(workDirectory="{work}")
 module(load="{root}/usr/lib/x86_64-linux-gnu/rsyslog/imrelp.so")
-input(type="imrelp" port="{port}" address="127.0.0.1")
+input(type="imrelp" port="{port}" address="127.0.0.1" {input_options})
 template(name="msgonly" type="string" string="%msg%\n")
 *.* action(type="omfile" file="{out}" template="msgonly")
 "#,
@@ -162,4 +168,38 @@ fn relp_receiver_restart_loses_nothing() {
     let counts = rsyslog.counts();
     rsyslog.stop();
     assert_eq!(counts.len(), 10_000, "every event, none lost");
+}
+
+/// RELP over TLS into rsyslog's imrelp (librelp with GnuTLS): the receiver checks Sluice's
+/// client certificate against its CA (`tls.authMode="certvalid"`), Sluice checks the
+/// receiver's.
+#[test]
+fn relp_over_tls_into_rsyslog() {
+    let pki = Pki::make();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let tls = format!(
+        r#"tls="on" tls.caCert="{}" tls.myCert="{}" tls.myPrivKey="{}" tls.authMode="certvalid""#,
+        pki.path("ca.crt"),
+        pki.path("server.crt"),
+        pki.path("server.key")
+    );
+    let rsyslog = Rsyslog::start_with(&dir.path().join("rsyslog"), port, &tls);
+    let sink = format!(
+        "{}tls = {{ ca_file = \"{}\", crt_file = \"{}\", key_file = \"{}\" }}\n",
+        relp_sink(port),
+        pki.path("ca.crt"),
+        pki.path("client.crt"),
+        pki.path("client.key")
+    );
+    let sluice = Sluice::start(dir.path(), &config(dir.path(), 1, &sink));
+    send_range(sluice.addr("tcp"), 0..2_000);
+    wait_for("2,000 events at rsyslog over TLS", || {
+        rsyslog.counts().len() >= 2_000
+    });
+    let (status, log) = sluice.stop();
+    assert!(status.success(), "{log}");
+    let counts = rsyslog.counts();
+    rsyslog.stop();
+    assert_eq!(counts.len(), 2_000);
 }
