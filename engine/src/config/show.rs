@@ -171,4 +171,65 @@ mod tests {
         assert_eq!(again.api, original.api);
         assert_eq!(render(&again), rendered);
     }
+
+    /// Every output type reads back from what `sluice config` prints; secrets are redacted.
+    #[test]
+    fn every_sink_type_reads_back() {
+        let sinks = r#"
+[sinks.collector]
+type = "http"
+uri = "https://collector.example/ingest"
+encoding = "json_array"
+compression = "zstd"
+auth = { strategy = "basic", user = "u", password = "p4ss" }
+headers = { X-Scope = "fleet" }
+tls = { ca_file = "/etc/ca.pem", verify = true }
+batch.max_events = 500
+concurrency = 3
+[sinks.search]
+type = "elasticsearch"
+endpoint = "http://127.0.0.1:9200"
+index = "logs-{{hostname}}-%Y.%m.%d"
+action = "index"
+pipeline = "p"
+dlq_max_size = "10MiB"
+[sinks.chain]
+type = "relp"
+address = "127.0.0.1:2514"
+window = 32
+tls = { ca_file = "/etc/ca.pem", crt_file = "/etc/c.pem", key_file = "/etc/k.pem" }
+[sinks.archive]
+type = "file"
+path = "/var/log/x.ndjson"
+compression = "gzip"
+batch = { timeout = "20ms" }
+"#;
+        let original = Config::parse(
+            &format!(
+                "{}{sinks}",
+                super::super::DEFAULT_CONFIG
+                    .replace("[sinks.", "[sinks_old.")
+                    .split("[sinks_old.")
+                    .next()
+                    .unwrap_or("")
+            ),
+            "t",
+        )
+        .unwrap();
+        let rendered = render(&original);
+        assert!(!rendered.contains("p4ss"), "{rendered}");
+        let again = Config::parse(&rendered, "rendered").unwrap();
+        let differing: Vec<_> = original
+            .sinks
+            .iter()
+            .filter(|(name, s)| again.sinks.get(*name) != Some(*s))
+            .map(|(name, _)| name.clone())
+            .collect();
+        assert_eq!(
+            differing,
+            vec!["collector".to_string()],
+            "only the redacted password differs"
+        );
+        assert_eq!(render(&again), rendered);
+    }
 }

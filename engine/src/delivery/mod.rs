@@ -391,21 +391,36 @@ pub fn run_output(spec: OutputSpec, opened: OpenedSink) -> Result<(), DeliveryEr
             round.clear();
             continue;
         }
-        // Idle: sync what was written unsynced, so retention can follow it.
-        for shard in &mut shards {
-            shard.sync_if_dirty(&spec);
-        }
-        let unsaved = shards.iter().any(|s| s.unsaved);
-        if stopping && !unsaved {
-            return Ok(());
-        }
-        if stopping && spec.control.past_deadline() {
-            tracing::warn!(sink = %spec.name, "shutdown timeout reached with a cursor unsaved: that batch will be delivered again");
+        if idle(&spec, &mut shards, stopping) == Idle::Done {
             return Ok(());
         }
         sink.idle();
         std::thread::park_timeout(IDLE_PARK);
     }
+}
+
+#[derive(PartialEq, Eq)]
+enum Idle {
+    Wait,
+    /// Stopping, and nothing is left to deliver or save (or the deadline passed).
+    Done,
+}
+
+/// Nothing to deliver: sync what was written unsynced (so retention can follow it); while
+/// stopping, whether the output is done.
+fn idle(spec: &OutputSpec, shards: &mut [ShardCursor], stopping: bool) -> Idle {
+    for shard in shards.iter_mut() {
+        shard.sync_if_dirty(spec);
+    }
+    let unsaved = shards.iter().any(|s| s.unsaved);
+    if stopping && !unsaved {
+        return Idle::Done;
+    }
+    if stopping && spec.control.past_deadline() {
+        tracing::warn!(sink = %spec.name, "shutdown timeout reached with a cursor unsaved: that batch will be delivered again");
+        return Idle::Done;
+    }
+    Idle::Wait
 }
 
 /// How a round reads: the encoding, the batch limits, and the last positions while stopping.

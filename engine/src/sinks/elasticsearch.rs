@@ -20,14 +20,14 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::compression::Compression;
-use super::http::{client_settings, json_lines, render_http_keys, request_backoff};
+use super::http::{json_lines, request_backoff, HttpKeys};
 use super::http_client::{self, Answer, Auth, Client, TlsKeys};
 use super::{Reach, SinkError, SinkSettings, StartAt};
 use crate::delivery::{
     event_seconds, render_record, Batch, DeliveryResult, Failure, FailureKind, OpenedSink, Sink,
     Template, Verdicts,
 };
-use crate::units::{de_duration, render, Bounds, TypeTag, HOUR};
+use crate::units::{de_duration, render, Bounds, TypeTag};
 
 /// The bulk action (`action`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -339,12 +339,25 @@ impl Sink for ElasticsearchOutput {
     }
 }
 
+impl ElasticsearchSink {
+    fn keys(&self) -> HttpKeys<'_> {
+        HttpKeys {
+            uri_key: "endpoint",
+            uri: &self.endpoint,
+            compression: self.compression,
+            concurrency: self.concurrency,
+            auth: self.auth.as_ref(),
+            headers: &self.headers,
+            tls: &self.tls,
+            request_timeout: self.request_timeout,
+        }
+    }
+}
+
 impl SinkSettings for ElasticsearchSink {
     fn check(&self, name: &str) -> Result<(), (String, String)> {
         let key = |k: &str| format!("sinks.{name}.{k}");
-        http_client::check_uri(key("endpoint"), &self.endpoint)?;
-        http_client::check_headers(name, &self.headers)?;
-        self.tls.check(name)?;
+        self.keys().check(name)?;
         IndexName::new(&self.index).map_err(|e| (key("index"), e))?;
         if self.compression == Compression::Zstd {
             return Err((
@@ -356,16 +369,7 @@ impl SinkSettings for ElasticsearchSink {
     }
 
     fn check_bounds(&self, prefix: &str, b: &mut Bounds) {
-        b.count(
-            &format!("{prefix}.concurrency"),
-            self.concurrency.into(),
-            1..=64,
-        );
-        b.duration(
-            &format!("{prefix}.request_timeout"),
-            self.request_timeout,
-            Duration::from_millis(10)..=HOUR,
-        );
+        self.keys().check_bounds(prefix, b);
     }
 
     fn common(&self) -> super::SinkCommon<'_> {
@@ -384,24 +388,12 @@ impl SinkSettings for ElasticsearchSink {
 
     fn render(&self) -> toml::Table {
         let mut t = toml::Table::new();
-        t.insert("endpoint".into(), render::text(&self.endpoint));
         t.insert("index".into(), render::text(&self.index));
         t.insert("action".into(), render::text(self.action.name()));
         if let Some(p) = &self.pipeline {
             t.insert("pipeline".into(), render::text(p));
         }
-        t.insert("compression".into(), render::text(self.compression.name()));
-        t.insert(
-            "concurrency".into(),
-            toml::Value::Integer(self.concurrency.into()),
-        );
-        render_http_keys(
-            &mut t,
-            self.auth.as_ref(),
-            &self.headers,
-            &self.tls,
-            self.request_timeout,
-        );
+        self.keys().render(&mut t);
         t
     }
 
@@ -410,19 +402,7 @@ impl SinkSettings for ElasticsearchSink {
     }
 
     fn open(&self) -> Result<OpenedSink, SinkError> {
-        let headers: Vec<_> = self.headers.clone().into_iter().collect();
-        let settings = client_settings(
-            &self.endpoint,
-            &self.tls,
-            self.auth.as_ref(),
-            &headers,
-            self.compression,
-            self.request_timeout,
-        );
-        let client = Client::new(&settings).map_err(|source| SinkError::Open {
-            sink_type: "elasticsearch",
-            source,
-        })?;
+        let client = self.keys().client("elasticsearch")?;
         let mut bulk_uri = format!("{}/_bulk", self.endpoint.trim_end_matches('/'));
         if let Some(p) = &self.pipeline {
             bulk_uri.push_str("?pipeline=");

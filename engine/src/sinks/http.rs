@@ -95,21 +95,78 @@ fn one() -> u32 {
     1
 }
 
-pub(crate) fn client_settings<'a>(
-    uri: &'a str,
-    tls: &'a TlsKeys,
-    auth: Option<&'a Auth>,
-    headers: &'a [(String, String)],
-    compression: Compression,
-    request_timeout: Duration,
-) -> ClientSettings<'a> {
-    ClientSettings {
-        uri,
-        tls,
-        auth,
-        headers,
-        compression,
-        request_timeout,
+/// The keys both HTTP outputs share, as one view: checked, bounded, rendered and turned into a
+/// client in one place.
+pub(crate) struct HttpKeys<'a> {
+    /// The key naming the URL (`uri` or `endpoint`) and its value.
+    pub uri_key: &'static str,
+    pub uri: &'a str,
+    pub compression: Compression,
+    pub concurrency: u32,
+    pub auth: Option<&'a Auth>,
+    pub headers: &'a BTreeMap<String, String>,
+    pub tls: &'a TlsKeys,
+    pub request_timeout: Duration,
+}
+
+impl HttpKeys<'_> {
+    pub(crate) fn check(&self, name: &str) -> Result<(), (String, String)> {
+        http_client::check_uri(format!("sinks.{name}.{}", self.uri_key), self.uri)?;
+        http_client::check_headers(name, self.headers)?;
+        self.tls.check(name)
+    }
+
+    pub(crate) fn check_bounds(&self, prefix: &str, b: &mut Bounds) {
+        b.count(
+            &format!("{prefix}.concurrency"),
+            self.concurrency.into(),
+            1..=64,
+        );
+        b.duration(
+            &format!("{prefix}.request_timeout"),
+            self.request_timeout,
+            Duration::from_millis(10)..=HOUR,
+        );
+    }
+
+    /// Adds the shared keys to `t` (`sluice config`; secrets redacted).
+    pub(crate) fn render(&self, t: &mut toml::Table) {
+        t.insert(self.uri_key.into(), render::text(self.uri));
+        t.insert("compression".into(), render::text(self.compression.name()));
+        t.insert(
+            "concurrency".into(),
+            toml::Value::Integer(self.concurrency.into()),
+        );
+        if let Some(auth) = self.auth {
+            t.insert("auth".into(), auth.render());
+        }
+        if !self.headers.is_empty() {
+            let h = self
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), render::text(v)))
+                .collect();
+            t.insert("headers".into(), toml::Value::Table(h));
+        }
+        t.insert("tls".into(), self.tls.render());
+        t.insert(
+            "request_timeout".into(),
+            render::duration(self.request_timeout),
+        );
+    }
+
+    /// The client (reads the TLS files; a refusal fails the start or the reload).
+    pub(crate) fn client(&self, sink_type: &'static str) -> Result<Client, SinkError> {
+        let headers: Vec<_> = self.headers.clone().into_iter().collect();
+        let settings = ClientSettings {
+            uri: self.uri,
+            tls: self.tls,
+            auth: self.auth,
+            headers: &headers,
+            compression: self.compression,
+            request_timeout: self.request_timeout,
+        };
+        Client::new(&settings).map_err(|source| SinkError::Open { sink_type, source })
     }
 }
 
@@ -174,24 +231,28 @@ impl Sink for HttpOutput {
     }
 }
 
+impl HttpSink {
+    fn keys(&self) -> HttpKeys<'_> {
+        HttpKeys {
+            uri_key: "uri",
+            uri: &self.uri,
+            compression: self.compression,
+            concurrency: self.concurrency,
+            auth: self.auth.as_ref(),
+            headers: &self.headers,
+            tls: &self.tls,
+            request_timeout: self.request_timeout,
+        }
+    }
+}
+
 impl SinkSettings for HttpSink {
     fn check(&self, name: &str) -> Result<(), (String, String)> {
-        http_client::check_uri(format!("sinks.{name}.uri"), &self.uri)?;
-        http_client::check_headers(name, &self.headers)?;
-        self.tls.check(name)
+        self.keys().check(name)
     }
 
     fn check_bounds(&self, prefix: &str, b: &mut Bounds) {
-        b.count(
-            &format!("{prefix}.concurrency"),
-            self.concurrency.into(),
-            1..=64,
-        );
-        b.duration(
-            &format!("{prefix}.request_timeout"),
-            self.request_timeout,
-            Duration::from_millis(10)..=HOUR,
-        );
+        self.keys().check_bounds(prefix, b);
     }
 
     fn common(&self) -> super::SinkCommon<'_> {
@@ -210,20 +271,8 @@ impl SinkSettings for HttpSink {
 
     fn render(&self) -> toml::Table {
         let mut t = toml::Table::new();
-        t.insert("uri".into(), render::text(&self.uri));
         t.insert("encoding".into(), render::text(self.encoding.name()));
-        t.insert("compression".into(), render::text(self.compression.name()));
-        t.insert(
-            "concurrency".into(),
-            toml::Value::Integer(self.concurrency.into()),
-        );
-        render_http_keys(
-            &mut t,
-            self.auth.as_ref(),
-            &self.headers,
-            &self.tls,
-            self.request_timeout,
-        );
+        self.keys().render(&mut t);
         t
     }
 
@@ -232,19 +281,7 @@ impl SinkSettings for HttpSink {
     }
 
     fn open(&self) -> Result<OpenedSink, SinkError> {
-        let headers: Vec<_> = self.headers.clone().into_iter().collect();
-        let settings = client_settings(
-            &self.uri,
-            &self.tls,
-            self.auth.as_ref(),
-            &headers,
-            self.compression,
-            self.request_timeout,
-        );
-        let client = Client::new(&settings).map_err(|source| SinkError::Open {
-            sink_type: "http",
-            source,
-        })?;
+        let client = self.keys().client("http")?;
         Ok(OpenedSink {
             sink: Box::new(HttpOutput {
                 client,
@@ -274,26 +311,4 @@ pub(crate) fn request_backoff() -> Backoff {
         initial: Duration::from_secs(1),
         max: Duration::from_secs(60),
     }
-}
-
-/// The keys both HTTP outputs have, as `sluice config` writes them.
-pub(crate) fn render_http_keys(
-    t: &mut toml::Table,
-    auth: Option<&Auth>,
-    headers: &BTreeMap<String, String>,
-    tls: &TlsKeys,
-    request_timeout: Duration,
-) {
-    if let Some(auth) = auth {
-        t.insert("auth".into(), auth.render());
-    }
-    if !headers.is_empty() {
-        let h = headers
-            .iter()
-            .map(|(k, v)| (k.clone(), render::text(v)))
-            .collect();
-        t.insert("headers".into(), toml::Value::Table(h));
-    }
-    t.insert("tls".into(), tls.render());
-    t.insert("request_timeout".into(), render::duration(request_timeout));
 }

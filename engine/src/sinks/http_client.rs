@@ -21,7 +21,7 @@ use super::compression::Compression;
 use crate::delivery::{Failure, FailureKind};
 
 /// `tls = { ca_file, crt_file, key_file, verify }`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsKeys {
     /// PEM certificates to trust instead of the bundled web roots.
@@ -31,7 +31,24 @@ pub struct TlsKeys {
     /// Client private key (PEM).
     pub key_file: Option<PathBuf>,
     /// `false` accepts any server certificate (logged as a warning at every start).
-    pub verify: Option<bool>,
+    #[serde(default = "yes")]
+    pub verify: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for TlsKeys {
+    /// Certificates verified (against the bundled web roots).
+    fn default() -> Self {
+        TlsKeys {
+            ca_file: None,
+            crt_file: None,
+            key_file: None,
+            verify: true,
+        }
+    }
 }
 
 impl TlsKeys {
@@ -52,7 +69,7 @@ impl TlsKeys {
     }
 
     pub fn verify(&self) -> bool {
-        self.verify.unwrap_or(true)
+        self.verify
     }
 
     /// `crt_file` and `key_file` go together.
