@@ -38,16 +38,29 @@ fn reply(status: u16, body: impl Into<String>) -> Reply {
 
 type Handler = dyn Fn(&Request) -> Reply + Send + Sync;
 
-/// An HTTP/1.1 server on 127.0.0.1 answering with `handler` (keep-alive, one thread per
-/// connection).
+/// An HTTP server on 127.0.0.1 answering with `handler`: tiny_http for plain HTTP, a small
+/// HTTP/1.1 loop over rustls for HTTPS.
 struct Scripted {
     addr: SocketAddr,
     requests: Arc<AtomicUsize>,
 }
 
 impl Scripted {
+    /// A real HTTP server (tiny_http), one thread per request so that concurrent requests
+    /// are answered concurrently.
     fn start(handler: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> Scripted {
-        Self::start_with_tls(None, handler)
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let addr = server.server_addr().to_ip().unwrap();
+        let handler: Arc<Handler> = Arc::new(handler);
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&requests);
+        std::thread::spawn(move || {
+            for request in server.incoming_requests() {
+                let (handler, counted) = (Arc::clone(&handler), Arc::clone(&counted));
+                std::thread::spawn(move || answer(request, &*handler, &counted));
+            }
+        });
+        Scripted { addr, requests }
     }
 
     /// Serves HTTPS with `tls` when given.
@@ -84,6 +97,47 @@ impl Scripted {
     }
 }
 
+/// The body as sent, decompressed per `Content-Encoding`.
+fn decoded(headers: &HashMap<String, String>, body: Vec<u8>) -> Vec<u8> {
+    match headers.get("content-encoding").map(String::as_str) {
+        Some("gzip") => {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&body[..])
+                .read_to_end(&mut out)
+                .unwrap();
+            out
+        }
+        Some("zstd") => zstd::decode_all(&body[..]).unwrap(),
+        _ => body,
+    }
+}
+
+fn answer(mut request: tiny_http::Request, handler: &Handler, counted: &AtomicUsize) {
+    let headers: HashMap<String, String> = request
+        .headers()
+        .iter()
+        .map(|h| {
+            (
+                h.field.as_str().as_str().to_ascii_lowercase(),
+                h.value.as_str().to_string(),
+            )
+        })
+        .collect();
+    let mut body = Vec::new();
+    request.as_reader().read_to_end(&mut body).unwrap();
+    counted.fetch_add(1, Ordering::SeqCst);
+    let r = handler(&Request {
+        path: request.url().to_string(),
+        body: decoded(&headers, body),
+        headers,
+    });
+    let mut response = tiny_http::Response::from_string(r.body).with_status_code(r.status);
+    for (k, v) in r.headers {
+        response.add_header(tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).unwrap());
+    }
+    let _ = request.respond(response);
+}
+
 fn serve(conn: impl Read + Write, handler: &Handler, counted: &AtomicUsize) {
     let mut reader = BufReader::new(conn);
     loop {
@@ -117,17 +171,7 @@ fn serve(conn: impl Read + Write, handler: &Handler, counted: &AtomicUsize) {
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        let body = match headers.get("content-encoding").map(String::as_str) {
-            Some("gzip") => {
-                let mut out = Vec::new();
-                flate2::read::GzDecoder::new(&body[..])
-                    .read_to_end(&mut out)
-                    .unwrap();
-                out
-            }
-            Some("zstd") => zstd::decode_all(&body[..]).unwrap(),
-            _ => body,
-        };
+        let body = decoded(&headers, body);
         counted.fetch_add(1, Ordering::SeqCst);
         let r = handler(&Request {
             path,
