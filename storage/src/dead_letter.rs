@@ -260,10 +260,16 @@ impl DeadLetters {
     /// Reads one file's letters (damaged places skipped and counted).
     pub fn read_file(path: &Path) -> Result<FileLetters, DeadLetterError> {
         let data = std::fs::read(path).map_err(io("read", path))?;
+        Self::decode_file(&data).ok_or_else(|| DeadLetterError::NotDeadLetters {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// A file's bytes as letters (damaged places skipped and counted); `None` when it is not
+    /// a dead-letter file.
+    pub fn decode_file(data: &[u8]) -> Option<FileLetters> {
         if data.len() < FILE_MAGIC.len() || &data[..FILE_MAGIC.len()] != FILE_MAGIC {
-            return Err(DeadLetterError::NotDeadLetters {
-                path: path.to_path_buf(),
-            });
+            return None;
         }
         let mut out = FileLetters::default();
         let mut at = FILE_MAGIC.len();
@@ -283,7 +289,7 @@ impl DeadLetters {
                 }
             }
         }
-        Ok(out)
+        Some(out)
     }
 
     /// What the queue holds.

@@ -281,6 +281,19 @@ fn item_verdicts(
     Ok(verdicts)
 }
 
+/// A `_bulk` answer body for `events` documents as verdicts (`None`: not a bulk answer, or
+/// its items do not match). For the fuzz target: never panics; indices are in the batch.
+pub fn bulk_answer_verdicts(body: &[u8], events: usize) -> Option<Verdicts> {
+    let bulk: BulkAnswer = serde_json::from_slice(body).ok()?;
+    let v = item_verdicts(&bulk, events, BulkAction::Create).ok()?;
+    assert!(v
+        .retry
+        .iter()
+        .chain(v.rejected.iter().map(|(i, _)| i))
+        .all(|&i| i < events));
+    Some(v)
+}
+
 fn item_reason(status: u16, item: &BulkItem) -> String {
     let Some(error) = &item.error else {
         return format!("{status}");

@@ -23,10 +23,11 @@ pub(crate) mod tls_client;
 use std::path::Path;
 
 pub use console::{ConsoleSink, ConsoleTarget};
+pub use elasticsearch::bulk_answer_verdicts;
 pub use elasticsearch::{BulkAction, ElasticsearchSink};
 pub use file::{FileSink, SinkFsync};
 pub use http::{BodyEncoding, HttpSink};
-pub use relp::RelpSink;
+pub use relp::{read_answers as read_relp_answers, RelpSink};
 pub use tcp::{TcpSink, DEFAULT_REPLAY_WINDOW};
 
 use crate::delivery::OpenedSink;

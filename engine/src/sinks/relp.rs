@@ -190,6 +190,18 @@ fn read_frame(reader: &mut impl BufRead) -> io::Result<Frame> {
     })
 }
 
+/// Reads frames from `data` until it ends or one is bad: each frame's (txnr, command, data
+/// length). For the fuzz target: never panics, never allocates more than the answer limit.
+pub fn read_answers(data: &[u8]) -> Vec<(u64, String, usize)> {
+    let mut reader = std::io::Cursor::new(data);
+    let mut frames = Vec::new();
+    while let Ok(f) = read_frame(&mut reader) {
+        assert!(f.data.len() <= MAX_ANSWER_BYTES);
+        frames.push((f.txnr, f.command, f.data.len()));
+    }
+    frames
+}
+
 fn write_frame(out: &mut impl Write, txnr: u64, command: &str, data: &[u8]) -> io::Result<()> {
     write!(out, "{txnr} {command} {}", data.len())?;
     if !data.is_empty() {
