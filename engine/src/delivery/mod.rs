@@ -262,6 +262,14 @@ struct Retry {
 }
 
 impl Retry {
+    fn new(backoff: Backoff, circuit: CircuitSettings) -> Self {
+        Retry {
+            backoff,
+            failures: 0,
+            breaker: Breaker::new(circuit),
+        }
+    }
+
     fn next_delay(&mut self) -> Duration {
         let ceiling = self
             .backoff
@@ -284,6 +292,15 @@ struct Round {
 }
 
 impl Round {
+    fn new(batch: Batch) -> Self {
+        Round {
+            batch,
+            scratch: Vec::new(),
+            gathered: Vec::new(),
+            started: None,
+        }
+    }
+
     fn has(&self, shard: usize) -> bool {
         self.gathered.contains(&shard)
     }
@@ -299,12 +316,17 @@ impl Round {
     /// timeout has not passed (never while stopping).
     fn wait_for_more(&self, limits: &RoundLimits, stopping: bool) -> Option<Duration> {
         let started = self.started?;
-        let full = self.batch.len() as u64 >= limits.events()
-            || self.batch.bytes().len() as u64 >= limits.bytes();
-        if stopping || full || self.batch.is_empty() {
+        if stopping || self.full(limits) || self.batch.is_empty() || limits.batch.timeout.is_zero()
+        {
             return None;
         }
         limits.batch.timeout.checked_sub(started.elapsed())
+    }
+
+    /// Holds `concurrency` requests' worth.
+    fn full(&self, limits: &RoundLimits) -> bool {
+        self.batch.len() as u64 >= limits.events()
+            || self.batch.bytes().len() as u64 >= limits.bytes()
     }
 
     fn clear(&mut self) {
@@ -341,22 +363,13 @@ pub fn run_output(spec: OutputSpec, opened: OpenedSink) -> Result<(), DeliveryEr
         batch: spec.batch,
         concurrency: spec.concurrency.max(1),
     };
-    let mut retry = Retry {
-        backoff,
-        failures: 0,
-        breaker: Breaker::new(spec.circuit),
-    };
+    let mut retry = Retry::new(backoff, spec.circuit);
     let mut shards = spec
         .shards
         .iter()
         .map(|log| ShardCursor::open(&spec, log))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut round = Round {
-        batch: Batch::new(rejects_events),
-        scratch: Vec::new(),
-        gathered: Vec::new(),
-        started: None,
-    };
+    let mut round = Round::new(Batch::new(rejects_events));
     // When told to stop: what was durable at that moment is what remains to deliver (a
     // reload stops an output while ingest goes on).
     let mut final_watermarks: Option<Vec<Position>> = None;
@@ -370,8 +383,12 @@ pub fn run_output(spec: OutputSpec, opened: OpenedSink) -> Result<(), DeliveryEr
             limits: &limits,
             final_watermarks: final_watermarks.as_deref(),
         };
-        gather(&spec, &mut shards, &reading, &mut round, &mut retry);
+        let added = gather(&spec, &mut shards, &reading, &mut round, &mut retry);
         if !round.gathered.is_empty() {
+            let more_durable = added && !round.full(&limits) && !limits.batch.timeout.is_zero();
+            if more_durable && !stopping {
+                continue; // What is already durable fills the round first, without waiting.
+            }
             if let Some(wait) = round.wait_for_more(&limits, stopping) {
                 // Shards wake the output on every commit: the round grows until full or due.
                 std::thread::park_timeout(wait);
@@ -430,14 +447,16 @@ struct Reading<'a> {
     final_watermarks: Option<&'a [Position]>,
 }
 
-/// Adds every shard's next records to the round, up to the batch's byte limit.
+/// Adds every shard's next records to the round, up to the batch's byte limit; whether any
+/// shard had records.
 fn gather(
     spec: &OutputSpec,
     shards: &mut [ShardCursor],
     reading: &Reading,
     round: &mut Round,
     retry: &mut Retry,
-) {
+) -> bool {
+    let mut added = false;
     for (i, shard) in shards.iter_mut().enumerate() {
         let room = reading
             .limits
@@ -463,8 +482,10 @@ fn gather(
         };
         if read_shard(spec, shard, &read, round, retry) {
             round.add(i);
+            added = true;
         }
     }
+    added
 }
 
 /// One shard's read into the round.
