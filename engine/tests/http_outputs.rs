@@ -289,9 +289,12 @@ fn http_delivers_100k_events_exactly_once() {
 fn a_collector_down_then_back_loses_nothing() {
     let up = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new(Vec::<u64>::new()));
-    let (up_in, seen_in) = (Arc::clone(&up), Arc::clone(&seen));
+    let refused_at = Arc::new(Mutex::new(Vec::<std::time::Instant>::new()));
+    let (up_in, seen_in, refused_in) =
+        (Arc::clone(&up), Arc::clone(&seen), Arc::clone(&refused_at));
     let server = Scripted::start(move |r| {
         if !up_in.load(Ordering::SeqCst) {
+            refused_in.lock().unwrap().push(std::time::Instant::now());
             let mut down = reply(503, "maintenance");
             down.headers.push(("Retry-After", "1".into()));
             return down;
@@ -315,6 +318,13 @@ fn a_collector_down_then_back_loses_nothing() {
     send_range(sluice.addr("tcp"), "down", 0..1000);
     wait_for_metric(api, dir.path(), "sluice_output_circuit_state", 1.0);
     assert!(metric_sum(api, dir.path(), "sluice_output_retries_total") >= 2.0);
+    // The second attempt came no sooner than the Retry-After (1 s) the first answer asked for
+    // (a lower bound: it holds however slow the machine is).
+    {
+        let refused = refused_at.lock().unwrap();
+        assert!(refused.len() >= 2);
+        assert!(refused[1] - refused[0] >= std::time::Duration::from_secs(1));
+    }
     up.store(true, Ordering::SeqCst);
     wait_for("every event", || seen.lock().unwrap().len() >= 1000);
     wait_for_metric(api, dir.path(), "sluice_output_circuit_state", 0.0);
