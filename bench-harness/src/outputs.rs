@@ -20,10 +20,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::compare::{free_port, metric_sum, process_cpu_seconds, scrape, stop};
-use crate::firehose::{self, Firehose, Format, Framing};
+use crate::compare::{free_port, stop};
+use crate::firehose::{Firehose, Format, Framing};
+use crate::processing::{median, start, timed_load, wait_ready};
 
 pub struct OutputsArgs {
     pub sluice: PathBuf,
@@ -335,18 +336,6 @@ fn run_one(
     Ok(run)
 }
 
-fn start(sluice: &Path, dir: &Path) -> Result<Child, String> {
-    let log = std::fs::File::create(dir.join("server.log")).map_err(|e| e.to_string())?;
-    Command::new(sluice)
-        .arg("run")
-        .arg("--config")
-        .arg(dir.join("config"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("start {}: {e}", sluice.display()))
-}
-
 fn measure(
     child: &mut Child,
     port: u16,
@@ -356,13 +345,7 @@ fn measure(
     round: usize,
     count: u64,
 ) -> Result<Run, String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() || scrape(api).is_err() {
-        if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
-            return Err("Sluice did not start (see server.log)".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_ready(child, port, api)?;
     let firehose = Firehose {
         address: ([127, 0, 0, 1], port).into(),
         connections: args.connections,
@@ -372,42 +355,20 @@ fn measure(
         format: Format::Rfc5424,
         ..Firehose::default()
     };
-    let pid = child.id();
-    let cpu_before = process_cpu_seconds(pid);
-    let started = Instant::now();
-    let total = firehose::run(&firehose)?.sent;
     let metric = if setup.ingest_only() {
         "sluice_events_durable_total"
     } else {
         "sluice_output_events_sent_total"
     };
-    let mut last = (0.0, Instant::now());
-    loop {
-        let done = metric_sum(&scrape(api)?, metric);
-        if done as u64 >= total {
-            break;
-        }
-        if done != last.0 {
-            last = (done, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(60) {
-            return Err(format!("{}: stalled at {done} of {total}", setup.name()));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu = process_cpu_seconds(pid) - cpu_before;
+    let load =
+        timed_load(child, api, &firehose, metric).map_err(|e| format!("{}: {e}", setup.name()))?;
     Ok(Run {
         setup,
         round,
-        events: total,
-        events_per_sec: total as f64 / elapsed,
-        cpu_ns_per_event: cpu * 1e9 / total as f64,
+        events: load.events,
+        events_per_sec: load.events_per_sec(),
+        cpu_ns_per_event: load.cpu_ns_per_event(),
     })
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// The markdown table (medians) and the ratios against the file sink.

@@ -162,7 +162,8 @@ fn run_one(setup: Setup, round: usize, args: &ProcessingArgs) -> Result<Run, Str
     Ok(run)
 }
 
-fn start(sluice: &Path, dir: &Path) -> Result<Child, String> {
+/// Starts `sluice run --config DIR/config`, its log in `DIR/server.log`.
+pub(crate) fn start(sluice: &Path, dir: &Path) -> Result<Child, String> {
     let log = std::fs::File::create(dir.join("server.log")).map_err(|e| e.to_string())?;
     Command::new(sluice)
         .arg("run")
@@ -182,14 +183,7 @@ fn measure(
     setup: Setup,
     round: usize,
 ) -> Result<Run, String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    // The admin API answers before the shards listen: wait for the source.
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() || scrape(api).is_err() {
-        if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
-            return Err("Sluice did not start (see server.log)".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_ready(child, port, api)?;
     let firehose = Firehose {
         address: ([127, 0, 0, 1], port).into(),
         connections: args.connections,
@@ -199,31 +193,74 @@ fn measure(
         format: Format::Rfc5424JsonBody,
         ..Firehose::default()
     };
-    let pid = child.id();
-    let cpu_before = process_cpu_seconds(pid);
-    let started = Instant::now();
-    let total = firehose::run(&firehose)?.sent;
-    let mut last = (0.0, Instant::now());
-    loop {
-        let sent = metric_sum(&scrape(api)?, "sluice_output_events_sent_total");
-        if sent as u64 >= total {
-            break;
-        }
-        if sent != last.0 {
-            last = (sent, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(60) {
-            return Err(format!("stalled at {sent} of {total} events"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu = process_cpu_seconds(pid) - cpu_before;
+    let load = timed_load(child, api, &firehose, "sluice_output_events_sent_total")?;
     Ok(Run {
         setup,
         round,
+        events: load.events,
+        events_per_sec: load.events_per_sec(),
+        cpu_ns_per_event: load.cpu_ns_per_event(),
+    })
+}
+
+/// Waits until Sluice's source and admin API answer (the API answers before the shards
+/// listen); an error if it exits or takes over 30 s.
+pub(crate) fn wait_ready(child: &mut Child, port: u16, api: SocketAddr) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() || scrape(api).is_err() {
+        if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
+            return Err("Sluice did not start (see server.log)".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// A load sent and waited for: events, wall seconds, Sluice's CPU seconds.
+pub(crate) struct Load {
+    pub events: u64,
+    pub seconds: f64,
+    pub cpu_seconds: f64,
+}
+
+impl Load {
+    pub fn events_per_sec(&self) -> f64 {
+        self.events as f64 / self.seconds
+    }
+    pub fn cpu_ns_per_event(&self) -> f64 {
+        self.cpu_seconds * 1e9 / self.events as f64
+    }
+}
+
+/// Sends `firehose` and waits until Sluice's counter `metric` reaches what was sent (polled
+/// every 20 ms; an error when it stalls for 60 s).
+pub(crate) fn timed_load(
+    child: &Child,
+    api: SocketAddr,
+    firehose: &Firehose,
+    metric: &str,
+) -> Result<Load, String> {
+    let pid = child.id();
+    let cpu_before = process_cpu_seconds(pid);
+    let started = Instant::now();
+    let total = firehose::run(firehose)?.sent;
+    let mut last = (0.0, Instant::now());
+    loop {
+        let done = metric_sum(&scrape(api)?, metric);
+        if done as u64 >= total {
+            break;
+        }
+        if done != last.0 {
+            last = (done, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(60) {
+            return Err(format!("stalled at {done} of {total} events"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(Load {
         events: total,
-        events_per_sec: total as f64 / elapsed,
-        cpu_ns_per_event: cpu * 1e9 / total as f64,
+        seconds: started.elapsed().as_secs_f64(),
+        cpu_seconds: process_cpu_seconds(pid) - cpu_before,
     })
 }
 
@@ -231,7 +268,7 @@ fn count_lines(path: &Path) -> u64 {
     std::fs::read(path).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64)
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }

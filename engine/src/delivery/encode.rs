@@ -93,6 +93,19 @@ pub struct RecordEncoding {
     pub template: Option<Arc<Template>>,
 }
 
+impl RecordEncoding {
+    /// `encoding` without framing or template (one line per event, line breaks escaped): what
+    /// the HTTP outputs send and the tools print.
+    pub fn lines(encoding: Encoding) -> Self {
+        RecordEncoding {
+            encoding,
+            framing: None,
+            line_breaks: LineBreaks::Escape,
+            template: None,
+        }
+    }
+}
+
 /// A standard event field a template can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Standard {

@@ -14,8 +14,7 @@ use super::compression::Compression;
 use super::http_client::{self, Auth, Client, ClientSettings, TlsKeys};
 use super::{Reach, SinkError, SinkSettings, StartAt};
 use crate::delivery::{
-    Backoff, Batch, DeliveryResult, Encoding, LineBreaks, OpenedSink, RecordEncoding, Sink,
-    Verdicts,
+    Backoff, Batch, DeliveryResult, Encoding, OpenedSink, RecordEncoding, Sink, Verdicts,
 };
 use crate::units::{de_duration, render, Bounds, TypeTag, HOUR};
 
@@ -297,12 +296,7 @@ impl SinkSettings for HttpSink {
 
 /// Events as JSON lines (what both HTTP outputs send).
 pub(crate) fn json_lines() -> RecordEncoding {
-    RecordEncoding {
-        encoding: Encoding::Json,
-        framing: None,
-        line_breaks: LineBreaks::Escape,
-        template: None,
-    }
+    RecordEncoding::lines(Encoding::Json)
 }
 
 /// Backoff of the request-based outputs: 1 s doubling up to 60 s, full jitter.

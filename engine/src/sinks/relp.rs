@@ -15,7 +15,6 @@
 //! Duplicates are possible (an event the receiver took whose answer was lost), loss is not.
 
 use std::io::{self, BufRead, BufReader, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -221,7 +220,7 @@ impl Session {
         config: &RelpSink,
         tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
     ) -> io::Result<Session> {
-        let tcp = connect(&config.address, config.connect_timeout)?;
+        let tcp = super::tls_client::connect_any(&config.address, config.connect_timeout)?;
         tcp.set_nodelay(true)?;
         tcp.set_read_timeout(Some(config.ack_timeout))?;
         tcp.set_write_timeout(Some(config.ack_timeout))?;
@@ -280,17 +279,6 @@ impl Session {
         self.out.clear();
         stream.flush()
     }
-}
-
-fn connect(address: &str, timeout: Duration) -> io::Result<TcpStream> {
-    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{address}: no addresses"));
-    for addr in address.to_socket_addrs()? {
-        match TcpStream::connect_timeout(&addr, timeout) {
-            Ok(s) => return Ok(s),
-            Err(e) => last = io::Error::new(e.kind(), format!("connect {addr}: {e}")),
-        }
-    }
-    Err(last)
 }
 
 struct RelpOutput {

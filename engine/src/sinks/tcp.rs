@@ -22,7 +22,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -90,21 +90,14 @@ impl TcpOutput {
     }
 
     fn connect_tcp(&self) -> io::Result<TcpStream> {
-        let address = &self.config.address;
-        let mut last_error =
-            io::Error::new(io::ErrorKind::NotFound, format!("{address}: no addresses"));
-        for addr in address.to_socket_addrs()? {
-            match TcpStream::connect_timeout(&addr, self.config.connect_timeout) {
-                Ok(stream) => {
-                    stream.set_nodelay(true)?;
-                    stream.set_write_timeout(Some(self.config.write_timeout))?;
-                    tracing::info!(%addr, "tcp sink connected");
-                    return Ok(stream);
-                }
-                Err(e) => last_error = io::Error::new(e.kind(), format!("connect {addr}: {e}")),
-            }
+        let stream =
+            super::tls_client::connect_any(&self.config.address, self.config.connect_timeout)?;
+        stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(self.config.write_timeout))?;
+        if let Ok(addr) = stream.peer_addr() {
+            tracing::info!(%addr, "tcp sink connected");
         }
-        Err(last_error)
+        Ok(stream)
     }
 
     /// What a receiver that died may not have read: sent again, first thing on a new

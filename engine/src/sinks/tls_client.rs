@@ -80,6 +80,20 @@ impl Write for Stream {
     }
 }
 
+/// Connects to the first address `address` (`host:port`, resolved now) that answers within
+/// `timeout`; the error names the last address tried.
+pub fn connect_any(address: &str, timeout: std::time::Duration) -> io::Result<TcpStream> {
+    use std::net::ToSocketAddrs;
+    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{address}: no addresses"));
+    for addr in address.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = io::Error::new(e.kind(), format!("connect {addr}: {e}")),
+        }
+    }
+    Err(last)
+}
+
 /// The host part of `host:port` (brackets of an IPv6 literal removed).
 pub fn host_of(address: &str) -> &str {
     let host = address.rsplit_once(':').map_or(address, |(h, _)| h);

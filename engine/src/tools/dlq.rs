@@ -106,12 +106,7 @@ pub fn list(config: &Config, sink: Option<&str>, out: &mut impl Write) -> Result
 
 /// `sluice dlq show`: every letter as one JSON line (the event, the reason, when).
 pub fn show(config: &Config, sink: Option<&str>, out: &mut impl Write) -> Result<(), DlqError> {
-    let json = RecordEncoding {
-        encoding: crate::config::Encoding::Json,
-        framing: None,
-        line_breaks: crate::delivery::LineBreaks::Escape,
-        template: None,
-    };
+    let json = RecordEncoding::lines(crate::config::Encoding::Json);
     let (mut event, mut scratch) = (Vec::new(), Vec::new());
     for name in selected(config, sink)? {
         for (_, path) in queue(config, &name).files()? {

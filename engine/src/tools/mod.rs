@@ -154,12 +154,7 @@ pub fn dump(
     let (mut buf, mut scratch) = (Vec::new(), Vec::new());
     let mut write_error = None;
     let count = storage::read_on_disk(&dir, from_id, |_, p| {
-        let how = crate::delivery::RecordEncoding {
-            encoding,
-            framing: None,
-            line_breaks: crate::config::LineBreaks::Escape,
-            template: None,
-        };
+        let how = crate::delivery::RecordEncoding::lines(encoding);
         encode_record(p, shard, &how, &mut buf, &mut scratch);
         if buf.len() >= 1 << 20 && write_error.is_none() {
             write_error = out.write_all(&buf).err();
