@@ -24,6 +24,8 @@ pub enum EngineError {
          /etc/security/limits.conf"
     )]
     MemlockTooLow { limit_kib: u64, needed_kib: u64 },
+    #[error(transparent)]
+    Source(#[from] crate::sources::SourceError),
     #[error("shard {shard}: cannot start its executor: {error}")]
     Executor {
         shard: usize,

@@ -15,6 +15,7 @@ pub mod civil;
 pub mod framing;
 pub mod json;
 pub mod record;
+pub mod relp;
 pub mod syslog;
 
 pub use framing::{Frame, FrameFlags, Framer, FramingMode};

@@ -140,6 +140,11 @@ impl Default for WalStats {
     }
 }
 
+/// Some records were not made durable (a failed write, or the WAL stopped first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not durable: the WAL lost or did not write these records")]
+pub struct NotDurable;
+
 /// The shard-local append side, shared (`Rc`) by every task of the shard.
 pub struct WalAppender {
     pending: RefCell<Vec<u8>>,
@@ -252,6 +257,45 @@ impl WalAppender {
             let settled = self.stats.durable_records.get() + self.stats.lost_records.get();
             if settled >= target || matches!(status, WalStatus::Stopped | WalStatus::Failed) {
                 return;
+            }
+            self.wake_flusher.notify(1);
+            listener.await;
+        }
+    }
+
+    /// The append index the next record gets (records appended so far).
+    pub fn appended(&self) -> u64 {
+        self.stats.appended_records.get()
+    }
+
+    /// Whether the records with append indices `from..end` are settled: `Some(Ok)` when all
+    /// are durable, `Some(Err)` when one was lost (or the WAL stopped before they were
+    /// written), `None` while some are still pending.
+    pub fn settled(&self, from: u64, end: u64) -> Option<Result<(), NotDurable>> {
+        let stats = &self.stats;
+        let settled = stats.durable_records.get() + stats.lost_records.get();
+        if settled < end {
+            return match self.status.get() {
+                WalStatus::Stopped | WalStatus::Failed => Some(Err(NotDurable)),
+                _ => None,
+            };
+        }
+        let lost = stats
+            .lost_ranges
+            .borrow()
+            .iter()
+            .any(|&(first, last)| first < end && from < last);
+        Some(if lost { Err(NotDurable) } else { Ok(()) })
+    }
+
+    /// Waits until `from..end` is settled (see [`WalAppender::settled`]), asking the flusher
+    /// to commit now rather than at the end of its interval: for a sender waiting on an
+    /// acknowledgement. Many waiting at once still share one commit.
+    pub async fn wait_settled(&self, from: u64, end: u64) -> Result<(), NotDurable> {
+        loop {
+            let listener = self.durable.listen();
+            if let Some(result) = self.settled(from, end) {
+                return result;
             }
             self.wake_flusher.notify(1);
             listener.await;

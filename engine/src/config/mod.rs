@@ -414,8 +414,9 @@ impl Config {
                 max_connection_memory: self.max_connection_memory,
             };
             source.settings().check(name, &shared)?;
-            let listens = (source.mode(), source.address());
-            if bound.contains(&listens) {
+            let listens = (source.mode().is_stream(), source.address());
+            // Port 0 is a new port for each source.
+            if listens.1.port() != 0 && bound.contains(&listens) {
                 return invalid(
                     format!("sources.{name}.address"),
                     "another source already uses this address and mode",
@@ -460,11 +461,11 @@ impl Config {
             if self
                 .sources
                 .get(source)
-                .is_some_and(|s| s.mode() != SourceMode::Tcp)
+                .is_some_and(|s| !s.mode().joins_lines())
             {
                 return Err((
                     format!("sources.{source}.mode"),
-                    "a multiline transform joins the lines of TCP connections: this source is not TCP".into(),
+                    "a multiline transform joins the lines of TCP or TLS connections: this source is neither".into(),
                 ));
             }
         }

@@ -123,6 +123,20 @@ counter_family! {
         closed_frame_timeout: counter "sluice_connections_closed_total" label("reason" = "frame_timeout");
         /// TCP connections Sluice closed, by reason.
         closed_memory_budget: counter "sluice_connections_closed_total" label("reason" = "memory_budget");
+        /// TLS handshakes completed.
+        tls_handshakes: counter "sluice_tls_handshakes_total";
+        /// TLS handshakes that failed, by reason (the connection is closed).
+        tls_failed_timeout: counter "sluice_tls_handshake_failures_total" label("reason" = "timeout");
+        /// TLS handshakes that failed, by reason (the connection is closed).
+        tls_failed_certificate: counter "sluice_tls_handshake_failures_total" label("reason" = "certificate");
+        /// TLS handshakes that failed, by reason (the connection is closed).
+        tls_failed_protocol: counter "sluice_tls_handshake_failures_total" label("reason" = "protocol");
+        /// TLS handshakes that failed, by reason (the connection is closed).
+        tls_failed_closed: counter "sluice_tls_handshake_failures_total" label("reason" = "closed");
+        /// RELP messages acknowledged (`rsp 200`, sent once durable).
+        relp_acknowledged: counter "sluice_relp_acknowledged_total";
+        /// RELP sessions ended because the peer did not speak RELP.
+        relp_protocol_errors: counter "sluice_relp_protocol_errors_total";
     }
 }
 

@@ -18,6 +18,7 @@ use crate::config::{self, Config, SourceConfig};
 use crate::metrics::{Counters, SourceCounters};
 use crate::shard::{CommandSender, ShardCommand};
 use crate::sources::limits::ConnectionMemory;
+use crate::sources::tls::TlsServer;
 
 /// How often freed heap memory is handed back to the system (after a flood of connections
 /// closed, say).
@@ -74,6 +75,8 @@ pub(super) struct Live {
     pub(super) data_dir: std::path::PathBuf,
     /// Each sink's routing bit (saved in data_dir).
     pub(super) bits: super::SinkBits,
+    /// The TLS of the sources that have it (a reload loads their certificates again).
+    pub(super) tls: std::collections::BTreeMap<String, Arc<TlsServer>>,
 }
 
 /// What the main loop waits on.
@@ -244,6 +247,7 @@ impl Live {
         self.bits = bits;
         self.apply(&plan, &new, &compiled, counters)
             .map_err(|e| ReloadRefused::Unavailable(Box::new(e)))?;
+        self.reload_certificates(&plan);
         let summary = plan.describe_with(&self.config, &new);
         *write_lock(&self.admin_state.config_text) = new.source_text.clone();
         if let Some(token) = &new.api.token {
@@ -294,6 +298,7 @@ impl Live {
     ) -> Result<(), ControlError> {
         for name in &plan.sources_removed {
             self.remove_source(name)?;
+            self.tls.remove(name);
             write_lock(&counters.sources).retain(|(n, _)| n != name);
         }
         if plan.changes_processing() {
@@ -316,6 +321,20 @@ impl Live {
                 .map_err(|e| ControlError::Sink(Box::new(e)))?;
         }
         Ok(())
+    }
+
+    /// Loads the certificates of the TLS sources the reload kept (added ones just loaded
+    /// theirs): new handshakes use them, established sessions keep theirs. Files that do not
+    /// load leave the running certificates in place.
+    fn reload_certificates(&self, plan: &reload::Plan) {
+        let added = |name: &String| plan.sources_added.iter().any(|(n, _)| n == name);
+        for (name, server) in self.tls.iter().filter(|(name, _)| !added(name)) {
+            match server.reload() {
+                Ok(()) => tracing::info!(source = %name, "TLS certificates reloaded"),
+                Err(error) => tracing::error!(source = %name, %error,
+                    "TLS certificates not reloaded: the running ones stay"),
+            }
+        }
     }
 
     /// Hands every shard its processing for the new config (each swaps it between events).
@@ -406,11 +425,14 @@ impl Live {
 
     /// Binds on shard 0 first (resolving port 0), then on the others at the same address.
     fn add_source(
-        &self,
+        &mut self,
         name: &str,
         source: &SourceConfig,
     ) -> Result<Arc<SourceCounters>, ControlError> {
-        let mut spec = super::shards::source_spec(name, source, self.shards.len(), &self.memory);
+        let mut spec = super::shards::source_spec(name, source, self.shards.len(), &self.memory)?;
+        if let Some(tls) = &spec.tls {
+            self.tls.insert(name.to_string(), Arc::clone(tls));
+        }
         for shard in 0..self.shards.len() {
             let command_spec = spec.clone();
             let address = self.ask_shard(shard, &format!("add source {name}"), |reply| {

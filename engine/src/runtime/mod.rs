@@ -246,7 +246,7 @@ fn run_with(
         senders,
         compactor,
         outputs,
-        ..
+        listening,
     } = running;
     let mut live = Live {
         config: config.clone(),
@@ -258,6 +258,10 @@ fn run_with(
         memory: Arc::clone(&counters.connection_memory),
         data_dir: data_dir.to_path_buf(),
         bits,
+        tls: listening
+            .iter()
+            .filter_map(|l| Some((l.name.clone(), Arc::clone(l.tls.as_ref()?))))
+            .collect(),
     };
     let events = Events {
         signals,
@@ -353,7 +357,7 @@ fn start_all(
         Ok((shards, senders, listening)) => {
             *write_lock(&counters.sources) = listening
                 .iter()
-                .map(|(name, _, _, c)| (name.clone(), Arc::clone(c)))
+                .map(|l| (l.name.clone(), Arc::clone(&l.counters)))
                 .collect();
             Ok(Running {
                 shards,
@@ -457,7 +461,7 @@ fn write_lock<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_,
 fn log_ready(sources: &Listening, shards: usize, api: Option<SocketAddr>) {
     let mut listening: Vec<String> = sources
         .iter()
-        .map(|(name, mode, address, _)| format!("{name}={}://{address}", mode.scheme()))
+        .map(|l| format!("{}={}://{}", l.name, l.mode.scheme(), l.address))
         .collect();
     if let Some(api) = api {
         listening.push(format!("api=http://{api}"));

@@ -16,13 +16,25 @@ use crate::shard::{
     ShardSpec,
 };
 use crate::sources::limits::ConnectionMemory;
-use crate::sources::SourceSpec;
+use crate::sources::tls::TlsServer;
+use crate::sources::{SourceError, SourceSpec};
 
 /// Memory glommio sets aside per shard for io_uring buffers (Sluice uses few).
 const SHARD_IO_MEMORY: usize = 1 << 20;
 
-/// What the sources are bound to: name, mode, address (port 0 resolved), counters.
-pub(super) type Listening = Vec<(String, SourceMode, SocketAddr, Arc<SourceCounters>)>;
+/// A source as the shards bound it.
+pub(super) struct ListeningSource {
+    pub name: String,
+    pub mode: SourceMode,
+    /// Port 0 resolved.
+    pub address: SocketAddr,
+    pub counters: Arc<SourceCounters>,
+    /// Its certificates (a reload loads them again).
+    pub tls: Option<Arc<TlsServer>>,
+}
+
+/// What the sources are bound to.
+pub(super) type Listening = Vec<ListeningSource>;
 
 pub(super) struct RunningShard {
     id: usize,
@@ -49,7 +61,7 @@ pub(super) fn source_spec(
     s: &SourceConfig,
     shards: usize,
     memory: &Arc<ConnectionMemory>,
-) -> SourceSpec {
+) -> Result<SourceSpec, SourceError> {
     s.settings().spec(name, shards, memory)
 }
 
@@ -69,7 +81,7 @@ pub(super) fn start(
         .sources
         .iter()
         .map(|(name, s)| source_spec(name, s, setup.counters.len(), setup.memory))
-        .collect();
+        .collect::<Result<_, _>>()?;
     let mut running = Vec::with_capacity(receivers.len());
     for (id, (commands, processing)) in receivers.into_iter().zip(processing).enumerate() {
         let placement = match cpus.get(id % cpus.len().max(1)) {
@@ -95,7 +107,13 @@ pub(super) fn start(
     // Only now every shard listens: senders connecting after this spread over all of them.
     let listening = sources
         .iter()
-        .map(|s| (s.name.clone(), s.mode, s.address, Arc::clone(&s.counters)))
+        .map(|s| ListeningSource {
+            name: s.name.clone(),
+            mode: s.mode,
+            address: s.address,
+            counters: Arc::clone(&s.counters),
+            tls: s.tls.clone(),
+        })
         .collect();
     Ok((running, listening))
 }

@@ -52,6 +52,48 @@ pub(crate) struct FrameIn<'a> {
     pub parser: &'a ParserOptions,
     /// The source's name (its transforms and routing).
     pub source: &'a str,
+    /// Fields the source adds to the event (its connection's or request's), if any.
+    pub extras: Option<&'a Extras>,
+}
+
+/// Fields a source adds to every event of a connection or request (a TLS client's
+/// certificate subject, an API key's name): built once, encoded once, so adding them costs an
+/// event only the copy into its record.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Extras {
+    /// (dotted path, string value), loaded into the event when transforms run.
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The same as JSON members (a routed record's fields).
+    members: Vec<u8>,
+    /// The standard JSON keys they replace.
+    overrides: u16,
+}
+
+impl Extras {
+    /// String fields at dotted paths (`tls.peer_subject`).
+    pub(crate) fn strings(pairs: &[(&str, &[u8])]) -> Extras {
+        let mut fields = pipeline::event::Fields::default();
+        for (path, value) in pairs {
+            fields.set(path.as_bytes(), pipeline::event::NewValue::Str(value));
+        }
+        let mut members = Vec::new();
+        fields.write_json_members(&mut members);
+        Extras {
+            pairs: pairs
+                .iter()
+                .map(|(p, v)| (p.as_bytes().to_vec(), v.to_vec()))
+                .collect(),
+            members,
+            overrides: ingest::json::override_bits(fields.top_level_names()),
+        }
+    }
+
+    /// Sets them on an event the transforms are about to run on.
+    pub(crate) fn load_into(&self, fields: &mut pipeline::event::Fields) {
+        for (path, value) in &self.pairs {
+            fields.set(path, pipeline::event::NewValue::Str(value));
+        }
+    }
 }
 
 /// Parses one frame, runs the transforms and appends its records, waiting for WAL space if
@@ -95,6 +137,7 @@ pub(crate) async fn ingest_parsed(
         flags,
         source_ip,
         source,
+        extras,
         ..
     } = event;
     let parsed = *parsed;
@@ -112,7 +155,7 @@ pub(crate) async fn ingest_parsed(
     let decision = shard
         .processing
         .borrow_mut()
-        .process(source, frame, &parsed, &header, &ctx, tally);
+        .process(source, frame, &parsed, &header, &ctx, extras, tally);
     match decision {
         Decision::Plain => {
             let len = record::encoded_len(frame.len());
@@ -126,12 +169,18 @@ pub(crate) async fn ingest_parsed(
         }
         Decision::Direct(0) => {}
         Decision::Direct(sinks) => {
+            let (fields, overrides) =
+                extras.map_or((&[][..], 0), |x| (&x.members[..], x.overrides));
             let routing = record::Routing {
                 sinks,
-                fields: &[],
-                overrides: 0,
+                fields,
+                overrides,
             };
-            let len = record::routed_len(frame.len(), 0);
+            let len = record::routed_len(frame.len(), fields.len());
+            if len > storage::frame::MAX_RECORD_LEN {
+                tally.too_large += 1;
+                return;
+            }
             let encode =
                 |buf: &mut Vec<u8>| record::encode_routed(buf, &header, &parsed, frame, &routing);
             append(shard, len, &encode, tally).await;

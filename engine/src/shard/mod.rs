@@ -477,7 +477,7 @@ fn adopt(
     };
     // SAFETY: the descriptor is an open TCP socket whose ownership moves into the stream.
     let stream = unsafe { TcpStream::from_raw_fd(conn.socket.into_raw_fd()) };
-    let task = crate::sources::tcp::serve_tcp(
+    let task = crate::sources::tcp::serve_accepted(
         Rc::clone(shard),
         Rc::clone(run),
         stream,

@@ -20,6 +20,7 @@ use ingest::syslog::Parsed;
 use pipeline::multiline::JoinRule;
 use pipeline::plan::{Plan, TransformStats};
 
+use super::ingest::Extras;
 use crate::metrics::{BatchTally, TransformCounters};
 
 /// A shard's processing for one config.
@@ -84,7 +85,9 @@ impl Processing {
             .map(|(_, r)| Arc::clone(r))
     }
 
-    /// Runs one parsed event; `ctx` is built by the caller per batch.
+    /// Runs one parsed event; `ctx` is built by the caller per batch; `extras`: fields its
+    /// source adds (a routed record carries them even without transforms).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn process(
         &mut self,
         source: &str,
@@ -92,10 +95,14 @@ impl Processing {
         parsed: &Parsed,
         header: &EventHeader,
         ctx: &pipeline::Context<'_>,
+        extras: Option<&Extras>,
         tally: &mut BatchTally,
     ) -> Decision {
         if self.plan.is_passthrough() {
-            return Decision::Plain;
+            return match extras {
+                None => Decision::Plain,
+                Some(_) => Decision::Direct(self.plan.default_sinks()),
+            };
         }
         let Some(index) = self.plan.source(source) else {
             // A source a reload removed, still draining: the sinks that take every source.
@@ -110,7 +117,11 @@ impl Processing {
         }
         self.staged.clear();
         self.staged_lens.clear();
-        self.plan.input().load(frame, parsed, header.source_ip);
+        let input = self.plan.input();
+        input.load(frame, parsed, header.source_ip);
+        if let Some(extras) = extras {
+            extras.load_into(&mut input.fields);
+        }
         let dropped = self.plan.run(index, ctx);
         let Processing {
             plan,

@@ -14,7 +14,7 @@ use super::limits::ConnectionMemory;
 use super::SourceSpec;
 use crate::metrics::{BatchTally, SourceCounters};
 use crate::shard::ingest::{
-    add_to_source, ingest_frame, ingest_parsed, parse_frame, BatchClock, FrameIn,
+    add_to_source, ingest_frame, ingest_parsed, parse_frame, BatchClock, Extras, FrameIn,
 };
 use crate::shard::Shard;
 
@@ -46,6 +46,8 @@ pub(crate) struct Connection {
     /// A `multiline` joining this connection's lines, with the pending event's frame flags
     /// and when it is due to be emitted without further lines.
     join: Option<Join>,
+    /// Fields added to every event of the connection (a TLS client's certificate subject).
+    extras: Option<Extras>,
 }
 
 struct Join {
@@ -68,6 +70,7 @@ impl Connection {
         source: &SourceSpec,
         peer: IpAddr,
         join: Option<std::sync::Arc<pipeline::multiline::JoinRule>>,
+        extras: Option<Extras>,
     ) -> Option<Connection> {
         let max_buffer = source
             .read_buffer
@@ -95,6 +98,7 @@ impl Connection {
                 flags: FrameFlags::default(),
                 due: None,
             }),
+            extras,
         })
     }
 
@@ -212,6 +216,7 @@ impl Connection {
                 source_ip: self.peer,
                 parser: &self.parser,
                 source: &self.source,
+                extras: self.extras.as_ref(),
             };
             ingest_frame(shard, event, &clock, &mut tally).await;
         }
@@ -241,6 +246,7 @@ impl Connection {
                 source_ip: self.peer,
                 parser: &self.parser,
                 source: &self.source,
+                extras: None,
             };
             let parsed = parse_frame(&line, &clock, &mut tally);
             let message = parsed.message.get(frame);
@@ -249,6 +255,7 @@ impl Connection {
                     peer: self.peer,
                     parser: &self.parser,
                     source: &self.source,
+                    extras: self.extras.as_ref(),
                 };
                 emit_joined(shard, join, &origin, &clock, &mut tally).await;
                 join.joiner.start(frame, &parsed);
@@ -271,6 +278,7 @@ impl Connection {
             peer: self.peer,
             parser: &self.parser,
             source: &self.source,
+            extras: self.extras.as_ref(),
         };
         emit_joined(shard, join, &origin, &clock, &mut tally).await;
         shard.counters.add(&tally);
@@ -283,6 +291,7 @@ struct Origin<'a> {
     peer: IpAddr,
     parser: &'a ingest::ParserOptions,
     source: &'a str,
+    extras: Option<&'a Extras>,
 }
 
 /// Ingests the joiner's pending event, if any, and clears it.
@@ -300,6 +309,7 @@ async fn emit_joined(
             source_ip: origin.peer,
             parser: origin.parser,
             source: origin.source,
+            extras: origin.extras,
         };
         let parsed = *parsed;
         ingest_parsed(shard, &event, &parsed, clock, tally).await;

@@ -18,8 +18,10 @@
 
 pub mod connection;
 pub mod limits;
+pub mod relp;
 pub mod syslog;
 pub mod tcp;
+pub mod tls;
 pub mod udp;
 
 use std::net::SocketAddr;
@@ -54,6 +56,8 @@ pub struct SourceSpec {
     pub memory: Arc<ConnectionMemory>,
     /// Counters labelled with this source (one set per shard).
     pub counters: Arc<SourceCounters>,
+    /// TLS (`mode = "tls"`, or `relp` with a `tls` table), shared by every shard.
+    pub tls: Option<Arc<tls::TlsServer>>,
 }
 
 /// Why a source could not start on a shard.
@@ -74,6 +78,12 @@ pub enum SourceError {
     },
     #[error("source {name}: the shard is stopping")]
     Stopping { name: String },
+    #[error("sources.{name}.tls: {error}")]
+    Tls {
+        name: String,
+        #[source]
+        error: tls::TlsError,
+    },
 }
 
 /// A bound socket a shard serves.
@@ -86,21 +96,27 @@ pub trait BoundSource {
 /// Binds a source of some type on this shard (its type's transport).
 pub type Binder = fn(&SourceSpec) -> std::io::Result<Box<dyn BoundSource>>;
 
-/// The transport a source listens with.
+/// The protocol a source listens with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SourceMode {
+    /// Syslog over TCP (octet-counted or line framed).
     Tcp,
+    /// Syslog datagrams.
     Udp,
+    /// Syslog over TLS (RFC 5425).
+    Tls,
+    /// RELP (rsyslog's acknowledged protocol), plain or over TLS.
+    Relp,
 }
 
 impl SourceMode {
-    /// Binds `address` with this transport and lets it go again: whether a source could
-    /// listen there now (validate's host check, a reload's check of new addresses).
+    /// Binds `address` with this mode's transport and lets it go again: whether a source
+    /// could listen there now (validate's host check, a reload's check of new addresses).
     pub fn try_bind(self, address: SocketAddr) -> std::io::Result<()> {
         match self {
-            SourceMode::Tcp => std::net::TcpListener::bind(address).map(drop),
             SourceMode::Udp => std::net::UdpSocket::bind(address).map(drop),
+            _ => std::net::TcpListener::bind(address).map(drop),
         }
     }
 
@@ -109,7 +125,19 @@ impl SourceMode {
         match self {
             SourceMode::Tcp => "tcp",
             SourceMode::Udp => "udp",
+            SourceMode::Tls => "tls",
+            SourceMode::Relp => "relp",
         }
+    }
+
+    /// Whether it listens on TCP (two such sources cannot share an address).
+    pub fn is_stream(self) -> bool {
+        self != SourceMode::Udp
+    }
+
+    /// Whether its connections carry syslog lines a `multiline` transform can join.
+    pub fn joins_lines(self) -> bool {
+        matches!(self, SourceMode::Tcp | SourceMode::Tls)
     }
 }
 
@@ -130,8 +158,14 @@ pub trait SourceSettings {
     fn check_bounds(&self, prefix: &str, bounds: &mut Bounds);
     /// Every key with its effective value (`sluice config`), `type` aside.
     fn render(&self) -> toml::Table;
-    /// The source as `shards` shards run it (its own counters; the shared memory budget).
-    fn spec(&self, name: &str, shards: usize, memory: &Arc<ConnectionMemory>) -> SourceSpec;
+    /// The source as `shards` shards run it (its own counters; the shared memory budget;
+    /// TLS certificates read now).
+    fn spec(
+        &self,
+        name: &str,
+        shards: usize,
+        memory: &Arc<ConnectionMemory>,
+    ) -> Result<SourceSpec, SourceError>;
 }
 
 crate::registry::type_registry! {

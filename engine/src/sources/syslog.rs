@@ -1,6 +1,7 @@
 //! `type = "syslog"`: RFC 5424 / RFC 3164 over TCP ([`super::tcp`]: octet-counted or line
-//! framed) or UDP ([`super::udp`]). This module is the type's configuration and how a shard
-//! runs it; the transports do the serving.
+//! framed), TLS (the same framing in a [`super::tls`] session, RFC 5425), RELP
+//! ([`super::relp`], acknowledged once durable) or UDP ([`super::udp`]). This module is the
+//! type's configuration and how a shard runs it; the transports do the serving.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,7 +11,8 @@ use ingest::{ParserMode, ParserOptions};
 use serde::Deserialize;
 
 use super::limits::{ConnectionLimits, ConnectionMemory};
-use super::{Binder, SharedLimits, SourceMode, SourceSettings, SourceSpec};
+use super::tls::TlsServer;
+use super::{Binder, SharedLimits, SourceError, SourceMode, SourceSettings, SourceSpec};
 use crate::metrics::SourceCounters;
 use crate::units::{de_bytes, de_duration, render, Bounds, TypeTag, DAY, MIB};
 
@@ -70,6 +72,9 @@ pub struct SyslogSource {
     /// Drop the space after `TAG:` (syslog-ng always does; rsyslog's `remove.msgFirstSpace`).
     #[serde(default = "default_true")]
     pub remove_msg_first_space: bool,
+    /// TLS: required by `mode = "tls"`, optional for `relp`.
+    #[serde(default)]
+    pub tls: Option<super::tls::SourceTls>,
 }
 
 /// `parser = "..."` on a syslog source.
@@ -173,6 +178,19 @@ impl SourceSettings for SyslogSource {
         if self.max_connections == 0 || self.max_connections_per_ip == 0 {
             return invalid("max_connections", "connection limits must be at least 1");
         }
+        match (self.mode, &self.tls) {
+            (SourceMode::Tls, None) => {
+                return invalid(
+                    "tls",
+                    "mode = \"tls\" needs a tls table (cert_file, key_file)",
+                )
+            }
+            (SourceMode::Tcp | SourceMode::Udp, Some(_)) => {
+                return invalid("tls", "TLS is for mode = \"tls\" or \"relp\"")
+            }
+            (_, Some(tls)) => tls.check(&format!("sources.{name}.tls"))?,
+            (_, None) => {}
+        }
         if self.read_buffer.max(self.max_frame) > shared.max_connection_memory {
             return invalid(
                 "read_buffer",
@@ -203,15 +221,14 @@ impl SourceSettings for SyslogSource {
             self.max_connections.into(),
             1..=1_000_000,
         );
+        if let Some(tls) = &self.tls {
+            tls.check_bounds(&key("tls"), b);
+        }
     }
 
     fn render(&self) -> toml::Table {
         let mut t = toml::Table::new();
-        let mode = match self.mode {
-            SourceMode::Tcp => "tcp",
-            SourceMode::Udp => "udp",
-        };
-        t.insert("mode".into(), render::text(mode));
+        t.insert("mode".into(), render::text(self.mode.scheme()));
         t.insert("address".into(), render::text(&self.address.to_string()));
         t.insert("max_frame".into(), render::bytes(self.max_frame));
         let count = |n: u32| toml::Value::Integer(n.into());
@@ -251,15 +268,30 @@ impl SourceSettings for SyslogSource {
         ] {
             t.insert(key.into(), toml::Value::Boolean(value));
         }
+        if let Some(tls) = &self.tls {
+            t.insert("tls".into(), toml::Value::Table(tls.render()));
+        }
         t
     }
 
-    fn spec(&self, name: &str, shards: usize, memory: &Arc<ConnectionMemory>) -> SourceSpec {
+    fn spec(
+        &self,
+        name: &str,
+        shards: usize,
+        memory: &Arc<ConnectionMemory>,
+    ) -> Result<SourceSpec, SourceError> {
         let bind: Binder = match self.mode {
-            SourceMode::Tcp => super::tcp::bind,
             SourceMode::Udp => super::udp::bind,
+            SourceMode::Tcp | SourceMode::Tls | SourceMode::Relp => super::tcp::bind,
         };
-        SourceSpec {
+        let tls = match &self.tls {
+            Some(keys) => Some(TlsServer::load(keys).map_err(|error| SourceError::Tls {
+                name: name.to_string(),
+                error,
+            })?),
+            None => None,
+        };
+        Ok(SourceSpec {
             name: name.to_string(),
             mode: self.mode,
             bind,
@@ -278,6 +310,7 @@ impl SourceSettings for SyslogSource {
             ),
             memory: Arc::clone(memory),
             counters: Arc::new(SourceCounters::new(shards)),
-        }
+            tls,
+        })
     }
 }

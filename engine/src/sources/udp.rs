@@ -173,6 +173,7 @@ async fn ingest_datagram(shard: &Shard, source: &SourceSpec, datagram: &[u8], ip
         source_ip: ip,
         parser: &source.parser,
         source: &source.name,
+        extras: None,
     };
     ingest_frame(shard, event, &BatchClock::now(), &mut tally).await;
     shard.counters.add(&tally);

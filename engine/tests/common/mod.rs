@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod pki;
+pub mod rsyslog;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -488,4 +489,15 @@ pub fn wait_for_metric(api: SocketAddr, dir: &Path, name: &str, want: f64) {
     wait_for(&format!("{name} = {want}"), || {
         metric_sum(api, dir, name) == want
     });
+}
+
+/// The sum of the samples of metric `name` whose labels include `label` (`reason="timeout"`).
+pub fn metric_labeled(api: SocketAddr, dir: &Path, name: &str, label: &str) -> f64 {
+    let token = api_token(dir);
+    let (status, page) = http_request(api, "GET", "/metrics", Some(&token), "");
+    assert_eq!(status, 200, "{page}");
+    page.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

@@ -50,6 +50,55 @@ impl Pki {
         Pki { dir }
     }
 
+    fn openssl(&self, args: &str) {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("openssl {args}"))
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// More certificates for the input tests: `expired.crt` (a client certificate of this CA
+    /// that expired in 2020), a second CA `ca2.crt` with a client `stranger.crt` and a server
+    /// certificate `server2.crt` (for 127.0.0.1), each with its `.key`.
+    pub fn with_extras(self) -> Pki {
+        let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+        let d = self.dir.path();
+        std::fs::write(
+            d.join("ca.cnf"),
+            "[ca]\ndefault_ca = here\n[here]\ndatabase = index.txt\nnew_certs_dir = .\n\
+             serial = serial\ndefault_md = sha256\npolicy = any\n[any]\ncommonName = supplied\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("index.txt"), "").unwrap();
+        std::fs::write(d.join("serial"), "1000\n").unwrap();
+        self.openssl(&format!(
+            "req {ec} -keyout expired.key -out expired.csr -subj /CN=expired"
+        ));
+        self.openssl(
+            "ca -batch -config ca.cnf -cert ca.crt -keyfile ca.key -in expired.csr -out expired.crt \
+             -startdate 20200101000000Z -enddate 20200102000000Z -notext -extfile client.ext",
+        );
+        self.openssl(&format!(
+            "req -x509 {ec} -keyout ca2.key -out ca2.crt -subj /CN=other-ca -days 2"
+        ));
+        for (who, ext) in [("stranger", "client.ext"), ("server2", "server.ext")] {
+            self.openssl(&format!(
+                "req {ec} -keyout {who}.key -out {who}.csr -subj /CN={who}"
+            ));
+            self.openssl(&format!(
+                "x509 -req -in {who}.csr -CA ca2.crt -CAkey ca2.key -CAcreateserial -out {who}.crt -days 2 -extfile {ext}"
+            ));
+        }
+        self
+    }
+
     pub fn path(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
     }
