@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod pki;
+pub mod relp;
 pub mod rsyslog;
 
 use std::collections::HashMap;
