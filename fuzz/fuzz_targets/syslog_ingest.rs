@@ -1,4 +1,4 @@
-//! Bytes from the network: framing (both modes, any split), parsing, the event record round
+//! Bytes from the network: RELP frame headers, framing (both modes, any split), parsing, the event record round
 //! trip and JSON encoding must never panic, under every parser mode and option, every span must
 //! stay inside its frame, and the message must run to the frame's end.
 #![no_main]
@@ -58,4 +58,15 @@ fuzz_target!(|data: &[u8]| {
         json.clear();
         ingest::json::write_event(&mut json, &view, 0);
     }
+    // The same bytes as a RELP session: headers stay inside what was read.
+    let mut at = 0;
+    while let ingest::relp::Scan::Header(h) = ingest::relp::scan(&data[at..]) {
+        assert!(h.header_len <= data.len() - at);
+        assert!(h.command.len() <= 32 && !h.command.is_empty());
+        at += h.frame_len().min(data.len() - at);
+        if at == data.len() {
+            break;
+        }
+    }
+    let _ = ingest::relp::offers_syslog(data);
 });
