@@ -113,7 +113,11 @@ fn kill_9_mid_stream_loses_nothing() {
     sluice.kill9();
     let sluice = Sluice::start_with(&config_path);
     wait_for("every message after the restart", || {
-        seqs_tagged(d, "crash").into_iter().collect::<HashSet<_>>().len() == 100_000
+        seqs_tagged(d, "crash")
+            .into_iter()
+            .collect::<HashSet<_>>()
+            .len()
+            == 100_000
     });
     rsyslog.stop();
     let (status, log) = sluice.stop();
@@ -198,7 +202,9 @@ fn oversize_messages_are_truncated_and_garbage_is_refused() {
     assert!(client.send(2, rfc5424_line("short", 2).as_bytes()));
     client.wait("both answered", |a| a.acked == [1, 2]);
     let mut garbage = TcpStream::connect(sluice.addr("relp")).unwrap();
-    garbage.write_all(b"<13>plain syslog is not RELP\n").unwrap();
+    garbage
+        .write_all(b"<13>plain syslog is not RELP\n")
+        .unwrap();
     let (api, d) = (sluice.addr("api"), dir.path());
     wait_for_metric(api, d, "sluice_relp_protocol_errors_total", 1.0);
     let (status, log) = sluice.stop();
@@ -249,5 +255,7 @@ fn omrelp_over_tls() {
     assert!(status.success(), "{log}");
     let events = read_events(dir.path());
     assert_eq!(seqs_tagged(dir.path(), "relptls").len(), 2_000);
-    assert!(events.iter().all(|e| e["tls"]["peer_subject"] == "CN=client"));
+    assert!(events
+        .iter()
+        .all(|e| e["tls"]["peer_subject"] == "CN=client"));
 }

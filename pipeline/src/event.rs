@@ -222,6 +222,21 @@ impl Fields {
         }
     }
 
+    /// Sets every field of `other` here (later ones replace what they collide with).
+    pub fn extend_from(&mut self, other: &Fields) {
+        for e in &other.entries {
+            let value = match e.value {
+                FieldValue::Str(r) => NewValue::Str(r.get(&other.arena)),
+                FieldValue::Json(r) => NewValue::Json(r.get(&other.arena)),
+                FieldValue::Int(i) => NewValue::Int(i),
+                FieldValue::Float(f) => NewValue::Float(f),
+                FieldValue::Bool(b) => NewValue::Bool(b),
+                FieldValue::Null => NewValue::Null,
+            };
+            self.set(e.name.get(&other.arena), value);
+        }
+    }
+
     /// Top-level names (the first path segment of each entry), possibly repeated.
     pub fn top_level_names(&self) -> impl Iterator<Item = &[u8]> {
         self.entries.iter().map(|e| {

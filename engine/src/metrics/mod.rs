@@ -137,6 +137,26 @@ counter_family! {
         relp_acknowledged: counter "sluice_relp_acknowledged_total";
         /// RELP sessions ended because the peer did not speak RELP.
         relp_protocol_errors: counter "sluice_relp_protocol_errors_total";
+        /// HTTP requests by answer (answered 200: every event durable).
+        http_200: counter "sluice_http_requests_total" label("status" = "200");
+        /// HTTP requests by answer (refused: the body does not decode (nothing taken)).
+        http_400: counter "sluice_http_requests_total" label("status" = "400");
+        /// HTTP requests by answer (refused: no API key).
+        http_401: counter "sluice_http_requests_total" label("status" = "401");
+        /// HTTP requests by answer (refused: an unknown API key).
+        http_403: counter "sluice_http_requests_total" label("status" = "403");
+        /// HTTP requests by answer (refused: no such endpoint or method).
+        http_404: counter "sluice_http_requests_total" label("status" = "404");
+        /// HTTP requests by answer (refused: the body did not arrive within request_timeout).
+        http_408: counter "sluice_http_requests_total" label("status" = "408");
+        /// HTTP requests by answer (refused: the body is over max_body_size).
+        http_413: counter "sluice_http_requests_total" label("status" = "413");
+        /// HTTP requests by answer (refused: a Content-Encoding Sluice does not read).
+        http_415: counter "sluice_http_requests_total" label("status" = "415");
+        /// HTTP requests by answer (refused: a key's rate_limit, or the disk budget blocks).
+        http_429: counter "sluice_http_requests_total" label("status" = "429");
+        /// HTTP requests by answer (refused: not durable, or no memory for the body).
+        http_503: counter "sluice_http_requests_total" label("status" = "503");
     }
 }
 

@@ -56,13 +56,13 @@ pub(crate) struct FrameIn<'a> {
     pub extras: Option<&'a Extras>,
 }
 
-/// Fields a source adds to every event of a connection or request (a TLS client's
-/// certificate subject, an API key's name): built once, encoded once, so adding them costs an
-/// event only the copy into its record.
+/// Fields a source adds to an event: every event of a connection (a TLS client's
+/// certificate subject) or of a request (an API key's name), or one event's own (the members
+/// of a JSON event). Encoded once when built; an event pays only the copy into its record.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Extras {
-    /// (dotted path, string value), loaded into the event when transforms run.
-    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Loaded into the event when transforms run.
+    fields: pipeline::event::Fields,
     /// The same as JSON members (a routed record's fields).
     members: Vec<u8>,
     /// The standard JSON keys they replace.
@@ -70,29 +70,29 @@ pub(crate) struct Extras {
 }
 
 impl Extras {
+    pub(crate) fn of(mut fields: pipeline::event::Fields) -> Extras {
+        let mut members = Vec::new();
+        fields.write_json_members(&mut members);
+        let overrides = ingest::json::override_bits(fields.top_level_names());
+        Extras {
+            fields,
+            members,
+            overrides,
+        }
+    }
+
     /// String fields at dotted paths (`tls.peer_subject`).
     pub(crate) fn strings(pairs: &[(&str, &[u8])]) -> Extras {
         let mut fields = pipeline::event::Fields::default();
         for (path, value) in pairs {
             fields.set(path.as_bytes(), pipeline::event::NewValue::Str(value));
         }
-        let mut members = Vec::new();
-        fields.write_json_members(&mut members);
-        Extras {
-            pairs: pairs
-                .iter()
-                .map(|(p, v)| (p.as_bytes().to_vec(), v.to_vec()))
-                .collect(),
-            members,
-            overrides: ingest::json::override_bits(fields.top_level_names()),
-        }
+        Extras::of(fields)
     }
 
     /// Sets them on an event the transforms are about to run on.
     pub(crate) fn load_into(&self, fields: &mut pipeline::event::Fields) {
-        for (path, value) in &self.pairs {
-            fields.set(path, pipeline::event::NewValue::Str(value));
-        }
+        fields.extend_from(&self.fields);
     }
 }
 

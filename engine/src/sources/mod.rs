@@ -17,6 +17,7 @@
 //! reading: TCP backpressure. On stop, each task takes in what the kernel already holds.
 
 pub mod connection;
+pub mod http;
 pub mod limits;
 pub mod relp;
 pub mod syslog;
@@ -58,6 +59,8 @@ pub struct SourceSpec {
     pub counters: Arc<SourceCounters>,
     /// TLS (`mode = "tls"`, or `relp` with a `tls` table), shared by every shard.
     pub tls: Option<Arc<tls::TlsServer>>,
+    /// What only an HTTP source has (its keys, body limits).
+    pub http: Option<Arc<http::HttpSettings>>,
 }
 
 /// Why a source could not start on a shard.
@@ -108,6 +111,9 @@ pub enum SourceMode {
     Tls,
     /// RELP (rsyslog's acknowledged protocol), plain or over TLS.
     Relp,
+    /// HTTP requests (`type = "http"`, not a syslog `mode`).
+    #[serde(skip_deserializing)]
+    Http,
 }
 
 impl SourceMode {
@@ -127,6 +133,7 @@ impl SourceMode {
             SourceMode::Udp => "udp",
             SourceMode::Tls => "tls",
             SourceMode::Relp => "relp",
+            SourceMode::Http => "http",
         }
     }
 
@@ -171,6 +178,7 @@ pub trait SourceSettings {
 crate::registry::type_registry! {
     SourceType, SourceConfig, SourceSettings, "source";
     Syslog = "syslog" => SyslogSource,
+    Http = "http" => http::HttpSource,
 }
 
 impl SourceConfig {

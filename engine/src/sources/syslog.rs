@@ -91,7 +91,24 @@ pub enum ParserKind {
 }
 
 impl ParserKind {
-    fn name(self) -> &'static str {
+    /// How frames are parsed, with the vendor options at their defaults.
+    pub(crate) fn options(self) -> ParserOptions {
+        ParserOptions {
+            mode: self.mode(),
+            ..ParserOptions::default()
+        }
+    }
+
+    fn mode(self) -> ParserMode {
+        match self {
+            ParserKind::Auto => ParserMode::Auto,
+            ParserKind::Rfc5424 => ParserMode::Rfc5424,
+            ParserKind::Rfc3164 => ParserMode::Rfc3164,
+            ParserKind::Raw => ParserMode::Raw,
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
         match self {
             ParserKind::Auto => "auto",
             ParserKind::Rfc5424 => "rfc5424",
@@ -108,12 +125,7 @@ fn default_true() -> bool {
 impl SyslogSource {
     fn parser_options(&self) -> ParserOptions {
         ParserOptions {
-            mode: match self.parser {
-                ParserKind::Auto => ParserMode::Auto,
-                ParserKind::Rfc5424 => ParserMode::Rfc5424,
-                ParserKind::Rfc3164 => ParserMode::Rfc3164,
-                ParserKind::Raw => ParserMode::Raw,
-            },
+            mode: self.parser.mode(),
             permit_square_brackets_in_hostname: self.permit_square_brackets_in_hostname,
             permit_slashes_in_hostname: self.permit_slashes_in_hostname,
             permit_at_signs_in_hostname: self.permit_at_signs_in_hostname,
@@ -282,7 +294,9 @@ impl SourceSettings for SyslogSource {
     ) -> Result<SourceSpec, SourceError> {
         let bind: Binder = match self.mode {
             SourceMode::Udp => super::udp::bind,
-            SourceMode::Tcp | SourceMode::Tls | SourceMode::Relp => super::tcp::bind,
+            SourceMode::Tcp | SourceMode::Tls | SourceMode::Relp | SourceMode::Http => {
+                super::tcp::bind
+            }
         };
         let tls = match &self.tls {
             Some(keys) => Some(TlsServer::load(keys).map_err(|error| SourceError::Tls {
@@ -311,6 +325,7 @@ impl SourceSettings for SyslogSource {
             memory: Arc::clone(memory),
             counters: Arc::new(SourceCounters::new(shards)),
             tls,
+            http: None,
         })
     }
 }

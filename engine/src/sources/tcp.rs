@@ -172,6 +172,15 @@ pub(crate) async fn serve_accepted(
             };
             super::relp::serve(&shard, &run, stream, peer, &active, extras).await
         }
+        (SourceMode::Http, None) => {
+            super::http::serve(&shard, &run, stream, peer, &active, None).await
+        }
+        (SourceMode::Http, Some(tls)) => {
+            let Some((stream, extras)) = handshake(&shard, &run, &tls, stream, peer).await else {
+                return;
+            };
+            super::http::serve(&shard, &run, stream, peer, &active, extras).await
+        }
         (_, Some(tls)) => {
             let Some((stream, extras)) = handshake(&shard, &run, &tls, stream, peer).await else {
                 return;

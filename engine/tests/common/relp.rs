@@ -47,7 +47,9 @@ impl RelpClient {
             b"relp_version=0\nrelp_software=sluice-test\ncommands=syslog",
         );
         client.wait("the open answer", |a| {
-            a.other.iter().any(|(t, s)| *t == 1 && s.starts_with("200 OK"))
+            a.other
+                .iter()
+                .any(|(t, s)| *t == 1 && s.starts_with("200 OK"))
         });
         client
     }
