@@ -258,10 +258,7 @@ fn run_with(
         memory: Arc::clone(&counters.connection_memory),
         data_dir: data_dir.to_path_buf(),
         bits,
-        tls: listening
-            .iter()
-            .filter_map(|l| Some((l.name.clone(), Arc::clone(l.tls.as_ref()?))))
-            .collect(),
+        tls: tls_of(&listening),
     };
     let events = Events {
         signals,
@@ -284,6 +281,16 @@ fn run_with(
         tracing::error!(shard = id, "a shard stopped on its own");
     }
     failures.into_iter().next().map_or(Ok(()), Err)
+}
+
+/// The sources that have TLS, by name (a reload loads their certificates again).
+fn tls_of(
+    listening: &Listening,
+) -> std::collections::BTreeMap<String, Arc<crate::sources::tls::TlsServer>> {
+    listening
+        .iter()
+        .filter_map(|l| Some((l.name.clone(), Arc::clone(l.tls.as_ref()?))))
+        .collect()
 }
 
 /// Everything runs: `/ready` answers 200, the ready line is logged, systemd is told.

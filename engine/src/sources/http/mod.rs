@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use body::{decode_events, decode_syslog, BodyError, JsonEvent};
+pub use body::{decode_events, decode_syslog, decompress, BodyError, JsonEvent};
 pub use keys::{ApiKey, ApiKeys};
 
 use super::limits::{ConnectionLimits, ConnectionMemory};
