@@ -232,4 +232,71 @@ batch = { timeout = "20ms" }
         );
         assert_eq!(render(&again), rendered);
     }
+
+    /// Every source type and mode reads back from what `sluice config` prints; API keys are
+    /// redacted.
+    #[test]
+    fn every_source_type_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = |name: &str| dir.path().join(name).display().to_string();
+        let made = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
+            .args(["-nodes", "-subj", "/CN=t", "-days", "1", "-keyout"])
+            .args([pem("k.pem"), "-out".into(), pem("c.pem")])
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{made:?}");
+        let sources = format!(
+            r#"
+[sources.secure]
+type = "syslog"
+mode = "tls"
+address = "127.0.0.1:6514"
+tls = {{ cert_file = "{c}", key_file = "{k}", ca_file = "{c}", client_auth = "optional", handshake_timeout = "3s" }}
+[sources.relp]
+type = "syslog"
+mode = "relp"
+address = "127.0.0.1:2514"
+[sources.apps]
+type = "http"
+address = "127.0.0.1:8088"
+max_body_size = "1MiB"
+api_keys = [{{ name = "billing", key = "0123456789abcdef0", rate_limit = 100 }}]
+tls = {{ cert_file = "{c}", key_file = "{k}" }}
+"#,
+            c = pem("c.pem"),
+            k = pem("k.pem")
+        );
+        let base = super::super::DEFAULT_CONFIG
+            .replace("[sources.", "[sources_old.")
+            .replace("[sinks.", "[sources_old.");
+        let head = base.split("[sources_old.").next().unwrap_or("");
+        let original = Config::parse(
+            &format!("{head}{sources}[sinks.out]\ntype = \"console\"\n"),
+            "t",
+        )
+        .unwrap();
+        let rendered = render(&original);
+        assert!(!rendered.contains("0123456789abcdef0"), "{rendered}");
+        let again = Config::parse(&rendered, "rendered").unwrap();
+        let differing: Vec<_> = original
+            .sources
+            .iter()
+            .filter(|(name, s)| again.sources.get(*name) != Some(*s))
+            .map(|(name, _)| name.clone())
+            .collect();
+        assert_eq!(
+            differing,
+            vec!["apps".to_string()],
+            "only the redacted key differs"
+        );
+        assert_eq!(render(&again), rendered);
+    }
 }

@@ -51,14 +51,16 @@ pub(super) fn check(keys: &[ApiKey]) -> Result<(), (String, String)> {
     Ok(())
 }
 
-/// The keys as `sluice config` shows them: secrets redacted.
+/// The keys as `sluice config` shows them: secrets redacted (to a text that still reads back
+/// as a distinct key of the allowed length).
 pub(super) fn render(keys: &[ApiKey]) -> toml::Value {
     toml::Value::Array(
         keys.iter()
             .map(|k| {
                 let mut t = toml::Table::new();
                 t.insert("name".into(), render::text(&k.name));
-                t.insert("key".into(), render::text("<redacted>"));
+                let redacted = format!("<redacted key of {}>", k.name);
+                t.insert("key".into(), render::text(&redacted));
                 if let Some(rate) = k.rate_limit {
                     t.insert("rate_limit".into(), toml::Value::Integer(rate.into()));
                 }
