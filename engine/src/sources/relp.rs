@@ -97,13 +97,12 @@ struct Session<'a> {
 
 /// Serves one RELP session until the peer closes it, it breaks or the source stops.
 pub(super) async fn serve<S: SourceStream>(
-    shard: &Shard,
-    run: &SourceRun,
+    active: &ActiveConnection,
     mut stream: S,
     peer: SocketAddr,
-    active: &ActiveConnection<'_>,
     extras: Option<Extras>,
 ) {
+    let (shard, run) = (&*active.shard, &*active.run);
     let spec = &run.spec;
     let Some(mut session) = Session::new(spec, shard, peer, extras) else {
         active.closed_by_us(CloseReason::MemoryBudget, peer);
@@ -528,7 +527,7 @@ impl Session<'_> {
         &mut self,
         run: &SourceRun,
         stream: &mut S,
-        active: &ActiveConnection<'_>,
+        active: &ActiveConnection,
         end: End,
     ) {
         let counters = self.spec.counters.shard(self.shard.id);

@@ -97,22 +97,32 @@ pub(super) enum ReadOutcome {
     JoinDue,
 }
 
-/// Counts a connection on its source (and in the shard's balance) for as long as it lives.
-pub(super) struct ActiveConnection<'a> {
-    shard: &'a Shard,
-    source: Option<&'a SourceShardCounters>,
+/// A connection's hold on its shard and source: counted active (and in the shard's
+/// balance), its connection slot taken, for as long as it lives.
+pub(super) struct ActiveConnection {
+    pub(super) shard: Rc<Shard>,
+    pub(super) run: Rc<SourceRun>,
+    _slot: ConnectionSlot,
 }
 
-impl<'a> ActiveConnection<'a> {
-    pub(super) fn open(shard: &'a Shard, source: Option<&'a SourceShardCounters>) -> Self {
-        if let Some(c) = source {
+impl ActiveConnection {
+    pub(super) fn open(shard: Rc<Shard>, run: Rc<SourceRun>, slot: ConnectionSlot) -> Self {
+        if let Some(c) = run.spec.counters.shard(shard.id) {
             c.connections_active.fetch_add(1, Ordering::Relaxed);
         }
-        ActiveConnection { shard, source }
+        ActiveConnection {
+            shard,
+            run,
+            _slot: slot,
+        }
+    }
+
+    fn counters(&self) -> Option<&SourceShardCounters> {
+        self.run.spec.counters.shard(self.shard.id)
     }
 
     pub(super) fn closed_by_us(&self, reason: CloseReason, peer: SocketAddr) {
-        if let Some(c) = self.source {
+        if let Some(c) = self.counters() {
             let counter = match reason {
                 CloseReason::IdleTimeout => &c.closed_idle_timeout,
                 CloseReason::FrameTimeout => &c.closed_frame_timeout,
@@ -124,10 +134,10 @@ impl<'a> ActiveConnection<'a> {
     }
 }
 
-impl Drop for ActiveConnection<'_> {
+impl Drop for ActiveConnection {
     fn drop(&mut self) {
         self.shard.balance.release(self.shard.id);
-        if let Some(c) = self.source {
+        if let Some(c) = self.counters() {
             c.connections_active.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -151,56 +161,53 @@ impl SourceStream for futures_rustls::server::TlsStream<TcpStream> {
     }
 }
 
-/// Serves a connection this shard accepted or adopted, as its source's mode says; it counts
-/// as active (and holds its slot) from here, handshake included.
-pub(crate) async fn serve_accepted(
+/// The task serving a connection this shard accepted or adopted, as its source's mode says;
+/// it counts as active (and holds its slot) from its start, handshake included. Boxed per
+/// mode: a task is as large as its future, and thousands of idle plain TCP connections should
+/// carry neither TLS, RELP nor hyper state.
+pub(crate) fn serve_accepted(
     shard: Rc<Shard>,
     run: Rc<SourceRun>,
     stream: TcpStream,
     peer: SocketAddr,
-    _slot: ConnectionSlot,
-) {
-    let active = ActiveConnection::open(&shard, run.spec.counters.shard(shard.id));
-    let tls = run.spec.tls.clone();
-    match (run.spec.mode, tls) {
-        (SourceMode::Relp, None) => {
-            super::relp::serve(&shard, &run, stream, peer, &active, None).await
-        }
-        (SourceMode::Relp, Some(tls)) => {
-            let Some((stream, extras)) = handshake(&shard, &run, &tls, stream, peer).await else {
-                return;
-            };
-            super::relp::serve(&shard, &run, stream, peer, &active, extras).await
-        }
-        (SourceMode::Http, None) => {
-            super::http::serve(&shard, &run, stream, peer, &active, None).await
-        }
-        (SourceMode::Http, Some(tls)) => {
-            let Some((stream, extras)) = handshake(&shard, &run, &tls, stream, peer).await else {
-                return;
-            };
-            super::http::serve(&shard, &run, stream, peer, &active, extras).await
-        }
-        (_, Some(tls)) => {
-            let Some((stream, extras)) = handshake(&shard, &run, &tls, stream, peer).await else {
-                return;
-            };
-            serve_tcp(&shard, &run, stream, peer, &active, extras).await
-        }
-        (_, None) => serve_tcp(&shard, &run, stream, peer, &active, None).await,
+    slot: ConnectionSlot,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+    let plain = run.spec.mode == SourceMode::Tcp && run.spec.tls.is_none();
+    let active = ActiveConnection::open(shard, run, slot);
+    if plain {
+        Box::pin(serve_tcp(active, stream, peer, None))
+    } else {
+        Box::pin(serve_other(active, stream, peer))
+    }
+}
+
+/// The modes other than plain TCP syslog: TLS (handshake first), RELP, HTTP.
+async fn serve_other(active: ActiveConnection, stream: TcpStream, peer: SocketAddr) {
+    let Some(tls) = active.run.spec.tls.clone() else {
+        return match active.run.spec.mode {
+            SourceMode::Relp => super::relp::serve(&active, stream, peer, None).await,
+            _ => super::http::serve(&active, stream, peer, None).await,
+        };
+    };
+    let Some((stream, extras)) = handshake(&active, &tls, stream, peer).await else {
+        return;
+    };
+    match active.run.spec.mode {
+        SourceMode::Relp => super::relp::serve(&active, stream, peer, extras).await,
+        SourceMode::Http => super::http::serve(&active, stream, peer, extras).await,
+        _ => serve_tcp(active, stream, peer, extras).await,
     }
 }
 
 /// The TLS handshake (bounded by its timeout; failures counted by reason), and the client
 /// certificate's subject as the events' `tls.peer_subject` when it presented one.
 async fn handshake(
-    shard: &Shard,
-    run: &SourceRun,
+    active: &ActiveConnection,
     tls: &super::tls::TlsServer,
     stream: TcpStream,
     peer: SocketAddr,
 ) -> Option<(futures_rustls::server::TlsStream<TcpStream>, Option<Extras>)> {
-    let counters = run.spec.counters.shard(shard.id);
+    let (run, counters) = (&active.run, active.counters());
     match super::tls::accept(tls, stream).await {
         Ok(stream) => {
             if let Some(c) = counters {
@@ -228,13 +235,12 @@ async fn handshake(
 
 /// Syslog frames from a plain or TLS stream until it ends, times out or the source stops.
 async fn serve_tcp<S: SourceStream>(
-    shard: &Shard,
-    run: &SourceRun,
+    active: ActiveConnection,
     mut stream: S,
     peer: SocketAddr,
-    active: &ActiveConnection<'_>,
     extras: Option<Extras>,
 ) {
+    let (shard, run) = (&*active.shard, &*active.run);
     let source = &run.spec;
     let join = shard.processing.borrow().join_rule(&source.name);
     let Some(mut conn) = Connection::new(source, peer.ip(), join, extras) else {

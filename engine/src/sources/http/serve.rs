@@ -20,7 +20,7 @@ use crate::metrics::{BatchTally, SourceShardCounters};
 use crate::shard::ingest::{add_to_source, ingest_frame, BatchClock, Extras, FrameIn};
 use crate::shard::Shard;
 use crate::sources::tcp::{ActiveConnection, SourceStream};
-use crate::sources::{SourceRun, SourceSpec};
+use crate::sources::SourceSpec;
 
 /// A plain or TLS stream as hyper's I/O.
 struct HyperIo<S>(S);
@@ -81,13 +81,12 @@ struct Ctx<'a> {
 /// Serves one connection's requests until it closes, idles out or the source stops (the
 /// request in progress is finished, then the connection closed).
 pub(in crate::sources) async fn serve<S: SourceStream>(
-    shard: &Shard,
-    run: &SourceRun,
+    active: &ActiveConnection,
     stream: S,
     peer: SocketAddr,
-    _active: &ActiveConnection<'_>,
     extras: Option<Extras>,
 ) {
+    let (shard, run) = (&*active.shard, &*active.run);
     let spec = &run.spec;
     let Some(http) = spec.http.as_deref() else {
         return;
