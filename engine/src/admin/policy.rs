@@ -58,7 +58,11 @@ impl ApiPolicy {
         );
         ApiPolicy {
             allowed_paths: paths,
-            listen_ips: config.sources.values().map(|s| s.address().ip()).collect(),
+            listen_ips: config
+                .sources
+                .values()
+                .filter_map(|s| Some(s.address()?.ip()))
+                .collect(),
             destinations,
         }
     }
@@ -72,7 +76,14 @@ impl ApiPolicy {
             if running.sources.get(name) == Some(source) {
                 continue;
             }
-            let ip = source.address().ip();
+            let Some(address) = source.address() else {
+                // Reading local files or stdin is the host's business, not a remote caller's.
+                return Err(PolicyViolation::LocalSource {
+                    name: name.clone(),
+                    kind: source.type_name(),
+                });
+            };
+            let ip = address.ip();
             if !ip.is_loopback() && !self.listen_ips.contains(&ip) {
                 return Err(PolicyViolation::ListenAddress {
                     name: name.clone(),
@@ -126,6 +137,8 @@ impl ApiPolicy {
 pub enum PolicyViolation {
     #[error("api: the [api] table cannot change through the API (edit the file and send SIGHUP)")]
     ApiChanged,
+    #[error("sources.{name}: a {kind} source reads this host's files or input: add or change it in the config file and send SIGHUP")]
+    LocalSource { name: String, kind: &'static str },
     #[error("sources.{name}.address: {ip} is not loopback and no source of the startup config listens on it")]
     ListenAddress { name: String, ip: std::net::IpAddr },
     #[error("sinks.{name}.path: {}: {why}", path.display())]

@@ -414,9 +414,12 @@ impl Config {
                 max_connection_memory: self.max_connection_memory,
             };
             source.settings().check(name, &shared)?;
-            let listens = (source.mode().is_stream(), source.address());
+            let Some(address) = source.address() else {
+                continue;
+            };
+            let listens = (source.mode().is_stream(), address);
             // Port 0 is a new port for each source.
-            if listens.1.port() != 0 && bound.contains(&listens) {
+            if address.port() != 0 && bound.contains(&listens) {
                 return invalid(
                     format!("sources.{name}.address"),
                     "another source already uses this address and mode",

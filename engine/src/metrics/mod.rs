@@ -103,6 +103,8 @@ counter_family! {
         parse_bad_timestamp: counter "sluice_parse_errors_total" label("kind" = "bad_timestamp");
         /// Events the parser flagged, by kind (kept either way; see docs/parsing.md).
         parse_bad_sd: counter "sluice_parse_errors_total" label("kind" = "bad_sd");
+        /// Lines of a JSON input (stdin, files) that were not a JSON object: kept as raw events.
+        parse_bad_json: counter "sluice_parse_errors_total" label("kind" = "bad_json");
         /// Frames truncated at max_frame.
         frames_oversize: counter "sluice_frames_oversize_total";
         /// Octet counts that could not be trusted (resynchronised; the bytes kept, flagged).
@@ -387,6 +389,8 @@ pub struct BatchTally {
     pub dropped_wal: u64,
     pub unrouted: u64,
     pub too_large: u64,
+    /// Lines of a JSON input that were not a JSON object (kept as raw events).
+    pub bad_json: u64,
 }
 
 impl BatchTally {
@@ -418,6 +422,7 @@ impl SourceShardCounters {
         add(&self.parse_bad_sd, bad_sd);
         add(&self.frames_oversize, t.oversize);
         add(&self.frames_bad_length, t.bad_length);
+        add(&self.parse_bad_json, t.bad_json);
     }
 }
 

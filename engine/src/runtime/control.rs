@@ -372,17 +372,25 @@ impl Live {
     /// A new source address another process holds would fail half-way through a reload:
     /// refuse it before anything changes.
     fn check_new_addresses(&self, plan: &reload::Plan) -> Result<(), ControlError> {
-        let ours: Vec<SocketAddr> = self.config.sources.values().map(|s| s.address()).collect();
+        let ours: Vec<SocketAddr> = self
+            .config
+            .sources
+            .values()
+            .filter_map(|s| s.address())
+            .collect();
         for (name, source) in &plan.sources_added {
-            if source.address().port() == 0 || ours.contains(&source.address()) {
+            let Some(address) = source.address() else {
+                continue;
+            };
+            if address.port() == 0 || ours.contains(&address) {
                 continue;
             }
             source
                 .mode()
-                .try_bind(source.address())
+                .try_bind(address)
                 .map_err(|source_error| ControlError::AddressInUse {
                     name: name.clone(),
-                    address: source.address(),
+                    address,
                     source: source_error,
                 })?;
         }

@@ -235,9 +235,7 @@ fn run_with(
         bits: &bits,
         compiled: &compiled,
     };
-    let running = start_all(&start, retired_tx)?;
-    // Installed before "ready": a signal sent right after it is handled, not fatal.
-    let (signals, signal_handle) = forward_signals()?;
+    let (running, signals, signal_handle) = start_with_signals(&start, retired_tx)?;
     let (reload_tx, reloads) = crossbeam_channel::bounded(4);
     let _ = admin_state.reloads.set(reload_tx);
     announce_ready(admin_state, &running.listening, counters, admin);
@@ -281,6 +279,29 @@ fn run_with(
         tracing::error!(shard = id, "a shard stopped on its own");
     }
     failures.into_iter().next().map_or(Ok(()), Err)
+}
+
+/// Installs the signal handlers, then starts everything: a signal from then on (an
+/// operator's, or stdin's end stopping Sluice) is handled once ready, never fatal.
+fn start_with_signals(
+    start: &Start<'_>,
+    retired: crossbeam_channel::Sender<String>,
+) -> Result<
+    (
+        Running,
+        crossbeam_channel::Receiver<i32>,
+        signal_hook::iterator::Handle,
+    ),
+    EngineError,
+> {
+    let (signals, handle) = forward_signals()?;
+    match start_all(start, retired) {
+        Ok(running) => Ok((running, signals, handle)),
+        Err(e) => {
+            handle.close();
+            Err(e)
+        }
+    }
 }
 
 /// The sources that have TLS, by name (a reload loads their certificates again).
@@ -468,7 +489,10 @@ fn write_lock<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_,
 fn log_ready(sources: &Listening, shards: usize, api: Option<SocketAddr>) {
     let mut listening: Vec<String> = sources
         .iter()
-        .map(|l| format!("{}={}://{}", l.name, l.mode.scheme(), l.address))
+        .map(|l| match l.mode.listens() {
+            true => format!("{}={}://{}", l.name, l.mode.scheme(), l.address),
+            false => format!("{}={}", l.name, l.mode.scheme()),
+        })
         .collect();
     if let Some(api) = api {
         listening.push(format!("api=http://{api}"));

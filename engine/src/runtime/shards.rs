@@ -82,6 +82,9 @@ pub(super) fn start(
         .iter()
         .map(|(name, s)| source_spec(name, s, setup.counters.len(), setup.memory))
         .collect::<Result<_, _>>()?;
+    if let [only] = sources.as_mut_slice() {
+        only.only_source = true;
+    }
     let mut running = Vec::with_capacity(receivers.len());
     for (id, (commands, processing)) in receivers.into_iter().zip(processing).enumerate() {
         let placement = match cpus.get(id % cpus.len().max(1)) {

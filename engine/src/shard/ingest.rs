@@ -48,7 +48,8 @@ impl BatchClock {
 pub(crate) struct FrameIn<'a> {
     pub frame: &'a [u8],
     pub flags: FrameFlags,
-    pub source_ip: IpAddr,
+    /// The sender (none for stdin and files).
+    pub source_ip: Option<IpAddr>,
     pub parser: &'a ParserOptions,
     /// The source's name (its transforms and routing).
     pub source: &'a str,
@@ -143,7 +144,7 @@ pub(crate) async fn ingest_parsed(
     let parsed = *parsed;
     let header = record::EventHeader {
         received_at_us: clock.received_at_us,
-        source_ip: Some(source_ip),
+        source_ip,
         frame_flags: flags,
     };
     let ctx = pipeline::Context {

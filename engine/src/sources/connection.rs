@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use glommio::net::TcpStream;
-use ingest::framing::{EofRemainder, FrameFlags, Framer};
+use ingest::framing::{EofRemainder, FrameFlags, Framer, FramingMode};
 
 use super::limits::ConnectionMemory;
 use super::SourceSpec;
@@ -31,7 +31,7 @@ pub(crate) struct Connection {
     memory: Arc<ConnectionMemory>,
     framer: Framer,
     frames: Vec<(usize, usize, FrameFlags)>,
-    peer: IpAddr,
+    peer: Option<IpAddr>,
     counters: Arc<SourceCounters>,
     /// How this source's frames are parsed.
     parser: ingest::ParserOptions,
@@ -68,9 +68,10 @@ impl Connection {
     /// A connection with the small initial buffer, or `None` when even that is over budget.
     pub(crate) fn new(
         source: &SourceSpec,
-        peer: IpAddr,
+        peer: Option<IpAddr>,
         join: Option<std::sync::Arc<pipeline::multiline::JoinRule>>,
         extras: Option<Extras>,
+        framing: FramingMode,
     ) -> Option<Connection> {
         let max_buffer = source
             .read_buffer
@@ -84,7 +85,7 @@ impl Connection {
             filled: 0,
             max_buffer,
             memory: Arc::clone(&source.memory),
-            framer: Framer::new(source.max_frame),
+            framer: Framer::with_mode(framing, source.max_frame),
             frames: Vec::new(),
             peer,
             counters: Arc::clone(&source.counters),
@@ -194,7 +195,7 @@ impl Connection {
             if let Some(c) = self.counters.shard(shard.id) {
                 c.frames_incomplete.fetch_add(1, Ordering::Relaxed);
             }
-            tracing::debug!(shard = shard.id, peer = %self.peer, bytes, "connection closed mid-frame");
+            tracing::debug!(shard = shard.id, peer = ?self.peer, bytes, "connection closed mid-frame");
         }
         self.filled = 0;
     }
@@ -288,7 +289,7 @@ impl Connection {
 
 /// Where a connection's lines come from (what a joined event is ingested with).
 struct Origin<'a> {
-    peer: IpAddr,
+    peer: Option<IpAddr>,
     parser: &'a ingest::ParserOptions,
     source: &'a str,
     extras: Option<&'a Extras>,

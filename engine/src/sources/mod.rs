@@ -17,9 +17,11 @@
 //! reading: TCP backpressure. On stop, each task takes in what the kernel already holds.
 
 pub mod connection;
+pub(crate) mod events;
 pub mod http;
 pub mod limits;
 pub mod relp;
+pub mod stdin;
 pub mod syslog;
 pub mod tcp;
 pub mod tls;
@@ -61,6 +63,10 @@ pub struct SourceSpec {
     pub tls: Option<Arc<tls::TlsServer>>,
     /// What only an HTTP source has (its keys, body limits).
     pub http: Option<Arc<http::HttpSettings>>,
+    /// Lines are JSON objects (`format = "json"` of stdin and files).
+    pub json: bool,
+    /// The config's only source: when its input ends (stdin), Sluice stops.
+    pub only_source: bool,
 }
 
 /// Why a source could not start on a shard.
@@ -114,6 +120,12 @@ pub enum SourceMode {
     /// HTTP requests (`type = "http"`, not a syslog `mode`).
     #[serde(skip_deserializing)]
     Http,
+    /// Sluice's standard input (`type = "stdin"`).
+    #[serde(skip_deserializing)]
+    Stdin,
+    /// Files on this host (`type = "file"`).
+    #[serde(skip_deserializing)]
+    File,
 }
 
 impl SourceMode {
@@ -122,6 +134,7 @@ impl SourceMode {
     pub fn try_bind(self, address: SocketAddr) -> std::io::Result<()> {
         match self {
             SourceMode::Udp => std::net::UdpSocket::bind(address).map(drop),
+            SourceMode::Stdin | SourceMode::File => Ok(()),
             _ => std::net::TcpListener::bind(address).map(drop),
         }
     }
@@ -134,12 +147,19 @@ impl SourceMode {
             SourceMode::Tls => "tls",
             SourceMode::Relp => "relp",
             SourceMode::Http => "http",
+            SourceMode::Stdin => "stdin",
+            SourceMode::File => "file",
         }
     }
 
     /// Whether it listens on TCP (two such sources cannot share an address).
     pub fn is_stream(self) -> bool {
-        self != SourceMode::Udp
+        !matches!(self, SourceMode::Udp | SourceMode::Stdin | SourceMode::File)
+    }
+
+    /// Whether it listens on the network at all (stdin and files do not).
+    pub fn listens(self) -> bool {
+        !matches!(self, SourceMode::Stdin | SourceMode::File)
     }
 
     /// Whether its connections carry syslog lines a `multiline` transform can join.
@@ -157,7 +177,8 @@ pub struct SharedLimits {
 
 /// A source type's configuration: everything the rest of Sluice needs to know of it.
 pub trait SourceSettings {
-    fn address(&self) -> SocketAddr;
+    /// Where it listens; `None` for a source that reads this host (files, stdin).
+    fn address(&self) -> Option<SocketAddr>;
     fn mode(&self) -> SourceMode;
     /// Checks that span keys; the key (`sources.NAME.KEY`) and why, when refused.
     fn check(&self, name: &str, shared: &SharedLimits) -> Result<(), (String, String)>;
@@ -179,11 +200,12 @@ crate::registry::type_registry! {
     SourceType, SourceConfig, SourceSettings, "source";
     Syslog = "syslog" => SyslogSource,
     Http = "http" => http::HttpSource,
+    Stdin = "stdin" => stdin::StdinSource,
 }
 
 impl SourceConfig {
-    /// The address it listens on.
-    pub fn address(&self) -> SocketAddr {
+    /// The address it listens on (none for files and stdin).
+    pub fn address(&self) -> Option<SocketAddr> {
         self.settings().address()
     }
 

@@ -422,7 +422,7 @@ impl Session<'_> {
         let event = FrameIn {
             frame: &self.buf[data],
             flags,
-            source_ip: self.peer.ip(),
+            source_ip: Some(self.peer.ip()),
             parser: &self.spec.parser,
             source: &self.spec.name,
             extras: self.extras.as_ref(),

@@ -168,8 +168,8 @@ fn default_receive_buffer() -> u64 {
 }
 
 impl SourceSettings for SyslogSource {
-    fn address(&self) -> SocketAddr {
-        self.address
+    fn address(&self) -> Option<SocketAddr> {
+        Some(self.address)
     }
 
     fn mode(&self) -> SourceMode {
@@ -294,9 +294,8 @@ impl SourceSettings for SyslogSource {
     ) -> Result<SourceSpec, SourceError> {
         let bind: Binder = match self.mode {
             SourceMode::Udp => super::udp::bind,
-            SourceMode::Tcp | SourceMode::Tls | SourceMode::Relp | SourceMode::Http => {
-                super::tcp::bind
-            }
+            // (A syslog source's `mode` is one of tcp, udp, tls, relp.)
+            _ => super::tcp::bind,
         };
         let tls = match &self.tls {
             Some(keys) => Some(TlsServer::load(keys).map_err(|error| SourceError::Tls {
@@ -326,6 +325,8 @@ impl SourceSettings for SyslogSource {
             counters: Arc::new(SourceCounters::new(shards)),
             tls,
             http: None,
+            json: false,
+            only_source: false,
         })
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Gate;
+use ingest::framing::FramingMode;
 
 use super::connection::{CloseReason, Connection};
 use super::limits::ConnectionSlot;
@@ -243,7 +244,9 @@ async fn serve_tcp<S: SourceStream>(
     let (shard, run) = (&*active.shard, &*active.run);
     let source = &run.spec;
     let join = shard.processing.borrow().join_rule(&source.name);
-    let Some(mut conn) = Connection::new(source, peer.ip(), join, extras) else {
+    let Some(mut conn) =
+        Connection::new(source, Some(peer.ip()), join, extras, FramingMode::Detect)
+    else {
         active.closed_by_us(CloseReason::MemoryBudget, peer);
         return;
     };

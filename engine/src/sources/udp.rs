@@ -170,7 +170,7 @@ async fn ingest_datagram(shard: &Shard, source: &SourceSpec, datagram: &[u8], ip
     let event = FrameIn {
         frame,
         flags,
-        source_ip: ip,
+        source_ip: Some(ip),
         parser: &source.parser,
         source: &source.name,
         extras: None,

@@ -34,9 +34,12 @@ pub fn check_environment(config: &Config) -> Vec<Problem> {
         });
     }
     for (name, source) in &config.sources {
-        if let Err(e) = check_bind(source.mode(), source.address()) {
+        let Some(address) = source.address() else {
+            continue;
+        };
+        if let Err(e) = check_bind(source.mode(), address) {
             problems.push(Problem {
-                check: format!("sources.{name}.address {}", source.address()),
+                check: format!("sources.{name}.address {address}"),
                 message: e.to_string(),
             });
         }

@@ -114,8 +114,8 @@ pub struct HttpSettings {
 }
 
 impl SourceSettings for HttpSource {
-    fn address(&self) -> SocketAddr {
-        self.address
+    fn address(&self) -> Option<SocketAddr> {
+        Some(self.address)
     }
 
     fn mode(&self) -> SourceMode {
@@ -244,6 +244,8 @@ impl SourceSettings for HttpSource {
                 max_body_size: self.max_body_size as usize,
                 request_timeout: self.request_timeout,
             })),
+            json: false,
+            only_source: false,
         })
     }
 }

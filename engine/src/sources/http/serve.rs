@@ -19,6 +19,7 @@ use super::HttpSettings;
 use crate::metrics::{BatchTally, SourceShardCounters};
 use crate::shard::ingest::{add_to_source, ingest_frame, BatchClock, Extras, FrameIn};
 use crate::shard::Shard;
+use crate::sources::events::{ingest_json_event, Origin};
 use crate::sources::tcp::{ActiveConnection, SourceStream};
 use crate::sources::SourceSpec;
 
@@ -335,23 +336,19 @@ async fn ingest(
     shard.appender.note_arrival(std::time::Instant::now());
     let clock = BatchClock::now();
     let mut tally = BatchTally::default();
+    let context = request_extras(ctx, key_name);
+    let origin = Origin {
+        source: &ctx.spec.name,
+        source_ip: Some(ctx.peer.ip()),
+        context: context.as_ref(),
+    };
     match events {
         Events::Json(events) => {
             for event in events {
-                let extras = json_extras(ctx, event, key_name);
-                let input = FrameIn {
-                    frame: &event.message,
-                    flags: ingest::FrameFlags::default(),
-                    source_ip: ctx.peer.ip(),
-                    parser: &RAW,
-                    source: &ctx.spec.name,
-                    extras: Some(&extras),
-                };
-                ingest_frame(shard, input, &clock, &mut tally).await;
+                ingest_json_event(shard, &origin, event, &clock, &mut tally).await;
             }
         }
         Events::Syslog(lines) => {
-            let extras = request_extras(ctx, key_name);
             for &(line, truncated) in lines {
                 let input = FrameIn {
                     frame: line,
@@ -360,10 +357,10 @@ async fn ingest(
                     } else {
                         0
                     }),
-                    source_ip: ctx.peer.ip(),
+                    source_ip: Some(ctx.peer.ip()),
                     parser: &ctx.spec.parser,
                     source: &ctx.spec.name,
-                    extras: extras.as_ref(),
+                    extras: context.as_ref(),
                 };
                 ingest_frame(shard, input, &clock, &mut tally).await;
             }
@@ -383,36 +380,14 @@ async fn ingest(
     Ok(events.len() as u64)
 }
 
-/// JSON events are not syslog: their message is kept as it came.
-const RAW: ingest::ParserOptions = ingest::ParserOptions {
-    mode: ingest::ParserMode::Raw,
-    permit_square_brackets_in_hostname: false,
-    permit_slashes_in_hostname: false,
-    permit_at_signs_in_hostname: false,
-    force_tag_ending_by_colon: false,
-    remove_msg_first_space: false,
-};
-
-/// One JSON event's fields with the request's (the key's name) and the connection's.
-fn json_extras(ctx: &Ctx<'_>, event: &body::JsonEvent, key_name: Option<&str>) -> Extras {
-    let mut fields = event.fields.clone();
-    add_context(ctx, &mut fields, key_name);
-    Extras::of(fields)
-}
-
-/// The fields every event of a `/v1/syslog` request gets, if any.
+/// The fields every event of a request gets (the connection's, the key's name), if any.
 fn request_extras(ctx: &Ctx<'_>, key_name: Option<&str>) -> Option<Extras> {
     if key_name.is_none() && ctx.extras.is_none() {
         return None;
     }
     let mut fields = pipeline::event::Fields::default();
-    add_context(ctx, &mut fields, key_name);
-    Some(Extras::of(fields))
-}
-
-fn add_context(ctx: &Ctx<'_>, fields: &mut pipeline::event::Fields, key_name: Option<&str>) {
     if let Some(extras) = &ctx.extras {
-        extras.load_into(fields);
+        extras.load_into(&mut fields);
     }
     if let Some(name) = key_name {
         fields.set(
@@ -420,6 +395,7 @@ fn add_context(ctx: &Ctx<'_>, fields: &mut pipeline::event::Fields, key_name: Op
             pipeline::event::NewValue::Str(name.as_bytes()),
         );
     }
+    Some(Extras::of(fields))
 }
 
 fn count_status(counters: Option<&SourceShardCounters>, status: StatusCode) {
