@@ -13,7 +13,7 @@ getent passwd sluice >/dev/null || { echo "no sluice user" >&2; exit 1; }
 for path in /usr/bin/sluice /etc/sluice/sluice.toml /usr/lib/systemd/system/sluice.service \
     /usr/share/man/man1/sluice.1.gz /usr/share/bash-completion/completions/sluice \
     /usr/share/zsh/vendor-completions/_sluice /usr/share/fish/vendor_completions.d/sluice.fish \
-    /usr/share/doc/sluice/operations.md /usr/share/doc/sluice/outputs.md; do
+    /usr/share/doc/sluice/operations.md /usr/share/doc/sluice/outputs.md /usr/share/doc/sluice/inputs.md; do
   [ -e "$path" ] || { echo "the package did not install $path" >&2; exit 1; }
 done
 for dir in /var/lib/sluice /var/log/sluice; do
