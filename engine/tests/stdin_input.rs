@@ -52,7 +52,7 @@ fn a_pipeline_of_json_lines_ends_sluice_when_it_ends() {
         log.contains("stdin ended and it is the only source"),
         "{log}"
     );
-    assert!(log.contains("parse_bad_json=1"), "{log}");
+    assert!(log.contains("parse_bad_format=1"), "{log}");
     let events = read_events(dir.path());
     let counts = message_counts(&events);
     assert_eq!(counts.len(), 20_002);

@@ -103,8 +103,8 @@ counter_family! {
         parse_bad_timestamp: counter "sluice_parse_errors_total" label("kind" = "bad_timestamp");
         /// Events the parser flagged, by kind (kept either way; see docs/parsing.md).
         parse_bad_sd: counter "sluice_parse_errors_total" label("kind" = "bad_sd");
-        /// Lines of a JSON input (stdin, files) that were not a JSON object: kept as raw events.
-        parse_bad_json: counter "sluice_parse_errors_total" label("kind" = "bad_json");
+        /// Lines not in their input's format (JSON, CRI, Docker json-file): kept as raw events.
+        parse_bad_format: counter "sluice_parse_errors_total" label("kind" = "bad_format");
         /// Frames truncated at max_frame.
         frames_oversize: counter "sluice_frames_oversize_total";
         /// Octet counts that could not be trusted (resynchronised; the bytes kept, flagged).
@@ -135,6 +135,12 @@ counter_family! {
         tls_failed_protocol: counter "sluice_tls_handshake_failures_total" label("reason" = "protocol");
         /// TLS handshakes that failed, by reason (the connection is closed).
         tls_failed_closed: counter "sluice_tls_handshake_failures_total" label("reason" = "closed");
+        /// Files a file source reads now.
+        files_open: gauge "sluice_files_open";
+        /// Files matched but not opened: `max_open_files` was reached (tried again at the next scan).
+        files_skipped_limit: counter "sluice_files_skipped_total" label("reason" = "max_open_files");
+        /// Files truncated in place (copytruncate) and read again from their start.
+        files_truncated: counter "sluice_files_truncated_total";
         /// RELP messages acknowledged (`rsp 200`, sent once durable).
         relp_acknowledged: counter "sluice_relp_acknowledged_total";
         /// RELP sessions ended because the peer did not speak RELP.
@@ -389,8 +395,8 @@ pub struct BatchTally {
     pub dropped_wal: u64,
     pub unrouted: u64,
     pub too_large: u64,
-    /// Lines of a JSON input that were not a JSON object (kept as raw events).
-    pub bad_json: u64,
+    /// Lines not in their input's format (kept as raw events).
+    pub bad_format: u64,
 }
 
 impl BatchTally {
@@ -422,7 +428,7 @@ impl SourceShardCounters {
         add(&self.parse_bad_sd, bad_sd);
         add(&self.frames_oversize, t.oversize);
         add(&self.frames_bad_length, t.bad_length);
-        add(&self.parse_bad_json, t.bad_json);
+        add(&self.parse_bad_format, t.bad_format);
     }
 }
 

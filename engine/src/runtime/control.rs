@@ -437,7 +437,13 @@ impl Live {
         name: &str,
         source: &SourceConfig,
     ) -> Result<Arc<SourceCounters>, ControlError> {
-        let mut spec = super::shards::source_spec(name, source, self.shards.len(), &self.memory)?;
+        let mut spec = super::shards::source_spec(
+            name,
+            source,
+            self.shards.len(),
+            &self.memory,
+            &self.data_dir,
+        )?;
         if let Some(tls) = &spec.tls {
             self.tls.insert(name.to_string(), Arc::clone(tls));
         }

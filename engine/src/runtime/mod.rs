@@ -429,6 +429,7 @@ fn start_shards(start: &Start<'_>, outputs: &OutputSet) -> Result<StartedShards,
         .collect::<Result<Vec<_>, _>>()?;
     let setup = ShardSetup {
         config: start.config,
+        data_dir: start.data_dir,
         logs: start.logs,
         wal_starts: start.wal_starts,
         counters: &counters.shards,

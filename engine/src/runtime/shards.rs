@@ -17,7 +17,7 @@ use crate::shard::{
 };
 use crate::sources::limits::ConnectionMemory;
 use crate::sources::tls::TlsServer;
-use crate::sources::{SourceError, SourceSpec};
+use crate::sources::{SourceError, SourceSpec, SpecContext};
 
 /// Memory glommio sets aside per shard for io_uring buffers (Sluice uses few).
 const SHARD_IO_MEMORY: usize = 1 << 20;
@@ -44,6 +44,7 @@ pub(super) struct RunningShard {
 /// What every shard is started with, besides its own command receiver.
 pub(super) struct ShardSetup<'a> {
     pub config: &'a Config,
+    pub data_dir: &'a std::path::Path,
     pub logs: &'a [ShardLog],
     pub wal_starts: &'a [storage::WalStart],
     pub counters: &'a [Arc<ShardCounters>],
@@ -61,8 +62,14 @@ pub(super) fn source_spec(
     s: &SourceConfig,
     shards: usize,
     memory: &Arc<ConnectionMemory>,
+    data_dir: &std::path::Path,
 ) -> Result<SourceSpec, SourceError> {
-    s.settings().spec(name, shards, memory)
+    let context = SpecContext {
+        shards,
+        memory,
+        data_dir,
+    };
+    s.settings().spec(name, &context)
 }
 
 /// Starts every shard in order; shard 0 binds first and every other shard binds exactly what
@@ -80,7 +87,7 @@ pub(super) fn start(
         .config
         .sources
         .iter()
-        .map(|(name, s)| source_spec(name, s, setup.counters.len(), setup.memory))
+        .map(|(name, s)| source_spec(name, s, setup.counters.len(), setup.memory, setup.data_dir))
         .collect::<Result<_, _>>()?;
     if let [only] = sources.as_mut_slice() {
         only.only_source = true;

@@ -53,7 +53,7 @@ pub(crate) async fn ingest_json_event(
 }
 
 /// One line of a JSON input: its event, or (not a JSON object) the line itself as a raw
-/// event, counted (`sluice_parse_errors_total{kind="bad_json"}`): never lost.
+/// event, counted (`sluice_parse_errors_total{kind="bad_format"}`): never lost.
 pub(crate) async fn ingest_json_line(
     shard: &Shard,
     origin: &Origin<'_>,
@@ -67,7 +67,7 @@ pub(crate) async fn ingest_json_line(
             ingest_json_event(shard, origin, &events[0], clock, tally).await
         }
         _ => {
-            tally.bad_json += 1;
+            tally.bad_format += 1;
             let input = FrameIn {
                 frame: line,
                 flags,

@@ -18,6 +18,7 @@
 
 pub mod connection;
 pub(crate) mod events;
+pub mod file;
 pub mod http;
 pub mod limits;
 pub mod relp;
@@ -67,6 +68,16 @@ pub struct SourceSpec {
     pub json: bool,
     /// The config's only source: when its input ends (stdin), Sluice stops.
     pub only_source: bool,
+    /// What only a file source has (globs, formats, checkpoints).
+    pub file: Option<Arc<file::FileSettings>>,
+}
+
+/// What building a [`SourceSpec`] needs besides the source's own settings.
+pub struct SpecContext<'a> {
+    pub shards: usize,
+    /// The connection buffer budget every source shares.
+    pub memory: &'a Arc<ConnectionMemory>,
+    pub data_dir: &'a std::path::Path,
 }
 
 /// Why a source could not start on a shard.
@@ -186,14 +197,9 @@ pub trait SourceSettings {
     fn check_bounds(&self, prefix: &str, bounds: &mut Bounds);
     /// Every key with its effective value (`sluice config`), `type` aside.
     fn render(&self) -> toml::Table;
-    /// The source as `shards` shards run it (its own counters; the shared memory budget;
-    /// TLS certificates read now).
-    fn spec(
-        &self,
-        name: &str,
-        shards: usize,
-        memory: &Arc<ConnectionMemory>,
-    ) -> Result<SourceSpec, SourceError>;
+    /// The source as the shards run it (its own counters; the shared memory budget; TLS
+    /// certificates read now).
+    fn spec(&self, name: &str, context: &SpecContext<'_>) -> Result<SourceSpec, SourceError>;
 }
 
 crate::registry::type_registry! {
@@ -201,6 +207,7 @@ crate::registry::type_registry! {
     Syslog = "syslog" => SyslogSource,
     Http = "http" => http::HttpSource,
     Stdin = "stdin" => stdin::StdinSource,
+    File = "file" => file::FileSource,
 }
 
 impl SourceConfig {

@@ -10,7 +10,7 @@
 //! - Lines are newline-framed (never octet-counted), at most `max_frame` (longer ones
 //!   truncated and flagged). `format = "syslog"` parses them like a syslog source's frames;
 //!   `format = "json"` takes each line as a JSON object (its `message`, its members as fields;
-//!   a line that is not one is kept raw and counted as `bad_json`).
+//!   a line that is not one is kept raw and counted as `bad_format`).
 //! - End of input: the last unterminated line is an event; if stdin is the config's only
 //!   source, Sluice then stops as on SIGTERM (everything durable is delivered within
 //!   `shutdown_timeout`), so `producer | sluice run` ends when the producer does.
@@ -30,10 +30,10 @@ use ingest::framing::{FrameFlags, Framer, FramingMode};
 use serde::Deserialize;
 
 use super::events::{ingest_json_line, Origin};
-use super::limits::{ConnectionLimits, ConnectionMemory};
+use super::limits::ConnectionLimits;
 use super::syslog::ParserKind;
 use super::{BoundSource, SharedLimits, SourceError, SourceMode, SourceRun, SourceSettings};
-use super::{SourceSpec, MAX_FRAME_LIMIT};
+use super::{SourceSpec, SpecContext, MAX_FRAME_LIMIT};
 use crate::metrics::{BatchTally, SourceCounters};
 use crate::shard::ingest::{add_to_source, ingest_frame, BatchClock, FrameIn};
 use crate::shard::Shard;
@@ -115,12 +115,8 @@ impl SourceSettings for StdinSource {
         t
     }
 
-    fn spec(
-        &self,
-        name: &str,
-        shards: usize,
-        memory: &Arc<ConnectionMemory>,
-    ) -> Result<SourceSpec, SourceError> {
+    fn spec(&self, name: &str, context: &SpecContext<'_>) -> Result<SourceSpec, SourceError> {
+        let (shards, memory) = (context.shards, context.memory);
         Ok(SourceSpec {
             name: name.to_string(),
             mode: SourceMode::Stdin,
@@ -139,6 +135,7 @@ impl SourceSettings for StdinSource {
             http: None,
             json: self.format == LineFormat::Json,
             only_source: false,
+            file: None,
         })
     }
 }

@@ -10,8 +10,9 @@ use std::time::Duration;
 use ingest::{ParserMode, ParserOptions};
 use serde::Deserialize;
 
-use super::limits::{ConnectionLimits, ConnectionMemory};
+use super::limits::ConnectionLimits;
 use super::tls::TlsServer;
+use super::SpecContext;
 use super::{Binder, SharedLimits, SourceError, SourceMode, SourceSettings, SourceSpec};
 use crate::metrics::SourceCounters;
 use crate::units::{de_bytes, de_duration, render, Bounds, TypeTag, DAY, MIB};
@@ -286,12 +287,8 @@ impl SourceSettings for SyslogSource {
         t
     }
 
-    fn spec(
-        &self,
-        name: &str,
-        shards: usize,
-        memory: &Arc<ConnectionMemory>,
-    ) -> Result<SourceSpec, SourceError> {
+    fn spec(&self, name: &str, context: &SpecContext<'_>) -> Result<SourceSpec, SourceError> {
+        let (shards, memory) = (context.shards, context.memory);
         let bind: Binder = match self.mode {
             SourceMode::Udp => super::udp::bind,
             // (A syslog source's `mode` is one of tcp, udp, tls, relp.)
@@ -327,6 +324,7 @@ impl SourceSettings for SyslogSource {
             http: None,
             json: false,
             only_source: false,
+            file: None,
         })
     }
 }

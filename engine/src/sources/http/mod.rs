@@ -34,10 +34,10 @@ use serde::Deserialize;
 pub use body::{decode_events, decode_syslog, decompress, BodyError, JsonEvent};
 pub use keys::{ApiKey, ApiKeys};
 
-use super::limits::{ConnectionLimits, ConnectionMemory};
+use super::limits::ConnectionLimits;
 use super::syslog::ParserKind;
 use super::tls::{SourceTls, TlsServer};
-use super::{SharedLimits, SourceError, SourceMode, SourceSettings, SourceSpec};
+use super::{SharedLimits, SourceError, SourceMode, SourceSettings, SourceSpec, SpecContext};
 use crate::metrics::SourceCounters;
 use crate::units::{de_bytes, de_duration, render, Bounds, TypeTag, DAY, MIB};
 
@@ -206,12 +206,8 @@ impl SourceSettings for HttpSource {
         t
     }
 
-    fn spec(
-        &self,
-        name: &str,
-        shards: usize,
-        memory: &Arc<ConnectionMemory>,
-    ) -> Result<SourceSpec, SourceError> {
+    fn spec(&self, name: &str, context: &SpecContext<'_>) -> Result<SourceSpec, SourceError> {
+        let (shards, memory) = (context.shards, context.memory);
         let tls = match &self.tls {
             Some(keys) => Some(TlsServer::load(keys).map_err(|error| SourceError::Tls {
                 name: name.to_string(),
@@ -246,6 +242,7 @@ impl SourceSettings for HttpSource {
             })),
             json: false,
             only_source: false,
+            file: None,
         })
     }
 }
