@@ -8,6 +8,7 @@
 
 pub mod compare;
 pub mod firehose;
+pub mod inputs;
 pub mod outputs;
 pub mod parsediff;
 pub mod peers;

@@ -298,3 +298,46 @@ fn container_logs_with_pod_metadata() {
     assert_eq!(docker_event["stream"], "stdout");
     assert!(log.contains("parse_bad_format=1"), "{log}");
 }
+
+/// A `multiline` transform joins a file's stack traces (the last event is emitted by its
+/// timeout), each event with the file it came from.
+#[test]
+fn multiline_joins_a_files_stack_traces() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let mut trace = String::new();
+    for seq in 0..50 {
+        trace.push_str(&format!("ERROR request failed seq={seq}\n"));
+        trace.push_str("  at com.example.Handler.run(Handler.java:42)\n");
+        trace.push_str("  at java.base/java.lang.Thread.run(Thread.java:833)\n");
+    }
+    trace.push_str("INFO done seq=50\n");
+    std::fs::write(logs.join("app.log"), trace).unwrap();
+    let transform = "[transforms.joined]\ntype = \"multiline\"\ninputs = [\"local\"]\n\
+                     continuation_pattern = '^\\s+at '\ntimeout = \"200ms\"\n";
+    let cfg = file_config(
+        dir.path(),
+        "*.log",
+        "read_from = \"beginning\"\nparser = \"raw\"",
+    )
+    .replace(
+        "[sinks.out]",
+        &format!("{transform}[sinks.out]\ninputs = [\"joined\"]"),
+    );
+    let sluice = Sluice::start(dir.path(), &cfg);
+    let d = dir.path();
+    wait_for("51 events", || read_events(d).len() == 51);
+    let (status, log) = sluice.stop();
+    assert!(status.success(), "{log}");
+    let events = read_events(d);
+    let first = events
+        .iter()
+        .find(|e| e["message"].as_str().is_some_and(|m| m.contains("seq=0\n")))
+        .unwrap();
+    assert_eq!(
+        first["message"],
+        "ERROR request failed seq=0\n  at com.example.Handler.run(Handler.java:42)\n  at java.base/java.lang.Thread.run(Thread.java:833)"
+    );
+    assert_eq!(first["file"], logs.join("app.log").display().to_string());
+}

@@ -40,6 +40,34 @@ enum Command {
     /// The HTTP and Elasticsearch outputs' delivery rate next to the file sink, and ingest
     /// while an output is down.
     Outputs(OutputsCli),
+    /// TLS syslog and HTTP ingest next to plain TCP; RELP from rsyslog's omrelp into Sluice
+    /// next to rsyslog → rsyslog RELP.
+    Inputs(InputsCli),
+}
+
+#[derive(clap::Args)]
+struct InputsCli {
+    #[arg(long, default_value = "target/release/sluice")]
+    sluice: std::path::PathBuf,
+    #[arg(long, default_value_t = 1_000_000)]
+    count: u64,
+    /// Events for the RELP set-ups (relayed by rsyslog).
+    #[arg(long, default_value_t = 300_000)]
+    relp_count: u64,
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    #[arg(long, default_value_t = 250)]
+    size: usize,
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    #[arg(long, default_value = "/tmp/sluice-inputs")]
+    work_dir: std::path::PathBuf,
+    /// Where Debian's rsyslog-relp and librelp0 are unpacked.
+    #[arg(long, default_value = "/tmp/sluice-peers/relp")]
+    relp_root: std::path::PathBuf,
+    /// Also write the table into this markdown file (between its inputs markers).
+    #[arg(long)]
+    write: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -180,6 +208,30 @@ fn processing(cli: ProcessingCli) -> Result<(), String> {
     print!("{table}");
     if let Some(path) = cli.write {
         write_between(&path, &table, PROCESSING_START, PROCESSING_END)?;
+    }
+    Ok(())
+}
+
+const INPUTS_START: &str = "<!-- inputs:start -->";
+const INPUTS_END: &str = "<!-- inputs:end -->";
+
+fn inputs(cli: InputsCli) -> Result<(), String> {
+    use bench_harness::inputs;
+    let args = inputs::InputsArgs {
+        sluice: cli.sluice,
+        count: cli.count,
+        relp_count: cli.relp_count,
+        connections: cli.connections,
+        size: cli.size,
+        rounds: cli.rounds,
+        work_dir: cli.work_dir,
+        relp_root: cli.relp_root,
+    };
+    let runs = inputs::run(&args)?;
+    let table = inputs::table(&runs, &args);
+    print!("{table}");
+    if let Some(path) = cli.write {
+        write_between(&path, &table, INPUTS_START, INPUTS_END)?;
     }
     Ok(())
 }
@@ -555,6 +607,7 @@ fn main() -> std::process::ExitCode {
         Command::ParseDiff(args) => parse_diff(args),
         Command::Processing(args) => processing(args),
         Command::Outputs(args) => outputs(args),
+        Command::Inputs(args) => inputs(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -464,11 +464,11 @@ impl Config {
             if self
                 .sources
                 .get(source)
-                .is_some_and(|s| !s.mode().joins_lines())
+                .is_some_and(|s| !s.settings().joins_lines())
             {
                 return Err((
                     format!("sources.{source}.mode"),
-                    "a multiline transform joins the lines of TCP or TLS connections: this source is neither".into(),
+                    "a multiline transform joins the lines of TCP or TLS connections and of files with format = \"syslog\": this source is none of them".into(),
                 ));
             }
         }

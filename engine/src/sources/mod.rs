@@ -197,6 +197,10 @@ pub trait SourceSettings {
     fn check_bounds(&self, prefix: &str, bounds: &mut Bounds);
     /// Every key with its effective value (`sluice config`), `type` aside.
     fn render(&self) -> toml::Table;
+    /// Whether a `multiline` transform can join its lines (streams of syslog lines).
+    fn joins_lines(&self) -> bool {
+        self.mode().joins_lines()
+    }
     /// The source as the shards run it (its own counters; the shared memory budget; TLS
     /// certificates read now).
     fn spec(&self, name: &str, context: &SpecContext<'_>) -> Result<SourceSpec, SourceError>;

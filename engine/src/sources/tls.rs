@@ -160,9 +160,13 @@ pub fn server_config(keys: &SourceTls) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = read_chain(&keys.cert_file)?;
     let key = PrivateKeyDer::from_pem_file(&keys.key_file)
         .map_err(|e| file_error("key_file", &keys.key_file, e))?;
-    let config = builder
+    let mut config = builder
         .with_single_cert(chain, key)
         .map_err(|e| file_error("key_file", &keys.key_file, e))?;
+    // No TLS 1.3 session tickets: a syslog sender never reads, and data it has not read when
+    // it closes makes its kernel reset the connection, discarding what Sluice had not read
+    // yet. Sluice sends nothing unasked (RELP and HTTP answers are read by their clients).
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 

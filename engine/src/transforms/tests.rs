@@ -155,7 +155,7 @@ fn the_graph_refuses_with_key_and_line() {
             )
             .replace("[\"joined\", \"udp\"]", "[\"joined\", \"tcp\"]"),
             "sources.udp.mode",
-            "joins the lines of TCP or TLS connections",
+            "joins the lines of TCP or TLS connections and of files",
         ),
         (
             base.replace("[\"joined\", \"udp\"]", "[\"joined\", \"udp\", \"tcp\"]"),

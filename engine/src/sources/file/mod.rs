@@ -183,6 +183,10 @@ impl SourceSettings for FileSource {
         Ok(())
     }
 
+    fn joins_lines(&self) -> bool {
+        self.format == FileFormat::Syslog
+    }
+
     fn check_bounds(&self, prefix: &str, b: &mut Bounds) {
         let key = |k: &str| format!("{prefix}.{k}");
         let ms = Duration::from_millis(10);

@@ -16,7 +16,9 @@ use super::checkpoint::{self, Checkpoint, FileId, Fingerprint};
 use super::formats::{self, ContainerLine};
 use super::{FileFormat, FileSettings, ReadFrom};
 use crate::metrics::BatchTally;
-use crate::shard::ingest::{add_to_source, ingest_frame, BatchClock, Extras, FrameIn};
+use crate::shard::ingest::{
+    add_to_source, ingest_frame, ingest_parsed, parse_frame, BatchClock, Extras, FrameIn,
+};
 use crate::shard::Shard;
 use crate::sources::events::{ingest_json_line, Origin, RAW};
 use crate::sources::{SourceRun, SourceSpec};
@@ -52,6 +54,30 @@ struct Tailed {
     extras: Extras,
     /// A container line continued by the next (CRI `P`, Docker without newline).
     joined: Option<Joined>,
+    /// A `multiline` transform's pending event (format = "syslog").
+    multiline: Option<Multiline>,
+    /// Where the line being taken starts.
+    line_start: u64,
+}
+
+/// A `multiline` join over a file's lines: the pending event, where its first line starts
+/// (checkpoints stay before it until it is ingested), and when it is due without more lines.
+struct Multiline {
+    joiner: pipeline::multiline::Joiner,
+    started_at: u64,
+    flags: FrameFlags,
+    due: Option<Instant>,
+}
+
+impl Tailed {
+    /// The offset a checkpoint may say: past the lines taken, but not past a pending
+    /// multiline event's first line.
+    fn safe_offset(&self) -> u64 {
+        match &self.multiline {
+            Some(m) if m.joiner.pending().is_some() => m.started_at.min(self.line_end),
+            _ => self.line_end,
+        }
+    }
 }
 
 struct Joined {
@@ -108,6 +134,7 @@ pub(super) async fn run(shard: Rc<Shard>, run: Rc<SourceRun>) {
             next_scan = Instant::now() + settings.scan_interval;
         }
         let progressed = tailer.read_all().await;
+        tailer.flush_joins(false).await;
         tailer.settle();
         tailer.close_finished().await;
         tailer.save(false).await;
@@ -229,6 +256,16 @@ impl Tailer<'_> {
         // SAFETY: the descriptor is an open file whose ownership moves into the glommio file.
         let file = unsafe { BufferedFile::from_raw_fd(file.into_raw_fd()) };
         let extras = file_extras(&f.path);
+        let rule = match self.settings.format {
+            FileFormat::Syslog => self.shard.processing.borrow().join_rule(&self.spec.name),
+            _ => None,
+        };
+        let multiline = rule.map(|rule| Multiline {
+            joiner: pipeline::multiline::Joiner::new(rule),
+            started_at: offset,
+            flags: FrameFlags::default(),
+            due: None,
+        });
         self.files.insert(
             id,
             Tailed {
@@ -245,6 +282,8 @@ impl Tailer<'_> {
                 quiet_since: None,
                 extras,
                 joined: None,
+                multiline,
+                line_start: offset,
             },
         );
         self.dirty = true;
@@ -317,8 +356,9 @@ impl Tailer<'_> {
         self.shard.counters.add(&tally);
         add_to_source(&self.spec.counters, self.shard.id, &tally);
         if let Some(t) = self.files.get_mut(&id) {
+            let offset = t.safe_offset();
             t.pending
-                .push_back((from, self.shard.appender.appended(), t.line_end));
+                .push_back((from, self.shard.appender.appended(), offset));
         }
         true
     }
@@ -376,10 +416,16 @@ impl Tailer<'_> {
                 break;
             };
             let Some(nl) = memchr::memchr(b'\n', &buf[at..]) else {
+                if t.partial.is_empty() && !t.truncated {
+                    t.line_start = chunk_start + at as u64;
+                }
                 keep_partial(t, &buf[at..], max);
                 break;
             };
             let piece = &buf[at..at + nl];
+            if t.partial.is_empty() && !t.truncated {
+                t.line_start = chunk_start + at as u64;
+            }
             t.line_end = chunk_start + (at + nl + 1) as u64;
             at += nl + 1;
             if t.partial.is_empty() && !t.truncated {
@@ -421,6 +467,9 @@ impl Tailer<'_> {
         };
         let (shard, spec) = (self.shard, self.spec);
         match self.settings.format {
+            FileFormat::Syslog if t.multiline.is_some() => {
+                join_line(shard, spec, t, line, flags, clock, tally).await;
+            }
             FileFormat::Syslog => {
                 let input = FrameIn {
                     frame: line,
@@ -449,6 +498,64 @@ impl Tailer<'_> {
             }
         }
     }
+}
+
+/// A syslog line through the file's `multiline` join: a line that begins an event emits the
+/// pending one and starts the next.
+async fn join_line(
+    shard: &Shard,
+    spec: &SourceSpec,
+    t: &mut Tailed,
+    line: &[u8],
+    flags: FrameFlags,
+    clock: &BatchClock,
+    tally: &mut BatchTally,
+) {
+    let input = FrameIn {
+        frame: line,
+        flags,
+        source_ip: None,
+        parser: &spec.parser,
+        source: &spec.name,
+        extras: Some(&t.extras),
+    };
+    let parsed = parse_frame(&input, clock, tally);
+    let line_start = t.line_start;
+    let Some(m) = t.multiline.as_mut() else {
+        return;
+    };
+    if m.joiner.offer(parsed.message.get(line)) == pipeline::multiline::Offer::Begins {
+        emit_joined(shard, spec, &t.extras, m, clock, tally).await;
+        m.joiner.start(line, &parsed);
+        m.started_at = line_start;
+        m.flags = flags;
+    }
+    m.due = Some(Instant::now() + m.joiner.timeout());
+}
+
+/// Ingests a file's pending multiline event, if any, and clears it.
+async fn emit_joined(
+    shard: &Shard,
+    spec: &SourceSpec,
+    extras: &Extras,
+    m: &mut Multiline,
+    clock: &BatchClock,
+    tally: &mut BatchTally,
+) {
+    if let Some((frame, parsed)) = m.joiner.pending() {
+        let input = FrameIn {
+            frame,
+            flags: m.flags,
+            source_ip: None,
+            parser: &spec.parser,
+            source: &spec.name,
+            extras: Some(extras),
+        };
+        let parsed = *parsed;
+        ingest_parsed(shard, &input, &parsed, clock, tally).await;
+    }
+    m.joiner.clear();
+    m.due = None;
 }
 
 /// A container log line: joined to the ones it continues, ingested when complete (its time
@@ -557,6 +664,7 @@ impl Tailer<'_> {
             .collect();
         for id in done {
             self.flush_partial(id).await;
+            self.flush_join(id).await;
             if self.files.get(&id).is_some_and(|t| t.pending.is_empty()) {
                 if let Some(t) = self.files.remove(&id) {
                     tracing::debug!(path = %t.path.display(), "file done: closed");
@@ -589,6 +697,49 @@ impl Tailer<'_> {
             t.pending
                 .push_back((from, self.shard.appender.appended(), t.line_end));
         }
+    }
+}
+
+impl Tailer<'_> {
+    /// Ingests the pending multiline events that are due (`all`: every one).
+    async fn flush_joins(&mut self, all: bool) {
+        let now = Instant::now();
+        let due: Vec<FileId> = self
+            .files
+            .iter()
+            .filter(|(_, t)| {
+                t.multiline
+                    .as_ref()
+                    .is_some_and(|m| m.due.is_some_and(|d| all || d <= now))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.flush_join(id).await;
+        }
+    }
+
+    /// Ingests a file's pending multiline event now.
+    async fn flush_join(&mut self, id: FileId) {
+        let from = self.shard.appender.appended();
+        let clock = BatchClock::now();
+        let mut tally = BatchTally::default();
+        let (shard, spec) = (self.shard, self.spec);
+        let Some(t) = self.files.get_mut(&id) else {
+            return;
+        };
+        let Tailed {
+            extras, multiline, ..
+        } = t;
+        let Some(m) = multiline.as_mut().filter(|m| m.joiner.pending().is_some()) else {
+            return;
+        };
+        emit_joined(shard, spec, extras, m, &clock, &mut tally).await;
+        shard.counters.add(&tally);
+        add_to_source(&spec.counters, shard.id, &tally);
+        let offset = t.safe_offset();
+        t.pending
+            .push_back((from, shard.appender.appended(), offset));
     }
 }
 
@@ -625,8 +776,10 @@ impl Tailer<'_> {
         self.saved_at = Instant::now();
     }
 
-    /// On stop: waits until what was read is durable, then saves the checkpoints.
+    /// On stop: ingests pending multiline events, waits until what was read is durable, then
+    /// saves the checkpoints.
     async fn finish(&mut self) {
+        self.flush_joins(true).await;
         let appender = &self.shard.appender;
         let pending = self
             .files
