@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::compare::{free_port, process_cpu_seconds, stop};
 use crate::firehose::{self, Firehose, Format, Framing};
-use crate::processing::{median, start, timed_load, wait_ready, Load};
+use crate::processing::{median, ratio_line, start, timed_load, wait_ready, Load};
 
 pub struct InputsArgs {
     pub sluice: PathBuf,
@@ -524,18 +524,9 @@ pub fn table(runs: &[Run], args: &InputsArgs) -> String {
             "RELP into Sluice / RELP into rsyslog",
         ),
     ] {
-        let r: Vec<f64> = (1..=args.rounds)
-            .filter_map(|round| Some(rate(a, round)? / rate(b, round)?))
-            .collect();
-        let list = r
-            .iter()
-            .map(|x| format!("{:.0}%", x * 100.0))
-            .collect::<Vec<_>>()
-            .join(", ");
-        t.push_str(&format!(
-            "\n- {what}: **{:.0}%** (rounds: {list})",
-            median(r.clone()) * 100.0
-        ));
+        t.push_str(&ratio_line(what, args.rounds, |round| {
+            Some(rate(a, round)? / rate(b, round)?)
+        }));
     }
     t.push('\n');
     t

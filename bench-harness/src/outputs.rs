@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use crate::compare::{free_port, stop};
 use crate::firehose::{Firehose, Format, Framing};
-use crate::processing::{median, start, timed_load, wait_ready};
+use crate::processing::{median, ratio_line, start, timed_load, wait_ready};
 
 pub struct OutputsArgs {
     pub sluice: PathBuf,
@@ -414,18 +414,9 @@ pub fn table(runs: &[Run], args: &OutputsArgs) -> String {
             "ingest with an output down / ingest with the file sink",
         ),
     ] {
-        let r: Vec<f64> = (1..=args.rounds)
-            .filter_map(|round| Some(rate(a, round)? / rate(b, round)?))
-            .collect();
-        let list = r
-            .iter()
-            .map(|x| format!("{:.0}%", x * 100.0))
-            .collect::<Vec<_>>()
-            .join(", ");
-        t.push_str(&format!(
-            "\n- {what}: **{:.0}%** (rounds: {list})",
-            median(r.clone()) * 100.0
-        ));
+        t.push_str(&ratio_line(what, args.rounds, |round| {
+            Some(rate(a, round)? / rate(b, round)?)
+        }));
     }
     t.push('\n');
     t

@@ -268,6 +268,24 @@ fn count_lines(path: &Path) -> u64 {
     std::fs::read(path).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64)
 }
 
+/// A markdown list line: the median of each round's ratio (`ratio(round)`), and the rounds.
+pub(crate) fn ratio_line(
+    what: &str,
+    rounds: usize,
+    ratio: impl Fn(usize) -> Option<f64>,
+) -> String {
+    let r: Vec<f64> = (1..=rounds).filter_map(ratio).collect();
+    let list = r
+        .iter()
+        .map(|x| format!("{:.0}%", x * 100.0))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "\n- {what}: **{:.0}%** (rounds: {list})",
+        median(r.clone()) * 100.0
+    )
+}
+
 pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values.get(values.len() / 2).copied().unwrap_or(0.0)

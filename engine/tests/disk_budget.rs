@@ -14,15 +14,6 @@ const TOTAL: u64 = 40_000;
 /// Enough that the kernel's socket buffers (several MB on loopback) cannot hide a block.
 const BLOCK_TOTAL: u64 = 150_000;
 
-/// A port nobody listens on yet (the receiver binds it later).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn budget_config(dir: &Path, port: u16, wal: &str) -> String {
     let sink = format!(
         "[sinks.forward]\ntype = \"tcp\"\naddress = \"127.0.0.1:{port}\"\ninitial_backoff = \"10ms\"\nmax_backoff = \"50ms\"\n"

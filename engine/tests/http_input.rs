@@ -253,11 +253,7 @@ fn kill_9_after_a_200_loses_nothing() {
 #[test]
 fn a_request_waits_for_durability_while_the_disk_budget_blocks() {
     let dir = tempfile::tempdir().unwrap();
-    let sink_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let sink_port = free_port();
     let sink = format!(
         "[sinks.forward]\ntype = \"tcp\"\naddress = \"127.0.0.1:{sink_port}\"\n\
          initial_backoff = \"10ms\"\nmax_backoff = \"50ms\"\n"

@@ -15,14 +15,6 @@ use common::relp::RelpClient;
 use common::rsyslog::{relp_module, Rsyslog};
 use common::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn relp_source(port: u16, extra: &str) -> String {
     format!(
         "[sources.relp]\ntype = \"syslog\"\nmode = \"relp\"\naddress = \"127.0.0.1:{port}\"\n{extra}\n"

@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 
 use common::pki::Pki;
@@ -28,14 +28,6 @@ template(name="msgonly" type="string" string="%msg%\n")
             out = dir.join("out.log").display(),
         ),
     )
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn send_range(addr: SocketAddr, range: std::ops::Range<u64>) {

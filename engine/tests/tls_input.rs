@@ -327,11 +327,3 @@ fn certificates_reload_on_sighup_without_dropping_sessions() {
     let (status, log) = sluice.stop();
     assert!(status.success(), "{log}");
 }
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}

@@ -244,3 +244,82 @@ mod tests {
         assert!(m.reserve(6_000));
     }
 }
+
+/// The connection-limit keys of every network source (`max_connections`,
+/// `max_connections_per_ip`, `ipv4_prefix_length`, `ipv6_prefix_length`): checked, bounded,
+/// rendered and turned into limits in one place.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnectionKeys {
+    pub max_connections: u32,
+    pub max_connections_per_ip: u32,
+    pub ipv4_prefix_length: u8,
+    pub ipv6_prefix_length: u8,
+}
+
+pub(crate) fn default_max_connections() -> u32 {
+    10_000
+}
+pub(crate) fn default_max_connections_per_ip() -> u32 {
+    1_000
+}
+pub(crate) fn default_ipv4_prefix_length() -> u8 {
+    32
+}
+pub(crate) fn default_ipv6_prefix_length() -> u8 {
+    64
+}
+
+impl ConnectionKeys {
+    /// The key (under the source) and why, when refused.
+    pub(crate) fn check(&self) -> Result<(), (&'static str, &'static str)> {
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            return Err(("max_connections", "connection limits must be at least 1"));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_bounds(&self, prefix: &str, b: &mut crate::units::Bounds) {
+        let key = |k: &str| format!("{prefix}.{k}");
+        b.count(
+            &key("ipv4_prefix_length"),
+            self.ipv4_prefix_length.into(),
+            0..=32,
+        );
+        b.count(
+            &key("ipv6_prefix_length"),
+            self.ipv6_prefix_length.into(),
+            0..=128,
+        );
+        b.count(
+            &key("max_connections"),
+            self.max_connections.into(),
+            1..=1_000_000,
+        );
+    }
+
+    pub(crate) fn render(&self, t: &mut toml::Table) {
+        let count = |n: u32| toml::Value::Integer(n.into());
+        t.insert("max_connections".into(), count(self.max_connections));
+        t.insert(
+            "max_connections_per_ip".into(),
+            count(self.max_connections_per_ip),
+        );
+        t.insert(
+            "ipv4_prefix_length".into(),
+            count(self.ipv4_prefix_length.into()),
+        );
+        t.insert(
+            "ipv6_prefix_length".into(),
+            count(self.ipv6_prefix_length.into()),
+        );
+    }
+
+    pub(crate) fn limits(&self) -> Arc<ConnectionLimits> {
+        ConnectionLimits::with_prefixes(
+            self.max_connections,
+            self.max_connections_per_ip,
+            self.ipv4_prefix_length,
+            self.ipv6_prefix_length,
+        )
+    }
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use ingest::{ParserMode, ParserOptions};
 use serde::Deserialize;
 
-use super::limits::ConnectionLimits;
+use super::limits::ConnectionKeys;
 use super::tls::TlsServer;
 use super::SpecContext;
 use super::{Binder, SharedLimits, SourceError, SourceMode, SourceSettings, SourceSpec};
@@ -29,10 +29,10 @@ pub struct SyslogSource {
     #[serde(default = "default_max_frame", deserialize_with = "de_bytes")]
     pub max_frame: u64,
     /// Open connections for this source across all shards; more are closed at accept.
-    #[serde(default = "default_max_connections")]
+    #[serde(default = "super::limits::default_max_connections")]
     pub max_connections: u32,
     /// Open connections from one source IP; more are closed at accept.
-    #[serde(default = "default_max_connections_per_ip")]
+    #[serde(default = "super::limits::default_max_connections_per_ip")]
     pub max_connections_per_ip: u32,
     /// Per-connection read buffer (raised to fit at least one `max_frame`).
     #[serde(default = "default_read_buffer", deserialize_with = "de_bytes")]
@@ -50,10 +50,10 @@ pub struct SyslogSource {
     #[serde(default = "default_frame_timeout", deserialize_with = "de_duration")]
     pub frame_timeout: Duration,
     /// `max_connections_per_ip` counts IPv4 senders by this prefix (32: each address).
-    #[serde(default = "default_ipv4_prefix_length")]
+    #[serde(default = "super::limits::default_ipv4_prefix_length")]
     pub ipv4_prefix_length: u8,
     /// ... and IPv6 senders by this prefix (64: one client's usual allocation).
-    #[serde(default = "default_ipv6_prefix_length")]
+    #[serde(default = "super::limits::default_ipv6_prefix_length")]
     pub ipv6_prefix_length: u8,
     /// How frames are read: by their header (`auto`), always as one RFC, or not at all (`raw`).
     #[serde(default)]
@@ -124,6 +124,15 @@ fn default_true() -> bool {
 }
 
 impl SyslogSource {
+    fn connection_keys(&self) -> ConnectionKeys {
+        ConnectionKeys {
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            ipv4_prefix_length: self.ipv4_prefix_length,
+            ipv6_prefix_length: self.ipv6_prefix_length,
+        }
+    }
+
     fn parser_options(&self) -> ParserOptions {
         ParserOptions {
             mode: self.parser.mode(),
@@ -142,24 +151,12 @@ fn default_idle_timeout() -> Duration {
 fn default_frame_timeout() -> Duration {
     Duration::from_secs(60)
 }
-fn default_ipv4_prefix_length() -> u8 {
-    32
-}
-fn default_ipv6_prefix_length() -> u8 {
-    64
-}
 
 /// The largest `max_frame` accepted.
 pub const MAX_FRAME_LIMIT: u64 = 16 << 20;
 
 fn default_max_frame() -> u64 {
     64 << 10
-}
-fn default_max_connections() -> u32 {
-    10_000
-}
-fn default_max_connections_per_ip() -> u32 {
-    1_000
 }
 fn default_read_buffer() -> u64 {
     256 << 10
@@ -188,8 +185,8 @@ impl SourceSettings for SyslogSource {
         if !(4096..=1 << 30).contains(&self.receive_buffer) {
             return invalid("receive_buffer", "must be between 4KiB and 1GiB");
         }
-        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
-            return invalid("max_connections", "connection limits must be at least 1");
+        if let Err((key, why)) = self.connection_keys().check() {
+            return invalid(key, why);
         }
         match (self.mode, &self.tls) {
             (SourceMode::Tls, None) => {
@@ -219,21 +216,7 @@ impl SourceSettings for SyslogSource {
         b.size(&key("read_buffer"), self.read_buffer, 4096..=64 * MIB);
         b.duration(&key("idle_timeout"), self.idle_timeout, second..=7 * DAY);
         b.duration(&key("frame_timeout"), self.frame_timeout, second..=DAY);
-        b.count(
-            &key("ipv4_prefix_length"),
-            self.ipv4_prefix_length.into(),
-            0..=32,
-        );
-        b.count(
-            &key("ipv6_prefix_length"),
-            self.ipv6_prefix_length.into(),
-            0..=128,
-        );
-        b.count(
-            &key("max_connections"),
-            self.max_connections.into(),
-            1..=1_000_000,
-        );
+        self.connection_keys().check_bounds(prefix, b);
         if let Some(tls) = &self.tls {
             tls.check_bounds(&key("tls"), b);
         }
@@ -244,24 +227,11 @@ impl SourceSettings for SyslogSource {
         t.insert("mode".into(), render::text(self.mode.scheme()));
         t.insert("address".into(), render::text(&self.address.to_string()));
         t.insert("max_frame".into(), render::bytes(self.max_frame));
-        let count = |n: u32| toml::Value::Integer(n.into());
-        t.insert("max_connections".into(), count(self.max_connections));
-        t.insert(
-            "max_connections_per_ip".into(),
-            count(self.max_connections_per_ip),
-        );
+        self.connection_keys().render(&mut t);
         t.insert("read_buffer".into(), render::bytes(self.read_buffer));
         t.insert("receive_buffer".into(), render::bytes(self.receive_buffer));
         t.insert("idle_timeout".into(), render::duration(self.idle_timeout));
         t.insert("frame_timeout".into(), render::duration(self.frame_timeout));
-        t.insert(
-            "ipv4_prefix_length".into(),
-            count(self.ipv4_prefix_length.into()),
-        );
-        t.insert(
-            "ipv6_prefix_length".into(),
-            count(self.ipv6_prefix_length.into()),
-        );
         t.insert("parser".into(), render::text(self.parser.name()));
         for (key, value) in [
             (
@@ -312,12 +282,7 @@ impl SourceSettings for SyslogSource {
             idle_timeout: self.idle_timeout,
             frame_timeout: self.frame_timeout,
             parser: self.parser_options(),
-            limits: ConnectionLimits::with_prefixes(
-                self.max_connections,
-                self.max_connections_per_ip,
-                self.ipv4_prefix_length,
-                self.ipv6_prefix_length,
-            ),
+            limits: self.connection_keys().limits(),
             memory: Arc::clone(memory),
             counters: Arc::new(SourceCounters::new(shards)),
             tls,

@@ -242,6 +242,15 @@ pub fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// A port nobody listens on now (a receiver or a restarted process binds it later).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// An RFC 5424 line of about 200 bytes carrying `tag` and `seq` in its message.
 pub fn rfc5424_line(tag: &str, seq: u64) -> String {
     format!(

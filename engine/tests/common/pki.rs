@@ -11,43 +11,25 @@ pub struct Pki {
 
 impl Pki {
     pub fn make() -> Pki {
-        let dir = tempfile::tempdir().unwrap();
-        let run = |args: &str| {
-            let out = Command::new("sh")
-                .arg("-c")
-                .arg(format!("openssl {args}"))
-                .current_dir(dir.path())
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "openssl {args}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+        let pki = Pki {
+            dir: tempfile::tempdir().unwrap(),
         };
         let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-        run(&format!(
+        pki.openssl(&format!(
             "req -x509 {ec} -keyout ca.key -out ca.crt -subj /CN=test-ca -days 2"
         ));
-        std::fs::write(
-            dir.path().join("server.ext"),
-            "subjectAltName=IP:127.0.0.1\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("client.ext"),
-            "extendedKeyUsage=clientAuth\n",
-        )
-        .unwrap();
+        let d = pki.dir.path();
+        std::fs::write(d.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        std::fs::write(d.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
         for who in ["server", "client"] {
-            run(&format!(
+            pki.openssl(&format!(
                 "req {ec} -keyout {who}.key -out {who}.csr -subj /CN={who}"
             ));
-            run(&format!(
+            pki.openssl(&format!(
                 "x509 -req -in {who}.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out {who}.crt -days 2 -extfile {who}.ext"
             ));
         }
-        Pki { dir }
+        pki
     }
 
     fn openssl(&self, args: &str) {

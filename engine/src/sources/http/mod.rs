@@ -34,7 +34,7 @@ use serde::Deserialize;
 pub use body::{decode_events, decode_syslog, decompress, BodyError, JsonEvent};
 pub use keys::{ApiKey, ApiKeys};
 
-use super::limits::ConnectionLimits;
+use super::limits::ConnectionKeys;
 use super::syslog::ParserKind;
 use super::tls::{SourceTls, TlsServer};
 use super::{SharedLimits, SourceError, SourceMode, SourceSettings, SourceSpec, SpecContext};
@@ -65,13 +65,13 @@ pub struct HttpSource {
     /// A keep-alive connection idle for this long is closed.
     #[serde(default = "default_idle_timeout", deserialize_with = "de_duration")]
     pub idle_timeout: Duration,
-    #[serde(default = "default_max_connections")]
+    #[serde(default = "super::limits::default_max_connections")]
     pub max_connections: u32,
-    #[serde(default = "default_max_connections_per_ip")]
+    #[serde(default = "super::limits::default_max_connections_per_ip")]
     pub max_connections_per_ip: u32,
-    #[serde(default = "default_ipv4_prefix_length")]
+    #[serde(default = "super::limits::default_ipv4_prefix_length")]
     pub ipv4_prefix_length: u8,
-    #[serde(default = "default_ipv6_prefix_length")]
+    #[serde(default = "super::limits::default_ipv6_prefix_length")]
     pub ipv6_prefix_length: u8,
     /// How `/v1/syslog` lines are parsed.
     #[serde(default)]
@@ -92,18 +92,6 @@ fn default_request_timeout() -> Duration {
 fn default_idle_timeout() -> Duration {
     Duration::from_secs(60)
 }
-fn default_max_connections() -> u32 {
-    10_000
-}
-fn default_max_connections_per_ip() -> u32 {
-    1_000
-}
-fn default_ipv4_prefix_length() -> u8 {
-    32
-}
-fn default_ipv6_prefix_length() -> u8 {
-    64
-}
 
 /// What a shard needs of an HTTP source beyond the common [`SourceSpec`].
 #[derive(Debug)]
@@ -111,6 +99,17 @@ pub struct HttpSettings {
     pub keys: ApiKeys,
     pub max_body_size: usize,
     pub request_timeout: Duration,
+}
+
+impl HttpSource {
+    fn connection_keys(&self) -> ConnectionKeys {
+        ConnectionKeys {
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            ipv4_prefix_length: self.ipv4_prefix_length,
+            ipv6_prefix_length: self.ipv6_prefix_length,
+        }
+    }
 }
 
 impl SourceSettings for HttpSource {
@@ -136,8 +135,8 @@ impl SourceSettings for HttpSource {
                 "must be at most max_connection_memory (a request could never be held)",
             );
         }
-        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
-            return invalid("max_connections", "connection limits must be at least 1");
+        if let Err((key, why)) = self.connection_keys().check() {
+            return invalid(key, why);
         }
         keys::check(&self.api_keys).map_err(|(k, why)| (format!("sources.{name}.{k}"), why))?;
         if let Some(tls) = &self.tls {
@@ -226,12 +225,7 @@ impl SourceSettings for HttpSource {
             idle_timeout: self.idle_timeout,
             frame_timeout: self.request_timeout,
             parser: self.parser.options(),
-            limits: ConnectionLimits::with_prefixes(
-                self.max_connections,
-                self.max_connections_per_ip,
-                self.ipv4_prefix_length,
-                self.ipv6_prefix_length,
-            ),
+            limits: self.connection_keys().limits(),
             memory: Arc::clone(memory),
             counters: Arc::new(SourceCounters::new(shards)),
             tls,
