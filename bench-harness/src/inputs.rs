@@ -3,15 +3,18 @@
 //!
 //! Set-ups (both cores, Sluice durable: WAL fsync 5 ms, a JSON file sink; events/s = events /
 //! (first send → all durable); CPU = Sluice's only):
-//! - `tcp`: the harness's TCP load (newline framed RFC 5424);
+//! - `tcp`: newline-framed RFC 5424 lines written in 1,000-line buffers (the same sender
+//!   shape as the TLS and HTTP rows, so the rows differ by protocol only);
 //! - `tls`: the same lines over TLS 1.3 (rustls clients, one per connection);
 //! - `http`: the same lines POSTed to `/v1/syslog`, 1,000 per request, each request answered
 //!   once durable (keep-alive, one client per connection);
 //! - `relp → sluice`: the load into an rsyslog (imtcp) that forwards it with omrelp to
 //!   Sluice's RELP source, each message answered once durable;
 //! - `relp → rsyslog`: the same rsyslog forwarding to a second rsyslog's imrelp writing a file
-//!   (rsyslog answers on receipt, not durable); events/s to the last line in its file, CPU of
-//!   the receiving rsyslog only. The sending rsyslog is the same in both RELP rows.
+//!   (rsyslog answers on receipt, not durable; omfile writes at the end of each batch, so the
+//!   last line is not held back by a flush interval); events/s to the last line in its file
+//!   (read as it grows), CPU of the receiving rsyslog only. The sending rsyslog is the same in
+//!   both RELP rows.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -201,7 +204,7 @@ fn measure(
     match setup {
         Setup::Tcp => {
             wait_ready(child, port, api)?;
-            timed_load(child, api, &firehose(args, port, args.count), durable)
+            timed_custom(child, api, durable, |sent| send_tcp(args, port, sent))
         }
         Setup::RelpSluice => {
             wait_ready(child, port, api)?;
@@ -271,6 +274,32 @@ fn lines(size: usize, count: usize) -> Vec<u8> {
         buf.push(b'\n');
     }
     buf
+}
+
+fn send_tcp(args: &InputsArgs, port: u16, sent: &mut u64) -> Result<(), String> {
+    let per_conn = args.count / args.connections.max(1) as u64;
+    let chunk = lines(args.size, 1_000);
+    std::thread::scope(|s| {
+        let senders: Vec<_> = (0..args.connections.max(1))
+            .map(|_| {
+                let chunk = &chunk;
+                s.spawn(move || -> Result<u64, String> {
+                    let mut tcp =
+                        TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+                    let mut n = 0;
+                    while n < per_conn {
+                        tcp.write_all(chunk).map_err(|e| e.to_string())?;
+                        n += 1_000;
+                    }
+                    Ok(n)
+                })
+            })
+            .collect();
+        for s in senders {
+            *sent += s.join().map_err(|_| "TCP sender panicked".to_string())??;
+        }
+        Ok(())
+    })
 }
 
 fn send_tls(args: &InputsArgs, port: u16, pki: &Path, sent: &mut u64) -> Result<(), String> {
