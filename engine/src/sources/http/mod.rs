@@ -151,21 +151,7 @@ impl SourceSettings for HttpSource {
         b.size(&key("max_body_size"), self.max_body_size, 1024..=1024 * MIB);
         b.duration(&key("request_timeout"), self.request_timeout, second..=DAY);
         b.duration(&key("idle_timeout"), self.idle_timeout, second..=7 * DAY);
-        b.count(
-            &key("ipv4_prefix_length"),
-            self.ipv4_prefix_length.into(),
-            0..=32,
-        );
-        b.count(
-            &key("ipv6_prefix_length"),
-            self.ipv6_prefix_length.into(),
-            0..=128,
-        );
-        b.count(
-            &key("max_connections"),
-            self.max_connections.into(),
-            1..=1_000_000,
-        );
+        self.connection_keys().check_bounds(prefix, b);
         if let Some(tls) = &self.tls {
             tls.check_bounds(&key("tls"), b);
         }
@@ -173,7 +159,6 @@ impl SourceSettings for HttpSource {
 
     fn render(&self) -> toml::Table {
         let mut t = toml::Table::new();
-        let count = |n: u32| toml::Value::Integer(n.into());
         t.insert("address".into(), render::text(&self.address.to_string()));
         if !self.api_keys.is_empty() {
             t.insert("api_keys".into(), keys::render(&self.api_keys));
@@ -185,19 +170,7 @@ impl SourceSettings for HttpSource {
             render::duration(self.request_timeout),
         );
         t.insert("idle_timeout".into(), render::duration(self.idle_timeout));
-        t.insert("max_connections".into(), count(self.max_connections));
-        t.insert(
-            "max_connections_per_ip".into(),
-            count(self.max_connections_per_ip),
-        );
-        t.insert(
-            "ipv4_prefix_length".into(),
-            count(self.ipv4_prefix_length.into()),
-        );
-        t.insert(
-            "ipv6_prefix_length".into(),
-            count(self.ipv6_prefix_length.into()),
-        );
+        self.connection_keys().render(&mut t);
         t.insert("parser".into(), render::text(self.parser.name()));
         if let Some(tls) = &self.tls {
             t.insert("tls".into(), toml::Value::Table(tls.render()));
