@@ -202,7 +202,7 @@ fn free_space(dir: &Path) -> Option<(u64, u64)> {
     Some((st.f_bavail as u64 * unit, st.f_blocks as u64 * unit))
 }
 
-/// Total size of segment files (plain and compressed) in the `shard-*` directories under
+/// Total size of segment files (plain, compressed, ready) in the `shard-*` directories under
 /// `data_dir`.
 fn segment_bytes_under(data_dir: &Path) -> Result<u64, StorageError> {
     let mut total = 0;
@@ -218,7 +218,11 @@ fn segment_bytes_under(data_dir: &Path) -> Result<u64, StorageError> {
         for file in files.flatten() {
             let name = file.file_name();
             let name = name.to_string_lossy();
-            if name.ends_with(".wal") || name.ends_with(".wal.zst") {
+            // Ready files (and one being prepared) are segments-to-be: counted alike.
+            if [".wal", ".wal.zst", ".ready", ".ready.tmp"]
+                .iter()
+                .any(|suffix| name.ends_with(suffix))
+            {
                 total += file.metadata().map(|m| m.len()).unwrap_or(0);
             }
         }

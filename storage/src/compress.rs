@@ -254,10 +254,11 @@ pub fn compress_segment(dir: &Path, number: u64, level: i32) -> Result<Compresse
     if scan.footer.is_none() {
         return Ok(Compressed::Skipped("not sealed"));
     }
+    // A salted segment's file may go on after its footer (old bytes): not compressed.
+    let data = &data[..scan.end() as usize];
     let target = compressed_path(dir, number);
     let tmp = tmp_path(&target);
-    let bytes =
-        compress_bytes(&data, level).map_err(|e| StorageError::io("compress", &plain, e))?;
+    let bytes = compress_bytes(data, level).map_err(|e| StorageError::io("compress", &plain, e))?;
     write_synced(&tmp, &bytes)?;
     if decompress_file(&tmp)? != data {
         let _ = std::fs::remove_file(&tmp);

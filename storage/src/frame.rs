@@ -4,6 +4,14 @@
 //! length is never written, so zero-filled space after a torn write reads as "end".
 //! A length word with [`FOOTER_FLAG`] set marks a sealed segment's footer frame (same
 //! checksum rule); records never have it (they are far below 2 GiB).
+//!
+//! Salted frames (segment format 3): the stored checksum is XOR-ed with the segment's
+//! [`salt`], a value no other segment number has. A segment file may be *recycled* (written
+//! over a delivered segment's file, see `crate::ready`): the bytes behind its write position
+//! are whole, checksummed frames of an older segment, and salting is what keeps them from
+//! ever reading as records of this one. The XOR keeps CRC32C's error detection as it is
+//! (a damaged frame fails under every salt) and costs the writer one pass over the frame
+//! headers of a commit, done when the segment is known ([`salt_frames`]).
 
 pub const FRAME_HEADER_LEN: usize = 8;
 /// Upper bound on one payload; larger lengths are treated as damage, never allocated.
@@ -36,6 +44,13 @@ pub fn append_record(buf: &mut Vec<u8>, payload: &[u8]) {
     finish_record(buf, start);
 }
 
+/// Appends a whole record holding `payload` with checksum mask `salt` (see [`salt`]).
+pub fn append_record_salted(buf: &mut Vec<u8>, payload: &[u8], salt: u32) {
+    let start = buf.len();
+    append_record(buf, payload);
+    salt_frames(&mut buf[start..], salt);
+}
+
 /// Appends a footer frame holding `payload` (see `segment::Footer`).
 pub fn append_footer(buf: &mut Vec<u8>, payload: &[u8]) {
     let len_bytes = (payload.len() as u32 | FOOTER_FLAG).to_le_bytes();
@@ -43,6 +58,29 @@ pub fn append_footer(buf: &mut Vec<u8>, payload: &[u8]) {
     buf.extend_from_slice(&len_bytes);
     buf.extend_from_slice(&crc.to_le_bytes());
     buf.extend_from_slice(payload);
+}
+
+/// The checksum mask of segment `number` (format 3): distinct for every segment number below
+/// 2^32 (a multiplication by an odd constant is a bijection of `u32`) and never 0 for the
+/// numbers segments use (1 ..= `MAX_SEGMENT_NUMBER`); 0 is "unsalted" (format 2, dead letters).
+pub fn salt(number: u64) -> u32 {
+    (number as u32).wrapping_mul(0x9E37_79B1)
+}
+
+/// XORs `salt` into the checksum of every frame in `buf` (whole frames from its start, as the
+/// appender wrote them). Applying the same salt again undoes it.
+pub fn salt_frames(buf: &mut [u8], salt: u32) {
+    if salt == 0 {
+        return;
+    }
+    let mut at = 0;
+    while at + FRAME_HEADER_LEN <= buf.len() {
+        let word = u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+        let crc = u32::from_le_bytes([buf[at + 4], buf[at + 5], buf[at + 6], buf[at + 7]]);
+        buf[at + 4..at + 8].copy_from_slice(&(crc ^ salt).to_le_bytes());
+        at += FRAME_HEADER_LEN + (word & !FOOTER_FLAG) as usize;
+    }
+    debug_assert_eq!(at, buf.len(), "salt_frames over a buffer of whole frames");
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -57,8 +95,14 @@ pub enum Decoded<'a> {
     Damaged(&'static str),
 }
 
-/// Decodes the record at the start of `buf`.
+/// Decodes the (unsalted) record at the start of `buf`.
 pub fn decode(buf: &[u8]) -> Decoded<'_> {
+    decode_salted(buf, 0)
+}
+
+/// Decodes the record at the start of `buf`, written with checksum mask `salt` ([`salt`]; 0:
+/// unsalted). A frame written under another salt is `Damaged`, never a record.
+pub fn decode_salted(buf: &[u8], salt: u32) -> Decoded<'_> {
     if buf.len() < FRAME_HEADER_LEN {
         return Decoded::Incomplete;
     }
@@ -75,7 +119,7 @@ pub fn decode(buf: &[u8]) -> Decoded<'_> {
     let Some(payload) = buf.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len) else {
         return Decoded::Incomplete;
     };
-    if crc32c::crc32c_append(crc32c::crc32c(&buf[..4]), payload) != crc {
+    if crc32c::crc32c_append(crc32c::crc32c(&buf[..4]), payload) ^ salt != crc {
         return Decoded::Damaged("checksum mismatch");
     }
     let frame_len = FRAME_HEADER_LEN + len;
@@ -114,6 +158,28 @@ mod tests {
             let bit = bit % (buf.len() * 8);
             buf[bit / 8] ^= 1 << (bit % 8);
             if let Decoded::Record { payload: got, .. } = decode(&buf) { prop_assert!(false, "accepted {:?}", got) }
+        }
+
+        /// A frame salted for one segment never reads as a record of another (what keeps a
+        /// recycled file's old bytes from passing as new records), and reads back under its own.
+        #[test]
+        fn salted_frames_read_only_under_their_own_segment(
+            payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..100), 1..5),
+            written in 1u64..(1 << 28), other in 1u64..(1 << 28),
+        ) {
+            prop_assume!(written != other);
+            let mut buf = Vec::new();
+            for p in &payloads { append_record(&mut buf, p); }
+            salt_frames(&mut buf, salt(written));
+            let mut at = 0;
+            for p in &payloads {
+                prop_assert!(matches!(decode_salted(&buf[at..], salt(other)), Decoded::Damaged(_)));
+                prop_assert!(matches!(decode(&buf[at..]), Decoded::Damaged(_)));
+                match decode_salted(&buf[at..], salt(written)) {
+                    Decoded::Record { payload, frame_len } => { prop_assert_eq!(payload, &p[..]); at += frame_len; }
+                    other => prop_assert!(false, "{:?}", other),
+                }
+            }
         }
 
         #[test]

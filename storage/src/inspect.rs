@@ -116,9 +116,9 @@ fn inspect_segment(dir: &Path, number: u64, newest: bool) -> Result<SegmentInfo,
         torn_tail: scan.damage.is_some()
             && newest
             && scan.valid_end >= SEGMENT_HEADER_LEN
-            && crate::recovery::is_torn_tail(&data[scan.valid_end as usize..]),
+            && scan.tail_is_torn(&data),
         newest,
-        record_starts: record_starts(&data, scan.valid_end),
+        record_starts: record_starts(&data, scan.valid_end, scan.salt),
         path,
     })
 }
@@ -155,12 +155,12 @@ fn inspect_cursors(dir: &Path, segments: &[SegmentInfo]) -> Vec<CursorInfo> {
     cursors
 }
 
-fn record_starts(data: &[u8], valid_end: u64) -> Vec<u64> {
+fn record_starts(data: &[u8], valid_end: u64, salt: u32) -> Vec<u64> {
     let mut starts = Vec::new();
     let mut at = SEGMENT_HEADER_LEN as usize;
     while (at as u64) < valid_end {
         starts.push(at as u64);
-        match frame::decode(&data[at..]) {
+        match frame::decode_salted(&data[at..], salt) {
             Decoded::Record { frame_len, .. } => at += frame_len,
             _ => break,
         }
@@ -187,7 +187,7 @@ fn lag(segments: &[SegmentInfo], cursor: Position) -> u64 {
 mod tests {
     use super::*;
     use crate::frame::append_record;
-    use crate::segment::segment_header;
+    use crate::segment::segment_header_v2 as segment_header;
 
     #[test]
     fn counts_records_damage_and_lag() {

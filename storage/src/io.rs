@@ -23,6 +23,8 @@ pub trait SegmentFile {
     async fn preallocate(&self, len: u64) -> io::Result<()>;
     /// Deletes the file (a segment whose creation failed half-way).
     async fn remove(&self) -> io::Result<()>;
+    /// Renames the file (a ready file becoming a segment; the directory is synced after).
+    async fn rename(&mut self, to: &Path) -> io::Result<()>;
     async fn close(self) -> io::Result<()>;
 }
 
@@ -31,6 +33,8 @@ pub trait SegmentFs {
     type File: SegmentFile;
     /// Creates a new file; fails if it exists.
     async fn create(&self, path: &Path) -> io::Result<Self::File>;
+    /// Opens an existing file for writing over it (a ready file, see `crate::ready`).
+    async fn open_existing(&self, path: &Path) -> io::Result<Self::File>;
     async fn sync_dir(&self, dir: &Path) -> io::Result<()>;
 }
 
@@ -65,6 +69,9 @@ impl SegmentFile for BufferedFile {
     async fn remove(&self) -> io::Result<()> {
         Ok(BufferedFile::remove(self).await?)
     }
+    async fn rename(&mut self, to: &Path) -> io::Result<()> {
+        Ok(BufferedFile::rename(self, to).await?)
+    }
     async fn close(self) -> io::Result<()> {
         Ok(BufferedFile::close(self).await?)
     }
@@ -78,6 +85,9 @@ impl SegmentFs for GlommioFs {
             .create_new(true)
             .buffered_open(path)
             .await?)
+    }
+    async fn open_existing(&self, path: &Path) -> io::Result<BufferedFile> {
+        Ok(OpenOptions::new().write(true).buffered_open(path).await?)
     }
     async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let d = Directory::open(dir).await?;

@@ -9,13 +9,20 @@
 //!   00000000000000000001.wal.zst   sealed segment, compressed (backlog; see `compress`)
 //!   00000000000000000002.wal       sealed segment
 //!   00000000000000000003.wal       active segment (the newest)
+//!   00000000000000000004.ready     a ready segment file (see `ready`): the next segment
 //!   cursors/<sink>.cursor          one per output: position after the last confirmed record
 //!
-//! segment  = header record* [footer]
-//! header   = "SLUICEW2" | segment number (u64) | first record id (u64) | 0 (u32) | crc32c  32 bytes
-//! record   = length (u32) | crc32c(length bytes ++ payload) (u32) | payload
-//! footer   = length | 1<<31 (u32) | crc32c (u32) | "SLFOOTR1" | records | first id | last id |
-//!            data end (u64 each) | crc32c of the segment before the footer (u32)
+//! segment  = header record* [footer] [old bytes]
+//! header   = "SLUICEW3" | segment number (u64) | first record id (u64) | payload version (u32) |
+//!            crc32c  32 bytes ("SLUICEW2": format 2, unsalted, still read)
+//! record   = length (u32) | crc32c(length bytes ++ payload) ^ salt(segment number) (u32) | payload
+//! footer   = length | 1<<31 (u32) | crc32c ^ salt (u32) | "SLFOOTR1" | records | first id |
+//!            last id | data end (u64 each) | crc32c of the segment before the footer (u32)
+//! ```
+//! A format 3 segment may be written into a recycled file: what follows its footer (or, in the
+//! newest segment, its last record) is an older segment's bytes or zeros, never read as records
+//! because their checksums are salted for another segment number (`frame::salt`).
+//! ```text
 //! cursor   = two 512-byte slots: "SLCUR003" | sequence | segment | offset | next record id |
 //!            crc32c
 //! ```
@@ -57,6 +64,7 @@ pub mod io;
 pub mod latency;
 pub mod position;
 pub mod reader;
+pub mod ready;
 pub mod recovery;
 pub mod retention;
 pub mod segment;
@@ -72,6 +80,7 @@ pub use error::StorageError;
 pub use frame::MAX_RECORD_LEN;
 pub use position::{DurableWatermark, Position};
 pub use reader::{read_on_disk, WalReader};
+pub use ready::ReadySegments;
 pub use recovery::{recover_shard, RecoveryMode, RecoveryReport};
 pub use retention::{Reaper, Retention};
 pub use writer::{FsyncPolicy, WalAppender, WalFlusher, WalStart, WalStatus};

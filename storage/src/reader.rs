@@ -67,6 +67,8 @@ pub struct WalReader {
     /// Id of the record at `pos`; 0 while unknown (after damage, until the next segment).
     next_id: u64,
     source: Option<(u64, Source)>,
+    /// The open segment's checksum mask (from its header; 0 in format 2).
+    salt: u32,
     buf: Vec<u8>,
     /// Damaged places met (each skipped, never delivered).
     pub damaged_skips: u64,
@@ -112,6 +114,7 @@ impl WalReader {
             pos,
             next_id,
             source: None,
+            salt: 0,
             buf: Vec::new(),
             damaged_skips: 0,
             damaged_records: 0,
@@ -217,7 +220,7 @@ impl WalReader {
         let mut at = 0;
         let mut batch = Batch::default();
         loop {
-            match frame::decode(&self.buf[at..got]) {
+            match frame::decode_salted(&self.buf[at..got], self.salt) {
                 Decoded::Record { payload, frame_len } => {
                     each(payload);
                     at += frame_len;
@@ -316,6 +319,7 @@ impl WalReader {
         mut from: u64,
         limit: Option<u64>,
     ) -> Result<Option<u64>, StorageError> {
+        let salt = self.salt;
         let Some((_, source)) = &mut self.source else {
             return Ok(None);
         };
@@ -342,7 +346,7 @@ impl WalReader {
                     continue;
                 }
                 if matches!(
-                    frame::decode(&data[i..]),
+                    frame::decode_salted(&data[i..], salt),
                     Decoded::Record { .. } | Decoded::Footer { .. }
                 ) {
                     return Ok(Some(from + i as u64));
@@ -423,8 +427,12 @@ impl WalReader {
             // damage; open it again next time, when its header (and first id) is there.
             Ok(n) if n < header.len() => self.source = None,
             Ok(_) => match parse_header(&header, self.pos.segment) {
-                Ok(first_id) if self.pos.offset == SEGMENT_HEADER_LEN => self.next_id = first_id,
-                Ok(_) => {}
+                Ok(head) => {
+                    self.salt = head.salt;
+                    if self.pos.offset == SEGMENT_HEADER_LEN {
+                        self.next_id = head.first_id;
+                    }
+                }
                 Err(reason) => self.skip_damage(path, reason),
             },
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
@@ -495,7 +503,7 @@ fn first_segment_with(dir: &Path, id: u64) -> Result<Option<Cursor>, StorageErro
             Ok(h) => h,
             Err(_) => continue,
         };
-        match parse_header(&header, n) {
+        match parse_header(&header, n).map(|h| h.first_id) {
             Ok(first) if first <= id => {
                 start = Some(Cursor {
                     position: Position {

@@ -24,7 +24,7 @@ use std::path::Path;
 
 use crate::error::StorageError;
 use crate::segment::{
-    compressed_path, list_segments, read_segment, scan_bytes, segment_path, Footer,
+    compressed_path, list_segments, read_segment, scan_bytes, segment_path, Footer, ScanEnd,
     SEGMENT_HEADER_LEN,
 };
 use crate::writer::WalStart;
@@ -140,7 +140,7 @@ fn recover_newest(
     report.tail_records = scan.records;
     let Some(reason) = scan.damage else {
         if scan.footer.is_none() {
-            seal(&path, &data, scan.valid_end, scan.records, scan.first_id)?;
+            seal(&path, &data, &scan)?;
             report.sealed_newest = true;
         } else {
             // Written but perhaps never synced before a crash (fsync = "never"): make it
@@ -163,7 +163,7 @@ fn recover_newest(
         return Ok(None);
     }
     let tail = &data[scan.valid_end as usize..];
-    report.damage_mid_segment = !is_torn_tail(tail);
+    report.damage_mid_segment = !scan.tail_is_torn(&data);
     if report.damage_mid_segment && mode == RecoveryMode::Strict {
         return Err(StorageError::Corrupt {
             path,
@@ -172,9 +172,14 @@ fn recover_newest(
         });
     }
     report.truncated_bytes = tail.len() as u64;
-    seal(&path, &data, scan.valid_end, scan.records, scan.first_id)?;
+    seal(&path, &data, &scan)?;
     report.sealed_newest = true;
-    if report.damage_mid_segment {
+    if scan.salt != 0 && !report.damage_mid_segment {
+        // A salted segment's file goes on with a ready file's old bytes: expected after a
+        // crash, not damage.
+        tracing::info!(segment = %path.display(), end = scan.valid_end, reason,
+            "recovery sealed the newest segment after its last whole record");
+    } else if report.damage_mid_segment {
         tracing::error!(segment = %path.display(), offset = scan.valid_end, discarded_bytes = tail.len(), reason,
             "damage inside the newest segment: cut it back to the last good record");
     } else {
@@ -232,28 +237,27 @@ fn set_aside(
     Ok(())
 }
 
-/// Cuts the segment to its valid records, appends the footer, syncs file and directory.
-fn seal(
-    path: &Path,
-    data: &[u8],
-    valid_end: u64,
-    records: u64,
-    first_id: Option<u64>,
-) -> Result<(), StorageError> {
+/// Appends the footer after the segment's valid records and syncs file and directory. A
+/// format 2 file is cut to its records first; a salted (format 3) one keeps its length (what
+/// follows the footer is not read, and a full-length file is cheaper to recycle).
+fn seal(path: &Path, data: &[u8], scan: &ScanEnd) -> Result<(), StorageError> {
+    let valid_end = scan.valid_end;
     let footer = Footer {
-        records,
-        first_id: first_id.unwrap_or(1),
+        records: scan.records,
+        first_id: scan.first_id.unwrap_or(1),
         data_end: valid_end,
         checksum: crc32c::crc32c(&data[..valid_end as usize]),
     };
-    let frame = footer.frame();
+    let frame = footer.frame(scan.salt);
     let file = OpenOptions::new()
         .write(true)
         .open(path)
         .map_err(|e| StorageError::io("open", path, e))?;
     use std::os::unix::fs::FileExt;
-    file.set_len(valid_end)
-        .map_err(|e| StorageError::io("truncate", path, e))?;
+    if scan.salt == 0 {
+        file.set_len(valid_end)
+            .map_err(|e| StorageError::io("truncate", path, e))?;
+    }
     file.write_all_at(&frame, valid_end)
         .map_err(|e| StorageError::io("write footer", path, e))?;
     file.sync_all()

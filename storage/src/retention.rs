@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::budget::DiskBudget;
 use crate::error::StorageError;
+use crate::ready::ReadySegments;
 use crate::recovery::sync_dir;
 use crate::segment::{compressed_path, list_segments, segment_path};
 
@@ -27,18 +28,27 @@ pub struct Retention {
     budget: Arc<DiskBudget>,
     /// Where deletions go when a background reaper runs them (see [`Reaper`]); inline if none.
     reaper: Option<std::sync::mpsc::Sender<Reap>>,
+    /// The shard's ready files: delivered plain segments are recycled into them while it
+    /// wants more (see [`crate::ready`]).
+    ready: Option<Arc<ReadySegments>>,
 }
 
-/// One deletion for the reaper: the shard's retention (for its directory and budget) and the
-/// segments below `below`.
-pub struct Reap {
-    dir: PathBuf,
-    below: u64,
-    budget: Arc<DiskBudget>,
+/// Work for the reaper thread.
+pub enum Reap {
+    /// Delete (or recycle) a shard's segments below `below`.
+    Delete {
+        dir: PathBuf,
+        below: u64,
+        budget: Arc<DiskBudget>,
+        ready: Option<Arc<ReadySegments>>,
+    },
+    /// Bring a shard's ready files up to their target (zero-filled files).
+    Fill(Arc<ReadySegments>),
 }
 
-/// Deletes delivered segments on a thread of its own: unlinking a large file takes tens of
-/// milliseconds (its extents are freed), which must not stall an output's delivery.
+/// Deletes delivered segments and prepares ready files on a thread of its own: unlinking a
+/// large file takes tens of milliseconds (its extents are freed) and zero-filling one longer,
+/// which must stall neither an output's delivery nor a shard.
 pub struct Reaper;
 
 impl Reaper {
@@ -49,8 +59,18 @@ impl Reaper {
             .name("wal-reaper".into())
             .spawn(move || {
                 for reap in rx {
-                    if let Err(e) = delete_below(&reap.dir, reap.below, &reap.budget) {
-                        tracing::warn!(error = %e, "deleting delivered segments failed; retried at the next advance");
+                    match reap {
+                        Reap::Delete { dir, below, budget, ready } => {
+                            if let Err(e) = delete_below(&dir, below, &budget, ready.as_deref()) {
+                                tracing::warn!(error = %e, "deleting delivered segments failed; retried at the next advance");
+                            }
+                        }
+                        Reap::Fill(ready) => {
+                            if let Err(e) = ready.fill() {
+                                tracing::warn!(error = %e, dir = %ready.dir().display(),
+                                    "cannot prepare a ready WAL segment; new segments are created as needed");
+                            }
+                        }
                     }
                 }
             })?;
@@ -58,10 +78,25 @@ impl Reaper {
     }
 }
 
-/// Deletes the segments of `dir` below `below`; returns them.
-fn delete_below(dir: &Path, below: u64, budget: &DiskBudget) -> Result<Vec<u64>, StorageError> {
+/// Deletes the segments of `dir` below `below` (recycling plain ones into `ready` while it
+/// wants more); returns them.
+fn delete_below(
+    dir: &Path,
+    below: u64,
+    budget: &DiskBudget,
+    ready: Option<&ReadySegments>,
+) -> Result<Vec<u64>, StorageError> {
     let mut deleted = Vec::new();
     for number in list_segments(dir)?.into_iter().take_while(|&n| n < below) {
+        let plain = segment_path(dir, number);
+        if let Some(ready) = ready {
+            if plain.exists() && ready.recycle(&plain)? {
+                // A compressed copy may exist for a moment while it is being compressed.
+                budget.release(remove_segment(dir, number)?);
+                deleted.push(number);
+                continue;
+            }
+        }
         let freed = remove_segment(dir, number)?;
         if freed > 0 {
             budget.release(freed);
@@ -85,6 +120,7 @@ impl Retention {
             deleted_below: AtomicU64::new(0),
             budget,
             reaper: None,
+            ready: None,
         };
         for name in outputs {
             r.register(name);
@@ -112,6 +148,13 @@ impl Retention {
     /// Hands deletions to a background [`Reaper`] instead of doing them in `advance`.
     pub fn with_reaper(mut self, reaper: std::sync::mpsc::Sender<Reap>) -> Self {
         self.reaper = Some(reaper);
+        self
+    }
+
+    /// Recycles delivered segments into `ready` (the shard's ready files) instead of deleting
+    /// them, while it wants more.
+    pub fn with_ready(mut self, ready: Arc<ReadySegments>) -> Self {
+        self.ready = Some(ready);
         self
     }
 
@@ -149,16 +192,17 @@ impl Retention {
             return Ok(Vec::new());
         }
         if let Some(reaper) = &self.reaper {
-            let reap = Reap {
+            let reap = Reap::Delete {
                 dir: self.dir.clone(),
                 below: passed,
                 budget: Arc::clone(&self.budget),
+                ready: self.ready.clone(),
             };
             if reaper.send(reap).is_ok() {
                 return Ok(Vec::new());
             }
         }
-        delete_below(&self.dir, passed, &self.budget)
+        delete_below(&self.dir, passed, &self.budget, self.ready.as_deref())
     }
 }
 

@@ -2,9 +2,10 @@
 //! how much of each file was fdatasync'd, and faults on demand.
 //!
 //! - [`Fault`]s make the next write or fdatasync fail (EIO, ENOSPC), as disks do.
-//! - [`SimFs::crash`] simulates power loss: every file is cut back to what was synced, plus
-//!   optionally a torn prefix of the unsynced rest (which may end mid-record), as a kernel
-//!   that wrote back some pages but not others would leave it.
+//! - [`SimFs::crash`] simulates power loss: every file goes back to its contents at its last
+//!   fdatasync (overwritten bytes return to their old values: what a ready file written over
+//!   keeps), plus optionally a torn prefix of what was written after that point (which may
+//!   end mid-record), as a kernel that wrote back some pages but not others would leave it.
 //!
 //! I/O here is blocking `std::fs`; it is for tests on a test executor, never a shard.
 
@@ -29,7 +30,12 @@ pub enum Fault {
 
 #[derive(Debug, Default)]
 struct FileState {
-    synced_len: u64,
+    /// The contents as of the last fdatasync (or as found when opened).
+    durable: Vec<u8>,
+    /// How far writes had reached at the last fdatasync: a torn write keeps bytes from here.
+    durable_end: u64,
+    /// How far writes have reached.
+    write_end: u64,
 }
 
 #[derive(Debug, Default)]
@@ -64,20 +70,37 @@ impl SimFs {
         state.faults.remove(at)
     }
 
-    /// Power loss: each file keeps its synced bytes plus up to `torn_bytes` of the rest.
+    /// Power loss: each file returns to its synced contents, plus up to `torn_bytes` of what
+    /// was written after the synced write position.
     pub fn crash(&self, torn_bytes: u64) -> io::Result<()> {
         let mut state = self.0.borrow_mut();
         for (path, file) in state.files.drain() {
-            let len = match std::fs::metadata(&path) {
-                Ok(m) => m.len(),
+            let current = match std::fs::read(&path) {
+                Ok(c) => c,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // Deleted.
                 Err(e) => return Err(e),
             };
-            let keep = len.min(file.synced_len + torn_bytes);
-            OpenOptions::new().write(true).open(&path)?.set_len(keep)?;
+            let mut kept = file.durable;
+            let from = file.durable_end as usize;
+            let to = current.len().min(from + torn_bytes as usize);
+            if from < to {
+                if kept.len() < to {
+                    kept.resize(to, 0);
+                }
+                kept[from..to].copy_from_slice(&current[from..to]);
+            }
+            let f = OpenOptions::new().write(true).open(&path)?;
+            f.set_len(kept.len() as u64)?;
+            f.write_all_at(&kept, 0)?;
         }
         state.faults.clear();
         Ok(())
+    }
+
+    fn wrote(&self, path: &Path, end: u64) {
+        let mut state = self.0.borrow_mut();
+        let file = state.files.entry(path.to_path_buf()).or_default();
+        file.write_end = file.write_end.max(end);
     }
 }
 
@@ -91,12 +114,14 @@ impl SegmentFile for SimFile {
                 // A real disk may take part of the buffer before it fills up.
                 let part = buf.len() / 2;
                 self.file.write_all_at(&buf[..part], pos)?;
+                self.fs.wrote(&self.path, pos + part as u64);
                 return Err(io::Error::from_raw_os_error(libc_enospc()));
             }
             Some(_) => return Err(io::Error::from_raw_os_error(libc_eio())),
             None => {}
         }
         self.file.write_all_at(&buf, pos)?;
+        self.fs.wrote(&self.path, pos + buf.len() as u64);
         Ok(buf.len())
     }
 
@@ -106,9 +131,11 @@ impl SegmentFile for SimFile {
             return Err(io::Error::from_raw_os_error(libc_eio()));
         }
         self.file.sync_data()?;
-        let len = self.file.metadata()?.len();
+        let contents = std::fs::read(&self.path)?;
         let mut state = self.fs.0.borrow_mut();
-        state.files.entry(self.path.clone()).or_default().synced_len = len;
+        let file = state.files.entry(self.path.clone()).or_default();
+        file.durable = contents;
+        file.durable_end = file.write_end;
         Ok(())
     }
 
@@ -133,7 +160,19 @@ impl SegmentFile for SimFile {
         self.file.set_len(len)?;
         let mut state = self.fs.0.borrow_mut();
         let file = state.files.entry(self.path.clone()).or_default();
-        file.synced_len = file.synced_len.min(len);
+        file.durable.truncate(len as usize);
+        file.durable_end = file.durable_end.min(len);
+        file.write_end = file.write_end.min(len);
+        Ok(())
+    }
+
+    async fn rename(&mut self, to: &Path) -> io::Result<()> {
+        std::fs::rename(&self.path, to)?;
+        let mut state = self.fs.0.borrow_mut();
+        if let Some(file) = state.files.remove(&self.path) {
+            state.files.insert(to.to_path_buf(), file);
+        }
+        self.path = to.to_path_buf();
         Ok(())
     }
 
@@ -155,6 +194,23 @@ impl SegmentFs for SimFs {
             .borrow_mut()
             .files
             .insert(path.to_path_buf(), FileState::default());
+        Ok(SimFile {
+            fs: self.clone(),
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    async fn open_existing(&self, path: &Path) -> io::Result<SimFile> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let durable = std::fs::read(path)?;
+        self.0.borrow_mut().files.insert(
+            path.to_path_buf(),
+            FileState {
+                durable,
+                ..FileState::default()
+            },
+        );
         Ok(SimFile {
             fs: self.clone(),
             path: path.to_path_buf(),

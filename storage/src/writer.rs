@@ -26,6 +26,7 @@ use crate::frame::{begin_record, finish_record, FRAME_HEADER_LEN, MAX_RECORD_LEN
 use crate::io::{SegmentFile, SegmentFs};
 use crate::latency::{Arrivals, LatencyHistogram, DURABLE_BUCKETS_SECONDS, FSYNC_BUCKETS_SECONDS};
 use crate::position::{DurableWatermark, Position, MAX_SEGMENT_SIZE};
+use crate::ready::ReadySegments;
 use crate::segment::{segment_header, segment_path, Footer, SEGMENT_HEADER_LEN};
 
 /// When appended records are made durable.
@@ -104,12 +105,19 @@ pub struct WalStats {
     pub fsyncs: Cell<u64>,
     /// fdatasync latencies.
     pub fsync: LatencyHistogram,
+    /// Latencies of a commit's write (handing the batch to the kernel).
+    pub write: LatencyHistogram,
     /// Ingest (socket read) → durable (fdatasync done; written, under `FsyncPolicy::Never`),
     /// per record.
     pub ingest_durable: LatencyHistogram,
     /// When the records not yet durable arrived (see [`WalAppender::note_arrival`]).
     arrivals: Arrivals,
     pub segments_created: Cell<u64>,
+    /// New segments made from a ready file (see [`crate::ready`]).
+    pub segments_from_ready: Cell<u64>,
+    /// New segments created as new files because no ready file was there (with ready files
+    /// configured): their commits pay the file system's metadata updates.
+    pub ready_misses: Cell<u64>,
     /// Records whose write or fdatasync failed: never durable, counted, never retried.
     pub lost_records: Cell<u64>,
     /// Write/fdatasync failures (each blocks ingest until a new segment could be started).
@@ -129,9 +137,12 @@ impl Default for WalStats {
             written_bytes: Cell::new(0),
             fsyncs: Cell::new(0),
             fsync: LatencyHistogram::new(FSYNC_BUCKETS_SECONDS),
+            write: LatencyHistogram::new(FSYNC_BUCKETS_SECONDS),
             ingest_durable: LatencyHistogram::new(DURABLE_BUCKETS_SECONDS),
             arrivals: Arrivals::default(),
             segments_created: Cell::new(0),
+            segments_from_ready: Cell::new(0),
+            ready_misses: Cell::new(0),
             lost_records: Cell::new(0),
             io_failures: Cell::new(0),
             budget_blocks: Cell::new(0),
@@ -386,6 +397,19 @@ pub struct WalFlusher<F: SegmentFs> {
     taken: u64,
     retry_interval: Duration,
     budget: Arc<DiskBudget>,
+    ready: Option<Arc<ReadySegments>>,
+    /// The current segment's checksum mask ([`crate::frame::salt`]).
+    salt: u32,
+    /// The current segment's file was a ready file: full length, kept so when sealed.
+    file_is_ready: bool,
+}
+
+/// Where a writer's segments come from: the disk budget they are counted in, and the shard's
+/// ready files (none: every segment is a new file).
+#[derive(Clone, Debug)]
+pub struct WalSpace {
+    pub budget: Arc<DiskBudget>,
+    pub ready: Option<Arc<ReadySegments>>,
 }
 
 /// Where a writer starts: the segment number and record id after everything recovered.
@@ -406,7 +430,10 @@ impl<F: SegmentFs> WalFlusher<F> {
         watermark: Arc<DurableWatermark>,
         on_durable: Box<dyn Fn(u64)>,
     ) -> Result<Self, StorageError> {
-        let budget = Arc::new(DiskBudget::unlimited(dir));
+        let space = WalSpace {
+            budget: Arc::new(DiskBudget::unlimited(dir)),
+            ready: None,
+        };
         let opened = Self::open_with_budget(
             fs,
             dir,
@@ -415,14 +442,14 @@ impl<F: SegmentFs> WalFlusher<F> {
             appender,
             watermark,
             on_durable,
-            budget,
+            space,
         );
         // Without limits a budget error cannot happen: any start failure is returned.
         opened.await
     }
 
-    /// Like [`Self::open`], but accounting segments against `budget`. When the budget is
-    /// already exhausted, the writer starts without a segment and blocks at its first commit
+    /// Like [`Self::open`], but accounting segments against `space.budget` and taking new
+    /// segments from `space.ready` when it has one. When the budget is already exhausted, the writer starts without a segment and blocks at its first commit
     /// until outputs free space (it must not fail: only delivery can free the space).
     #[allow(clippy::too_many_arguments)]
     pub async fn open_with_budget(
@@ -433,7 +460,7 @@ impl<F: SegmentFs> WalFlusher<F> {
         appender: Rc<WalAppender>,
         watermark: Arc<DurableWatermark>,
         on_durable: Box<dyn Fn(u64)>,
-        budget: Arc<DiskBudget>,
+        space: WalSpace,
     ) -> Result<Self, StorageError> {
         let mut flusher = WalFlusher {
             fs,
@@ -450,7 +477,10 @@ impl<F: SegmentFs> WalFlusher<F> {
             segment_crc: 0,
             taken: 0,
             retry_interval: RETRY_INTERVAL,
-            budget,
+            budget: space.budget,
+            ready: space.ready,
+            salt: 0,
+            file_is_ready: false,
         };
         match flusher.start_segment().await {
             Ok(()) => {}
@@ -652,7 +682,7 @@ impl<F: SegmentFs> WalFlusher<F> {
         }
     }
 
-    async fn commit(&mut self, buf: Vec<u8>, records: u64) -> Result<(), CommitFailure> {
+    async fn commit(&mut self, mut buf: Vec<u8>, records: u64) -> Result<(), CommitFailure> {
         let needs_segment = self.file.is_none()
             || (self.offset > SEGMENT_HEADER_LEN
                 && self.offset + buf.len() as u64 > self.segment_size);
@@ -664,6 +694,8 @@ impl<F: SegmentFs> WalFlusher<F> {
                 });
             }
         }
+        // The segment is known now: its salt goes into every frame's checksum.
+        crate::frame::salt_frames(&mut buf, self.salt);
         let len = buf.len() as u64;
         let crc = crc32c::crc32c_append(self.segment_crc, &buf);
         let written = match self.write_all(buf).await {
@@ -707,10 +739,12 @@ impl<F: SegmentFs> WalFlusher<F> {
             .as_ref()
             .ok_or_else(|| StorageError::Failed("no open segment".into()))?;
         let len = buf.len();
+        let started = std::time::Instant::now();
         let written = file
             .write_at(buf, self.offset)
             .await
             .map_err(|e| StorageError::io("write", &path, e))?;
+        self.appender.stats.write.record(started.elapsed(), 1);
         if written < len {
             let e = std::io::Error::new(
                 std::io::ErrorKind::WriteZero,
@@ -756,11 +790,13 @@ impl<F: SegmentFs> WalFlusher<F> {
             data_end: self.offset,
             checksum: self.segment_crc,
         };
-        let frame = footer.frame();
+        let frame = footer.frame(self.salt);
         let end = self.offset + frame.len() as u64;
         let path = segment_path(&self.dir, self.segment);
         self.write_all(frame).await?;
-        if let Some(file) = &self.file {
+        // A new file is cut to its footer (giving back its unused reservation); a ready file
+        // keeps its full length, so it can be recycled as it is.
+        if let (Some(file), false) = (&self.file, self.file_is_ready) {
             file.truncate(end)
                 .await
                 .map_err(|e| StorageError::io("truncate", &path, e))?;
@@ -772,6 +808,7 @@ impl<F: SegmentFs> WalFlusher<F> {
         // that ends past the reservation (the segment was full to the last bytes) is added.
         match end.checked_sub(self.segment_size) {
             Some(over) => self.budget.charge(over),
+            None if self.file_is_ready => {}
             None => self.budget.release(self.segment_size - end),
         }
         if let Some(file) = self.file.take() {
@@ -821,7 +858,8 @@ impl<F: SegmentFs> WalFlusher<F> {
         let records = crate::segment::record_count(&self.dir, number).unwrap_or(0);
         let first_id = crate::segment::read_segment_header(&self.dir, number)
             .ok()
-            .and_then(|h| crate::segment::parse_header(&h, number).ok());
+            .and_then(|h| crate::segment::parse_header(&h, number).ok())
+            .map(|h| h.first_id);
         match (first_id, crate::cursor::lowest_cursor_id(&self.dir)) {
             (Some(first), Some(lowest)) => records - lowest.saturating_sub(first).min(records),
             _ => records,
@@ -832,12 +870,65 @@ impl<F: SegmentFs> WalFlusher<F> {
     /// directory, publish it. On failure the half-made file is removed (best effort) and the
     /// number stays free for the next attempt.
     async fn start_segment(&mut self) -> Result<(), StorageError> {
+        let stats = &self.appender.stats;
+        if let Some(ready) = &self.ready {
+            match ready.take() {
+                Some(path) => match self.start_from_ready(path).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot use a ready WAL segment; creating a new file")
+                    }
+                },
+                None => stats.ready_misses.set(stats.ready_misses.get() + 1),
+            }
+        }
         self.reserve_segment()?;
         let started = self.create_segment().await;
         if started.is_err() {
             self.budget.release(self.segment_size);
         }
         started
+    }
+
+    /// Makes the ready file at `ready_path` segment `self.segment`: header written and synced
+    /// under its ready name, then renamed (see [`crate::ready`] for why this order). A failure
+    /// before the rename gives the file back to the pool.
+    async fn start_from_ready(&mut self, ready_path: PathBuf) -> Result<(), StorageError> {
+        let path = segment_path(&self.dir, self.segment);
+        let mut file = match self.fs.open_existing(&ready_path).await {
+            Ok(file) => file,
+            Err(e) => return Err(StorageError::io("open", &ready_path, e)),
+        };
+        let header = segment_header(self.segment, self.next_id);
+        let written = match file.write_at(header.to_vec(), 0).await {
+            Ok(n) if n == header.len() => file.fdatasync().await,
+            Ok(n) => Err(std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                format!("short write: {n} of {} bytes", header.len()),
+            )),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            let _ = file.close().await;
+            if let Some(ready) = &self.ready {
+                ready.put_back(ready_path.clone());
+            }
+            return Err(StorageError::io("write header into", &ready_path, e));
+        }
+        if let Err(e) = file.rename(&path).await {
+            let _ = file.close().await;
+            if let Some(ready) = &self.ready {
+                ready.put_back(ready_path.clone());
+            }
+            return Err(StorageError::io("rename", &ready_path, e));
+        }
+        self.file = Some(file);
+        self.file_is_ready = true;
+        let stats = &self.appender.stats;
+        stats
+            .segments_from_ready
+            .set(stats.segments_from_ready.get() + 1);
+        self.segment_started(&header).await
     }
 
     async fn create_segment(&mut self) -> Result<(), StorageError> {
@@ -853,6 +944,7 @@ impl<F: SegmentFs> WalFlusher<F> {
             return Err(StorageError::io("reserve space for", &path, e));
         }
         self.file = Some(file);
+        self.file_is_ready = false;
         self.offset = 0;
         let header = segment_header(self.segment, self.next_id);
         let started = match self.write_all(header.to_vec()).await {
@@ -866,13 +958,23 @@ impl<F: SegmentFs> WalFlusher<F> {
             }
             return Err(e);
         }
-        self.fs
-            .sync_dir(&self.dir)
-            .await
-            .map_err(|e| StorageError::io("fsync directory", &self.dir, e))?;
+        self.segment_started(&header).await
+    }
+
+    /// The new segment's header is synced in its file under the segment's name: sync the
+    /// directory, then publish it.
+    async fn segment_started(&mut self, header: &[u8]) -> Result<(), StorageError> {
+        if let Err(e) = self.fs.sync_dir(&self.dir).await {
+            if let Some(file) = self.file.take() {
+                let _ = file.remove().await;
+                let _ = file.close().await;
+            }
+            return Err(StorageError::io("fsync directory", &self.dir, e));
+        }
         self.offset = SEGMENT_HEADER_LEN;
         self.segment_first_id = self.next_id;
-        self.segment_crc = crc32c::crc32c(&header);
+        self.segment_crc = crc32c::crc32c(header);
+        self.salt = crate::frame::salt(self.segment);
         let stats = &self.appender.stats;
         stats.segments_created.set(stats.segments_created.get() + 1);
         self.publish();

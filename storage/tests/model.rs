@@ -1,7 +1,9 @@
 //! Model-based property test of the WAL: random appends, syncs, output acks, injected I/O
 //! faults (EIO, ENOSPC, failed fdatasync), sealing (small segments rotate often), compression
-//! of sealed segments, retention deleting what the output passed, power-loss crashes with torn
-//! tails and reopens, against a simple model of which records are durable.
+//! of sealed segments, retention deleting what the output passed (or recycling it into a ready
+//! file), ready files written full of zeros, new segments made from ready files (written over
+//! an old segment's records), power-loss crashes with torn tails (overwritten bytes return to
+//! their old contents) and reopens, against a simple model of which records are durable.
 //!
 //! Checked after every step:
 //! - an output only reads durable records, in append order, each once;
@@ -17,10 +19,10 @@ use std::time::Duration;
 use glommio::{LocalExecutorBuilder, Placement, Task};
 use proptest::prelude::*;
 use storage::sim::{Fault, SimFs};
-use storage::writer::{AppendError, WalStatus};
+use storage::writer::{AppendError, WalSpace, WalStatus};
 use storage::{
     read_cursor, recover_shard, write_cursor, Cursor, DurableWatermark, FsyncPolicy, Position,
-    RecoveryMode, StorageError, WalAppender, WalFlusher, WalReader,
+    ReadySegments, RecoveryMode, StorageError, WalAppender, WalFlusher, WalReader,
 };
 
 #[derive(Clone, Debug)]
@@ -33,8 +35,11 @@ enum Op {
     Reopen,
     /// Compress every sealed segment (what the background compactor does to a backlog).
     Compress,
-    /// Retention: delete the segments the output's persisted cursor has passed.
+    /// Retention: delete the segments the output's persisted cursor has passed (recycling
+    /// them into ready files while the pool wants more).
     Delete,
+    /// Write zero-filled ready files up to the pool's target.
+    Fill,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -53,6 +58,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Reopen),
         1 => Just(Op::Compress),
         1 => Just(Op::Delete),
+        1 => Just(Op::Fill),
     ]
 }
 
@@ -62,7 +68,10 @@ struct Wal {
     appender: Rc<WalAppender>,
     task: Task<Result<(), StorageError>>,
     watermark: Arc<DurableWatermark>,
+    ready: Arc<ReadySegments>,
 }
+
+const SEGMENT_SIZE: u64 = 2048;
 
 async fn open(dir: &std::path::Path, sim: &SimFs) -> Wal {
     loop {
@@ -70,14 +79,20 @@ async fn open(dir: &std::path::Path, sim: &SimFs) -> Wal {
             .expect("recovery never fails on torn tails");
         let appender = WalAppender::new(1024, FsyncPolicy::Always);
         let watermark = Arc::new(DurableWatermark::new());
-        let opened = WalFlusher::open(
+        let budget = Arc::new(storage::DiskBudget::unlimited(dir));
+        let ready = ReadySegments::open(dir, SEGMENT_SIZE, 2, Arc::clone(&budget), None).unwrap();
+        let opened = WalFlusher::open_with_budget(
             sim.clone(),
             dir,
             report.start(),
-            2048,
+            SEGMENT_SIZE,
             Rc::clone(&appender),
             Arc::clone(&watermark),
             Box::new(|_| {}),
+            WalSpace {
+                budget,
+                ready: Some(Arc::clone(&ready)),
+            },
         )
         .await;
         match opened {
@@ -87,6 +102,7 @@ async fn open(dir: &std::path::Path, sim: &SimFs) -> Wal {
                     appender,
                     task: glommio::spawn_local(flusher.run()),
                     watermark,
+                    ready,
                 };
             }
             // A queued fault hit segment creation: that start failed; power-cycle and retry.
@@ -196,6 +212,7 @@ fn run_case(ops: Vec<Op>) {
                         );
                     }
                     Op::Fail(fault) => sim.inject(fault),
+                    Op::Fill => wal.ready.fill().unwrap(),
                     Op::Compress => {
                         let active = wal.watermark.load().segment;
                         for n in storage::segment::list_segments(&dir).unwrap() {
@@ -208,6 +225,7 @@ fn run_case(ops: Vec<Op>) {
                         if let Some(cursor) = read_cursor(&dir, SINK).unwrap() {
                             let budget = Arc::new(storage::DiskBudget::unlimited(&dir));
                             storage::Retention::new(&dir, &[SINK], budget)
+                                .with_ready(Arc::clone(&wal.ready))
                                 .advance(
                                     SINK,
                                     cursor.position.segment,

@@ -97,6 +97,10 @@ fn wal(config: &Config) -> Table {
         FullPolicy::DropOldest => "drop_oldest",
     };
     t.insert("when_full".into(), text(when_full));
+    t.insert(
+        "ready_segments".into(),
+        Value::Integer(w.ready_segments as i64),
+    );
     t
 }
 

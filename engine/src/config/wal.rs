@@ -41,6 +41,11 @@ pub struct WalConfig {
     /// undelivered segment, counting its events).
     #[serde(default, deserialize_with = "de_from_str")]
     pub when_full: FullPolicy,
+    /// Segment files each shard keeps written through and ready (recycled from delivered
+    /// segments, else zero-filled in the background), so a commit's fdatasync flushes data
+    /// only, never file-system metadata. 0: every segment is a new file.
+    #[serde(default = "default_ready_segments")]
+    pub ready_segments: usize,
 }
 
 impl Default for WalConfig {
@@ -56,6 +61,7 @@ impl Default for WalConfig {
             max_disk: None,
             min_free_disk: default_min_free_disk(),
             when_full: FullPolicy::default(),
+            ready_segments: default_ready_segments(),
         }
     }
 }
@@ -75,6 +81,9 @@ impl WalConfig {
                 "segment_size",
                 "must be at least wal.buffer_size (a segment would grow to the buffer's size)",
             );
+        }
+        if self.ready_segments > MAX_READY_SEGMENTS {
+            return invalid("ready_segments", "must be between 0 and 16");
         }
         if !(1..=19).contains(&self.compression_level) {
             return invalid("compression_level", "must be between 1 and 19");
@@ -116,6 +125,12 @@ impl<'de> Deserialize<'de> for Compression {
     }
 }
 
+/// Upper bound of `wal.ready_segments` (each is a whole segment of disk per shard).
+pub const MAX_READY_SEGMENTS: usize = 16;
+
+fn default_ready_segments() -> usize {
+    2
+}
 fn default_compression_level() -> i32 {
     3
 }

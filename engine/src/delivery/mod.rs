@@ -192,6 +192,8 @@ pub struct ShardLog {
     pub retention: Arc<Retention>,
     /// The id the shard's next durable record gets.
     pub next_record_id: Arc<std::sync::atomic::AtomicU64>,
+    /// The shard's ready segment files (none with `wal.ready_segments = 0`).
+    pub ready: Option<Arc<storage::ReadySegments>>,
 }
 
 /// Set by the runtime to stop an output once it has delivered everything.

@@ -31,6 +31,16 @@ counter_family! {
         wal_io_failures: counter "sluice_wal_io_failures_total";
         /// Times the disk budget blocked this shard's ingest.
         wal_budget_blocks: counter "sluice_wal_budget_blocks_total";
+        /// New WAL segments made from a ready file (`wal.ready_segments`): their commits
+        /// write over written blocks, so fdatasync flushes data only.
+        wal_segments_from_ready: counter "sluice_wal_segments_from_ready_total";
+        /// New WAL segments created as new files because no ready file was there (the pool
+        /// ran dry): their commits also pay file-system metadata updates.
+        wal_ready_misses: counter "sluice_wal_ready_misses_total";
+        /// Delivered WAL segments recycled into ready files instead of being deleted.
+        wal_segments_recycled: counter "sluice_wal_segments_recycled_total";
+        /// Ready WAL segment files written full of zeros (nothing delivered to recycle).
+        wal_segments_zero_filled: counter "sluice_wal_segments_zero_filled_total";
         /// Events read from a socket that the WAL could not take (blocked by a disk error
         /// while stopping, or already failed).
         events_dropped_wal: counter "sluice_events_dropped_wal_unavailable_total" loss("wal_unavailable");
@@ -49,6 +59,8 @@ counter_family! {
     extra {
         /// fdatasync latency.
         wal_fsync: SharedHistogram = SharedHistogram::new(storage::latency::FSYNC_BUCKETS_SECONDS);
+        /// A commit's write (the batch handed to the kernel) latency.
+        wal_write: SharedHistogram = SharedHistogram::new(storage::latency::FSYNC_BUCKETS_SECONDS);
         /// Socket read → durable in the WAL, per event.
         ingest_durable: SharedHistogram =
             SharedHistogram::new(storage::latency::DURABLE_BUCKETS_SECONDS);

@@ -60,7 +60,7 @@ impl Family for ProcessSnapshot {
     const NAME: &'static str = "process";
     const LABELS: &'static [&'static str] = &[];
     const METRICS: &'static [Metric<Self>] = &[
-        row("wal_disk_bytes", "sluice_wal_disk_bytes", "Bytes of WAL segments in data_dir: on disk, or reserved for the segment being written if more", Kind::Gauge, None, |p| p.wal_disk_bytes),
+        row("wal_disk_bytes", "sluice_wal_disk_bytes", "Bytes of WAL segments (and ready segment files) in data_dir: on disk, or reserved for the segment being written if more", Kind::Gauge, None, |p| p.wal_disk_bytes),
         row("wal_dropped_segments", "sluice_wal_dropped_segments_total", "Undelivered WAL segments deleted to make room (when_full = drop_oldest)", Kind::Counter, None, |p| p.wal_dropped_segments),
         row("wal_dropped_records", "sluice_wal_dropped_records_total", "Undelivered events in the segments deleted to make room", Kind::Counter, Some("disk_full_drop_oldest"), |p| p.wal_dropped_records),
         row("kernel_udp_drops", "sluice_udp_kernel_drops_total", "UDP datagrams the kernel dropped on Sluice's sockets (receive buffer full)", Kind::Counter, Some("udp_socket_buffer"), |p| p.kernel_udp_drops),

@@ -81,6 +81,13 @@ impl Collector for SluiceCollector {
         encode_histograms(
             c,
             &mut encoder,
+            "sluice_wal_write_seconds",
+            "WAL commit write latency (the batch handed to the kernel)",
+            |s| &s.wal_write,
+        )?;
+        encode_histograms(
+            c,
+            &mut encoder,
             "sluice_ingest_durable_seconds",
             "Per event: socket read to durable in the WAL (fdatasync done)",
             |s| &s.ingest_durable,
@@ -386,6 +393,7 @@ pub fn reference() -> String {
          | `sluice_route_events_total` | counter | shard, transform, route | events a route sent to each of its outputs (`_unmatched` included) |\n\
          | `sluice_transform_rule_matches_total` | counter | shard, transform, rule | matches of each rule of a transform (`redact`: replacements per built-in and rule) |\n\
          | `sluice_wal_fsync_seconds` | histogram | shard | WAL fdatasync latency |\n\
+         | `sluice_wal_write_seconds` | histogram | shard | WAL commit write latency (the batch handed to the kernel) |\n\
          | `sluice_ingest_durable_seconds` | histogram | shard | per event: socket read to durable in the WAL |\n",
     );
     out

@@ -190,17 +190,42 @@ fn recover_logs(
             "WAL recovered"
         );
         starts.push(report.start());
-        let retention =
+        let mut retention =
             Retention::new(&dir, &sinks, Arc::clone(budget)).with_reaper(reaper.clone());
+        let ready = open_ready_segments(config, &dir, budget, &reaper)?;
+        if let Some(ready) = &ready {
+            retention = retention.with_ready(Arc::clone(ready));
+            ready.request_fill();
+        }
         logs.push(ShardLog {
             id,
             dir,
             watermark,
             retention: Arc::new(retention),
             next_record_id: Arc::new(AtomicU64::new(report.next_record_id)),
+            ready,
         });
     }
     Ok((logs, starts))
+}
+
+/// A shard's ready segment files (`wal.ready_segments`), refilled on the `wal-reaper` thread.
+fn open_ready_segments(
+    config: &Config,
+    dir: &Path,
+    budget: &Arc<DiskBudget>,
+    reaper: &std::sync::mpsc::Sender<storage::retention::Reap>,
+) -> Result<Option<Arc<storage::ReadySegments>>, EngineError> {
+    let target = config.wal.ready_segments;
+    // With none wanted, files left by an earlier config are removed (and their space freed).
+    let ready = storage::ReadySegments::open(
+        dir,
+        config.wal.segment_size,
+        target,
+        Arc::clone(budget),
+        Some(reaper.clone()),
+    )?;
+    Ok((target > 0).then_some(ready))
 }
 
 /// What runs once started, and how each part stops.

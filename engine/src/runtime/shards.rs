@@ -150,6 +150,7 @@ fn shard_spec(
         counters: Arc::clone(&setup.counters[id]),
         wakers: Arc::clone(setup.wakers),
         budget: Arc::clone(setup.budget),
+        ready: log.ready.clone(),
         next_record_id: Arc::clone(&log.next_record_id),
         commands,
         balance: Arc::clone(setup.balance),

@@ -95,6 +95,8 @@ pub struct ShardSpec {
     pub wakers: Arc<OutputWakers>,
     /// The data directory's disk budget, shared by all shards.
     pub budget: Arc<storage::DiskBudget>,
+    /// This shard's ready segment files (`wal.ready_segments`).
+    pub ready: Option<Arc<storage::ReadySegments>>,
     /// The id the shard's next durable record gets (outputs compute their lag from it).
     pub next_record_id: Arc<std::sync::atomic::AtomicU64>,
     /// Reload commands, connections handed over by other shards, stop.
@@ -230,6 +232,8 @@ pub struct Shard {
     pub processing: std::cell::RefCell<Processing>,
     /// This machine's name (`remap`'s `%{host}`).
     pub host: String,
+    /// This shard's ready segment files (their counters are published with the WAL's).
+    pub ready: Option<Arc<storage::ReadySegments>>,
 }
 
 impl Shard {
@@ -247,7 +251,18 @@ impl Shard {
             .store(stats.io_failures.get(), Ordering::Relaxed);
         c.wal_budget_blocks
             .store(stats.budget_blocks.get(), Ordering::Relaxed);
+        c.wal_segments_from_ready
+            .store(stats.segments_from_ready.get(), Ordering::Relaxed);
+        c.wal_ready_misses
+            .store(stats.ready_misses.get(), Ordering::Relaxed);
+        if let Some(ready) = &self.ready {
+            c.wal_segments_recycled
+                .store(ready.recycled.load(Ordering::Relaxed), Ordering::Relaxed);
+            c.wal_segments_zero_filled
+                .store(ready.zero_filled.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
         c.wal_fsync.publish(&stats.fsync);
+        c.wal_write.publish(&stats.write);
         c.ingest_durable.publish(&stats.ingest_durable);
     }
 }
@@ -275,6 +290,7 @@ pub async fn run(
         balance: Arc::clone(&spec.balance),
         processing: std::cell::RefCell::new(spec.processing),
         host: host_name(),
+        ready: spec.ready.clone(),
     });
     let gate = Rc::new(Gate::new());
     let served = serve_sources(&shard, &gate, spec.sources);
@@ -325,7 +341,10 @@ async fn open_flusher(
             next_record_id.store(next_id, Ordering::Release);
             wakers.wake_all();
         }),
-        Arc::clone(&spec.budget),
+        storage::writer::WalSpace {
+            budget: Arc::clone(&spec.budget),
+            ready: spec.ready.clone(),
+        },
     )
     .await
     .map_err(ShardError::Wal)
