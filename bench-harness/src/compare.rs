@@ -410,26 +410,7 @@ fn ingest_durable_percentiles(api: SocketAddr) -> Result<Percentiles, String> {
 /// p50/p99/p99.9/max of a Prometheus histogram (summed over its series) as the upper bound of
 /// the bucket each falls in, in µs (`u64::MAX` when it is in the +Inf bucket).
 pub fn bucket_percentiles(page: &str, name: &str) -> Percentiles {
-    let prefix = format!("{name}_bucket{{");
-    let mut cumulative: Vec<(f64, f64)> = Vec::new();
-    for line in page.lines().filter(|l| l.starts_with(&prefix)) {
-        let le = line
-            .split("le=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .and_then(|v| match v {
-                "+Inf" => Some(f64::INFINITY),
-                v => v.parse::<f64>().ok(),
-            });
-        let count = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
-        if let (Some(le), Some(count)) = (le, count) {
-            match cumulative.iter_mut().find(|(b, _)| *b == le) {
-                Some((_, c)) => *c += count,
-                None => cumulative.push((le, count)),
-            }
-        }
-    }
-    cumulative.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let cumulative = buckets(page, name);
     let total = cumulative.last().map_or(0.0, |&(_, c)| c);
     let at = |q: f64| {
         let bound = cumulative
@@ -456,6 +437,32 @@ pub fn bucket_percentiles(page: &str, name: &str) -> Percentiles {
             u64::MAX
         },
     }
+}
+
+/// `(upper bound, cumulative count)` of a Prometheus histogram's buckets summed over its
+/// series, ascending.
+pub(crate) fn buckets(page: &str, name: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{");
+    let mut cumulative: Vec<(f64, f64)> = Vec::new();
+    for line in page.lines().filter(|l| l.starts_with(&prefix)) {
+        let le = line
+            .split("le=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .and_then(|v| match v {
+                "+Inf" => Some(f64::INFINITY),
+                v => v.parse::<f64>().ok(),
+            });
+        let count = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+        if let (Some(le), Some(count)) = (le, count) {
+            match cumulative.iter_mut().find(|(b, _)| *b == le) {
+                Some((_, c)) => *c += count,
+                None => cumulative.push((le, count)),
+            }
+        }
+    }
+    cumulative.sort_by(|a, b| a.0.total_cmp(&b.0));
+    cumulative
 }
 
 /// How long a server under full load gets to drain and exit after SIGTERM.

@@ -9,6 +9,7 @@
 pub mod compare;
 pub mod firehose;
 pub mod inputs;
+pub mod latency;
 pub mod outputs;
 pub mod parsediff;
 pub mod peers;

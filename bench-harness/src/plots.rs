@@ -205,6 +205,66 @@ pub fn latency_png(rows: &[Row], path: &Path) -> Result<(), String> {
     root.present().map_err(err)
 }
 
+/// Ingest → durable percentiles (ms, log scale) against offered load (millions of events/s):
+/// one line per percentile.
+pub fn latency_curve_png(points: &[crate::latency::Point], path: &Path) -> Result<(), String> {
+    font()?;
+    let root = BitMapBackend::new(path, (1200, 700)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let max_rate = points.iter().map(|p| p.offered).max().unwrap_or(1) as f64 / 1e6;
+    let ms = |us: u64| (us.min(10_000_000) as f64 / 1000.0).max(0.1);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Sluice ingest → durable latency against offered load (2 shards, WAL fsync 5 ms)",
+            ("sans-serif", 22),
+        )
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..max_rate * 1.05, (0.1f64..3000f64).log_scale())
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("offered load, millions of events/s")
+        .y_desc("milliseconds (bucket upper bound, log scale)")
+        .draw()
+        .map_err(err)?;
+    type Pick = fn(&crate::latency::Point) -> u64;
+    let series: [(&str, Pick, RGBColor); 4] = [
+        ("p50", |p| p.durable.p50, RGBColor(0x2c, 0xa0, 0x2c)),
+        ("p90", |p| p.p90_us, RGBColor(0x1f, 0x77, 0xb4)),
+        ("p99", |p| p.durable.p99, RGBColor(0xff, 0x7f, 0x0e)),
+        ("p99.9", |p| p.durable.p999, RGBColor(0xd6, 0x27, 0x28)),
+    ];
+    for (name, pick, color) in series {
+        let line: Vec<(f64, f64)> = points
+            .iter()
+            .map(|p| (p.offered as f64 / 1e6, ms(pick(p))))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(line.clone(), color.stroke_width(3)))
+            .map_err(err)?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+            });
+        chart
+            .draw_series(
+                line.into_iter()
+                    .map(|xy| Circle::new(xy, 4, color.filled())),
+            )
+            .map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -589,7 +589,7 @@ fn recycled_segments_deliver_exactly_the_new_stream() {
                     {
                         appender.wait_for_space().await;
                     }
-                    if next % 200 == 0 {
+                    if next.is_multiple_of(200) {
                         appender.wait_durable().await;
                         let (got, at) = read_all(&path, cursor, watermark.load());
                         delivered.extend(got);

@@ -43,6 +43,63 @@ enum Command {
     /// TLS syslog and HTTP ingest next to plain TCP; RELP from rsyslog's omrelp into Sluice
     /// next to rsyslog → rsyslog RELP.
     Inputs(InputsCli),
+    /// Sluice's ingest → durable latency against offered load (a table and a plot).
+    Latency(LatencyCli),
+}
+
+#[derive(clap::Args)]
+struct LatencyCli {
+    #[arg(long, default_value = "target/release/sluice")]
+    sluice: std::path::PathBuf,
+    /// Offered loads, events/s.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "250000,500000,750000,1000000,1250000,1500000,1750000,2000000"
+    )]
+    rates: Vec<u64>,
+    /// Seconds of load per rate.
+    #[arg(long, default_value_t = 8)]
+    seconds: u64,
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    #[arg(long, default_value_t = 200)]
+    size: usize,
+    #[arg(long, default_value = "/tmp/sluice-latency")]
+    work_dir: std::path::PathBuf,
+    /// Replace the table between `<!-- latency:start -->` and `<!-- latency:end -->` in this
+    /// file, and write the plot beside it (`benchmarks-latency-curve.png`).
+    #[arg(long)]
+    write: Option<std::path::PathBuf>,
+}
+
+const LATENCY_START: &str = "<!-- latency:start -->";
+const LATENCY_END: &str = "<!-- latency:end -->";
+
+fn latency(cli: LatencyCli) -> Result<(), String> {
+    use bench_harness::latency;
+    let args = latency::LatencyArgs {
+        sluice: cli.sluice,
+        rates: cli.rates,
+        seconds: cli.seconds,
+        connections: cli.connections,
+        size: cli.size,
+        work_dir: cli.work_dir,
+    };
+    let points = latency::run(&args)?;
+    let table = latency::table(&points, &args);
+    print!("{table}");
+    if let Some(path) = cli.write {
+        let png = path.with_file_name("benchmarks-latency-curve.png");
+        bench_harness::plots::latency_curve_png(&points, &png)?;
+        let table = format!(
+            "{table}
+![ingest → durable against offered load](benchmarks-latency-curve.png)
+"
+        );
+        write_between(&path, &table, LATENCY_START, LATENCY_END)?;
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -608,6 +665,7 @@ fn main() -> std::process::ExitCode {
         Command::Processing(args) => processing(args),
         Command::Outputs(args) => outputs(args),
         Command::Inputs(args) => inputs(args),
+        Command::Latency(args) => latency(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
