@@ -87,11 +87,17 @@ impl Arrivals {
     /// Records appended from append index `next_index` on arrived at `at` (or later).
     pub fn note(&self, at: Instant, next_index: u64) {
         let mut marks = self.marks.borrow_mut();
-        if let Some(&(last_at, last_index)) = marks.back() {
-            // No record since the last mark (e.g. a partial frame), a mark very close in
-            // time, or no room: the earlier mark stands for these records too.
-            if last_index == next_index
-                || at.saturating_duration_since(last_at) < ARRIVAL_GRANULARITY
+        if let Some(last) = marks.back_mut() {
+            if last.1 == next_index {
+                // The last mark covers no record yet (a read that completed no frame, or
+                // every record it covered is settled): it starts now. Keeping its time would
+                // count an idle gap before these records as their latency.
+                last.0 = at;
+                return;
+            }
+            // A mark very close in time, or no room: the earlier mark stands for these
+            // records too.
+            if at.saturating_duration_since(last.0) < ARRIVAL_GRANULARITY
                 || marks.len() >= ARRIVALS_KEPT
             {
                 return;
@@ -166,6 +172,30 @@ mod tests {
         // Nothing left to settle twice.
         a.settle(10, Some((t0 + Duration::from_millis(20), &h)));
         assert_eq!(h.count(), 8);
+    }
+
+    /// After a commit settled everything, a connection idle for seconds sends again: its
+    /// records are timed from their own read, not from the last read before the gap (that was
+    /// the cause of the rare events counted over 2.5 s in idle-then-busy runs).
+    #[test]
+    fn an_idle_gap_after_everything_settled_is_not_latency() {
+        let h = LatencyHistogram::new(DURABLE_BUCKETS_SECONDS);
+        let a = Arrivals::default();
+        let t0 = Instant::now();
+        a.note(t0, 0);
+        a.settle(10, Some((t0 + Duration::from_millis(1), &h)));
+        let later = t0 + Duration::from_secs(3);
+        a.note(later, 10);
+        a.settle(20, Some((later + Duration::from_millis(2), &h)));
+        let counts: Vec<u64> = h.counts().collect();
+        assert_eq!(counts[1], 10, "{counts:?}");
+        assert_eq!(counts[2], 10, "the second batch waited 2 ms, not 3 s: {counts:?}");
+        // A read that completed no frame (a partial one) is superseded the same way.
+        let b = Arrivals::default();
+        b.note(t0, 0);
+        b.note(later, 0);
+        b.settle(5, Some((later + Duration::from_millis(1), &h)));
+        assert_eq!(h.counts().nth(1), Some(15));
     }
 
     #[test]
