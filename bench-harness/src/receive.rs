@@ -4,6 +4,11 @@
 //! Two feeders share one [`Tally`]: a TCP receiver (the relay scenario's downstream) and a file
 //! tailer (the file scenario: it reads the output file as it grows, polling every millisecond,
 //! so latency there has that resolution on top of the system's own).
+//!
+//! Throughput runs must not compete with the system measured (two cores): there the relay
+//! receiver only captures what arrives (counting lines with memchr) and parses it after the
+//! run ([`RelayReceiver::start_capturing`]), and the file scenario runs no tailer at all
+//! ([`wait_for_file`]: the file's size is polled, its lines counted once it stops growing).
 
 use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom};
@@ -46,6 +51,9 @@ pub struct Tally {
     lines: AtomicU64,
     seqs: Mutex<Vec<u64>>,
     latency: Mutex<hdrhistogram::Histogram<u64>>,
+    /// Capturing (throughput runs): complete lines kept as received, parsed only when asked
+    /// for loss and duplicates; no latency.
+    captured: Option<Mutex<Vec<u8>>>,
 }
 
 impl Tally {
@@ -54,6 +62,16 @@ impl Tally {
             lines: AtomicU64::new(0),
             seqs: Mutex::new(Vec::new()),
             latency: Mutex::new(new_histogram()),
+            captured: None,
+        })
+    }
+
+    fn capturing() -> Arc<Self> {
+        Arc::new(Tally {
+            lines: AtomicU64::new(0),
+            seqs: Mutex::new(Vec::new()),
+            latency: Mutex::new(new_histogram()),
+            captured: Some(Mutex::new(Vec::new())),
         })
     }
 
@@ -70,9 +88,18 @@ impl Tally {
 
     /// Missing and duplicated sequence numbers among `0..total`.
     pub fn missing_and_duplicates(&self, total: u64) -> (u64, u64) {
+        if let Some(captured) = &self.captured {
+            let bytes = captured.lock().map(|c| c.clone()).unwrap_or_default();
+            return count_missing(seqs_of_lines(&bytes), total);
+        }
         let seqs = self.seqs.lock().map(|s| s.clone()).unwrap_or_default();
         count_missing(seqs.into_iter(), total)
     }
+}
+
+/// The `seq=` of every line in `bytes`.
+pub fn seqs_of_lines(bytes: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    bytes.split(|&b| b == b'\n').filter_map(firehose::seq_in)
 }
 
 /// Parses complete lines for one feeder and hands them to the tally in batches.
@@ -94,6 +121,17 @@ impl LineParser {
     /// Consumes the complete lines at the start of `buf`, received at `now_us`; returns the
     /// bytes consumed.
     fn feed(&mut self, buf: &[u8], now_us: u64) -> usize {
+        if let Some(captured) = &self.tally.captured {
+            let Some(end) = memchr::memrchr(b'\n', buf).map(|i| i + 1) else {
+                return 0;
+            };
+            let lines = memchr::memchr_iter(b'\n', &buf[..end]).count() as u64;
+            if let Ok(mut c) = captured.lock() {
+                c.extend_from_slice(&buf[..end]);
+            }
+            self.tally.lines.fetch_add(lines, Relaxed);
+            return end;
+        }
         let mut start = 0;
         let mut lines = 0;
         while let Some(end) = memchr::memchr(b'\n', &buf[start..]) {
@@ -162,10 +200,20 @@ pub struct RelayReceiver {
 }
 
 impl RelayReceiver {
+    /// Parses every line as it arrives (seq and send time: latency runs).
     pub fn start() -> Result<Self, String> {
+        Self::start_with(Tally::new())
+    }
+
+    /// Keeps what arrives and counts its lines, nothing more while the run goes (throughput
+    /// runs); loss and duplicates are found afterwards.
+    pub fn start_capturing() -> Result<Self, String> {
+        Self::start_with(Tally::capturing())
+    }
+
+    fn start_with(tally: Arc<Tally>) -> Result<Self, String> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-        let tally = Tally::new();
         let shared = tally.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
@@ -245,6 +293,88 @@ pub fn wait_for_lines(tally: &Tally, total: u64, deadline: Instant) -> Result<()
     }
 }
 
+/// Watches the file scenario's output in throughput runs without reading it while it grows:
+/// a thread `stat`s it every 2 ms and notes when it last grew; [`FileWatch::poll`] counts its
+/// lines only once it has not grown for 50 ms (and again only after it grew).
+pub struct FileWatch {
+    path: PathBuf,
+    /// (length, when it was last seen growing).
+    last: Arc<Mutex<(u64, Instant)>>,
+    counted_len: Option<u64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A finished file: when its last line landed, and its tally.
+pub struct FileDone {
+    pub landed_at: Instant,
+    pub missing: u64,
+    pub duplicates: u64,
+}
+
+impl FileWatch {
+    pub fn start(path: PathBuf) -> Self {
+        let last = Arc::new(Mutex::new((0u64, Instant::now())));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen, stopping, watched) = (last.clone(), stop.clone(), path.clone());
+        let thread = std::thread::spawn(move || {
+            while !stopping.load(Relaxed) {
+                let len = std::fs::metadata(&watched).map_or(0, |m| m.len());
+                if let Ok(mut l) = seen.lock() {
+                    if l.0 != len {
+                        *l = (len, Instant::now());
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        FileWatch {
+            path,
+            last,
+            counted_len: None,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// `Some` once the file holds `total` lines and has stopped growing.
+    pub fn poll(&mut self, total: u64) -> Result<Option<FileDone>, String> {
+        let (len, grew_at) = self.last.lock().map(|l| *l).map_err(|e| e.to_string())?;
+        if len == 0
+            || self.counted_len == Some(len)
+            || grew_at.elapsed() < Duration::from_millis(50)
+        {
+            return Ok(None);
+        }
+        self.counted_len = Some(len);
+        let bytes =
+            std::fs::read(&self.path).map_err(|e| format!("{}: {e}", self.path.display()))?;
+        if (memchr::memchr_iter(b'\n', &bytes).count() as u64) < total {
+            return Ok(None);
+        }
+        let (missing, duplicates) = count_missing(seqs_of_lines(&bytes), total);
+        Ok(Some(FileDone {
+            landed_at: grew_at,
+            missing,
+            duplicates,
+        }))
+    }
+
+    /// The file's length as last seen (progress, for a stall's message).
+    pub fn len(&self) -> u64 {
+        self.last.lock().map_or(0, |l| l.0)
+    }
+}
+
+impl Drop for FileWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 pub fn count_missing(seqs: impl Iterator<Item = u64>, total: u64) -> (u64, u64) {
     let mut seen = HashSet::with_capacity(total as usize);
     let mut duplicates = 0;
@@ -297,5 +427,53 @@ mod tests {
         }
         wait_for_lines(&r.tally, 300, Instant::now() + Duration::from_secs(30)).unwrap();
         assert_eq!(r.tally.missing_and_duplicates(300), (0, 0));
+    }
+
+    /// Throughput runs: the capturing receiver only counts lines while they arrive; loss and
+    /// duplicates come out the same afterwards.
+    #[test]
+    fn capturing_receiver_counts_then_finds_loss_and_duplicates() {
+        let r = RelayReceiver::start_capturing().unwrap();
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", r.port)).unwrap();
+        for seq in (0..100).filter(|&i| i != 7).chain([5]) {
+            writeln!(s, "<13>1 - h a - - - seq={seq} t=5 x").unwrap();
+        }
+        drop(s);
+        wait_for_lines(&r.tally, 100, Instant::now() + Duration::from_secs(30)).unwrap();
+        assert_eq!(r.tally.missing_and_duplicates(100), (1, 1));
+        assert_eq!(
+            r.tally.latency(),
+            Percentiles::default(),
+            "no per-line work"
+        );
+    }
+
+    /// The file scenario's watch: done only once the file holds every line (and stopped
+    /// growing), with its loss and duplicates.
+    #[test]
+    fn file_watch_finishes_when_every_line_landed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.log");
+        let started = Instant::now();
+        let mut w = FileWatch::start(path.clone());
+        let mut f = std::fs::File::create(&path).unwrap();
+        for seq in 0..50 {
+            writeln!(f, "x seq={seq} t=1").unwrap();
+        }
+        f.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(120));
+        assert!(w.poll(60).unwrap().is_none(), "50 of 60 lines");
+        for seq in 50..60 {
+            writeln!(f, "x seq={seq} t=1").unwrap();
+        }
+        f.flush().unwrap();
+        let done = loop {
+            if let Some(d) = w.poll(60).unwrap() {
+                break d;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!((done.missing, done.duplicates), (0, 0));
+        assert!(done.landed_at >= started);
     }
 }

@@ -189,7 +189,10 @@ mod tests {
         a.settle(20, Some((later + Duration::from_millis(2), &h)));
         let counts: Vec<u64> = h.counts().collect();
         assert_eq!(counts[1], 10, "{counts:?}");
-        assert_eq!(counts[2], 10, "the second batch waited 2 ms, not 3 s: {counts:?}");
+        assert_eq!(
+            counts[2], 10,
+            "the second batch waited 2 ms, not 3 s: {counts:?}"
+        );
         // A read that completed no frame (a partial one) is superseded the same way.
         let b = Arrivals::default();
         b.note(t0, 0);
