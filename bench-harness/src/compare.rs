@@ -202,7 +202,7 @@ impl Collector {
         match self {
             Collector::Relay(r) => r.tally.lines(),
             Collector::File(t) => t.tally.lines(),
-            Collector::Watch(w) => w.len(),
+            Collector::Watch(w) => w.bytes_seen(),
         }
     }
 

@@ -361,7 +361,7 @@ impl FileWatch {
     }
 
     /// The file's length as last seen (progress, for a stall's message).
-    pub fn len(&self) -> u64 {
+    pub fn bytes_seen(&self) -> u64 {
         self.last.lock().map_or(0, |l| l.0)
     }
 }
