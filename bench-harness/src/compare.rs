@@ -369,6 +369,10 @@ fn measure(
         ..Firehose::default()
     };
     let sluice = v.system == System::Sluice;
+    if sluice {
+        // The default `wal.ready_segments`.
+        wait_for_ready_segments(place.api, 2)?;
+    }
     let cpu_before = process_cpu_seconds(pid);
     let started = Instant::now();
     let total = firehose::run(&firehose)?.sent;
@@ -420,6 +424,29 @@ fn measure(
             None
         },
     })
+}
+
+/// Waits (up to 60 s) until each shard of the Sluice answering at `api` has written its
+/// `per_shard` ready segment files (a first start zero-fills them in the background: measured
+/// runs start in the steady state, where new segments are recycled).
+pub(crate) fn wait_for_ready_segments(api: SocketAddr, per_shard: usize) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let page = scrape(api)?;
+        let name = "sluice_wal_segments_zero_filled_total";
+        let shards = page
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .count();
+        // (A build without ready files has no such series: nothing to wait for.)
+        if !page.contains(name) || metric_sum(&page, name) >= (shards * per_shard) as f64 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err("the ready segment files were not written within 60 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A run whose output has not grown for this long has failed.

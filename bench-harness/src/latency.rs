@@ -11,9 +11,11 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::compare::{bucket_percentiles, buckets, free_port, metric_sum, scrape, stop};
+use crate::compare::{
+    bucket_percentiles, buckets, free_port, scrape, stop, wait_for_ready_segments,
+};
 use crate::firehose::{Firehose, Format, Framing};
 use crate::processing::{start, timed_load, wait_ready};
 use crate::receive::Percentiles;
@@ -87,7 +89,7 @@ fn measure(
     args: &LatencyArgs,
 ) -> Result<Point, String> {
     wait_ready(child, port, api)?;
-    wait_for_ready_segments(api)?;
+    wait_for_ready_segments(api, READY_PER_SHARD)?;
     let firehose = Firehose {
         address: ([127, 0, 0, 1], port).into(),
         connections: args.connections,
@@ -110,22 +112,6 @@ fn measure(
         fsync: bucket_percentiles(&page, "sluice_wal_fsync_seconds"),
         cpu_ns_per_event: load.cpu_ns_per_event(),
     })
-}
-
-/// Waits (up to 60 s) until every shard's ready segment files are written.
-fn wait_for_ready_segments(api: SocketAddr) -> Result<(), String> {
-    let want = (SHARDS * READY_PER_SHARD) as f64;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let page = scrape(api)?;
-        if metric_sum(&page, "sluice_wal_segments_zero_filled_total") >= want {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err("the ready segment files were not written within 60 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn quantile_bound_us(page: &str, name: &str, q: f64) -> u64 {
