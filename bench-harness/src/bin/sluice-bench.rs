@@ -227,6 +227,9 @@ struct CompareCli {
     sluice_latency_rate: u64,
     #[arg(long, default_value_t = 5)]
     latency_seconds: u64,
+    /// Same-run rounds of the throughput runs (the table shows medians).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Only these systems (comma-separated).
     #[arg(
         long,
@@ -328,6 +331,7 @@ fn compare(cli: CompareCli) -> Result<(), String> {
         latency_rate: cli.latency_rate,
         sluice_latency_rate: cli.sluice_latency_rate,
         latency_seconds: cli.latency_seconds,
+        rounds: cli.rounds,
         systems: cli
             .systems
             .iter()
@@ -343,7 +347,8 @@ fn compare(cli: CompareCli) -> Result<(), String> {
     if let Some(path) = cli.write {
         write_between(&path, &table, TABLE_START, TABLE_END)?;
         let dir = path.parent().unwrap_or(std::path::Path::new("."));
-        bench_harness::plots::throughput_png(&rows, &dir.join("benchmarks-throughput.png"))?;
+        let medians = bench_harness::compare::median_rows(&rows);
+        bench_harness::plots::throughput_png(&medians, &dir.join("benchmarks-throughput.png"))?;
         bench_harness::plots::latency_png(&rows, &dir.join("benchmarks-latency.png"))?;
     }
     if rows.iter().any(|r| r.missing > 0) {
