@@ -514,31 +514,26 @@ fn ingest_durable_percentiles(api: SocketAddr) -> Result<Percentiles, String> {
 /// the bucket each falls in, in µs (`u64::MAX` when it is in the +Inf bucket).
 pub fn bucket_percentiles(page: &str, name: &str) -> Percentiles {
     let cumulative = buckets(page, name);
-    let total = cumulative.last().map_or(0.0, |&(_, c)| c);
-    let at = |q: f64| {
-        let bound = cumulative
-            .iter()
-            .find(|&&(_, c)| total > 0.0 && c >= q * total)
-            .map_or(0.0, |&(b, _)| b);
-        if bound.is_finite() {
-            (bound * 1e6).round() as u64
-        } else {
-            u64::MAX
-        }
-    };
-    let max = cumulative
-        .iter()
-        .find(|&&(_, c)| total > 0.0 && c >= total)
-        .map_or(0.0, |&(b, _)| b);
     Percentiles {
-        p50: at(0.5),
-        p99: at(0.99),
-        p999: at(0.999),
-        max: if max.is_finite() {
-            (max * 1e6).round() as u64
-        } else {
-            u64::MAX
-        },
+        p50: bucket_bound_us(&cumulative, 0.5),
+        p99: bucket_bound_us(&cumulative, 0.99),
+        p999: bucket_bound_us(&cumulative, 0.999),
+        max: bucket_bound_us(&cumulative, 1.0),
+    }
+}
+
+/// The upper bound (µs; `u64::MAX` for the +Inf bucket, 0 when empty) of the bucket the
+/// quantile `q` of `cumulative` (from [`buckets`]) falls in.
+pub(crate) fn bucket_bound_us(cumulative: &[(f64, f64)], q: f64) -> u64 {
+    let total = cumulative.last().map_or(0.0, |&(_, c)| c);
+    let bound = cumulative
+        .iter()
+        .find(|&&(_, c)| total > 0.0 && c >= q * total)
+        .map_or(0.0, |&(b, _)| b);
+    if bound.is_finite() {
+        (bound * 1e6).round() as u64
+    } else {
+        u64::MAX
     }
 }
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::compare::{
-    bucket_percentiles, buckets, free_port, scrape, stop, wait_for_ready_segments,
+    bucket_bound_us, bucket_percentiles, buckets, free_port, scrape, stop, wait_for_ready_segments,
 };
 use crate::firehose::{Firehose, Format, Framing};
 use crate::processing::{start, timed_load, wait_ready};
@@ -115,17 +115,7 @@ fn measure(
 }
 
 fn quantile_bound_us(page: &str, name: &str, q: f64) -> u64 {
-    let b = buckets(page, name);
-    let total = b.last().map_or(0.0, |&(_, c)| c);
-    b.iter()
-        .find(|&&(_, c)| total > 0.0 && c >= q * total)
-        .map_or(0, |&(bound, _)| {
-            if bound.is_finite() {
-                (bound * 1e6).round() as u64
-            } else {
-                u64::MAX
-            }
-        })
+    bucket_bound_us(&buckets(page, name), q)
 }
 
 fn count_above(page: &str, name: &str, seconds: f64) -> u64 {

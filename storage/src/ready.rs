@@ -40,7 +40,6 @@
 //! file needs no reservation.
 
 use std::collections::VecDeque;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -246,9 +245,7 @@ fn zero_fill(file: &std::fs::File, path: &Path, from: u64, to: u64) -> Result<()
             .map_err(|e| StorageError::io("write zeros", path, e))?;
         at += n as u64;
     }
-    (&*file)
-        .flush()
-        .and_then(|()| file.sync_all())
+    file.sync_all()
         .map_err(|e| StorageError::io("fsync", path, e))
 }
 
