@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::compress::CompressedSegment;
 use crate::cursor::Cursor;
 use crate::error::StorageError;
+use crate::fast_path::FastPathReceiver;
 use crate::frame::{self, Decoded, FRAME_HEADER_LEN};
 use crate::position::Position;
 use crate::segment::{
@@ -77,6 +78,11 @@ pub struct WalReader {
     pub damaged_records: u64,
     /// Records read in the current segment, if reading started at its first record.
     read_in_current: Option<u64>,
+    /// The shard's commits in memory ([`crate::fast_path`]); `None`: files only.
+    fast: Option<FastPathReceiver>,
+    /// WAL bytes read from the fast path's memory and from segment files.
+    pub read_memory_bytes: u64,
+    pub read_file_bytes: u64,
 }
 
 /// Longest record a resync after damage considers (longer ones behind damage are skipped
@@ -119,7 +125,17 @@ impl WalReader {
             damaged_skips: 0,
             damaged_records: 0,
             read_in_current: (pos.offset == SEGMENT_HEADER_LEN).then_some(0),
+            fast: None,
+            read_memory_bytes: 0,
+            read_file_bytes: 0,
         })
+    }
+
+    /// Reads the records the shard's fast path still holds from memory (same records, same
+    /// positions as from the files).
+    pub fn with_fast_path(mut self, fast: Option<FastPathReceiver>) -> Self {
+        self.fast = fast;
+        self
     }
 
     /// Position after the last record returned.
@@ -207,7 +223,67 @@ impl WalReader {
         }
     }
 
+    /// Reads records in the current segment below `limit`: from the fast path's commit when
+    /// it holds the position, else from the file.
     fn read_in_segment(
+        &mut self,
+        limit: Option<u64>,
+        max_bytes: usize,
+        each: &mut impl FnMut(&[u8]),
+    ) -> Result<Batch, StorageError> {
+        if let Some(batch) = self.read_from_memory(limit, max_bytes, each) {
+            self.read_memory_bytes += batch.bytes as u64;
+            return Ok(batch);
+        }
+        let batch = self.read_file_in_segment(limit, max_bytes, each)?;
+        self.read_file_bytes += batch.bytes as u64;
+        Ok(batch)
+    }
+
+    /// The records at the position from the commit in memory that holds them, up to about
+    /// `max_bytes`; `None` when the file must be read (not in memory, or nothing decodes).
+    fn read_from_memory(
+        &mut self,
+        limit: Option<u64>,
+        max_bytes: usize,
+        each: &mut impl FnMut(&[u8]),
+    ) -> Option<Batch> {
+        let commit = self.fast.as_mut()?.commit_at(self.pos)?.clone();
+        let end = limit.map_or(commit.end(), |l| l.min(commit.end()));
+        let start = usize::try_from(self.pos.offset - commit.offset).ok()?;
+        let stop = usize::try_from(end.checked_sub(commit.offset)?).ok()?;
+        let data = commit.bytes.get(start..stop)?;
+        if self.next_id == 0 && start == 0 {
+            // At a new segment's first commit: its header need not be read for the id.
+            self.next_id = commit.first_id;
+        }
+        let mut at = 0;
+        let mut batch = Batch::default();
+        while at < data.len() {
+            // A commit holds whole records of this segment: anything else (never expected)
+            // is left to the file path, which knows damage.
+            let Decoded::Record { payload, frame_len } =
+                frame::decode_salted(&data[at..], commit.salt)
+            else {
+                break;
+            };
+            if at > 0 && at + frame_len > max_bytes {
+                break;
+            }
+            each(payload);
+            at += frame_len;
+            batch.records += 1;
+        }
+        if at == 0 {
+            return None;
+        }
+        self.pos.offset += at as u64;
+        self.note_read(batch.records as u64);
+        batch.bytes = at;
+        Some(batch)
+    }
+
+    fn read_file_in_segment(
         &mut self,
         limit: Option<u64>,
         max_bytes: usize,
@@ -239,7 +315,7 @@ impl WalReader {
                         // (Against what was asked, not what the file holds: a record that
                         // claims more than the file has is damage, not a reason to ask again.)
                         Some(len) if len > max_bytes => {
-                            return self.read_in_segment(limit, len, each)
+                            return self.read_file_in_segment(limit, len, each)
                         }
                         _ if limit.is_none() => {
                             self.skip_damage(&path, "record cut short at end of sealed segment");

@@ -22,6 +22,7 @@ use event_listener::Event;
 
 use crate::budget::{DiskBudget, FullPolicy};
 use crate::error::StorageError;
+use crate::fast_path::{Commit, FastPath};
 use crate::frame::{begin_record, finish_record, FRAME_HEADER_LEN, MAX_RECORD_LEN};
 use crate::io::{SegmentFile, SegmentFs};
 use crate::latency::{Arrivals, LatencyHistogram, DURABLE_BUCKETS_SECONDS, FSYNC_BUCKETS_SECONDS};
@@ -402,6 +403,8 @@ pub struct WalFlusher<F: SegmentFs> {
     salt: u32,
     /// The current segment's file was a ready file: full length, kept so when sealed.
     file_is_ready: bool,
+    /// Where committed bytes go to the outputs in memory ([`crate::fast_path`]).
+    fast_path: Option<Arc<FastPath>>,
 }
 
 /// Where a writer's segments come from: the disk budget they are counted in, and the shard's
@@ -481,6 +484,7 @@ impl<F: SegmentFs> WalFlusher<F> {
             ready: space.ready,
             salt: 0,
             file_is_ready: false,
+            fast_path: None,
         };
         match flusher.start_segment().await {
             Ok(()) => {}
@@ -490,6 +494,12 @@ impl<F: SegmentFs> WalFlusher<F> {
             Err(e) => return Err(e),
         }
         Ok(flusher)
+    }
+
+    /// Hands every commit to the outputs attached to `fast_path` as well.
+    pub fn with_fast_path(mut self, fast_path: Arc<FastPath>) -> Self {
+        self.fast_path = Some(fast_path);
+        self
     }
 
     /// How long to wait between attempts to start a new segment after a failure.
@@ -696,6 +706,18 @@ impl<F: SegmentFs> WalFlusher<F> {
         }
         // The segment is known now: its salt goes into every frame's checksum.
         crate::frame::salt_frames(&mut buf, self.salt);
+        // glommio takes the buffer: the outputs' copy is made before (one per commit).
+        let for_outputs = self
+            .fast_path
+            .as_ref()
+            .filter(|f| f.wanted())
+            .map(|_| Commit {
+                segment: self.segment,
+                offset: self.offset,
+                first_id: self.next_id,
+                salt: self.salt,
+                bytes: Arc::from(&buf[..]),
+            });
         let len = buf.len() as u64;
         let crc = crc32c::crc32c_append(self.segment_crc, &buf);
         let written = match self.write_all(buf).await {
@@ -716,6 +738,10 @@ impl<F: SegmentFs> WalFlusher<F> {
         stats
             .durable_records
             .set(stats.durable_records.get() + records);
+        // In the rings before the watermark lets an output look for it.
+        if let (Some(fast), Some(commit)) = (&self.fast_path, &for_outputs) {
+            fast.offer(commit);
+        }
         self.publish();
         Ok(())
     }

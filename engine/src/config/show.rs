@@ -101,6 +101,10 @@ fn wal(config: &Config) -> Table {
         "ready_segments".into(),
         Value::Integer(w.ready_segments as i64),
     );
+    t.insert(
+        "fast_path_commits".into(),
+        Value::Integer(w.fast_path_commits as i64),
+    );
     t
 }
 

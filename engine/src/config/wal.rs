@@ -46,6 +46,11 @@ pub struct WalConfig {
     /// only, never file-system metadata. 0: every segment is a new file.
     #[serde(default = "default_ready_segments")]
     pub ready_segments: usize,
+    /// Commits each shard keeps in memory for each output (the fast path): an output that is
+    /// at most this many commits behind reads them from memory instead of the segment files.
+    /// Memory: at most shards × this × `buffer_size`. 0: outputs read files only.
+    #[serde(default = "default_fast_path_commits")]
+    pub fast_path_commits: usize,
 }
 
 impl Default for WalConfig {
@@ -62,6 +67,7 @@ impl Default for WalConfig {
             min_free_disk: default_min_free_disk(),
             when_full: FullPolicy::default(),
             ready_segments: default_ready_segments(),
+            fast_path_commits: default_fast_path_commits(),
         }
     }
 }
@@ -84,6 +90,9 @@ impl WalConfig {
         }
         if self.ready_segments > MAX_READY_SEGMENTS {
             return invalid("ready_segments", "must be between 0 and 16");
+        }
+        if self.fast_path_commits > storage::fast_path::MAX_FAST_PATH_COMMITS {
+            return invalid("fast_path_commits", "must be between 0 and 1024");
         }
         if !(1..=19).contains(&self.compression_level) {
             return invalid("compression_level", "must be between 1 and 19");
@@ -130,6 +139,9 @@ pub const MAX_READY_SEGMENTS: usize = 16;
 
 fn default_ready_segments() -> usize {
     2
+}
+fn default_fast_path_commits() -> usize {
+    16
 }
 fn default_compression_level() -> i32 {
     3

@@ -60,6 +60,8 @@ pub(super) struct ShardCursor {
     sync: CursorSyncState,
     /// (damaged skips, damaged records) already added to the counters.
     damage_seen: (u64, u64),
+    /// (bytes read from memory, bytes read from files) already added to the counters.
+    reads_seen: (u64, u64),
 }
 
 impl ShardCursor {
@@ -75,11 +77,12 @@ impl ShardCursor {
                 (None, true)
             }
         };
-        let reader =
-            WalReader::open(&log.dir, cursor).map_err(|source| DeliveryError::OpenWal {
+        let reader = WalReader::open(&log.dir, cursor)
+            .map_err(|source| DeliveryError::OpenWal {
                 shard: log.id,
                 source,
-            })?;
+            })?
+            .with_fast_path(log.fast_path.attach(&spec.name));
         let position = reader.position();
         let mut shard = ShardCursor {
             log: log.clone(),
@@ -88,6 +91,7 @@ impl ShardCursor {
             saved: position,
             sync: CursorSyncState::new(position.segment),
             damage_seen: (0, 0),
+            reads_seen: (0, 0),
         };
         if fresh {
             // Create the cursor file now, while there is disk space: later updates overwrite
@@ -163,8 +167,18 @@ impl ShardCursor {
         }
     }
 
-    /// Adds the reader's new damage findings to the output's counters.
-    pub(super) fn publish_damage(&mut self, spec: &OutputSpec) {
+    /// Adds what the reader read since last time (from memory, from files) and its new damage
+    /// findings to the output's counters.
+    pub(super) fn publish_reader_counts(&mut self, spec: &OutputSpec) {
+        let reads = (self.reader.read_memory_bytes, self.reader.read_file_bytes);
+        if reads != self.reads_seen {
+            let c = &spec.counters;
+            c.wal_read_memory_bytes
+                .fetch_add(reads.0 - self.reads_seen.0, Relaxed);
+            c.wal_read_file_bytes
+                .fetch_add(reads.1 - self.reads_seen.1, Relaxed);
+            self.reads_seen = reads;
+        }
         let now = (self.reader.damaged_skips, self.reader.damaged_records);
         if now != self.damage_seen {
             let c = &spec.counters;

@@ -194,6 +194,8 @@ pub struct ShardLog {
     pub next_record_id: Arc<std::sync::atomic::AtomicU64>,
     /// The shard's ready segment files (none with `wal.ready_segments = 0`).
     pub ready: Option<Arc<storage::ReadySegments>>,
+    /// The shard's commits in memory for its outputs (`wal.fast_path_commits`).
+    pub fast_path: Arc<storage::FastPath>,
 }
 
 /// Set by the runtime to stop an output once it has delivered everything.
@@ -537,7 +539,7 @@ fn read_shard(
             return false;
         }
     };
-    shard.publish_damage(spec);
+    shard.publish_reader_counts(spec);
     if undecodable > 0 {
         spec.counters.undecodable.fetch_add(undecodable, Relaxed);
         tracing::error!(sink = %spec.name, shard = id, undecodable, "WAL records that are not events were skipped");

@@ -41,6 +41,11 @@ counter_family! {
         wal_segments_recycled: counter "sluice_wal_segments_recycled_total";
         /// Ready WAL segment files written full of zeros (nothing delivered to recycle).
         wal_segments_zero_filled: counter "sluice_wal_segments_zero_filled_total";
+        /// Commits handed to outputs in memory (the fast path, `wal.fast_path_commits`).
+        wal_fast_path_commits: counter "sluice_wal_fast_path_commits_total";
+        /// Times an output's fast-path ring was full at a commit: that output reads that
+        /// commit from the segment file instead (the shard never waits for an output).
+        wal_fast_path_full: counter "sluice_wal_fast_path_full_total";
         /// Events read from a socket that the WAL could not take (blocked by a disk error
         /// while stopping, or already failed).
         events_dropped_wal: counter "sluice_events_dropped_wal_unavailable_total" loss("wal_unavailable");
@@ -317,6 +322,12 @@ counter_family! {
         wal_damaged_skips: counter "sluice_output_wal_damaged_skips_total";
         /// Records a sealed segment's footer says were there but damage made unreadable.
         wal_damaged_records: counter "sluice_output_wal_damaged_records_total" loss("wal_damaged");
+        /// WAL bytes this output read from the shards' commits in memory (the fast path,
+        /// `wal.fast_path_commits`).
+        wal_read_memory_bytes: counter "sluice_output_wal_read_bytes_total" label("from" = "memory");
+        /// WAL bytes this output read from segment files (it was behind what memory holds,
+        /// restarted, or replays a backlog).
+        wal_read_file_bytes: counter "sluice_output_wal_read_bytes_total" label("from" = "file");
     }
     extra {
         /// Per shard: the record id after the last persisted cursor (0: unknown).

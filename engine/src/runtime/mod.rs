@@ -204,6 +204,7 @@ fn recover_logs(
             retention: Arc::new(retention),
             next_record_id: Arc::new(AtomicU64::new(report.next_record_id)),
             ready,
+            fast_path: storage::FastPath::new(config.wal.fast_path_commits),
         });
     }
     Ok((logs, starts))

@@ -151,6 +151,7 @@ fn shard_spec(
         wakers: Arc::clone(setup.wakers),
         budget: Arc::clone(setup.budget),
         ready: log.ready.clone(),
+        fast_path: Arc::clone(&log.fast_path),
         next_record_id: Arc::clone(&log.next_record_id),
         commands,
         balance: Arc::clone(setup.balance),

@@ -97,6 +97,8 @@ pub struct ShardSpec {
     pub budget: Arc<storage::DiskBudget>,
     /// This shard's ready segment files (`wal.ready_segments`).
     pub ready: Option<Arc<storage::ReadySegments>>,
+    /// Where its commits go to the outputs in memory (`wal.fast_path_commits`).
+    pub fast_path: Arc<storage::FastPath>,
     /// The id the shard's next durable record gets (outputs compute their lag from it).
     pub next_record_id: Arc<std::sync::atomic::AtomicU64>,
     /// Reload commands, connections handed over by other shards, stop.
@@ -234,6 +236,8 @@ pub struct Shard {
     pub host: String,
     /// This shard's ready segment files (their counters are published with the WAL's).
     pub ready: Option<Arc<storage::ReadySegments>>,
+    /// Its fast path to the outputs (counters published with the WAL's).
+    pub fast_path: Arc<storage::FastPath>,
 }
 
 impl Shard {
@@ -261,6 +265,14 @@ impl Shard {
             c.wal_segments_zero_filled
                 .store(ready.zero_filled.load(Ordering::Relaxed), Ordering::Relaxed);
         }
+        c.wal_fast_path_commits.store(
+            self.fast_path.handed.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        c.wal_fast_path_full.store(
+            self.fast_path.full.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
         c.wal_fsync.publish(&stats.fsync);
         c.wal_write.publish(&stats.write);
         c.ingest_durable.publish(&stats.ingest_durable);
@@ -291,6 +303,7 @@ pub async fn run(
         processing: std::cell::RefCell::new(spec.processing),
         host: host_name(),
         ready: spec.ready.clone(),
+        fast_path: Arc::clone(&spec.fast_path),
     });
     let gate = Rc::new(Gate::new());
     let served = serve_sources(&shard, &gate, spec.sources);
@@ -347,6 +360,7 @@ async fn open_flusher(
         },
     )
     .await
+    .map(|flusher| flusher.with_fast_path(Arc::clone(&spec.fast_path)))
     .map_err(ShardError::Wal)
 }
 

@@ -1,0 +1,235 @@
+//! The in-memory fast path from a shard's WAL writer to its outputs.
+//!
+//! After each commit (written, fdatasync'd), the writer hands the committed bytes, shared and
+//! immutable (`Arc<[u8]>`, one copy per commit, not per event or per output), to every attached
+//! output through its own rtrb SPSC ring (one per shard → output pair). A [`WalReader`]
+//! with a [`FastPathReceiver`] decodes records from those bytes when the commit it needs next is
+//! in its ring; otherwise (it has fallen behind what the ring holds, after a restart, on
+//! replay, in a compressed backlog) it reads the segment file, exactly as without a fast path.
+//!
+//! Invariants:
+//! - A [`Commit`] is exactly the bytes at `segment`:`offset` of the file (salted frames, whole
+//!   records, never a footer), handed over only after they are durable and before the
+//!   watermark that covers them is published. Both paths therefore yield the same records in
+//!   the same order, and positions, record ids and cursors do not depend on the path taken.
+//! - A shard never waits for an output: a full ring drops that commit for that output only
+//!   (counted in `full`); the output reads it from the file later.
+//! - Memory is bounded: at most `capacity` commits per ring, each at most the WAL buffer's size;
+//!   a commit's bytes are freed when the last ring holding it let go.
+//! - A ring whose receiver was dropped (output retired) is removed at the next commit.
+//!
+//! [`WalReader`]: crate::WalReader
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use crate::position::Position;
+
+/// Largest ring (`wal.fast_path_commits`).
+pub const MAX_FAST_PATH_COMMITS: usize = 1024;
+
+/// One commit's bytes as they are in the segment file.
+#[derive(Clone, Debug)]
+pub struct Commit {
+    pub segment: u64,
+    /// Offset in the segment of `bytes[0]` (a record boundary).
+    pub offset: u64,
+    /// Id of the commit's first record.
+    pub first_id: u64,
+    /// The segment's checksum mask ([`crate::frame::salt`]).
+    pub salt: u32,
+    pub bytes: Arc<[u8]>,
+}
+
+impl Commit {
+    /// Offset just past the commit.
+    pub fn end(&self) -> u64 {
+        self.offset + self.bytes.len() as u64
+    }
+
+    /// Whether the commit holds the record starting at `pos`.
+    fn holds(&self, pos: Position) -> bool {
+        self.segment == pos.segment && self.offset <= pos.offset && pos.offset < self.end()
+    }
+
+    /// Whether the commit lies wholly before `pos` (the reader is past it).
+    fn before(&self, pos: Position) -> bool {
+        self.segment < pos.segment || (self.segment == pos.segment && self.end() <= pos.offset)
+    }
+}
+
+struct Tap {
+    output: String,
+    producer: rtrb::Producer<Commit>,
+}
+
+/// A shard's side: the rings of the outputs attached to it. The writer locks it once per
+/// commit (uncontended but for an output attaching), never per event.
+pub struct FastPath {
+    taps: Mutex<Vec<Tap>>,
+    /// Number of rings (read without the lock: no copy is made while nothing is attached).
+    attached: AtomicUsize,
+    capacity: usize,
+    /// Commits handed to at least one ring.
+    pub handed: AtomicU64,
+    /// Times a ring was full (that output reads that commit from the file).
+    pub full: AtomicU64,
+}
+
+impl std::fmt::Debug for FastPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FastPath")
+            .field("attached", &self.attached.load(Relaxed))
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl FastPath {
+    /// Rings of `capacity_commits` commits each (0: no fast path, every output reads files).
+    pub fn new(capacity_commits: usize) -> Arc<Self> {
+        Arc::new(FastPath {
+            taps: Mutex::new(Vec::new()),
+            attached: AtomicUsize::new(0),
+            capacity: capacity_commits.min(MAX_FAST_PATH_COMMITS),
+            handed: AtomicU64::new(0),
+            full: AtomicU64::new(0),
+        })
+    }
+
+    /// A ring for `output` (replacing an older one of the same name); `None` when the fast
+    /// path is off.
+    pub fn attach(&self, output: &str) -> Option<FastPathReceiver> {
+        if self.capacity == 0 {
+            return None;
+        }
+        let (producer, consumer) = rtrb::RingBuffer::new(self.capacity);
+        let mut taps = self.taps.lock().unwrap_or_else(|p| p.into_inner());
+        taps.retain(|t| t.output != output);
+        taps.push(Tap {
+            output: output.to_string(),
+            producer,
+        });
+        self.attached.store(taps.len(), Relaxed);
+        Some(FastPathReceiver {
+            consumer,
+            pending: None,
+        })
+    }
+
+    /// Whether any output is attached (else the writer makes no copy).
+    pub fn wanted(&self) -> bool {
+        self.attached.load(Relaxed) > 0
+    }
+
+    /// Hands `commit` to every attached ring that has room.
+    pub fn offer(&self, commit: &Commit) {
+        let mut taps = self.taps.lock().unwrap_or_else(|p| p.into_inner());
+        taps.retain(|t| !t.producer.is_abandoned());
+        self.attached.store(taps.len(), Relaxed);
+        let mut handed = false;
+        for tap in taps.iter_mut() {
+            match tap.producer.push(commit.clone()) {
+                Ok(()) => handed = true,
+                Err(_) => {
+                    self.full.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        if handed {
+            self.handed.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// An output's side of one shard's ring.
+pub struct FastPathReceiver {
+    consumer: rtrb::Consumer<Commit>,
+    /// The commit the reader is in (taken off the ring, kept until the reader is past it).
+    pending: Option<Commit>,
+}
+
+impl FastPathReceiver {
+    /// The commit holding the record at `pos`, if the ring has it. Commits the reader is
+    /// already past are dropped; a commit ahead of `pos` (those between were dropped while
+    /// the ring was full) stays for later: the reader reads the file up to it meanwhile.
+    pub fn commit_at(&mut self, pos: Position) -> Option<&Commit> {
+        loop {
+            if let Some(c) = &self.pending {
+                if c.holds(pos) {
+                    break;
+                }
+                if !c.before(pos) {
+                    return None;
+                }
+                self.pending = None;
+            }
+            self.pending = Some(self.consumer.pop().ok()?);
+        }
+        self.pending.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit(segment: u64, offset: u64, len: usize) -> Commit {
+        Commit {
+            segment,
+            offset,
+            first_id: 1,
+            salt: 0,
+            bytes: vec![0u8; len].into(),
+        }
+    }
+
+    fn pos(segment: u64, offset: u64) -> Position {
+        Position { segment, offset }
+    }
+
+    #[test]
+    fn finds_the_commit_holding_a_position_and_drops_older_ones() {
+        let fast = FastPath::new(4);
+        let mut rx = fast.attach("out").unwrap();
+        for c in [commit(1, 32, 100), commit(1, 132, 50), commit(2, 32, 10)] {
+            fast.offer(&c);
+        }
+        assert_eq!(rx.commit_at(pos(1, 132)).map(|c| c.offset), Some(132));
+        assert_eq!(rx.commit_at(pos(1, 150)).map(|c| c.offset), Some(132));
+        // Past segment 1's commits (its footer is read from the file): not in memory.
+        assert!(rx.commit_at(pos(1, 182)).is_none());
+        assert_eq!(rx.commit_at(pos(2, 32)).map(|c| c.segment), Some(2));
+    }
+
+    #[test]
+    fn a_gap_reads_the_file_until_the_ring_has_the_position_again() {
+        let fast = FastPath::new(2);
+        let mut rx = fast.attach("out").unwrap();
+        fast.offer(&commit(1, 32, 10));
+        fast.offer(&commit(1, 42, 10));
+        fast.offer(&commit(1, 52, 10)); // The ring is full: this one is dropped.
+        fast.offer(&commit(1, 62, 10));
+        assert_eq!(fast.full.load(Relaxed), 2);
+        assert_eq!(rx.commit_at(pos(1, 42)).map(|c| c.offset), Some(42));
+        assert!(
+            rx.commit_at(pos(1, 52)).is_none(),
+            "dropped: read from the file"
+        );
+        fast.offer(&commit(1, 72, 10));
+        assert!(rx.commit_at(pos(1, 62)).is_none(), "was dropped too");
+        assert_eq!(rx.commit_at(pos(1, 72)).map(|c| c.offset), Some(72));
+    }
+
+    #[test]
+    fn a_dropped_receiver_detaches_and_nothing_is_copied_without_one() {
+        let fast = FastPath::new(2);
+        assert!(!fast.wanted());
+        let rx = fast.attach("out").unwrap();
+        assert!(fast.wanted());
+        drop(rx);
+        fast.offer(&commit(1, 32, 10));
+        assert!(!fast.wanted());
+        assert!(FastPath::new(0).attach("out").is_none());
+    }
+}
