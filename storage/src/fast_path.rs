@@ -27,6 +27,8 @@ use crate::position::Position;
 
 /// Largest ring (`wal.fast_path_commits`).
 pub const MAX_FAST_PATH_COMMITS: usize = 1024;
+/// Commit buffers kept for reuse beyond what the rings can hold.
+const POOL_SPARE: usize = 4;
 
 /// One commit's bytes as they are in the segment file.
 #[derive(Clone, Debug)]
@@ -36,9 +38,7 @@ pub struct Commit {
     pub offset: u64,
     /// Id of the commit's first record.
     pub first_id: u64,
-    /// The segment's checksum mask ([`crate::frame::salt`]).
-    pub salt: u32,
-    pub bytes: Arc<[u8]>,
+    pub bytes: Arc<Vec<u8>>,
 }
 
 impl Commit {
@@ -63,10 +63,19 @@ struct Tap {
     producer: rtrb::Producer<Commit>,
 }
 
+/// What the lock guards: the rings, and the commit buffers for reuse.
+#[derive(Default)]
+struct Shared {
+    taps: Vec<Tap>,
+    /// Buffers of earlier commits: one no output holds any more is reused (a fresh
+    /// allocation of a commit's size would page-fault on every write into it).
+    pool: Vec<Arc<Vec<u8>>>,
+}
+
 /// A shard's side: the rings of the outputs attached to it. The writer locks it once per
 /// commit (uncontended but for an output attaching), never per event.
 pub struct FastPath {
-    taps: Mutex<Vec<Tap>>,
+    shared: Mutex<Shared>,
     /// Number of rings (read without the lock: no copy is made while nothing is attached).
     attached: AtomicUsize,
     capacity: usize,
@@ -89,7 +98,7 @@ impl FastPath {
     /// Rings of `capacity_commits` commits each (0: no fast path, every output reads files).
     pub fn new(capacity_commits: usize) -> Arc<Self> {
         Arc::new(FastPath {
-            taps: Mutex::new(Vec::new()),
+            shared: Mutex::new(Shared::default()),
             attached: AtomicUsize::new(0),
             capacity: capacity_commits.min(MAX_FAST_PATH_COMMITS),
             handed: AtomicU64::new(0),
@@ -104,13 +113,13 @@ impl FastPath {
             return None;
         }
         let (producer, consumer) = rtrb::RingBuffer::new(self.capacity);
-        let mut taps = self.taps.lock().unwrap_or_else(|p| p.into_inner());
-        taps.retain(|t| t.output != output);
-        taps.push(Tap {
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        shared.taps.retain(|t| t.output != output);
+        shared.taps.push(Tap {
             output: output.to_string(),
             producer,
         });
-        self.attached.store(taps.len(), Relaxed);
+        self.attached.store(shared.taps.len(), Relaxed);
         Some(FastPathReceiver {
             consumer,
             pending: None,
@@ -122,13 +131,35 @@ impl FastPath {
         self.attached.load(Relaxed) > 0
     }
 
+    /// A shared copy of `bytes`, in a reused buffer when one is free.
+    pub fn copy_of(&self, bytes: &[u8]) -> Arc<Vec<u8>> {
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        let free = shared
+            .pool
+            .iter_mut()
+            .find_map(|b| Arc::get_mut(b).is_some().then_some(b));
+        if let Some(buf) = free {
+            if let Some(vec) = Arc::get_mut(buf) {
+                vec.clear();
+                vec.extend_from_slice(bytes);
+                return Arc::clone(buf);
+            }
+        }
+        let buf = Arc::new(bytes.to_vec());
+        // Enough for every ring's commits and a few in flight; past that, not kept.
+        if shared.pool.len() < self.capacity * shared.taps.len().max(1) + POOL_SPARE {
+            shared.pool.push(Arc::clone(&buf));
+        }
+        buf
+    }
+
     /// Hands `commit` to every attached ring that has room.
     pub fn offer(&self, commit: &Commit) {
-        let mut taps = self.taps.lock().unwrap_or_else(|p| p.into_inner());
-        taps.retain(|t| !t.producer.is_abandoned());
-        self.attached.store(taps.len(), Relaxed);
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        shared.taps.retain(|t| !t.producer.is_abandoned());
+        self.attached.store(shared.taps.len(), Relaxed);
         let mut handed = false;
-        for tap in taps.iter_mut() {
+        for tap in shared.taps.iter_mut() {
             match tap.producer.push(commit.clone()) {
                 Ok(()) => handed = true,
                 Err(_) => {
@@ -179,8 +210,7 @@ mod tests {
             segment,
             offset,
             first_id: 1,
-            salt: 0,
-            bytes: vec![0u8; len].into(),
+            bytes: Arc::new(vec![0u8; len]),
         }
     }
 
@@ -219,6 +249,27 @@ mod tests {
         fast.offer(&commit(1, 72, 10));
         assert!(rx.commit_at(pos(1, 62)).is_none(), "was dropped too");
         assert_eq!(rx.commit_at(pos(1, 72)).map(|c| c.offset), Some(72));
+    }
+
+    #[test]
+    fn commit_buffers_are_reused_once_no_output_holds_them() {
+        let fast = FastPath::new(2);
+        let mut rx = fast.attach("out").unwrap();
+        let first = fast.copy_of(b"one");
+        let ptr = Arc::as_ptr(&first);
+        fast.offer(&Commit {
+            segment: 1,
+            offset: 32,
+            first_id: 1,
+            bytes: first,
+        });
+        let held = fast.copy_of(b"two");
+        assert_ne!(Arc::as_ptr(&held), ptr, "the ring still holds the first");
+        assert!(rx.commit_at(pos(1, 32)).is_some());
+        assert!(rx.commit_at(pos(1, 35)).is_none(), "past it: dropped");
+        let again = fast.copy_of(b"three");
+        assert_eq!(Arc::as_ptr(&again), ptr);
+        assert_eq!(&again[..], b"three");
     }
 
     #[test]

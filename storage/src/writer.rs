@@ -23,7 +23,7 @@ use event_listener::Event;
 use crate::budget::{DiskBudget, FullPolicy};
 use crate::error::StorageError;
 use crate::fast_path::{Commit, FastPath};
-use crate::frame::{begin_record, finish_record, FRAME_HEADER_LEN, MAX_RECORD_LEN};
+use crate::frame::{begin_record, finish_record_salted, FRAME_HEADER_LEN, MAX_RECORD_LEN};
 use crate::io::{SegmentFile, SegmentFs};
 use crate::latency::{Arrivals, LatencyHistogram, DURABLE_BUCKETS_SECONDS, FSYNC_BUCKETS_SECONDS};
 use crate::position::{DurableWatermark, Position, MAX_SEGMENT_SIZE};
@@ -171,7 +171,17 @@ pub struct WalAppender {
     space: Event,
     wake_flusher: Event,
     durable: Event,
+    /// The checksum mask the pending buffer's records carry: the current segment's
+    /// ([`crate::frame::salt`]), applied as each record is finished, so a commit needs no
+    /// pass over its records (only a rotation re-salts, once).
+    salt: Cell<u32>,
     pub stats: WalStats,
+}
+
+/// A taken pending buffer and the checksum mask its records carry.
+struct Taken {
+    buf: Vec<u8>,
+    salt: u32,
 }
 
 impl WalAppender {
@@ -188,6 +198,7 @@ impl WalAppender {
             space: Event::new(),
             wake_flusher: Event::new(),
             durable: Event::new(),
+            salt: Cell::new(0),
             stats: WalStats::default(),
         })
     }
@@ -225,7 +236,7 @@ impl WalAppender {
         }
         let start = begin_record(&mut buf);
         fill(&mut buf);
-        let written = finish_record(&mut buf, start);
+        let written = finish_record_salted(&mut buf, start, self.salt.get());
         debug_assert_eq!(written, payload_len);
         self.pending_records.set(self.pending_records.get() + 1);
         self.stats
@@ -323,12 +334,22 @@ impl WalAppender {
         self.space.notify(usize::MAX);
     }
 
-    fn take_pending(&self) -> (Vec<u8>, u64) {
+    fn take_pending(&self) -> (Taken, u64) {
         let buf = self.pending.replace(Vec::with_capacity(self.capacity));
         let records = self.pending_records.replace(0);
         self.first_pending_at.set(None);
         self.space.notify(usize::MAX);
-        (buf, records)
+        let salt = self.salt.get();
+        (Taken { buf, salt }, records)
+    }
+
+    /// A new segment started: records appended from now on carry its `salt`; those pending
+    /// are re-salted (XOR-ing the old mask out and the new one in).
+    fn use_salt(&self, salt: u32) {
+        let old = self.salt.replace(salt);
+        if old != salt {
+            crate::frame::salt_frames(&mut self.pending.borrow_mut(), old ^ salt);
+        }
     }
 
     /// A commit of `records` starting at append index `first` failed: they are lost (never
@@ -516,11 +537,11 @@ impl<F: SegmentFs> WalFlusher<F> {
         loop {
             self.wait_for_work().await;
             let draining = self.appender.status() == WalStatus::Draining;
-            let (buf, records) = self.appender.take_pending();
+            let (taken, records) = self.appender.take_pending();
             let first = self.taken;
             self.taken += records;
-            if !buf.is_empty() {
-                self.commit_until_settled(buf, first, records).await?;
+            if !taken.buf.is_empty() {
+                self.commit_until_settled(taken, first, records).await?;
             }
             if draining && self.appender.pending.borrow().is_empty() {
                 break;
@@ -544,12 +565,12 @@ impl<F: SegmentFs> WalFlusher<F> {
     /// the batch is lost (counted). Either way appends wait while the WAL is blocked.
     async fn commit_until_settled(
         &mut self,
-        mut buf: Vec<u8>,
+        mut taken: Taken,
         first: u64,
         records: u64,
     ) -> Result<(), StorageError> {
         loop {
-            match self.commit(buf, records).await {
+            match self.commit(taken, records).await {
                 Ok(()) => {
                     let stats = &self.appender.stats;
                     let now = std::time::Instant::now();
@@ -565,7 +586,7 @@ impl<F: SegmentFs> WalFlusher<F> {
                     self.appender.block(&error, first, 0);
                     self.recover_from_failure(error, Some((first, records)))
                         .await?;
-                    buf = kept;
+                    taken = kept;
                 }
                 Err(CommitFailure {
                     error,
@@ -692,31 +713,34 @@ impl<F: SegmentFs> WalFlusher<F> {
         }
     }
 
-    async fn commit(&mut self, mut buf: Vec<u8>, records: u64) -> Result<(), CommitFailure> {
+    async fn commit(&mut self, taken: Taken, records: u64) -> Result<(), CommitFailure> {
         let needs_segment = self.file.is_none()
             || (self.offset > SEGMENT_HEADER_LEN
-                && self.offset + buf.len() as u64 > self.segment_size);
+                && self.offset + taken.buf.len() as u64 > self.segment_size);
         if needs_segment {
             if let Err(error) = self.rotate().await {
                 return Err(CommitFailure {
                     error,
-                    unwritten: Some(buf),
+                    unwritten: Some(taken),
                 });
             }
         }
-        // The segment is known now: its salt goes into every frame's checksum.
-        crate::frame::salt_frames(&mut buf, self.salt);
+        // The records carry the salt of the segment current when they were appended: only
+        // a batch that goes into a newer one (a rotation) is re-salted.
+        let Taken { mut buf, salt } = taken;
+        if salt != self.salt {
+            crate::frame::salt_frames(&mut buf, salt ^ self.salt);
+        }
         // glommio takes the buffer: the outputs' copy is made before (one per commit).
         let for_outputs = self
             .fast_path
             .as_ref()
             .filter(|f| f.wanted())
-            .map(|_| Commit {
+            .map(|fast| Commit {
                 segment: self.segment,
                 offset: self.offset,
                 first_id: self.next_id,
-                salt: self.salt,
-                bytes: Arc::from(&buf[..]),
+                bytes: fast.copy_of(&buf),
             });
         let len = buf.len() as u64;
         let crc = crc32c::crc32c_append(self.segment_crc, &buf);
@@ -1001,6 +1025,7 @@ impl<F: SegmentFs> WalFlusher<F> {
         self.segment_first_id = self.next_id;
         self.segment_crc = crc32c::crc32c(header);
         self.salt = crate::frame::salt(self.segment);
+        self.appender.use_salt(self.salt);
         let stats = &self.appender.stats;
         stats.segments_created.set(stats.segments_created.get() + 1);
         self.publish();
@@ -1011,5 +1036,5 @@ impl<F: SegmentFs> WalFlusher<F> {
 /// A commit that failed, with the batch if no byte of it reached the kernel.
 struct CommitFailure {
     error: StorageError,
-    unwritten: Option<Vec<u8>>,
+    unwritten: Option<Taken>,
 }
