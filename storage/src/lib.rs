@@ -49,7 +49,10 @@
 //!
 //! # Invariants
 //! - Records are appended into one caller-visible buffer (no copy per event besides the one
-//!   into that buffer); the writer hands whole buffers to the kernel (group commit).
+//!   into that buffer); the writer hands whole buffers to the kernel (group commit), and a
+//!   copy of each (one per commit) to the outputs that keep up ([`fast_path`]).
+//! - Outputs read the same records from memory as from the files: a commit in memory is
+//!   exactly the bytes at its segment and offset, handed over once durable.
 //! - A record never spans two segments.
 //! - Nothing here depends on the engine.
 

@@ -7,6 +7,10 @@
 //!  shard-1 WAL ─┼─▶ encode (json | raw) ─▶ sink.deliver(batch) ─▶ confirmed ─▶ write cursor
 //!  shard-n WAL ─┘
 //! ```
+//! A reader takes a shard's records from memory while the output keeps up (the shard's fast
+//! path, [`storage::fast_path`]: its commits in a ring per shard → output), from the segment
+//! files otherwise; the records, their ids and positions are the same either way.
+//!
 //! Invariants:
 //! - A cursor advances only after the sink confirmed the batch (file: written and, by default,
 //!   fdatasync'd; TCP: written to the socket). A crash between delivery and cursor write
