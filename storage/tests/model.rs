@@ -10,7 +10,9 @@
 //! - a failed write or fdatasync loses only the batch it carried (counted), and the WAL goes on
 //!   (after starting a new segment) without reordering anything;
 //! - after every reopen, what is deliverable from the output's cursor contains every durable,
-//!   not yet acknowledged record, in order, and nothing that was never appended.
+//!   not yet acknowledged record, in order, and nothing that was never appended;
+//! - an output that reads through the fast path (commits in memory, a ring of two) reads
+//!   exactly the records and positions a reader of the files reads, whatever happened.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -21,8 +23,8 @@ use proptest::prelude::*;
 use storage::sim::{Fault, SimFs};
 use storage::writer::{AppendError, WalSpace, WalStatus};
 use storage::{
-    read_cursor, recover_shard, write_cursor, Cursor, DurableWatermark, FsyncPolicy, Position,
-    ReadySegments, RecoveryMode, StorageError, WalAppender, WalFlusher, WalReader,
+    read_cursor, recover_shard, write_cursor, Cursor, DurableWatermark, FastPath, FsyncPolicy,
+    Position, ReadySegments, RecoveryMode, StorageError, WalAppender, WalFlusher, WalReader,
 };
 
 #[derive(Clone, Debug)]
@@ -69,6 +71,8 @@ struct Wal {
     task: Task<Result<(), StorageError>>,
     watermark: Arc<DurableWatermark>,
     ready: Arc<ReadySegments>,
+    /// The output's reader through the fast path, kept while this instance runs.
+    fast_reader: WalReader,
 }
 
 const SEGMENT_SIZE: u64 = 2048;
@@ -97,12 +101,20 @@ async fn open(dir: &std::path::Path, sim: &SimFs) -> Wal {
         .await;
         match opened {
             Ok(flusher) => {
-                let flusher = flusher.with_retry_interval(Duration::from_millis(1));
+                let fast_path = FastPath::new(2);
+                let cursor = read_cursor(dir, SINK).unwrap();
+                let fast_reader = WalReader::open(dir, cursor)
+                    .unwrap()
+                    .with_fast_path(fast_path.attach(SINK));
+                let flusher = flusher
+                    .with_retry_interval(Duration::from_millis(1))
+                    .with_fast_path(fast_path);
                 return Wal {
                     appender,
                     task: glommio::spawn_local(flusher.run()),
                     watermark,
                     ready,
+                    fast_reader,
                 };
             }
             // A queued fault hit segment creation: that start failed; power-cycle and retry.
@@ -126,7 +138,11 @@ fn id_of(p: &[u8]) -> u64 {
 /// Everything readable from the output's cursor up to `durable`.
 fn read_from_cursor(dir: &std::path::Path, durable: Position) -> (Vec<u64>, Cursor) {
     let cursor = read_cursor(dir, SINK).unwrap();
-    let mut reader = WalReader::open(dir, cursor).unwrap();
+    read_all(&mut WalReader::open(dir, cursor).unwrap(), durable)
+}
+
+/// Everything `reader` reads up to `durable`.
+fn read_all(reader: &mut WalReader, durable: Position) -> (Vec<u64>, Cursor) {
     let mut ids = Vec::new();
     while reader
         .read_batch(durable, 1500, |p| ids.push(id_of(p)))
@@ -236,7 +252,11 @@ fn run_case(ops: Vec<Op>) {
                     }
                     Op::Ack => {
                         model.observe(&wal.appender);
-                        let (ids, pos) = read_from_cursor(&dir, wal.watermark.load());
+                        let durable = wal.watermark.load();
+                        let (ids, pos) = read_from_cursor(&dir, durable);
+                        let (fast_ids, fast_pos) = read_all(&mut wal.fast_reader, durable);
+                        assert_eq!(fast_ids, ids, "the fast path reads what the files hold");
+                        assert_eq!(fast_pos.position, pos.position);
                         for id in ids {
                             let i = model.index_of(id);
                             assert!(i >= model.acked, "record {id} delivered twice");
