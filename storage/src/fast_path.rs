@@ -15,7 +15,8 @@
 //! - A shard never waits for an output: a full ring drops that commit for that output only
 //!   (counted in `full`); the output reads it from the file later.
 //! - Memory is bounded: at most `capacity` commits per ring, each at most the WAL buffer's size;
-//!   a commit's bytes are freed when the last ring holding it let go.
+//!   a commit's bytes are freed (or kept for reuse, at most `capacity` + 2 buffers per shard)
+//!   when the last ring holding it let go.
 //! - A ring whose receiver was dropped (output retired) is removed at the next commit.
 //!
 //! [`WalReader`]: crate::WalReader
@@ -28,7 +29,7 @@ use crate::position::Position;
 /// Largest ring (`wal.fast_path_commits`).
 pub const MAX_FAST_PATH_COMMITS: usize = 1024;
 /// Commit buffers kept for reuse beyond what the rings can hold.
-const POOL_SPARE: usize = 4;
+const POOL_SPARE: usize = 2;
 
 /// One commit's bytes as they are in the segment file.
 #[derive(Clone, Debug)]
@@ -146,8 +147,9 @@ impl FastPath {
             }
         }
         let buf = Arc::new(bytes.to_vec());
-        // Enough for every ring's commits and a few in flight; past that, not kept.
-        if shared.pool.len() < self.capacity * shared.taps.len().max(1) + POOL_SPARE {
+        // Enough for what one ring holds and a few in flight (the rings of several outputs
+        // mostly hold the same commits); past that, not kept: memory stays bounded.
+        if shared.pool.len() < self.capacity + POOL_SPARE {
             shared.pool.push(Arc::clone(&buf));
         }
         buf

@@ -48,7 +48,8 @@ pub struct WalConfig {
     pub ready_segments: usize,
     /// Commits each shard keeps in memory for each output (the fast path): an output that is
     /// at most this many commits behind reads them from memory instead of the segment files.
-    /// Memory: at most shards × this × `buffer_size`. 0: outputs read files only.
+    /// Memory: about shards × (this + 2) × `buffer_size` at most (commit buffers are shared by
+    /// every output and reused). 0: outputs read files only.
     #[serde(default = "default_fast_path_commits")]
     pub fast_path_commits: usize,
 }
@@ -141,7 +142,7 @@ fn default_ready_segments() -> usize {
     2
 }
 fn default_fast_path_commits() -> usize {
-    16
+    4
 }
 fn default_compression_level() -> i32 {
     3
