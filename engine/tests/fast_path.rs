@@ -64,21 +64,10 @@ fn read_frames(mut conn: TcpStream, seqs: &Mutex<Vec<u64>>, paused: &AtomicBool)
             Ok(n) => n,
         };
         buf.extend_from_slice(&chunk[..n]);
-        let mut at = 0;
-        while let Some(sp) = buf[at..].iter().position(|&b| b == b' ') {
-            let len: usize = std::str::from_utf8(&buf[at..at + sp])
-                .unwrap()
-                .parse()
-                .unwrap();
-            let start = at + sp + 1;
-            if buf.len() < start + len {
-                break;
-            }
-            let seq = seq_of(&buf[start..start + len]).expect("a frame with seq=");
+        take_octet_frames(&mut buf, |frame| {
+            let seq = seq_of(frame).expect("a frame with seq=");
             seqs.lock().unwrap().push(seq);
-            at = start + len;
-        }
-        buf.drain(..at);
+        });
     }
 }
 

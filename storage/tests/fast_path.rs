@@ -3,16 +3,13 @@
 //! switches back once caught up, one restarted from its cursor goes on from there; every one
 //! yields exactly the records, ids and positions of a reader that only reads files.
 
-use std::rc::Rc;
+mod common;
+
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use glommio::{LocalExecutorBuilder, Placement};
-use storage::io::GlommioFs;
-use storage::{
-    recover_shard, Cursor, DiskBudget, DurableWatermark, FastPath, FsyncPolicy, Position,
-    ReadySegments, RecoveryMode, Retention, WalAppender, WalFlusher, WalReader,
-};
+use storage::{Cursor, FastPath, Position, WalReader};
 
 const SEGMENT: u64 = 16 << 10;
 const RING_COMMITS: usize = 4;
@@ -82,13 +79,9 @@ fn run_phases(dir: &std::path::Path) -> Run {
     let path = dir.to_path_buf();
     LocalExecutorBuilder::new(Placement::Unbound)
         .spawn(move || async move {
-            let report = recover_shard(&path, RecoveryMode::Strict).unwrap();
-            let budget = Arc::new(DiskBudget::unlimited(&path));
-            let ready = ReadySegments::open(&path, SEGMENT, 2, Arc::clone(&budget), None).unwrap();
-            ready.fill().unwrap();
             let names = ["fast", "stalled", "restarted", "files"];
-            let retention =
-                Retention::new(&path, &names, Arc::clone(&budget)).with_ready(Arc::clone(&ready));
+            let wal = common::open_recycling(&path, SEGMENT, 8192, &names).await;
+            let (appender, watermark, retention) = (wal.appender, wal.watermark, wal.retention);
             let fast_path = FastPath::new(RING_COMMITS);
             let open = |name: &'static str, from: Option<Cursor>, fast: bool| Output {
                 name,
@@ -103,24 +96,7 @@ fn run_phases(dir: &std::path::Path) -> Run {
                 open("restarted", None, true),
                 open("files", None, false),
             ];
-            let appender = WalAppender::new(8192, FsyncPolicy::Always);
-            let watermark = Arc::new(DurableWatermark::new());
-            let flusher = WalFlusher::open_with_budget(
-                GlommioFs,
-                &path,
-                report.start(),
-                SEGMENT,
-                Rc::clone(&appender),
-                Arc::clone(&watermark),
-                Box::new(|_| {}),
-                storage::writer::WalSpace {
-                    budget,
-                    ready: Some(Arc::clone(&ready)),
-                },
-            )
-            .await
-            .unwrap()
-            .with_fast_path(Arc::clone(&fast_path));
+            let flusher = wal.flusher.with_fast_path(Arc::clone(&fast_path));
             let task = glommio::spawn_local(flusher.run());
             let mut rng = Lcg(7);
             let mut next = 0u64;

@@ -1,5 +1,7 @@
 //! The writer and reader together on a real glommio executor and real files.
 
+mod common;
+
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -543,7 +545,6 @@ fn the_budget_counts_exactly_what_is_on_disk() {
 /// at its last record, ignoring the old bytes after it).
 #[test]
 fn recycled_segments_deliver_exactly_the_new_stream() {
-    use storage::{DiskBudget, ReadySegments, Retention};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     const SEGMENT: u64 = 16 << 10;
@@ -555,30 +556,9 @@ fn recycled_segments_deliver_exactly_the_new_stream() {
             let mut stats = (0, 0, 0);
             let mut next = 0u64;
             for _run in 0..2 {
-                let report = recover_shard(&path, RecoveryMode::Strict).unwrap();
-                let budget = Arc::new(DiskBudget::unlimited(&path));
-                let ready =
-                    ReadySegments::open(&path, SEGMENT, 2, Arc::clone(&budget), None).unwrap();
-                ready.fill().unwrap();
-                let retention = Retention::new(&path, &["out"], Arc::clone(&budget))
-                    .with_ready(Arc::clone(&ready));
-                let appender = WalAppender::new(4096, FsyncPolicy::Always);
-                let watermark = Arc::new(DurableWatermark::new());
-                let flusher = WalFlusher::open_with_budget(
-                    GlommioFs,
-                    &path,
-                    report.start(),
-                    SEGMENT,
-                    Rc::clone(&appender),
-                    Arc::clone(&watermark),
-                    Box::new(|_| {}),
-                    storage::writer::WalSpace {
-                        budget,
-                        ready: Some(Arc::clone(&ready)),
-                    },
-                )
-                .await
-                .unwrap();
+                let wal = common::open_recycling(&path, SEGMENT, 4096, &["out"]).await;
+                let (appender, watermark) = (wal.appender, wal.watermark);
+                let (ready, retention, flusher) = (wal.ready, wal.retention, wal.flusher);
                 let task = glommio::spawn_local(flusher.run());
                 for _ in 0..3000 {
                     let p = payload(next);

@@ -360,6 +360,25 @@ pub fn seq_of(text: &[u8]) -> Option<u64> {
     std::str::from_utf8(&digits).ok()?.parse().ok()
 }
 
+/// Calls `each` with every whole octet-counted frame (`LEN SP MSG`) at the start of `buf` and
+/// removes them, leaving a partial frame for the next read.
+pub fn take_octet_frames(buf: &mut Vec<u8>, mut each: impl FnMut(&[u8])) {
+    let mut at = 0;
+    while let Some(sp) = buf[at..].iter().position(|&b| b == b' ') {
+        let len: usize = std::str::from_utf8(&buf[at..at + sp])
+            .unwrap()
+            .parse()
+            .unwrap();
+        let start = at + sp + 1;
+        if buf.len() < start + len {
+            break;
+        }
+        each(&buf[start..start + len]);
+        at = start + len;
+    }
+    buf.drain(..at);
+}
+
 /// A syslog receiver for octet-counted frames that records `seq=N` of each frame. It can be
 /// told to stop reading (the kernel's buffers then fill and the sender blocks).
 pub struct Receiver {
@@ -399,27 +418,14 @@ impl Receiver {
                             Ok(n) => n,
                         };
                         buf.extend_from_slice(&chunk[..n]);
-                        let mut at = 0;
-                        while let Some(sp) = buf[at..].iter().position(|&b| b == b' ') {
-                            let len: usize = std::str::from_utf8(&buf[at..at + sp])
-                                .unwrap()
-                                .parse()
-                                .unwrap();
-                            let start = at + sp + 1;
-                            if buf.len() < start + len {
-                                break;
-                            }
+                        take_octet_frames(&mut buf, |frame| {
                             let mut seqs = seqs.lock().unwrap();
-                            *seqs
-                                .entry(seq_of(&buf[start..start + len]).unwrap())
-                                .or_insert(0) += 1;
+                            *seqs.entry(seq_of(frame).unwrap()).or_insert(0) += 1;
                             // (Summing all counts per frame would be quadratic.)
                             if pause_after > 0 && seqs.values().sum::<usize>() == pause_after {
                                 paused.store(true, Ordering::Release);
                             }
-                            at = start + len;
-                        }
-                        buf.drain(..at);
+                        });
                     }
                 });
             }
