@@ -250,15 +250,10 @@ fn zero_fill(file: &std::fs::File, path: &Path, from: u64, to: u64) -> Result<()
 }
 
 fn remove(path: &Path, budget: &DiskBudget) -> Result<(), StorageError> {
-    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    match std::fs::remove_file(path) {
-        Ok(()) => {
-            budget.release(len);
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(StorageError::io("remove", path, e)),
+    if let Some(len) = crate::retention::remove_file_counted(path)? {
+        budget.release(len);
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -211,18 +211,25 @@ impl Retention {
 pub fn remove_segment(dir: &Path, number: u64) -> Result<u64, StorageError> {
     let mut freed = 0;
     for path in [segment_path(dir, number), compressed_path(dir, number)] {
-        let len = match std::fs::metadata(&path) {
-            Ok(m) => m.len(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(StorageError::io("stat", path, e)),
-        };
-        match std::fs::remove_file(&path) {
-            Ok(()) => freed += len.max(1),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StorageError::io("remove", path, e)),
+        if let Some(len) = remove_file_counted(&path)? {
+            freed += len.max(1);
         }
     }
     Ok(freed)
+}
+
+/// Removes `path`: the bytes it held, or `None` when it was not there.
+pub(crate) fn remove_file_counted(path: &Path) -> Result<Option<u64>, StorageError> {
+    let len = match std::fs::metadata(path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StorageError::io("stat", path, e)),
+    };
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(Some(len)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StorageError::io("remove", path, e)),
+    }
 }
 
 impl Retention {

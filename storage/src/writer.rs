@@ -945,32 +945,19 @@ impl<F: SegmentFs> WalFlusher<F> {
     /// before the rename gives the file back to the pool.
     async fn start_from_ready(&mut self, ready_path: PathBuf) -> Result<(), StorageError> {
         let path = segment_path(&self.dir, self.segment);
+        // One that cannot be opened is left out of the pool (a new file is made instead).
         let mut file = match self.fs.open_existing(&ready_path).await {
             Ok(file) => file,
             Err(e) => return Err(StorageError::io("open", &ready_path, e)),
         };
         let header = segment_header(self.segment, self.next_id);
-        let written = match file.write_at(header.to_vec(), 0).await {
-            Ok(n) if n == header.len() => file.fdatasync().await,
-            Ok(n) => Err(std::io::Error::new(
-                std::io::ErrorKind::WriteZero,
-                format!("short write: {n} of {} bytes", header.len()),
-            )),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = written {
+        if let Err(e) = header_then_rename(&mut file, &header, &ready_path, &path).await {
+            // Not renamed: still a ready file, back into the pool.
             let _ = file.close().await;
             if let Some(ready) = &self.ready {
-                ready.put_back(ready_path.clone());
+                ready.put_back(ready_path);
             }
-            return Err(StorageError::io("write header into", &ready_path, e));
-        }
-        if let Err(e) = file.rename(&path).await {
-            let _ = file.close().await;
-            if let Some(ready) = &self.ready {
-                ready.put_back(ready_path.clone());
-            }
-            return Err(StorageError::io("rename", &ready_path, e));
+            return Err(e);
         }
         self.file = Some(file);
         self.file_is_ready = true;
@@ -1031,6 +1018,27 @@ impl<F: SegmentFs> WalFlusher<F> {
         self.publish();
         Ok(())
     }
+}
+
+/// Writes and syncs a new segment's `header` into a ready file, then renames it to `path`.
+async fn header_then_rename<F: SegmentFile>(
+    file: &mut F,
+    header: &[u8],
+    ready_path: &Path,
+    path: &Path,
+) -> Result<(), StorageError> {
+    let written = match file.write_at(header.to_vec(), 0).await {
+        Ok(n) if n == header.len() => file.fdatasync().await,
+        Ok(n) => Err(std::io::Error::new(
+            std::io::ErrorKind::WriteZero,
+            format!("short write: {n} of {} bytes", header.len()),
+        )),
+        Err(e) => Err(e),
+    };
+    written.map_err(|e| StorageError::io("write header into", ready_path, e))?;
+    file.rename(path)
+        .await
+        .map_err(|e| StorageError::io("rename", ready_path, e))
 }
 
 /// A commit that failed, with the batch if no byte of it reached the kernel.
