@@ -280,10 +280,23 @@ pub fn read_segment(dir: &Path, number: u64) -> Result<Vec<u8>, StorageError> {
     }
 }
 
-/// Records in segment `number`: from its footer when it has one (two small reads), else by
-/// scanning it.
+/// Records in segment `number`: the next segment's first id minus its own (ids are dense per
+/// shard; two header reads), else from its footer at the file's end, else by scanning it (a
+/// recycled file's footer is not at its end: the newest segment, or one without a successor).
 pub fn record_count(dir: &Path, number: u64) -> Result<u64, StorageError> {
     use std::os::unix::fs::FileExt;
+    let first_id = |n: u64| {
+        read_segment_header(dir, n)
+            .ok()
+            .and_then(|h| parse_header(&h, n).ok())
+            .map(|h| h.first_id)
+    };
+    let next = list_segments(dir)?.into_iter().find(|&n| n > number);
+    if let (Some(first), Some(next_first)) = (first_id(number), next.and_then(first_id)) {
+        if next_first >= first {
+            return Ok(next_first - first);
+        }
+    }
     let path = segment_path(dir, number);
     if let Ok(file) = File::open(&path) {
         let len = file
@@ -476,6 +489,24 @@ mod tests {
     /// A salted segment in a recycled file: the old segment's records after the new one's
     /// never read as records of it, a footer ends it wherever the file ends, and what follows
     /// its last record counts as a torn tail unless a record of its own follows the damage.
+    /// A recycled file keeps old bytes after its footer: the count comes from the next
+    /// segment's first id, without reading the file; the newest segment is scanned.
+    #[test]
+    fn record_count_of_a_recycled_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut data = segment_header(4, 10).to_vec();
+        for r in [&b"one"[..], b"two", b"three"] {
+            append_record_salted(&mut data, r, salt(4));
+        }
+        data.resize(64 << 10, 0xAB); // An older segment's bytes behind the footer.
+        std::fs::write(segment_path(dir.path(), 4), &data).unwrap();
+        let mut next = segment_header(6, 13).to_vec();
+        append_record_salted(&mut next, b"four", salt(6));
+        std::fs::write(segment_path(dir.path(), 6), &next).unwrap();
+        assert_eq!(record_count(dir.path(), 4).unwrap(), 3);
+        assert_eq!(record_count(dir.path(), 6).unwrap(), 1);
+    }
+
     #[test]
     fn salted_segment_over_old_bytes() {
         let mut old = segment_header(2, 1).to_vec();
