@@ -103,23 +103,20 @@ fn measure(
     let load = timed_load(child, api, &firehose, "sluice_events_durable_total")?;
     let page = scrape(api)?;
     let durable = bucket_percentiles(&page, "sluice_ingest_durable_seconds");
+    let durable_buckets = buckets(&page, "sluice_ingest_durable_seconds");
     Ok(Point {
         offered: rate,
         achieved: load.events_per_sec(),
         durable,
-        p90_us: quantile_bound_us(&page, "sluice_ingest_durable_seconds", 0.9),
-        over_100ms: count_above(&page, "sluice_ingest_durable_seconds", 0.1),
+        p90_us: bucket_bound_us(&durable_buckets, 0.9),
+        over_100ms: count_above(&durable_buckets, 0.1),
         fsync: bucket_percentiles(&page, "sluice_wal_fsync_seconds"),
         cpu_ns_per_event: load.cpu_ns_per_event(),
     })
 }
 
-fn quantile_bound_us(page: &str, name: &str, q: f64) -> u64 {
-    bucket_bound_us(&buckets(page, name), q)
-}
-
-fn count_above(page: &str, name: &str, seconds: f64) -> u64 {
-    let b = buckets(page, name);
+/// Observations above `seconds` in cumulative histogram buckets (`compare::buckets`).
+fn count_above(b: &[(f64, f64)], seconds: f64) -> u64 {
     let total = b.last().map_or(0.0, |&(_, c)| c);
     let at_most = b
         .iter()
@@ -197,11 +194,11 @@ sluice_ingest_durable_seconds_bucket{le=\"+Inf\",shard=\"1\"} 100
 
     #[test]
     fn quantiles_and_counts_over_a_bound_sum_the_shards() {
-        let name = "sluice_ingest_durable_seconds";
-        assert_eq!(quantile_bound_us(PAGE, name, 0.5), 5_000);
-        assert_eq!(quantile_bound_us(PAGE, name, 0.95), 100_000);
-        assert_eq!(quantile_bound_us(PAGE, name, 0.999), u64::MAX);
-        assert_eq!(count_above(PAGE, name, 0.1), 2);
-        assert_eq!(count_above(PAGE, name, 0.005), 20);
+        let b = buckets(PAGE, "sluice_ingest_durable_seconds");
+        assert_eq!(bucket_bound_us(&b, 0.5), 5_000);
+        assert_eq!(bucket_bound_us(&b, 0.95), 100_000);
+        assert_eq!(bucket_bound_us(&b, 0.999), u64::MAX);
+        assert_eq!(count_above(&b, 0.1), 2);
+        assert_eq!(count_above(&b, 0.005), 20);
     }
 }
