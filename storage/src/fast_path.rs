@@ -1,7 +1,8 @@
 //! The in-memory fast path from a shard's WAL writer to its outputs.
 //!
 //! After each commit (written, fdatasync'd), the writer hands the committed bytes, shared and
-//! immutable (`Arc<[u8]>`, one copy per commit, not per event or per output), to every attached
+//! immutable (`Arc<Vec<u8>>`, one copy per commit into a reused buffer, not per event or per
+//! output), to every attached
 //! output through its own rtrb SPSC ring (one per shard → output pair). A [`WalReader`]
 //! with a [`FastPathReceiver`] decodes records from those bytes when the commit it needs next is
 //! in its ring; otherwise (it has fallen behind what the ring holds, after a restart, on

@@ -285,14 +285,10 @@ pub fn read_segment(dir: &Path, number: u64) -> Result<Vec<u8>, StorageError> {
 /// recycled file's footer is not at its end: the newest segment, or one without a successor).
 pub fn record_count(dir: &Path, number: u64) -> Result<u64, StorageError> {
     use std::os::unix::fs::FileExt;
-    let first_id = |n: u64| {
-        read_segment_header(dir, n)
-            .ok()
-            .and_then(|h| parse_header(&h, n).ok())
-            .map(|h| h.first_id)
-    };
+    let head = read_head(dir, number);
     let next = list_segments(dir)?.into_iter().find(|&n| n > number);
-    if let (Some(first), Some(next_first)) = (first_id(number), next.and_then(first_id)) {
+    let next_first = next.and_then(|n| read_head(dir, n)).map(|h| h.first_id);
+    if let (Some(first), Some(next_first)) = (head.map(|h| h.first_id), next_first) {
         if next_first >= first {
             return Ok(next_first - first);
         }
@@ -308,10 +304,7 @@ pub fn record_count(dir: &Path, number: u64) -> Result<u64, StorageError> {
         if len >= SEGMENT_HEADER_LEN + frame_len
             && file.read_exact_at(&mut tail, len - frame_len).is_ok()
         {
-            let salt = read_segment_header(dir, number)
-                .ok()
-                .and_then(|h| parse_header(&h, number).ok())
-                .map_or(0, |h| h.salt);
+            let salt = head.map_or(0, |h| h.salt);
             if let Decoded::Footer { payload, .. } = frame::decode_salted(&tail, salt) {
                 if let Some(footer) = Footer::decode(payload) {
                     return Ok(footer.records);
@@ -320,6 +313,13 @@ pub fn record_count(dir: &Path, number: u64) -> Result<u64, StorageError> {
         }
     }
     Ok(scan_segment(dir, number)?.records)
+}
+
+/// What segment `number`'s header says (plain or compressed); `None` when it is missing or
+/// damaged.
+pub fn read_head(dir: &Path, number: u64) -> Option<SegmentHead> {
+    let header = read_segment_header(dir, number).ok()?;
+    parse_header(&header, number).ok()
 }
 
 /// The header bytes of segment `number` (plain or compressed).

@@ -906,10 +906,7 @@ impl<F: SegmentFs> WalFlusher<F> {
     /// cursor id): what deleting it loses. Records every output confirmed are not a loss.
     fn undelivered_records(&self, number: u64) -> u64 {
         let records = crate::segment::record_count(&self.dir, number).unwrap_or(0);
-        let first_id = crate::segment::read_segment_header(&self.dir, number)
-            .ok()
-            .and_then(|h| crate::segment::parse_header(&h, number).ok())
-            .map(|h| h.first_id);
+        let first_id = crate::segment::read_head(&self.dir, number).map(|h| h.first_id);
         match (first_id, crate::cursor::lowest_cursor_id(&self.dir)) {
             (Some(first), Some(lowest)) => records - lowest.saturating_sub(first).min(records),
             _ => records,
