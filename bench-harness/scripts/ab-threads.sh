@@ -1,12 +1,13 @@
 #!/bin/bash
-# A/B of one [wal] setting by CPU time per event and thread (issue 16's fast path was measured
-# with it). Starts Sluice (2 shards, TCP source, raw file sink or TCP relay to a local
+# A/B of one [wal] setting by CPU time per event and thread (issue 16's fast path and O_DIRECT
+# writes were measured with it). Starts Sluice (2 shards, TCP source, raw file sink or TCP relay to a local
 # receiver), sends COUNT events with `sluice-bench load` (at RATE if set), waits until the
 # output sent them all, prints events/s and CPU ns per event per thread from /proc.
-# usage: ab-threads.sh FAST_PATH_COMMITS file|relay COUNT      (RATE=800000 for a fixed rate)
+# usage: ab-threads.sh '[wal] LINE' file|relay COUNT      (RATE=800000 for a fixed rate)
+#   e.g. ab-threads.sh 'io = "buffered"' relay 4000000;  ab-threads.sh 'fast_path_commits = 0' ...
 # Run from the workspace root after `cargo build --release`; traffic stays on 127.0.0.1.
 set -eu
-FP=$1; SINK=$2; COUNT=$3
+WAL_LINE=$1; SINK=$2; COUNT=$3
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 WORK=${WORK:-/tmp/sluice-ab}
@@ -17,7 +18,7 @@ shards = 2
 [wal]
 fsync = "5ms"
 segment_size = "128MiB"
-fast_path_commits = $FP
+$WAL_LINE
 [api]
 address = "127.0.0.1:19614"
 [sources.t]
@@ -57,5 +58,5 @@ t1=$(date +%s.%N)
 python3 "$HERE/threads.py" snap "$PID" > "$WORK/after.txt"
 kill "$PID"; wait "$PID" 2>/dev/null || true
 [ -n "$RECV" ] && kill "$RECV"
-python3 -c "print('fast_path_commits=$FP sink=$SINK events/s=%.2fM' % ($COUNT/($t1-$t0)/1e6))"
+python3 -c "print('$WAL_LINE sink=$SINK events/s=%.2fM' % ($COUNT/($t1-$t0)/1e6))"
 python3 "$HERE/threads.py" diff "$WORK/before.txt" "$WORK/after.txt" "$COUNT"

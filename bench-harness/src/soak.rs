@@ -26,6 +26,28 @@ pub struct SoakArgs {
     pub max_run: Duration,
     /// Offered load, events per second over all connections (0: as fast as accepted).
     pub rate: u64,
+    /// `[wal] io` of each run.
+    pub wal_io: SoakWalIo,
+}
+
+/// How the WAL writes during the soak: one mode, or direct and buffered in turn (each
+/// restart recovers what the other mode wrote).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SoakWalIo {
+    Direct,
+    Buffered,
+    Alternate,
+}
+
+impl SoakWalIo {
+    fn for_run(self, run: u32) -> &'static str {
+        match self {
+            SoakWalIo::Direct => "direct",
+            SoakWalIo::Buffered => "buffered",
+            SoakWalIo::Alternate if run.is_multiple_of(2) => "direct",
+            SoakWalIo::Alternate => "buffered",
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -159,25 +181,31 @@ fn output_seqs(out_dir: &Path, report: &mut SoakReport) -> HashSet<u64> {
     seen
 }
 
+/// Two shards, small segments (so they rotate and are recycled), WAL fsync every 5 ms, a
+/// JSON file output that is fdatasync'd.
+fn soak_config(data: &Path, out_dir: &Path, wal_io: &str) -> String {
+    format!(
+        "data_dir = \"{}\"\nshards = 2\nshutdown_timeout = \"600s\"\n[api]\naddress = \"off\"\n[wal]\nfsync = \"5ms\"\nsegment_size = \"1MiB\"\nbuffer_size = \"256KiB\"\nio = \"{wal_io}\"\n\
+         [sources.tcp]\ntype = \"syslog\"\nmode = \"tcp\"\naddress = \"127.0.0.1:0\"\n\
+         [sinks.out]\ntype = \"file\"\npath = \"{}\"\nencoding = \"json\"\nrotate_size = \"64MiB\"\nkeep = 100000\n",
+        data.display(),
+        out_dir.join("events.ndjson").display()
+    )
+}
+
 pub fn crash_soak(args: &SoakArgs) -> Result<SoakReport, String> {
     let data = args.work_dir.join("data");
     let out_dir = args.work_dir.join("out");
     let _ = std::fs::remove_dir_all(&args.work_dir);
     std::fs::create_dir_all(&args.work_dir).map_err(|e| e.to_string())?;
     let config = args.work_dir.join("sluice.toml");
-    let text = format!(
-        "data_dir = \"{}\"\nshards = 2\nshutdown_timeout = \"600s\"\n[api]\naddress = \"off\"\n[wal]\nfsync = \"5ms\"\nsegment_size = \"1MiB\"\nbuffer_size = \"256KiB\"\n\
-         [sources.tcp]\ntype = \"syslog\"\nmode = \"tcp\"\naddress = \"127.0.0.1:0\"\n\
-         [sinks.out]\ntype = \"file\"\npath = \"{}\"\nencoding = \"json\"\nrotate_size = \"64MiB\"\nkeep = 100000\n",
-        data.display(),
-        out_dir.join("events.ndjson").display()
-    );
-    std::fs::write(&config, text).map_err(|e| e.to_string())?;
     fastrand::seed(args.seed);
     let next = Arc::new(AtomicU64::new(0));
     let mut durable = HashSet::new();
     let mut report = SoakReport::default();
     for i in 0..=args.iterations {
+        let text = soak_config(&data, &out_dir, args.wal_io.for_run(i));
+        std::fs::write(&config, text).map_err(|e| e.to_string())?;
         let running = start(args, &config)?;
         let stop = Arc::new(AtomicBool::new(false));
         let loaders: Vec<_> = (0..args.connections)

@@ -60,6 +60,7 @@ pub mod budget;
 pub mod compress;
 pub mod cursor;
 pub mod dead_letter;
+pub mod direct;
 pub mod error;
 pub mod fast_path;
 pub mod frame;

@@ -7,6 +7,9 @@
 //!   keeps), plus optionally a torn prefix of what was written after that point (which may
 //!   end mid-record), as a kernel that wrote back some pages but not others would leave it.
 //!
+//! - [`SimFs::direct`] writes as O_DIRECT does (`crate::direct`): whole blocks, the last
+//!   partial block rewritten by the next append, zeros after the appended bytes.
+//!
 //! I/O here is blocking `std::fs`; it is for tests on a test executor, never a shard.
 
 use std::cell::RefCell;
@@ -17,6 +20,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+use crate::direct::{AlignedWrite, TailBlock};
 use crate::io::{SegmentFile, SegmentFs};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +46,8 @@ struct FileState {
 struct State {
     files: HashMap<PathBuf, FileState>,
     faults: VecDeque<Fault>,
+    /// Block size of direct writes; `None`: writes as they come (through a page cache).
+    direct_block: Option<usize>,
 }
 
 /// Cheap to clone; clones share state.
@@ -52,11 +58,30 @@ pub struct SimFile {
     fs: SimFs,
     path: PathBuf,
     file: File,
+    /// Direct writes: the file's last partial block.
+    tail: Option<RefCell<TailBlock>>,
 }
 
 impl SimFs {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A disk written as with O_DIRECT, in blocks of `block` bytes.
+    pub fn direct(block: usize) -> Self {
+        let fs = Self::default();
+        fs.0.borrow_mut().direct_block = Some(block);
+        fs
+    }
+
+    fn open_file(&self, path: &Path, file: File) -> SimFile {
+        let block = self.0.borrow().direct_block;
+        SimFile {
+            fs: self.clone(),
+            path: path.to_path_buf(),
+            file,
+            tail: block.map(|b| RefCell::new(TailBlock::new(b))),
+        }
     }
 
     /// Queues a fault for the next matching operation.
@@ -104,8 +129,9 @@ impl SimFs {
     }
 }
 
-impl SegmentFile for SimFile {
-    async fn write_at(&self, buf: Vec<u8>, pos: u64) -> io::Result<usize> {
+impl SimFile {
+    /// Writes `buf` at `pos` as the disk gets it, faults included.
+    fn write_raw(&self, buf: &[u8], pos: u64) -> io::Result<usize> {
         match self
             .fs
             .take_fault(|f| matches!(f, Fault::WriteEio | Fault::WriteNoSpace))
@@ -120,9 +146,42 @@ impl SegmentFile for SimFile {
             Some(_) => return Err(io::Error::from_raw_os_error(libc_eio())),
             None => {}
         }
-        self.file.write_all_at(&buf, pos)?;
+        self.file.write_all_at(buf, pos)?;
         self.fs.wrote(&self.path, pos + buf.len() as u64);
         Ok(buf.len())
+    }
+
+    /// The aligned write an append becomes under O_DIRECT (see `crate::direct`).
+    fn write_direct(&self, tail: &RefCell<TailBlock>, buf: &[u8], pos: u64) -> io::Result<usize> {
+        let plan = AlignedWrite::plan(pos, buf.len(), tail.borrow().block());
+        let kept = tail.borrow().head(&plan).map(<[u8]>::to_vec);
+        let head = match kept {
+            Some(head) => head,
+            None => {
+                let mut head = vec![0; plan.head_len];
+                let n = self.file.read_at(&mut head, plan.block_start)?;
+                head[n..].fill(0);
+                head
+            }
+        };
+        let mut out = vec![0; plan.padded_len];
+        tail.borrow_mut().fill(&mut out, &plan, &head, buf);
+        match self.write_raw(&out, plan.block_start) {
+            Ok(n) => Ok(plan.appended(n)),
+            Err(e) => {
+                tail.borrow_mut().forget();
+                Err(e)
+            }
+        }
+    }
+}
+
+impl SegmentFile for SimFile {
+    async fn write_at(&self, buf: Vec<u8>, pos: u64) -> io::Result<usize> {
+        match &self.tail {
+            Some(tail) => self.write_direct(tail, &buf, pos),
+            None => self.write_raw(&buf, pos),
+        }
     }
 
     async fn fdatasync(&self) -> io::Result<()> {
@@ -157,6 +216,9 @@ impl SegmentFile for SimFile {
     }
 
     async fn truncate(&self, len: u64) -> io::Result<()> {
+        if let Some(tail) = &self.tail {
+            tail.borrow_mut().cut(len);
+        }
         self.file.set_len(len)?;
         let mut state = self.fs.0.borrow_mut();
         let file = state.files.entry(self.path.clone()).or_default();
@@ -194,11 +256,7 @@ impl SegmentFs for SimFs {
             .borrow_mut()
             .files
             .insert(path.to_path_buf(), FileState::default());
-        Ok(SimFile {
-            fs: self.clone(),
-            path: path.to_path_buf(),
-            file,
-        })
+        Ok(self.open_file(path, file))
     }
 
     async fn open_existing(&self, path: &Path) -> io::Result<SimFile> {
@@ -211,11 +269,7 @@ impl SegmentFs for SimFs {
                 ..FileState::default()
             },
         );
-        Ok(SimFile {
-            fs: self.clone(),
-            path: path.to_path_buf(),
-            file,
-        })
+        Ok(self.open_file(path, file))
     }
 
     async fn sync_dir(&self, dir: &Path) -> io::Result<()> {

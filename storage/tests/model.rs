@@ -187,12 +187,13 @@ impl Model {
     }
 }
 
-fn run_case(ops: Vec<Op>) {
+/// `direct`: the disk is written as with O_DIRECT in blocks of that size (`storage::direct`).
+fn run_case(ops: Vec<Op>, direct: Option<usize>) {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path().to_path_buf();
     LocalExecutorBuilder::new(Placement::Unbound)
         .spawn(move || async move {
-            let sim = SimFs::new();
+            let sim = direct.map_or_else(SimFs::new, SimFs::direct);
             let mut wal = open(&dir, &sim).await;
             let mut model = Model::default();
             for op in ops {
@@ -339,7 +340,10 @@ proptest! {
         ..ProptestConfig::default()
     })]
     #[test]
-    fn wal_matches_model(ops in proptest::collection::vec(op(), 1..40)) {
-        run_case(ops);
+    fn wal_matches_model(
+        ops in proptest::collection::vec(op(), 1..40),
+        direct in proptest::option::of(prop_oneof![Just(512usize), Just(4096)]),
+    ) {
+        run_case(ops, direct);
     }
 }

@@ -23,6 +23,16 @@ fn write_all(
     policy: FsyncPolicy,
     segment_size: u64,
 ) -> Position {
+    write_all_with(GlommioFs::default(), dir, payloads, policy, segment_size)
+}
+
+fn write_all_with(
+    fs: GlommioFs,
+    dir: &std::path::Path,
+    payloads: Vec<Vec<u8>>,
+    policy: FsyncPolicy,
+    segment_size: u64,
+) -> Position {
     let dir = dir.to_path_buf();
     LocalExecutorBuilder::new(Placement::Unbound)
         .spawn(move || async move {
@@ -30,7 +40,7 @@ fn write_all(
             let appender = WalAppender::new(4096, policy);
             let watermark = Arc::new(DurableWatermark::new());
             let flusher = WalFlusher::open(
-                GlommioFs,
+                fs,
                 &dir,
                 report.start(),
                 segment_size,
@@ -96,6 +106,71 @@ fn payloads(n: usize, tag: u8) -> Vec<Vec<u8>> {
     (0..n)
         .map(|i| format!("{tag}-{i}-{}", "x".repeat(i % 300)).into_bytes())
         .collect()
+}
+
+/// O_DIRECT writes whole blocks (the active segment's length is a multiple of 4096 while it
+/// is written), yet the sealed segments are byte for byte those of buffered writes.
+#[test]
+fn direct_and_buffered_writes_leave_identical_segments() {
+    use storage::io::WalIo;
+    let all = payloads(1500, 3);
+    let mut files = Vec::new();
+    for io in [WalIo::Direct, WalIo::Buffered] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let payloads = all.clone();
+        let active_lengths = LocalExecutorBuilder::new(Placement::Unbound)
+            .spawn(move || async move {
+                let appender = WalAppender::new(4096, FsyncPolicy::Always);
+                let watermark = Arc::new(DurableWatermark::new());
+                let start = WalStart {
+                    segment: 1,
+                    record_id: 1,
+                };
+                let flusher = WalFlusher::open(
+                    GlommioFs::new(io),
+                    &path,
+                    start,
+                    64 * 1024,
+                    Rc::clone(&appender),
+                    Arc::clone(&watermark),
+                    Box::new(|_| {}),
+                )
+                .await
+                .unwrap();
+                let task = glommio::spawn_local(flusher.run());
+                let mut lengths = Vec::new();
+                for chunk in payloads.chunks(97) {
+                    append_all(&appender, chunk).await;
+                    appender.wait_durable().await;
+                    let wm = watermark.load();
+                    let len = std::fs::metadata(segment_path(&path, wm.segment))
+                        .unwrap()
+                        .len();
+                    lengths.push((wm.offset, len));
+                }
+                appender.close();
+                task.await.unwrap();
+                lengths
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        for (offset, len) in active_lengths {
+            match io {
+                WalIo::Direct => assert!(len % 4096 == 0 && len >= offset, "{offset} {len}"),
+                WalIo::Buffered => assert_eq!(len, offset),
+            }
+        }
+        let segments: Vec<Vec<u8>> = list_segments(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|n| std::fs::read(segment_path(dir.path(), n)).unwrap())
+            .collect();
+        assert!(segments.len() >= 3, "rotated");
+        files.push(segments);
+    }
+    assert!(files[0] == files[1], "the same bytes either way");
 }
 
 #[test]
@@ -354,7 +429,7 @@ async fn start_budgeted(
     let appender = WalAppender::new(4096, FsyncPolicy::Always);
     let watermark = Arc::new(DurableWatermark::new());
     let flusher = WalFlusher::open_with_budget(
-        GlommioFs,
+        GlommioFs::default(),
         path,
         WalStart {
             segment: 1,

@@ -424,6 +424,9 @@ struct SoakCli {
     /// Offered load in events per second over all connections (0: as fast as accepted).
     #[arg(long, default_value_t = 200_000)]
     rate: u64,
+    /// `[wal] io` of the runs: direct, buffered, or alternate (direct and buffered in turn).
+    #[arg(long, value_enum, default_value_t = bench_harness::soak::SoakWalIo::Alternate)]
+    wal_io: bench_harness::soak::SoakWalIo,
 }
 
 fn crash_soak(cli: SoakCli) -> Result<(), String> {
@@ -435,6 +438,7 @@ fn crash_soak(cli: SoakCli) -> Result<(), String> {
         connections: cli.connections,
         max_run: Duration::from_millis(cli.max_run_ms),
         rate: cli.rate,
+        wal_io: cli.wal_io,
     };
     let started = Instant::now();
     let r = bench_harness::soak::crash_soak(&args)?;

@@ -604,6 +604,8 @@ mod tests {
         assert!(e.contains("line 2") && e.contains("bogus"), "{e}");
         let e = error_of(&format!("[wal]\nfsync = \"sometimes\"\n{MINIMAL}"));
         assert!(e.contains("line 2") && e.contains("always"), "{e}");
+        let e = error_of(&format!("[wal]\nio = \"sideways\"\n{MINIMAL}"));
+        assert!(e.contains("line 2") && e.contains("\"buffered\""), "{e}");
         let e = error_of(&MINIMAL.replace("mode = \"tcp\"", "mode = \"sctp\""));
         assert!(e.contains("line 3") && e.contains("sctp"), "{e}");
         let e = error_of(&format!("{MINIMAL}rotate_size = \"huge\"\n"));

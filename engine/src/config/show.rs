@@ -105,6 +105,7 @@ fn wal(config: &Config) -> Table {
         "fast_path_commits".into(),
         Value::Integer(w.fast_path_commits as i64),
     );
+    t.insert("io".into(), Value::String(w.io.to_string()));
     t
 }
 

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+use storage::io::WalIo;
 use storage::{FsyncPolicy, FullPolicy, MinFree, RecoveryMode};
 
 use crate::units::{de_bytes, de_duration, de_from_str, de_opt_bytes, snake_case};
@@ -52,6 +53,11 @@ pub struct WalConfig {
     /// every output and reused). 0: outputs read files only.
     #[serde(default = "default_fast_path_commits")]
     pub fast_path_commits: usize,
+    /// How segment files are written: `"buffered"` (through the page cache, the default) or
+    /// `"direct"` (O_DIRECT: no copy into the page cache, block submission on the shard
+    /// thread). A file system that refuses O_DIRECT gets buffered writes either way.
+    #[serde(default, deserialize_with = "de_from_str")]
+    pub io: WalIo,
 }
 
 impl Default for WalConfig {
@@ -69,6 +75,7 @@ impl Default for WalConfig {
             when_full: FullPolicy::default(),
             ready_segments: default_ready_segments(),
             fast_path_commits: default_fast_path_commits(),
+            io: WalIo::default(),
         }
     }
 }

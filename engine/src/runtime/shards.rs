@@ -144,6 +144,7 @@ fn shard_spec(
             buffer_size: setup.config.wal.buffer_size,
             segment_size: setup.config.wal.segment_size,
             fsync: setup.config.wal.fsync,
+            io: setup.config.wal.io,
         },
         sources: sources.to_vec(),
         watermark: Arc::clone(&log.watermark),

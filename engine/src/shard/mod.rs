@@ -114,6 +114,8 @@ pub struct WalSettings {
     pub buffer_size: u64,
     pub segment_size: u64,
     pub fsync: storage::FsyncPolicy,
+    /// How segment files are written (`wal.io`).
+    pub io: storage::io::WalIo,
 }
 
 /// Why a shard stopped with an error.
@@ -344,7 +346,7 @@ async fn open_flusher(
     let wakers = Arc::clone(&spec.wakers);
     let next_record_id = Arc::clone(&spec.next_record_id);
     WalFlusher::open_with_budget(
-        GlommioFs,
+        GlommioFs::new(spec.wal.io),
         &spec.dir,
         spec.wal_start,
         spec.wal.segment_size,

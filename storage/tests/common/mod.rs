@@ -37,7 +37,8 @@ pub async fn open_recycling(
     let appender = WalAppender::new(buffer, FsyncPolicy::Always);
     let watermark = Arc::new(DurableWatermark::new());
     let flusher = WalFlusher::open_with_budget(
-        GlommioFs,
+        // O_DIRECT: the recycled files are written in whole blocks, as with `wal.io = "direct"`.
+        GlommioFs::new(storage::io::WalIo::Direct),
         dir,
         report.start(),
         segment_size,
