@@ -56,6 +56,7 @@ while true; do
 done
 t1=$(date +%s.%N)
 python3 "$HERE/threads.py" snap "$PID" > "$WORK/after.txt"
+curl -s -H "Authorization: Bearer $TOKEN" 127.0.0.1:19614/metrics | awk -v n="$COUNT" '/^sluice_wal_bytes_total/{s+=$2} END{printf "WAL bytes per event: %.0f\n", s/n}'
 kill "$PID"; wait "$PID" 2>/dev/null || true
 [ -n "$RECV" ] && kill "$RECV"
 python3 -c "print('$WAL_LINE sink=$SINK events/s=%.2fM' % ($COUNT/($t1-$t0)/1e6))"

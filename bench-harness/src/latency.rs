@@ -27,6 +27,10 @@ pub struct LatencyArgs {
     pub connections: usize,
     pub size: usize,
     pub work_dir: PathBuf,
+    /// `[wal] fsync` (e.g. "5ms", "always").
+    pub wal_fsync: String,
+    /// `[wal] io` ("buffered" or "direct").
+    pub wal_io: String,
 }
 
 /// One offered rate's result.
@@ -47,14 +51,16 @@ pub struct Point {
 const SHARDS: usize = 2;
 const READY_PER_SHARD: usize = 2;
 
-fn config(dir: &Path, port: u16, api: SocketAddr) -> String {
+fn config(dir: &Path, port: u16, api: SocketAddr, args: &LatencyArgs) -> String {
     format!(
         "data_dir = \"{data}\"\nshards = {SHARDS}\nstatus_interval = \"0s\"\n[api]\naddress = \"{api}\"\n\
-         [wal]\nfsync = \"5ms\"\nready_segments = {READY_PER_SHARD}\n\
+         [wal]\nfsync = \"{fsync}\"\nio = \"{io}\"\nready_segments = {READY_PER_SHARD}\n\
          [sources.tcp]\ntype = \"syslog\"\nmode = \"tcp\"\naddress = \"127.0.0.1:{port}\"\n\
          [sinks.file]\ntype = \"file\"\npath = \"{out}\"\nencoding = \"raw\"\nrotate_size = \"100GB\"\nfsync = \"always\"\n",
         data = dir.join("data").display(),
         out = dir.join("out.log").display(),
+        fsync = args.wal_fsync,
+        io = args.wal_io,
     )
 }
 
@@ -66,7 +72,7 @@ pub fn run(args: &LatencyArgs) -> Result<Vec<Point>, String> {
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let (port, api_port) = (free_port()?, free_port()?);
         let api: SocketAddr = ([127, 0, 0, 1], api_port).into();
-        std::fs::write(dir.join("config"), config(&dir, port, api)).map_err(|e| e.to_string())?;
+        std::fs::write(dir.join("config"), config(&dir, port, api, args)).map_err(|e| e.to_string())?;
         let mut child = start(&args.sluice, &dir)?;
         let point = measure(&mut child, port, api, rate, args);
         stop(&mut child, Duration::from_secs(120));
@@ -139,12 +145,12 @@ fn ms(us: u64) -> String {
 /// 100 ms) checked where the rates were measured.
 pub fn table(points: &[Point], args: &LatencyArgs) -> String {
     let mut t = format!(
-        "Sluice alone on both cores (2 shards), durable (WAL fsync 5 ms, raw file sink with fdatasync), \
+        "Sluice alone on both cores (2 shards), durable (WAL `fsync = \"{}\"`, `io = \"{}\"`, raw file sink with fdatasync), \
          {} s per offered rate, {}-byte RFC 5424 lines over {} connections, no tailer running. \
          Ingest → durable from Sluice's histogram, per event (bucket upper bounds, ms).\n\n\
          | offered events/s | achieved events/s | p50 | p90 | p99 | p99.9 | over 100 ms | fdatasync p99 | CPU ns/event |\n\
          |---|---|---|---|---|---|---|---|---|\n",
-        args.seconds, args.size, args.connections
+        args.wal_fsync, args.wal_io, args.seconds, args.size, args.connections
     );
     for p in points {
         t.push_str(&format!(

@@ -67,6 +67,12 @@ struct LatencyCli {
     size: usize,
     #[arg(long, default_value = "/tmp/sluice-latency")]
     work_dir: std::path::PathBuf,
+    /// `[wal] fsync` of the runs.
+    #[arg(long, default_value = "5ms")]
+    wal_fsync: String,
+    /// `[wal] io` of the runs: buffered or direct.
+    #[arg(long, default_value = "buffered")]
+    wal_io: String,
     /// Replace the table between `<!-- latency:start -->` and `<!-- latency:end -->` in this
     /// file, and write the plot beside it (`benchmarks-latency-curve.png`).
     #[arg(long)]
@@ -85,6 +91,8 @@ fn latency(cli: LatencyCli) -> Result<(), String> {
         connections: cli.connections,
         size: cli.size,
         work_dir: cli.work_dir,
+        wal_fsync: cli.wal_fsync,
+        wal_io: cli.wal_io,
     };
     let points = latency::run(&args)?;
     let table = latency::table(&points, &args);
