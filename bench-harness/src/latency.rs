@@ -72,7 +72,8 @@ pub fn run(args: &LatencyArgs) -> Result<Vec<Point>, String> {
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let (port, api_port) = (free_port()?, free_port()?);
         let api: SocketAddr = ([127, 0, 0, 1], api_port).into();
-        std::fs::write(dir.join("config"), config(&dir, port, api, args)).map_err(|e| e.to_string())?;
+        std::fs::write(dir.join("config"), config(&dir, port, api, args))
+            .map_err(|e| e.to_string())?;
         let mut child = start(&args.sluice, &dir)?;
         let point = measure(&mut child, port, api, rate, args);
         stop(&mut child, Duration::from_secs(120));

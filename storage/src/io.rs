@@ -91,7 +91,11 @@ impl GlommioFs {
         GlommioFs { io }
     }
 
-    async fn open(&self, path: &Path, options: &OpenOptions) -> io::Result<GlommioFile> {
+    /// Opens for reading and writing (a direct write in front of a block that is not kept
+    /// reads it back); `create`: a new file, failing if it exists.
+    async fn open(&self, path: &Path, create: bool) -> io::Result<GlommioFile> {
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create_new(create);
         if self.io == WalIo::Direct {
             match options.dma_open(path).await {
                 Ok(file) => return Ok(GlommioFile::Direct(DirectFile::new(file))),
@@ -101,6 +105,8 @@ impl GlommioFs {
                         return Err(e);
                     }
                     warn_no_direct_io(path);
+                    // O_DIRECT is set after the open: a new file exists by now, and is ours.
+                    options.create_new(false);
                 }
             }
         }
@@ -213,16 +219,10 @@ impl SegmentFile for BufferedFile {
 impl SegmentFs for GlommioFs {
     type File = GlommioFile;
     async fn create(&self, path: &Path) -> io::Result<GlommioFile> {
-        self.open(
-            path,
-            OpenOptions::new().read(true).write(true).create_new(true),
-        )
-        .await
+        self.open(path, true).await
     }
     async fn open_existing(&self, path: &Path) -> io::Result<GlommioFile> {
-        // Read access too: a direct write in front of a block that is not kept reads it back.
-        self.open(path, OpenOptions::new().read(true).write(true))
-            .await
+        self.open(path, false).await
     }
     async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let d = Directory::open(dir).await?;
