@@ -26,6 +26,35 @@ fn write_all(
     write_all_with(GlommioFs::default(), dir, payloads, policy, segment_size)
 }
 
+/// A writer (4 KiB pending buffer) on `dir` from `start`, its flusher running.
+async fn start_writer(
+    fs: GlommioFs,
+    dir: &std::path::Path,
+    start: WalStart,
+    segment_size: u64,
+    policy: FsyncPolicy,
+) -> (
+    Rc<WalAppender>,
+    Arc<DurableWatermark>,
+    glommio::Task<Result<(), storage::StorageError>>,
+) {
+    let appender = WalAppender::new(4096, policy);
+    let watermark = Arc::new(DurableWatermark::new());
+    let flusher = WalFlusher::open(
+        fs,
+        dir,
+        start,
+        segment_size,
+        Rc::clone(&appender),
+        Arc::clone(&watermark),
+        Box::new(|_| {}),
+    )
+    .await
+    .unwrap();
+    let task = glommio::spawn_local(flusher.run());
+    (appender, watermark, task)
+}
+
 fn write_all_with(
     fs: GlommioFs,
     dir: &std::path::Path,
@@ -37,20 +66,8 @@ fn write_all_with(
     LocalExecutorBuilder::new(Placement::Unbound)
         .spawn(move || async move {
             let report = recover_shard(&dir, RecoveryMode::default()).unwrap();
-            let appender = WalAppender::new(4096, policy);
-            let watermark = Arc::new(DurableWatermark::new());
-            let flusher = WalFlusher::open(
-                fs,
-                &dir,
-                report.start(),
-                segment_size,
-                Rc::clone(&appender),
-                Arc::clone(&watermark),
-                Box::new(|_| {}),
-            )
-            .await
-            .unwrap();
-            let task = glommio::spawn_local(flusher.run());
+            let (appender, watermark, task) =
+                start_writer(fs, &dir, report.start(), segment_size, policy).await;
             for p in payloads {
                 loop {
                     match appender.try_append(p.len(), |b| b.extend_from_slice(&p)) {
@@ -121,24 +138,18 @@ fn direct_and_buffered_writes_leave_identical_segments() {
         let payloads = all.clone();
         let active_lengths = LocalExecutorBuilder::new(Placement::Unbound)
             .spawn(move || async move {
-                let appender = WalAppender::new(4096, FsyncPolicy::Always);
-                let watermark = Arc::new(DurableWatermark::new());
                 let start = WalStart {
                     segment: 1,
                     record_id: 1,
                 };
-                let flusher = WalFlusher::open(
+                let (appender, watermark, task) = start_writer(
                     GlommioFs::new(io),
                     &path,
                     start,
                     64 * 1024,
-                    Rc::clone(&appender),
-                    Arc::clone(&watermark),
-                    Box::new(|_| {}),
+                    FsyncPolicy::Always,
                 )
-                .await
-                .unwrap();
-                let task = glommio::spawn_local(flusher.run());
+                .await;
                 let mut lengths = Vec::new();
                 for chunk in payloads.chunks(97) {
                     append_all(&appender, chunk).await;
