@@ -85,7 +85,7 @@ fn parse_and_encode(c: &mut Criterion) {
                 for l in &lines {
                     let frame = l.as_bytes();
                     let parsed = parse(frame, 1_795_435_200);
-                    out.reserve(encoded_len(frame.len()));
+                    out.reserve(encoded_len(&header, &parsed, frame.len()));
                     encode(out, &header, &parsed, frame);
                 }
             },

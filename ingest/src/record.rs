@@ -3,7 +3,23 @@
 //! A record is the parse result as offsets followed by the frame's bytes, so outputs can encode
 //! JSON or raw without parsing again, and raw encoding returns exactly what the sender sent.
 //!
-//! Layout (little endian, `HEADER_LEN` bytes, then the frame):
+//! Layout 3, *compact*, what [`encode`] writes (little endian; the parts in brackets only when
+//! present, so a typical RFC 5424 event takes 56 bytes before its frame instead of layout 1's
+//! 92: the WAL is what fills the disk's synced bandwidth, see docs/benchmarks.md):
+//! ```text
+//!  0  u8   layout version (3)
+//!  1  u8   format (as layout 1)
+//!  2  u8   flags: layout 1's, plus 32 source IP is IPv4, 64 wide spans
+//!  3  u8   PRI;  4 u8 RFC 5424 version;  5 u8 present spans;  6 u16 parse flags
+//!  8  i64  received_at, µs since the Unix epoch
+//! 16  [i64 timestamp seconds, u32 nanoseconds]                       (flag 8)
+//!     [source IP: 4 bytes (flag 32) or 16]                            (flag 16)
+//!     per present span, in order: start, len: u16 each (u32 each with flag 64, used when
+//!     the frame is longer than 65535 bytes)
+//!     frame bytes
+//! ```
+//!
+//! Layout 1 (written before layout 3 existed; still read: `HEADER_LEN` bytes, then the frame):
 //! ```text
 //!  0  u8   layout version (1)
 //!  1  u8   format: 0 raw, 1 rfc3164, 2 rfc5424
@@ -35,13 +51,17 @@
 //! pipeline's encoder); a layout 1 record is wanted by every sink. A sink tests its bit with
 //! [`wanted_by`] without decoding the record.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::framing::FrameFlags;
 use crate::syslog::{Format, ParseFlags, Parsed, Span, Timestamp};
 
 pub const LAYOUT_VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 92;
+/// The compact plain layout (see the module docs): what [`encode`] writes.
+pub const LAYOUT_COMPACT: u8 = 3;
+/// Layout 3's bytes before its optional parts.
+const COMPACT_FIXED_LEN: usize = 16;
 /// The routed layout (see the module docs).
 pub const LAYOUT_ROUTED: u8 = 2;
 pub const ROUTED_HEADER_LEN: usize = 108;
@@ -51,6 +71,8 @@ const FLAG_BAD_LENGTH: u8 = 2;
 const FLAG_HAS_PRI: u8 = 4;
 const FLAG_HAS_TS: u8 = 8;
 const FLAG_HAS_SOURCE: u8 = 16;
+const FLAG_SOURCE_V4: u8 = 32;
+const FLAG_WIDE_SPANS: u8 = 64;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum RecordError {
@@ -81,9 +103,30 @@ pub struct EventHeader {
     pub frame_flags: FrameFlags,
 }
 
-/// Length of the record for a frame of `frame_len` bytes.
-pub fn encoded_len(frame_len: usize) -> usize {
-    HEADER_LEN + frame_len
+/// Length of the record [`encode`] writes for this event.
+pub fn encoded_len(header: &EventHeader, parsed: &Parsed, frame_len: usize) -> usize {
+    let spans = spans_of(parsed).iter().flatten().count();
+    let span_len = if wide_spans(frame_len) { 8 } else { 4 };
+    let ip_len = match compact_ip(header.source_ip) {
+        None => 0,
+        Some(IpAddr::V4(_)) => 4,
+        Some(IpAddr::V6(_)) => 16,
+    };
+    let ts_len = if parsed.timestamp.is_some() { 12 } else { 0 };
+    COMPACT_FIXED_LEN + ts_len + ip_len + spans * span_len + frame_len
+}
+
+fn wide_spans(frame_len: usize) -> bool {
+    frame_len > usize::from(u16::MAX)
+}
+
+/// The source address as layout 3 stores it: an IPv4-mapped IPv6 address as IPv4 (layout 1
+/// reads them back so too).
+fn compact_ip(ip: Option<IpAddr>) -> Option<IpAddr> {
+    match ip {
+        Some(IpAddr::V6(v6)) => Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)),
+        other => other,
+    }
 }
 
 /// Length of a routed record.
@@ -131,15 +174,60 @@ pub fn wanted_by(rec: &[u8], bit: u8) -> bool {
     u64::from_le_bytes(mask) & (1u64 << (bit & 63)) != 0
 }
 
-/// Appends the record for one parsed frame to `out` (no other allocation).
+/// Appends the record (layout 3) for one parsed frame to `out` (no other allocation).
 pub fn encode(out: &mut Vec<u8>, header: &EventHeader, parsed: &Parsed, frame: &[u8]) {
-    out.reserve(encoded_len(frame.len()));
+    out.reserve(encoded_len(header, parsed, frame.len()));
+    let ip = compact_ip(header.source_ip);
+    let wide = wide_spans(frame.len());
+    let mut flags = event_flags(header, parsed);
+    if matches!(ip, Some(IpAddr::V4(_))) {
+        flags |= FLAG_SOURCE_V4;
+    }
+    if wide {
+        flags |= FLAG_WIDE_SPANS;
+    }
+    let spans = spans_of(parsed);
+    out.extend_from_slice(&[
+        LAYOUT_COMPACT,
+        parsed.format as u8,
+        flags,
+        parsed.pri.unwrap_or(0),
+        parsed.version,
+        present_bits(&spans),
+    ]);
+    out.extend_from_slice(&parsed.flags.bits().to_le_bytes());
+    out.extend_from_slice(&header.received_at_us.to_le_bytes());
+    if let Some(ts) = parsed.timestamp {
+        out.extend_from_slice(&ts.secs.to_le_bytes());
+        out.extend_from_slice(&ts.nanos.to_le_bytes());
+    }
+    match ip {
+        Some(IpAddr::V4(v4)) => out.extend_from_slice(&v4.octets()),
+        Some(IpAddr::V6(v6)) => out.extend_from_slice(&v6.octets()),
+        None => {}
+    }
+    for span in spans.iter().flatten() {
+        if wide {
+            out.extend_from_slice(&span.start.to_le_bytes());
+            out.extend_from_slice(&span.len.to_le_bytes());
+        } else {
+            // Narrow: the frame is at most 65535 bytes, so are offsets into it.
+            out.extend_from_slice(&(span.start as u16).to_le_bytes());
+            out.extend_from_slice(&(span.len as u16).to_le_bytes());
+        }
+    }
+    out.extend_from_slice(frame);
+}
+
+/// Layout 1, as written before layout 3 (kept to test that old WALs still read).
+#[cfg(test)]
+fn encode_layout1(out: &mut Vec<u8>, header: &EventHeader, parsed: &Parsed, frame: &[u8]) {
     write_header(out, LAYOUT_VERSION, header, parsed);
     out.extend_from_slice(frame);
 }
 
-/// The first 92 bytes, shared by both layouts.
-fn write_header(out: &mut Vec<u8>, layout: u8, header: &EventHeader, parsed: &Parsed) {
+/// Flag bits every layout has.
+fn event_flags(header: &EventHeader, parsed: &Parsed) -> u8 {
     let mut flags = 0;
     if header.frame_flags.truncated() {
         flags |= FLAG_TRUNCATED;
@@ -156,13 +244,24 @@ fn write_header(out: &mut Vec<u8>, layout: u8, header: &EventHeader, parsed: &Pa
     if header.source_ip.is_some() {
         flags |= FLAG_HAS_SOURCE;
     }
-    let spans = spans_of(parsed);
+    flags
+}
+
+fn present_bits(spans: &[Option<Span>; 6]) -> u8 {
     let mut present = 0u8;
     for (i, span) in spans.iter().enumerate() {
         if span.is_some() {
             present |= 1 << i;
         }
     }
+    present
+}
+
+/// The first 92 bytes of layouts 1 and 2.
+fn write_header(out: &mut Vec<u8>, layout: u8, header: &EventHeader, parsed: &Parsed) {
+    let flags = event_flags(header, parsed);
+    let spans = spans_of(parsed);
+    let present = present_bits(&spans);
     let ts = parsed.timestamp.unwrap_or(Timestamp { secs: 0, nanos: 0 });
     let ip = match header.source_ip {
         Some(IpAddr::V4(v4)) => v4.to_ipv6_mapped(),
@@ -242,6 +341,9 @@ pub struct EventView<'a> {
 
 impl<'a> EventView<'a> {
     pub fn decode(rec: &'a [u8]) -> Result<EventView<'a>, RecordError> {
+        if rec.first() == Some(&LAYOUT_COMPACT) {
+            return Self::decode_compact(rec);
+        }
         if rec.len() < HEADER_LEN {
             return Err(RecordError::TooShort { len: rec.len() });
         }
@@ -269,10 +371,7 @@ impl<'a> EventView<'a> {
                 start: le_u32(44 + i * 8),
                 len: le_u32(48 + i * 8),
             };
-            if span.start as u64 + span.len as u64 > frame.len() as u64 {
-                return Err(RecordError::SpanOutOfFrame { span: i });
-            }
-            *slot = Some(span);
+            *slot = Some(within(span, frame, i)?);
         }
         let mut ip = [0u8; 16];
         ip.copy_from_slice(&rec[28..44]);
@@ -299,6 +398,63 @@ impl<'a> EventView<'a> {
         })
     }
 
+    /// Layout 3: the optional parts in order, each checked against the record's length.
+    fn decode_compact(rec: &'a [u8]) -> Result<EventView<'a>, RecordError> {
+        if rec.len() < COMPACT_FIXED_LEN {
+            return Err(RecordError::TooShort { len: rec.len() });
+        }
+        let format =
+            Format::from_u8(rec[1]).ok_or(RecordError::UnknownFormat { format: rec[1] })?;
+        let (flags, present) = (rec[2], rec[5]);
+        let mut r = Fields {
+            rec,
+            at: COMPACT_FIXED_LEN,
+        };
+        let timestamp = if flags & FLAG_HAS_TS != 0 {
+            Some(Timestamp {
+                secs: i64::from_le_bytes(r.take()?),
+                nanos: u32::from_le_bytes(r.take()?),
+            })
+        } else {
+            None
+        };
+        let source_ip = match (flags & FLAG_HAS_SOURCE != 0, flags & FLAG_SOURCE_V4 != 0) {
+            (false, _) => None,
+            (true, true) => Some(IpAddr::V4(Ipv4Addr::from(r.take::<4>()?))),
+            (true, false) => Some(IpAddr::V6(Ipv6Addr::from(r.take::<16>()?))),
+        };
+        let mut spans = [None; 6];
+        for (i, slot) in spans.iter_mut().enumerate() {
+            if present & (1 << i) != 0 {
+                *slot = Some(r.span(flags & FLAG_WIDE_SPANS != 0)?);
+            }
+        }
+        let frame = &rec[r.at..];
+        for (i, slot) in spans.iter_mut().enumerate() {
+            if let Some(span) = *slot {
+                *slot = Some(within(span, frame, i)?);
+            }
+        }
+        let mut received_at = [0u8; 8];
+        received_at.copy_from_slice(&rec[8..16]);
+        Ok(EventView {
+            format,
+            truncated: flags & FLAG_TRUNCATED != 0,
+            bad_length: flags & FLAG_BAD_LENGTH != 0,
+            parse_flags: ParseFlags::from_bits(u16::from_le_bytes([rec[6], rec[7]])),
+            pri: (flags & FLAG_HAS_PRI != 0).then_some(rec[3]),
+            version: rec[4],
+            received_at_us: i64::from_le_bytes(received_at),
+            timestamp,
+            source_ip,
+            frame,
+            spans,
+            route: None,
+            fields: &rec[..0],
+            overrides: 0,
+        })
+    }
+
     fn span(&self, i: usize) -> Option<&'a [u8]> {
         self.spans[i].map(|s| s.get(self.frame))
     }
@@ -322,6 +478,49 @@ impl<'a> EventView<'a> {
     }
 }
 
+/// `span` (number `i`) if it lies inside `frame`.
+fn within(span: Span, frame: &[u8], i: usize) -> Result<Span, RecordError> {
+    if span.start as u64 + span.len as u64 > frame.len() as u64 {
+        return Err(RecordError::SpanOutOfFrame { span: i });
+    }
+    Ok(span)
+}
+
+/// Reads layout 3's variable part front to back.
+struct Fields<'a> {
+    rec: &'a [u8],
+    at: usize,
+}
+
+impl Fields<'_> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], RecordError> {
+        let bytes = self
+            .rec
+            .get(self.at..self.at + N)
+            .ok_or(RecordError::TooShort {
+                len: self.rec.len(),
+            })?;
+        self.at += N;
+        let mut out = [0u8; N];
+        out.copy_from_slice(bytes);
+        Ok(out)
+    }
+
+    fn span(&mut self, wide: bool) -> Result<Span, RecordError> {
+        Ok(if wide {
+            Span {
+                start: u32::from_le_bytes(self.take()?),
+                len: u32::from_le_bytes(self.take()?),
+            }
+        } else {
+            Span {
+                start: u16::from_le_bytes(self.take()?).into(),
+                len: u16::from_le_bytes(self.take()?).into(),
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,7 +538,12 @@ mod tests {
         };
         let mut out = Vec::new();
         encode(&mut out, &header, &parsed, frame);
-        assert_eq!(out.len(), encoded_len(frame.len()));
+        assert_eq!(out.len(), encoded_len(&header, &parsed, frame.len()));
+        assert_eq!(
+            out.len() - frame.len(),
+            56,
+            "compact: 56 bytes before the frame"
+        );
         let v = EventView::decode(&out).unwrap();
         assert_eq!(v.format, Format::Rfc5424);
         assert!(v.truncated && !v.bad_length);
@@ -394,7 +598,7 @@ mod tests {
         assert_eq!(value["hostname"], "host");
         let mut plain = Vec::new();
         encode(&mut plain, &header, &parsed, frame);
-        assert!(wanted_by(&plain, 7), "a layout 1 record is for every sink");
+        assert!(wanted_by(&plain, 7), "a plain record is for every sink");
         out.truncate(ROUTED_HEADER_LEN + 3);
         assert!(
             EventView::decode(&out).is_err(),
@@ -402,11 +606,113 @@ mod tests {
         );
     }
 
+    /// Everything a reader can ask a view, to compare two.
+    #[allow(clippy::type_complexity)]
+    fn seen<'a>(
+        v: &EventView<'a>,
+    ) -> (
+        (Format, bool, bool, u16, Option<u8>, u8, i64),
+        (Option<Timestamp>, Option<IpAddr>, &'a [u8]),
+        [Option<&'a [u8]>; 5],
+        &'a [u8],
+    ) {
+        (
+            (
+                v.format,
+                v.truncated,
+                v.bad_length,
+                v.parse_flags.bits(),
+                v.pri,
+                v.version,
+                v.received_at_us,
+            ),
+            (v.timestamp, v.source_ip, v.frame),
+            [
+                v.hostname(),
+                v.appname(),
+                v.procid(),
+                v.msgid(),
+                v.structured_data(),
+            ],
+            v.message(),
+        )
+    }
+
+    /// A frame longer than 65535 bytes needs wide spans; an IPv6 source takes 16 bytes.
+    #[test]
+    fn a_long_frame_and_an_ipv6_source_round_trip() {
+        let frame = format!("<13>1 - host app - - - {}", "m".repeat(70_000));
+        let parsed = parse(frame.as_bytes(), 0);
+        let header = EventHeader {
+            received_at_us: -5,
+            source_ip: Some("2001:db8::7".parse().unwrap()),
+            frame_flags: FrameFlags::default(),
+        };
+        let mut out = Vec::new();
+        encode(&mut out, &header, &parsed, frame.as_bytes());
+        assert_eq!(out.len(), encoded_len(&header, &parsed, frame.len()));
+        let v = EventView::decode(&out).unwrap();
+        assert_eq!(v.source_ip, header.source_ip);
+        assert_eq!(v.message().len(), 70_000);
+        assert_eq!(v.hostname(), Some(&b"host"[..]));
+        assert_eq!(v.received_at_us, -5);
+    }
+
+    fn header_strategy() -> impl Strategy<Value = EventHeader> {
+        let ip = prop_oneof![
+            Just(None),
+            any::<[u8; 4]>().prop_map(|o| Some(IpAddr::from(o))),
+            any::<[u8; 16]>().prop_map(|o| Some(IpAddr::from(o))),
+            any::<[u8; 4]>().prop_map(|o| Some(IpAddr::V6(Ipv4Addr::from(o).to_ipv6_mapped()))),
+        ];
+        (any::<i64>(), ip, 0u8..4).prop_map(|(received_at_us, source_ip, f)| EventHeader {
+            received_at_us,
+            source_ip,
+            frame_flags: FrameFlags(f),
+        })
+    }
+
     proptest! {
+        /// Layout 3 reads back exactly what layout 1 (old WALs) reads back, for syslog-like
+        /// and arbitrary frames; its length is what `encoded_len` said.
+        #[test]
+        fn compact_reads_like_layout_1(
+            header in header_strategy(),
+            frame in prop_oneof![
+                "<[0-9]{1,3}>1 [0-9T:.Z-]{0,30} [a-z]{0,8} [a-z]{0,8} [0-9-]{1,5} [A-Z-]{1,4} (-|\\[a b=\"c\"\\]) .{0,60}",
+                "<[0-9]{1,3}>[A-Z][a-z]{2} [ 0-9]{2} [0-9:]{8} [a-z]{1,8} [a-z]{1,8}(\\[[0-9]{1,5}\\])?: .{0,60}",
+                ".{0,120}",
+            ],
+            now in 0i64..4_000_000_000,
+        ) {
+            let frame = frame.as_bytes();
+            let parsed = parse(frame, now);
+            let mut compact = Vec::new();
+            encode(&mut compact, &header, &parsed, frame);
+            prop_assert_eq!(compact.len(), encoded_len(&header, &parsed, frame.len()));
+            let mut old = Vec::new();
+            encode_layout1(&mut old, &header, &parsed, frame);
+            let (a, b) = (EventView::decode(&compact).unwrap(), EventView::decode(&old).unwrap());
+            prop_assert_eq!(seen(&a), seen(&b));
+            // Every cut of a compact record is refused or reads within its bytes.
+            for cut in 0..compact.len() {
+                if let Ok(v) = EventView::decode(&compact[..cut]) {
+                    let _ = seen(&v);
+                }
+            }
+        }
+
         #[test]
         fn decode_arbitrary_bytes_never_panics(data in proptest::collection::vec(any::<u8>(), 0..200)) {
             if let Ok(v) = EventView::decode(&data) {
                 let _ = (v.hostname(), v.appname(), v.procid(), v.msgid(), v.structured_data(), v.message());
+            }
+            let mut compact = data.clone();
+            if let Some(first) = compact.first_mut() {
+                *first = LAYOUT_COMPACT;
+            }
+            if let Ok(v) = EventView::decode(&compact) {
+                let _ = seen(&v);
             }
             let mut routed = data.clone();
             if let Some(first) = routed.first_mut() {

@@ -32,9 +32,10 @@ pub fn compressed_path(dir: &Path, number: u64) -> PathBuf {
 
 /// The version of the records' format written in new segment headers. Storage treats records
 /// as opaque; the writer's layer defines what the number means (Sluice: 0 in segments written
-/// before it existed = event records of layout 1 only; 2 = layouts 1 and 2, see
-/// `ingest::record`). Readers accept every version: records describe themselves.
-pub const PAYLOAD_VERSION: u32 = 2;
+/// before it existed = event records of layout 1 only; 2 = layouts 1 and 2; 3 = layouts 2 and
+/// 3 (compact), see `ingest::record`). Readers accept every version: records describe
+/// themselves. A Sluice older than layout 3 cannot read segments of version 3.
+pub const PAYLOAD_VERSION: u32 = 3;
 
 /// `magic | segment number | first record id | payload version (u32) | crc32c(first 28 bytes)`.
 pub fn segment_header(number: u64, first_id: u64) -> [u8; SEGMENT_HEADER_LEN as usize] {

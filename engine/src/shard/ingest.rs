@@ -159,7 +159,7 @@ pub(crate) async fn ingest_parsed(
         .process(source, frame, &parsed, &header, &ctx, extras, tally);
     match decision {
         Decision::Plain => {
-            let len = record::encoded_len(frame.len());
+            let len = record::encoded_len(&header, &parsed, frame.len());
             append(
                 shard,
                 len,
