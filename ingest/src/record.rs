@@ -376,14 +376,8 @@ impl<'a> EventView<'a> {
         let mut ip = [0u8; 16];
         ip.copy_from_slice(&rec[28..44]);
         let ip = Ipv6Addr::from(ip);
-        Ok(EventView {
+        let parts = Parts {
             format,
-            truncated: flags & FLAG_TRUNCATED != 0,
-            bad_length: flags & FLAG_BAD_LENGTH != 0,
-            parse_flags: ParseFlags::from_bits(u16::from_le_bytes([rec[6], rec[7]])),
-            pri: (flags & FLAG_HAS_PRI != 0).then_some(rec[3]),
-            version: rec[4],
-            received_at_us: le_i64(8),
             timestamp: (flags & FLAG_HAS_TS != 0).then(|| Timestamp {
                 secs: le_i64(16),
                 nanos: le_u32(24),
@@ -395,7 +389,32 @@ impl<'a> EventView<'a> {
             route,
             fields,
             overrides,
-        })
+        };
+        Ok(Self::with_common_bytes(rec, parts))
+    }
+
+    /// The view of `parts` and the first 16 bytes, which every layout has in the same places
+    /// (the caller checked there are 16).
+    fn with_common_bytes(rec: &'a [u8], parts: Parts<'a>) -> EventView<'a> {
+        let flags = rec[2];
+        let mut received_at = [0u8; 8];
+        received_at.copy_from_slice(&rec[8..16]);
+        EventView {
+            format: parts.format,
+            truncated: flags & FLAG_TRUNCATED != 0,
+            bad_length: flags & FLAG_BAD_LENGTH != 0,
+            parse_flags: ParseFlags::from_bits(u16::from_le_bytes([rec[6], rec[7]])),
+            pri: (flags & FLAG_HAS_PRI != 0).then_some(rec[3]),
+            version: rec[4],
+            received_at_us: i64::from_le_bytes(received_at),
+            timestamp: parts.timestamp,
+            source_ip: parts.source_ip,
+            frame: parts.frame,
+            spans: parts.spans,
+            route: parts.route,
+            fields: parts.fields,
+            overrides: parts.overrides,
+        }
     }
 
     /// Layout 3: the optional parts in order, each checked against the record's length.
@@ -435,16 +454,8 @@ impl<'a> EventView<'a> {
                 *slot = Some(within(span, frame, i)?);
             }
         }
-        let mut received_at = [0u8; 8];
-        received_at.copy_from_slice(&rec[8..16]);
-        Ok(EventView {
+        let parts = Parts {
             format,
-            truncated: flags & FLAG_TRUNCATED != 0,
-            bad_length: flags & FLAG_BAD_LENGTH != 0,
-            parse_flags: ParseFlags::from_bits(u16::from_le_bytes([rec[6], rec[7]])),
-            pri: (flags & FLAG_HAS_PRI != 0).then_some(rec[3]),
-            version: rec[4],
-            received_at_us: i64::from_le_bytes(received_at),
             timestamp,
             source_ip,
             frame,
@@ -452,7 +463,8 @@ impl<'a> EventView<'a> {
             route: None,
             fields: &rec[..0],
             overrides: 0,
-        })
+        };
+        Ok(Self::with_common_bytes(rec, parts))
     }
 
     fn span(&self, i: usize) -> Option<&'a [u8]> {
@@ -476,6 +488,18 @@ impl<'a> EventView<'a> {
     pub fn message(&self) -> &'a [u8] {
         self.span(5).unwrap_or(self.frame)
     }
+}
+
+/// What a layout stores in its own places (the rest is in the first 16 bytes).
+struct Parts<'a> {
+    format: Format,
+    timestamp: Option<Timestamp>,
+    source_ip: Option<IpAddr>,
+    frame: &'a [u8],
+    spans: [Option<Span>; 6],
+    route: Option<u64>,
+    fields: &'a [u8],
+    overrides: u16,
 }
 
 /// `span` (number `i`) if it lies inside `frame`.
