@@ -218,12 +218,15 @@ pub fn out_path(dir: &Path) -> PathBuf {
     dir.join("out/events.ndjson")
 }
 
-/// Every JSON event in the file sink's output (current and rotated files).
+/// Every JSON event in the file sink's output (current and rotated files). Only whole lines:
+/// a test polling while Sluice writes may see the end of a batch half written (the sink
+/// confirms a batch only once all of it, newline included, is in the file).
 pub fn read_events(dir: &Path) -> Vec<serde_json::Value> {
     let mut events = Vec::new();
     for path in output_files(dir) {
         let text = std::fs::read_to_string(path).unwrap_or_default();
-        for line in text.lines() {
+        let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+        for line in whole.lines() {
             events.push(
                 serde_json::from_str(line)
                     .unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}")),
