@@ -95,15 +95,26 @@ fn send_durable(
 
 #[test]
 fn a_stalled_output_falls_back_to_the_files_and_delivers_exactly_the_wal_sequence() {
-    stalled_output_delivers_the_wal_sequence("buffered");
+    let blocks = stalled_output_delivers_the_wal_sequence("io = \"buffered\"");
+    assert_eq!(blocks, 0.0, "commits are written plain unless configured");
 }
 
 #[test]
 fn with_direct_writes_a_stalled_output_reads_them_back_from_disk_in_sequence() {
-    stalled_output_delivers_the_wal_sequence("direct");
+    stalled_output_delivers_the_wal_sequence("io = \"direct\"");
 }
 
-fn stalled_output_delivers_the_wal_sequence(wal_io: &str) {
+/// Commits written as compressed blocks: the output reads them whole from memory while it
+/// keeps up and from the files (decompressing) when it fell behind; the same sequence.
+#[test]
+fn with_compressed_commits_a_stalled_output_delivers_exactly_the_wal_sequence() {
+    let blocks = stalled_output_delivers_the_wal_sequence("commit_compression = \"zstd\"");
+    assert!(blocks > 0.0, "commits were written as compressed blocks");
+}
+
+/// Runs the stall-and-catch-up scenario with `wal_lines` added to `[wal]`; returns
+/// `sluice_wal_block_commits_total` at the end.
+fn stalled_output_delivers_the_wal_sequence(wal_lines: &str) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let receiver = OrderedReceiver::start();
     let sink = format!(
@@ -114,7 +125,9 @@ fn stalled_output_delivers_the_wal_sequence(wal_io: &str) {
     // (nothing recycled), so the files can be read back at the end.
     let text = config(dir.path(), 1, &sink).replace(
         "segment_size = \"4MiB\"",
-        &format!("segment_size = \"64MiB\"\nready_segments = 0\nfast_path_commits = 4\nio = \"{wal_io}\""),
+        &format!(
+            "segment_size = \"64MiB\"\nready_segments = 0\nfast_path_commits = 4\n{wal_lines}"
+        ),
     );
     let sluice = Sluice::start(dir.path(), &text);
     let api = sluice.addr("api");
@@ -163,6 +176,7 @@ fn stalled_output_delivers_the_wal_sequence(wal_io: &str) {
         "sluice_output_wal_read_bytes_total",
         "from=\"memory\"",
     );
+    let blocks = metric_sum(api, dir.path(), "sluice_wal_block_commits_total");
     drop(conn);
     let (status, log) = sluice.stop();
     assert!(status.success(), "{log}");
@@ -187,6 +201,7 @@ fn stalled_output_delivers_the_wal_sequence(wal_io: &str) {
         delivered.len(),
         from_files.len()
     );
+    blocks
 }
 
 /// O_DIRECT into recycled segment files, read back by an output that only reads files

@@ -9,8 +9,9 @@
 //! replay, in a compressed backlog) it reads the segment file, exactly as without a fast path.
 //!
 //! Invariants:
-//! - A [`Commit`] is exactly the bytes at `segment`:`offset` of the file (salted frames, whole
-//!   records, never a footer), handed over only after they are durable and before the
+//! - A [`Commit`] is exactly the records at `segment`:`offset` of the file (salted frames, whole
+//!   records, never a footer; written plain, or as one compressed block that a reader takes
+//!   whole, see [`crate::block`]), handed over only after they are durable and before the
 //!   watermark that covers them is published. Both paths therefore yield the same records in
 //!   the same order, and positions, record ids and cursors do not depend on the path taken.
 //! - A shard never waits for an output: a full ring drops that commit for that output only
@@ -40,13 +41,22 @@ pub struct Commit {
     pub offset: u64,
     /// Id of the commit's first record.
     pub first_id: u64,
+    /// The commit's records (salted frames, uncompressed).
     pub bytes: Arc<Vec<u8>>,
+    /// What the commit took in the file: `bytes.len()`, or less when it was written as one
+    /// compressed block ([`crate::block`]), which a reader takes whole or not at all.
+    pub file_len: u64,
 }
 
 impl Commit {
     /// Offset just past the commit.
     pub fn end(&self) -> u64 {
-        self.offset + self.bytes.len() as u64
+        self.offset + self.file_len
+    }
+
+    /// Whether the file holds it as a compressed block.
+    pub fn is_block(&self) -> bool {
+        self.file_len != self.bytes.len() as u64
     }
 
     /// Whether the commit holds the record starting at `pos`.
@@ -214,6 +224,7 @@ mod tests {
             offset,
             first_id: 1,
             bytes: Arc::new(vec![0u8; len]),
+            file_len: len as u64,
         }
     }
 
@@ -265,6 +276,7 @@ mod tests {
             offset: 32,
             first_id: 1,
             bytes: first,
+            file_len: 3,
         });
         let held = fast.copy_of(b"two");
         assert_ne!(Arc::as_ptr(&held), ptr, "the ring still holds the first");

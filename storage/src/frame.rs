@@ -2,8 +2,9 @@
 //!
 //! The checksum covers the length so a torn or zeroed length is caught, not trusted. A zero
 //! length is never written, so zero-filled space after a torn write reads as "end".
-//! A length word with [`FOOTER_FLAG`] set marks a sealed segment's footer frame (same
-//! checksum rule); records never have it (they are far below 2 GiB).
+//! A length word with [`FOOTER_FLAG`] set marks a sealed segment's footer frame, one with
+//! [`BLOCK_FLAG`] a compressed commit ([`crate::block`]), both under the same checksum rule;
+//! records never have either (they are below 2^26 bytes).
 //!
 //! Salted frames (segment format 3): the stored checksum is XOR-ed with the segment's
 //! [`salt`], a value no other segment number has. A segment file may be *recycled* (written
@@ -18,6 +19,9 @@ pub const FRAME_HEADER_LEN: usize = 8;
 pub const MAX_RECORD_LEN: usize = 64 << 20;
 /// Set in the length word of a footer frame.
 pub const FOOTER_FLAG: u32 = 1 << 31;
+pub use crate::block::BLOCK_FLAG;
+/// The flags of a length word that say what kind of frame it is (none: a record).
+pub const KIND_FLAGS: u32 = FOOTER_FLAG | BLOCK_FLAG;
 
 /// Starts a record in `buf`: reserves the frame header; the caller then appends the payload
 /// and calls [`finish_record`] with the returned start.
@@ -84,7 +88,7 @@ pub fn salt_frames(buf: &mut [u8], salt: u32) {
         let word = u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
         let crc = u32::from_le_bytes([buf[at + 4], buf[at + 5], buf[at + 6], buf[at + 7]]);
         buf[at + 4..at + 8].copy_from_slice(&(crc ^ salt).to_le_bytes());
-        at += FRAME_HEADER_LEN + (word & !FOOTER_FLAG) as usize;
+        at += FRAME_HEADER_LEN + (word & !KIND_FLAGS) as usize;
     }
     debug_assert_eq!(at, buf.len(), "salt_frames over a buffer of whole frames");
 }
@@ -95,6 +99,8 @@ pub enum Decoded<'a> {
     Record { payload: &'a [u8], frame_len: usize },
     /// A whole, checksummed footer frame: the segment ends here.
     Footer { payload: &'a [u8], frame_len: usize },
+    /// A whole, checksummed compressed commit ([`crate::block`]): records inside.
+    Block { payload: &'a [u8], frame_len: usize },
     /// The buffer ends inside a record: read more (or, at the end of a file, a torn tail).
     Incomplete,
     /// Not a record: zero/oversize length or checksum mismatch.
@@ -114,10 +120,14 @@ pub fn decode_salted(buf: &[u8], salt: u32) -> Decoded<'_> {
     }
     let word = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
     let footer = word & FOOTER_FLAG != 0;
-    let len = (word & !FOOTER_FLAG) as usize;
+    let block = word & BLOCK_FLAG != 0;
+    let len = (word & !KIND_FLAGS) as usize;
     let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
     if len == 0 {
         return Decoded::Damaged("zero length");
+    }
+    if footer && block {
+        return Decoded::Damaged("footer and block flags both set");
     }
     if len > MAX_RECORD_LEN {
         return Decoded::Damaged("length over the record limit");
@@ -131,6 +141,8 @@ pub fn decode_salted(buf: &[u8], salt: u32) -> Decoded<'_> {
     let frame_len = FRAME_HEADER_LEN + len;
     if footer {
         Decoded::Footer { payload, frame_len }
+    } else if block {
+        Decoded::Block { payload, frame_len }
     } else {
         Decoded::Record { payload, frame_len }
     }
@@ -143,7 +155,7 @@ pub fn decode_salted(buf: &[u8], salt: u32) -> Decoded<'_> {
 pub fn decode_in_memory(buf: &[u8]) -> Option<(&[u8], usize)> {
     let word = u32::from_le_bytes(buf.get(..4)?.try_into().ok()?);
     let len = word as usize;
-    if word & FOOTER_FLAG != 0 || len == 0 || len > MAX_RECORD_LEN {
+    if word & (FOOTER_FLAG | BLOCK_FLAG) != 0 || len == 0 || len > MAX_RECORD_LEN {
         return None;
     }
     let payload = buf.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len)?;

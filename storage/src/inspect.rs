@@ -155,13 +155,26 @@ fn inspect_cursors(dir: &Path, segments: &[SegmentInfo]) -> Vec<CursorInfo> {
     cursors
 }
 
+/// Where each record starts; the records of a compressed commit ([`crate::block`]) all start
+/// where their block does (a cursor is never inside a block).
 fn record_starts(data: &[u8], valid_end: u64, salt: u32) -> Vec<u64> {
     let mut starts = Vec::new();
+    let mut blocks = crate::block::BlockReader::default();
     let mut at = SEGMENT_HEADER_LEN as usize;
     while (at as u64) < valid_end {
-        starts.push(at as u64);
         match frame::decode_salted(&data[at..], salt) {
-            Decoded::Record { frame_len, .. } => at += frame_len,
+            Decoded::Record { frame_len, .. } => {
+                starts.push(at as u64);
+                at += frame_len;
+            }
+            Decoded::Block { payload, frame_len } => {
+                let Ok(frames) = blocks.open(payload, salt) else {
+                    break;
+                };
+                let records = crate::block::each_record(frames, |_| {});
+                starts.extend(std::iter::repeat_n(at as u64, records as usize));
+                at += frame_len;
+            }
             _ => break,
         }
     }

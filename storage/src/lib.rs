@@ -56,6 +56,7 @@
 //! - A record never spans two segments.
 //! - Nothing here depends on the engine.
 
+pub mod block;
 pub mod budget;
 pub mod compress;
 pub mod cursor;
@@ -89,4 +90,4 @@ pub use reader::{read_on_disk, WalReader};
 pub use ready::ReadySegments;
 pub use recovery::{recover_shard, RecoveryMode, RecoveryReport};
 pub use retention::{Reaper, Retention};
-pub use writer::{FsyncPolicy, WalAppender, WalFlusher, WalStart, WalStatus};
+pub use writer::{CommitCompression, FsyncPolicy, WalAppender, WalFlusher, WalStart, WalStatus};

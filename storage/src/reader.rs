@@ -11,6 +11,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::block::{self, BlockReader};
 use crate::compress::CompressedSegment;
 use crate::cursor::Cursor;
 use crate::error::StorageError;
@@ -83,6 +84,8 @@ pub struct WalReader {
     /// WAL bytes read from the fast path's memory and from segment files.
     pub read_memory_bytes: u64,
     pub read_file_bytes: u64,
+    /// Where compressed commits are opened.
+    blocks: BlockReader,
 }
 
 /// Longest record a resync after damage considers (longer ones behind damage are skipped
@@ -128,6 +131,7 @@ impl WalReader {
             fast: None,
             read_memory_bytes: 0,
             read_file_bytes: 0,
+            blocks: BlockReader::default(),
         })
     }
 
@@ -249,6 +253,9 @@ impl WalReader {
         each: &mut impl FnMut(&[u8]),
     ) -> Option<Batch> {
         let commit = self.fast.as_mut()?.commit_at(self.pos)?.clone();
+        if commit.is_block() {
+            return self.read_block_from_memory(&commit, limit, each);
+        }
         let end = limit.map_or(commit.end(), |l| l.min(commit.end()));
         let start = usize::try_from(self.pos.offset - commit.offset).ok()?;
         let stop = usize::try_from(end.checked_sub(commit.offset)?).ok()?;
@@ -281,6 +288,32 @@ impl WalReader {
         Some(batch)
     }
 
+    /// A commit the file holds as one compressed block: all its records, or `None` (the
+    /// position is not its start, or the watermark does not cover it yet).
+    fn read_block_from_memory(
+        &mut self,
+        commit: &crate::fast_path::Commit,
+        limit: Option<u64>,
+        each: &mut impl FnMut(&[u8]),
+    ) -> Option<Batch> {
+        if self.pos.offset != commit.offset || limit.is_some_and(|l| l < commit.end()) {
+            return None;
+        }
+        if self.next_id == 0 && commit.offset == SEGMENT_HEADER_LEN {
+            self.next_id = commit.first_id;
+        }
+        let records = block::each_record(&commit.bytes, each) as usize;
+        if records == 0 {
+            return None;
+        }
+        self.pos.offset = commit.end();
+        self.note_read(records as u64);
+        Some(Batch {
+            records,
+            bytes: commit.file_len as usize,
+        })
+    }
+
     fn read_file_in_segment(
         &mut self,
         limit: Option<u64>,
@@ -293,12 +326,29 @@ impl WalReader {
         };
         let mut at = 0;
         let mut batch = Batch::default();
+        // Record bytes delivered (a block's uncompressed): blocks stop the batch near max_bytes.
+        let mut delivered = 0;
         loop {
             match frame::decode_salted(&self.buf[at..got], self.salt) {
                 Decoded::Record { payload, frame_len } => {
                     each(payload);
                     at += frame_len;
+                    delivered += frame_len;
                     batch.records += 1;
+                }
+                Decoded::Block { payload, frame_len } => {
+                    let raw = block::raw_len(payload).unwrap_or(0);
+                    if at > 0 && delivered + raw > max_bytes {
+                        break;
+                    }
+                    match self.blocks.open(payload, self.salt) {
+                        Ok(frames) => {
+                            batch.records += block::each_record(frames, &mut *each) as usize
+                        }
+                        Err(reason) => return self.damaged(at, batch, &path, limit, reason),
+                    }
+                    at += frame_len;
+                    delivered += raw;
                 }
                 // The segment's end; a sealed one is left on the next call (no records).
                 Decoded::Footer { payload, .. } => {
@@ -322,20 +372,30 @@ impl WalReader {
                     }
                     break;
                 }
-                Decoded::Damaged(reason) => {
-                    // Below the watermark this cannot be a torn write: it is damage. Skip to
-                    // the next record that checks out, loudly; never deliver one that does not.
-                    self.pos.offset += at as u64;
-                    self.note_read(batch.records as u64);
-                    batch.bytes = at;
-                    self.resync(&path, limit, reason)?;
-                    return Ok(batch);
-                }
+                Decoded::Damaged(reason) => return self.damaged(at, batch, &path, limit, reason),
             }
         }
         self.pos.offset += at as u64;
         self.note_read(batch.records as u64);
         batch.bytes = at;
+        Ok(batch)
+    }
+
+    /// Damage `at` bytes past the position, after `batch`: below the watermark this cannot be
+    /// a torn write. Skip to the next record that checks out, loudly; never deliver one that
+    /// does not.
+    fn damaged(
+        &mut self,
+        at: usize,
+        mut batch: Batch,
+        path: &Path,
+        limit: Option<u64>,
+        reason: &'static str,
+    ) -> Result<Batch, StorageError> {
+        self.pos.offset += at as u64;
+        self.note_read(batch.records as u64);
+        batch.bytes = at;
+        self.resync(path, limit, reason)?;
         Ok(batch)
     }
 
@@ -415,13 +475,13 @@ impl WalReader {
             let data = &window[..got];
             for i in 0..=got - FRAME_HEADER_LEN {
                 let word = u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]);
-                let len = (word & !frame::FOOTER_FLAG) as usize;
+                let len = (word & !frame::KIND_FLAGS) as usize;
                 if len == 0 || len > RESYNC_MAX_RECORD {
                     continue;
                 }
                 if matches!(
                     frame::decode_salted(&data[i..], salt),
-                    Decoded::Record { .. } | Decoded::Footer { .. }
+                    Decoded::Record { .. } | Decoded::Footer { .. } | Decoded::Block { .. }
                 ) {
                     return Ok(Some(from + i as u64));
                 }

@@ -238,14 +238,14 @@ impl ScanEnd {
             return true;
         }
         let declared = (u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]])
-            & !frame::FOOTER_FLAG) as usize;
+            & !frame::KIND_FLAGS) as usize;
         if declared == 0 {
             return true;
         }
         match tail.get(FRAME_HEADER_LEN + declared..) {
             Some(next) => !matches!(
                 frame::decode_salted(next, self.salt),
-                Decoded::Record { .. } | Decoded::Footer { .. }
+                Decoded::Record { .. } | Decoded::Footer { .. } | Decoded::Block { .. }
             ),
             None => true,
         }
@@ -370,6 +370,7 @@ pub fn scan_bytes(data: &[u8], number: u64) -> ScanEnd {
     let mut at = SEGMENT_HEADER_LEN as usize;
     let mut records = 0;
     let mut footer = None;
+    let mut blocks = crate::block::BlockReader::default();
     let damage = loop {
         if at == data.len() {
             break None;
@@ -379,6 +380,13 @@ pub fn scan_bytes(data: &[u8], number: u64) -> ScanEnd {
                 at += frame_len;
                 records += 1;
             }
+            Decoded::Block { payload, frame_len } => match blocks.open(payload, head.salt) {
+                Ok(frames) => {
+                    records += crate::block::each_record(frames, |_| {});
+                    at += frame_len;
+                }
+                Err(reason) => break Some(reason),
+            },
             Decoded::Footer { payload, frame_len } => {
                 let expected = Footer {
                     records,

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use event_listener::Event;
 
+use crate::block::BlockCompressor;
 use crate::budget::{DiskBudget, FullPolicy};
 use crate::error::StorageError;
 use crate::fast_path::{Commit, FastPath};
@@ -102,7 +103,11 @@ pub struct WalStats {
     pub appended_records: Cell<u64>,
     pub appended_bytes: Cell<u64>,
     pub durable_records: Cell<u64>,
+    /// Bytes written to segment files (a compressed commit counts what it took on disk).
     pub written_bytes: Cell<u64>,
+    /// Commits written as compressed blocks ([`crate::block`]), and the record bytes they held.
+    pub block_commits: Cell<u64>,
+    pub block_raw_bytes: Cell<u64>,
     pub fsyncs: Cell<u64>,
     /// fdatasync latencies.
     pub fsync: LatencyHistogram,
@@ -136,6 +141,8 @@ impl Default for WalStats {
             appended_bytes: Cell::new(0),
             durable_records: Cell::new(0),
             written_bytes: Cell::new(0),
+            block_commits: Cell::new(0),
+            block_raw_bytes: Cell::new(0),
             fsyncs: Cell::new(0),
             fsync: LatencyHistogram::new(FSYNC_BUCKETS_SECONDS),
             write: LatencyHistogram::new(FSYNC_BUCKETS_SECONDS),
@@ -426,6 +433,8 @@ pub struct WalFlusher<F: SegmentFs> {
     file_is_ready: bool,
     /// Where committed bytes go to the outputs in memory ([`crate::fast_path`]).
     fast_path: Option<Arc<FastPath>>,
+    /// Compresses each commit into one block before it is written (`None`: written plain).
+    compressor: Option<BlockCompressor>,
 }
 
 /// Where a writer's segments come from: the disk budget they are counted in, and the shard's
@@ -434,6 +443,16 @@ pub struct WalFlusher<F: SegmentFs> {
 pub struct WalSpace {
     pub budget: Arc<DiskBudget>,
     pub ready: Option<Arc<ReadySegments>>,
+}
+
+/// Whether a writer compresses its commits (`[wal] commit_compression`, see [`crate::block`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CommitCompression {
+    /// Records are written as they are.
+    #[default]
+    None,
+    /// Each commit is written as one zstd block at this level when that is smaller.
+    Zstd { level: i32 },
 }
 
 /// Where a writer starts: the segment number and record id after everything recovered.
@@ -506,6 +525,7 @@ impl<F: SegmentFs> WalFlusher<F> {
             salt: 0,
             file_is_ready: false,
             fast_path: None,
+            compressor: None,
         };
         match flusher.start_segment().await {
             Ok(()) => {}
@@ -521,6 +541,22 @@ impl<F: SegmentFs> WalFlusher<F> {
     pub fn with_fast_path(mut self, fast_path: Arc<FastPath>) -> Self {
         self.fast_path = Some(fast_path);
         self
+    }
+
+    /// Writes each commit as one zstd block at `level` when that is smaller (see
+    /// [`crate::block`]); readers need no setting. An invalid level is an error here.
+    pub fn with_commit_compression(
+        mut self,
+        compression: CommitCompression,
+    ) -> Result<Self, StorageError> {
+        self.compressor = match compression {
+            CommitCompression::None => None,
+            CommitCompression::Zstd { level } => Some(
+                BlockCompressor::new(level)
+                    .map_err(|e| StorageError::Failed(format!("zstd level {level}: {e}")))?,
+            ),
+        };
+        Ok(self)
     }
 
     /// How long to wait between attempts to start a new segment after a failure.
@@ -731,6 +767,12 @@ impl<F: SegmentFs> WalFlusher<F> {
         if salt != self.salt {
             crate::frame::salt_frames(&mut buf, salt ^ self.salt);
         }
+        let block = self
+            .compressor
+            .as_mut()
+            .and_then(|c| c.block_of(&buf, self.salt));
+        let raw_len = buf.len() as u64;
+        let len = block.as_ref().map_or(raw_len, |b| b.len() as u64);
         // glommio takes the buffer: the outputs' copy is made before (one per commit).
         let for_outputs = self
             .fast_path
@@ -741,10 +783,18 @@ impl<F: SegmentFs> WalFlusher<F> {
                 offset: self.offset,
                 first_id: self.next_id,
                 bytes: fast.copy_of(&buf),
+                file_len: len,
             });
-        let len = buf.len() as u64;
-        let crc = crc32c::crc32c_append(self.segment_crc, &buf);
-        let written = match self.write_all(buf).await {
+        let stats = &self.appender.stats;
+        if block.is_some() {
+            stats.block_commits.set(stats.block_commits.get() + 1);
+            stats
+                .block_raw_bytes
+                .set(stats.block_raw_bytes.get() + raw_len);
+        }
+        let file_bytes = block.unwrap_or(buf);
+        let crc = crc32c::crc32c_append(self.segment_crc, &file_bytes);
+        let written = match self.write_all(file_bytes).await {
             Ok(()) if self.appender.policy.syncs() => self.sync().await,
             other => other,
         };

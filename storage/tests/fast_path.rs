@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use glommio::{LocalExecutorBuilder, Placement};
-use storage::{Cursor, FastPath, Position, WalReader};
+use storage::{CommitCompression, Cursor, FastPath, Position, WalReader};
 
 const SEGMENT: u64 = 16 << 10;
 const RING_COMMITS: usize = 4;
@@ -70,12 +70,14 @@ struct Run {
     files: Output,
     appended: u64,
     full: u64,
+    /// Commits written as compressed blocks.
+    blocks: u64,
 }
 
 /// Phases of 40 commits each: every output keeps up, then `stalled` stops reading (its ring
 /// overflows), then it catches up and keeps up again; `restarted` is reopened from its cursor
 /// (a new ring) half-way.
-fn run_phases(dir: &std::path::Path) -> Run {
+fn run_phases(dir: &std::path::Path, compression: CommitCompression) -> Run {
     let path = dir.to_path_buf();
     LocalExecutorBuilder::new(Placement::Unbound)
         .spawn(move || async move {
@@ -96,7 +98,11 @@ fn run_phases(dir: &std::path::Path) -> Run {
                 open("restarted", None, true),
                 open("files", None, false),
             ];
-            let flusher = wal.flusher.with_fast_path(Arc::clone(&fast_path));
+            let flusher = wal
+                .flusher
+                .with_fast_path(Arc::clone(&fast_path))
+                .with_commit_compression(compression)
+                .unwrap();
             let task = glommio::spawn_local(flusher.run());
             let mut rng = Lcg(7);
             let mut next = 0u64;
@@ -143,6 +149,7 @@ fn run_phases(dir: &std::path::Path) -> Run {
                 files,
                 appended: next,
                 full: fast_path.full.load(Relaxed),
+                blocks: appender.stats.block_commits.get(),
             }
         })
         .unwrap()
@@ -153,7 +160,22 @@ fn run_phases(dir: &std::path::Path) -> Run {
 #[test]
 fn fast_path_and_file_path_deliver_identical_streams() {
     let dir = tempfile::tempdir().unwrap();
-    let run = run_phases(dir.path());
+    let run = run_phases(dir.path(), CommitCompression::None);
+    assert_eq!(run.blocks, 0);
+    check_identical_streams(&run);
+}
+
+/// The same with commits written as compressed blocks: a reader takes a block whole, from
+/// memory or from the file, so both paths still stop at the same positions.
+#[test]
+fn with_compressed_commits_both_paths_deliver_identical_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_phases(dir.path(), CommitCompression::Zstd { level: 1 });
+    assert!(run.blocks > 100, "{} of 160 commits compressed", run.blocks);
+    check_identical_streams(&run);
+}
+
+fn check_identical_streams(run: &Run) {
     assert_eq!(run.files.delivered.len() as u64, run.appended);
     // The file path delivered exactly what was appended (ids dense from 1).
     for (i, (id, p)) in run.files.delivered.iter().enumerate() {

@@ -606,6 +606,13 @@ mod tests {
         assert!(e.contains("line 2") && e.contains("always"), "{e}");
         let e = error_of(&format!("[wal]\nio = \"sideways\"\n{MINIMAL}"));
         assert!(e.contains("line 2") && e.contains("\"buffered\""), "{e}");
+        let e = error_of(&format!("[wal]\ncommit_compression = \"lz4\"\n{MINIMAL}"));
+        assert!(e.contains("line 2") && e.contains("zstd"), "{e}");
+        let e = error_of(&format!("[wal]\ncommit_compression_level = 30\n{MINIMAL}"));
+        assert!(
+            e.contains("commit_compression_level") && e.contains("-7 and 19"),
+            "{e}"
+        );
         let e = error_of(&MINIMAL.replace("mode = \"tcp\"", "mode = \"sctp\""));
         assert!(e.contains("line 3") && e.contains("sctp"), "{e}");
         let e = error_of(&format!("{MINIMAL}rotate_size = \"huge\"\n"));

@@ -74,11 +74,7 @@ fn wal(config: &Config) -> Table {
         RecoveryMode::Strict => "strict",
     };
     t.insert("recovery".into(), text(recovery));
-    let compression = match w.compression {
-        Compression::Zstd => "zstd",
-        Compression::None => "none",
-    };
-    t.insert("compression".into(), text(compression));
+    t.insert("compression".into(), text(compression_name(w.compression)));
     t.insert(
         "compression_level".into(),
         Value::Integer(w.compression_level.into()),
@@ -106,7 +102,22 @@ fn wal(config: &Config) -> Table {
         Value::Integer(w.fast_path_commits as i64),
     );
     t.insert("io".into(), Value::String(w.io.to_string()));
+    t.insert(
+        "commit_compression".into(),
+        text(compression_name(w.commit_compression)),
+    );
+    t.insert(
+        "commit_compression_level".into(),
+        Value::Integer(i64::from(w.commit_compression_level)),
+    );
     t
+}
+
+fn compression_name(c: Compression) -> &'static str {
+    match c {
+        Compression::Zstd => "zstd",
+        Compression::None => "none",
+    }
 }
 
 fn api(config: &Config) -> Table {

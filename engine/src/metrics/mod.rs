@@ -21,8 +21,13 @@ counter_family! {
     pub struct ShardCounters ("shard", labels ["shard"]) {
         /// Events made durable in the WAL (fdatasync done).
         events_durable: counter "sluice_events_durable_total";
-        /// Bytes written to the WAL.
+        /// Bytes written to the WAL (a compressed commit counts what it took on disk).
         wal_bytes: counter "sluice_wal_bytes_total";
+        /// Commits written as one compressed block (`wal.commit_compression`).
+        wal_block_commits: counter "sluice_wal_block_commits_total";
+        /// Record bytes those compressed commits held before compression (divide by their
+        /// share of `sluice_wal_bytes_total` for the ratio).
+        wal_block_raw_bytes: counter "sluice_wal_block_raw_bytes_total";
         /// WAL fdatasync calls.
         wal_fsyncs: counter "sluice_wal_fsyncs_total";
         /// Events whose WAL write or fdatasync failed (never durable).

@@ -145,6 +145,7 @@ fn shard_spec(
             segment_size: setup.config.wal.segment_size,
             fsync: setup.config.wal.fsync,
             io: setup.config.wal.io,
+            commit_compression: setup.config.wal.commit_compression(),
         },
         sources: sources.to_vec(),
         watermark: Arc::clone(&log.watermark),

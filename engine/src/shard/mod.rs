@@ -116,6 +116,8 @@ pub struct WalSettings {
     pub fsync: storage::FsyncPolicy,
     /// How segment files are written (`wal.io`).
     pub io: storage::io::WalIo,
+    /// Whether commits are written compressed (`wal.commit_compression`).
+    pub commit_compression: storage::CommitCompression,
 }
 
 /// Why a shard stopped with an error.
@@ -250,6 +252,10 @@ impl Shard {
             .store(stats.durable_records.get(), Ordering::Relaxed);
         c.wal_bytes
             .store(stats.written_bytes.get(), Ordering::Relaxed);
+        c.wal_block_commits
+            .store(stats.block_commits.get(), Ordering::Relaxed);
+        c.wal_block_raw_bytes
+            .store(stats.block_raw_bytes.get(), Ordering::Relaxed);
         c.wal_fsyncs.store(stats.fsyncs.get(), Ordering::Relaxed);
         c.wal_lost_records
             .store(stats.lost_records.get(), Ordering::Relaxed);
@@ -362,7 +368,11 @@ async fn open_flusher(
         },
     )
     .await
-    .map(|flusher| flusher.with_fast_path(Arc::clone(&spec.fast_path)))
+    .and_then(|flusher| {
+        flusher
+            .with_fast_path(Arc::clone(&spec.fast_path))
+            .with_commit_compression(spec.wal.commit_compression)
+    })
     .map_err(ShardError::Wal)
 }
 
