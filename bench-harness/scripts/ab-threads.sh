@@ -3,7 +3,8 @@
 # writes were measured with it). Starts Sluice (2 shards, TCP source, raw file sink or TCP relay to a local
 # receiver), sends COUNT events with `sluice-bench load` (at RATE if set), waits until the
 # output sent them all, prints events/s and CPU ns per event per thread from /proc.
-# usage: ab-threads.sh '[wal] LINE' file|relay COUNT      (RATE=800000 for a fixed rate)
+# usage: ab-threads.sh '[wal] LINE' file|relay COUNT      (RATE=800000 for a fixed rate;
+#   FORMAT=rfc5424-varied for free text that compresses like real logs)
 #   e.g. ab-threads.sh 'io = "buffered"' relay 4000000;  ab-threads.sh 'fast_path_commits = 0' ...
 # Run from the workspace root after `cargo build --release`; traffic stays on 127.0.0.1.
 set -eu
@@ -44,11 +45,12 @@ fi
 "$ROOT/target/release/sluice" run --config "$WORK/conf.toml" > "$WORK/sluice.log" 2>&1 &
 PID=$!
 for _ in $(seq 100); do grep -q "ready;" "$WORK/sluice.log" && break; sleep 0.1; done
+kill -0 "$PID" 2>/dev/null || { cat "$WORK/sluice.log" >&2; exit 1; }
 sleep 2 # the ready segment files are written
 TOKEN=$(cat "$WORK/data/api.token")
 python3 "$HERE/threads.py" snap "$PID" > "$WORK/before.txt"
 t0=$(date +%s.%N)
-"$ROOT/target/release/sluice-bench" load --address 127.0.0.1:15614 --count "$COUNT" --connections 4 ${RATE:+--rate $RATE} > "$WORK/load.log" 2>&1
+"$ROOT/target/release/sluice-bench" load --address 127.0.0.1:15614 --count "$COUNT" --connections 4 ${RATE:+--rate $RATE} ${FORMAT:+--format $FORMAT} > "$WORK/load.log" 2>&1
 while true; do
   sent=$(curl -s -H "Authorization: Bearer $TOKEN" 127.0.0.1:19614/metrics | awk '/^sluice_output_events_sent_total/{s+=$2} END{print s+0}')
   [ "$sent" -ge "$COUNT" ] && break
@@ -56,7 +58,7 @@ while true; do
 done
 t1=$(date +%s.%N)
 python3 "$HERE/threads.py" snap "$PID" > "$WORK/after.txt"
-curl -s -H "Authorization: Bearer $TOKEN" 127.0.0.1:19614/metrics | awk -v n="$COUNT" '/^sluice_wal_bytes_total/{s+=$2} END{printf "WAL bytes per event: %.0f\n", s/n}'
+curl -s -H "Authorization: Bearer $TOKEN" 127.0.0.1:19614/metrics | awk -v n="$COUNT" '/^sluice_wal_bytes_total/{s+=$2} /^sluice_wal_block_raw_bytes_total/{r+=$2} END{printf "WAL bytes per event: %.0f (compressed commits held %.0f)\n", s/n, r/n}'
 kill "$PID"; wait "$PID" 2>/dev/null || true
 [ -n "$RECV" ] && kill "$RECV"
 python3 -c "print('$WAL_LINE sink=$SINK events/s=%.2fM' % ($COUNT/($t1-$t0)/1e6))"

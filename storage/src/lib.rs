@@ -12,10 +12,12 @@
 //!   00000000000000000004.ready     a ready segment file (see `ready`): the next segment
 //!   cursors/<sink>.cursor          one per output: position after the last confirmed record
 //!
-//! segment  = header record* [footer] [old bytes]
+//! segment  = header (record | block)* [footer] [old bytes]
 //! header   = "SLUICEW3" | segment number (u64) | first record id (u64) | payload version (u32) |
 //!            crc32c  32 bytes ("SLUICEW2": format 2, unsalted, still read)
 //! record   = length (u32) | crc32c(length bytes ++ payload) ^ salt(segment number) (u32) | payload
+//! block    = length | 1<<30 (u32) | crc32c ^ salt (u32) | uncompressed length (u32) | zstd
+//!            frame of whole records: one compressed commit (`block`), read whole
 //! footer   = length | 1<<31 (u32) | crc32c ^ salt (u32) | "SLFOOTR1" | records | first id |
 //!            last id | data end (u64 each) | crc32c of the segment before the footer (u32)
 //! ```

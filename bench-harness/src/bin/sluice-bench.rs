@@ -484,6 +484,9 @@ enum Format {
     JsonLines,
     /// RFC 5424 at severity warning with a JSON object as the message.
     Rfc5424JsonBody,
+    /// RFC 5424 whose free text varies per message (words, ids, addresses, timings drawn at
+    /// random): compresses like real logs, not like one repeated line.
+    Rfc5424Varied,
 }
 
 impl From<Format> for firehose::Format {
@@ -493,6 +496,7 @@ impl From<Format> for firehose::Format {
             Format::Rfc3164 => firehose::Format::Rfc3164,
             Format::JsonLines => firehose::Format::JsonLines,
             Format::Rfc5424JsonBody => firehose::Format::Rfc5424JsonBody,
+            Format::Rfc5424Varied => firehose::Format::Rfc5424Varied,
         }
     }
 }
