@@ -14,8 +14,9 @@
 //! - The outer checksum covers the compressed bytes (a torn or damaged block is refused whole,
 //!   like a record); every record inside keeps its own salted checksum and is checked too,
 //!   so a block is accepted only when all of it decodes: never a partial block.
-//! - Decompression is bounded: the stated length is at most [`MAX_BLOCK_RAW`] and must be
-//!   exactly what the zstd frame holds.
+//! - Decompression is bounded: the stated length is at most [`MAX_BLOCK_RAW`], equals the
+//!   content size in the zstd frame's header (checked before anything is allocated) and must
+//!   be exactly what the frame decompresses to.
 
 use crate::frame::{self, Decoded, FRAME_HEADER_LEN};
 
@@ -97,6 +98,13 @@ impl BlockReader {
         if raw_len == 0 || raw_len > MAX_BLOCK_RAW {
             return Err("block length out of bounds");
         }
+        // The zstd frame states its size too (the writer's frames always do): both must agree
+        // before a buffer of that size is made.
+        let frame = &payload[BLOCK_PREFIX_LEN..];
+        match zstd::zstd_safe::get_frame_content_size(frame) {
+            Ok(Some(n)) if n == raw_len as u64 => {}
+            _ => return Err("block length differs from its zstd frame's"),
+        }
         let ctx = match &mut self.ctx {
             Some(ctx) => ctx,
             None => self.ctx.insert(
@@ -105,7 +113,7 @@ impl BlockReader {
         };
         self.raw.resize(raw_len, 0);
         let got = ctx
-            .decompress_to_buffer(&payload[BLOCK_PREFIX_LEN..], &mut self.raw[..])
+            .decompress_to_buffer(frame, &mut self.raw[..])
             .map_err(|_| "block does not decompress")?;
         if got != raw_len {
             return Err("block shorter than it states");

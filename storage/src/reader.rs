@@ -511,8 +511,8 @@ impl WalReader {
         if got < FRAME_HEADER_LEN {
             return Ok(None);
         }
-        let len = FRAME_HEADER_LEN
-            + u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let word = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let len = FRAME_HEADER_LEN + (word & !frame::KIND_FLAGS) as usize;
         let available = limit.map_or(u64::MAX, |end| end.saturating_sub(self.pos.offset));
         Ok((len as u64 <= available && len <= crate::segment::MAX_FRAME_LEN).then_some(len))
     }

@@ -275,7 +275,8 @@ fn compressed_commits_read_the_same_from_every_cursor() {
     );
     assert!(list_segments(packed.path()).unwrap().len() >= 2, "rotated");
 
-    // Small batches: each stops after a whole block; resuming from there reads the rest.
+    // Batches smaller than any block: each takes one whole block; resuming from there reads
+    // the rest.
     let mut reader = WalReader::open(packed.path(), None).unwrap();
     let mut got: Vec<Vec<u8>> = Vec::new();
     loop {
@@ -290,7 +291,7 @@ fn compressed_commits_read_the_same_from_every_cursor() {
             assert_eq!(rest[..], all[got.len()..], "from {cursor:?}");
         }
         if reader
-            .read_batch(wm, 1000, |p| got.push(p.to_vec()))
+            .read_batch(wm, 64, |p| got.push(p.to_vec()))
             .unwrap()
             .records
             == 0
