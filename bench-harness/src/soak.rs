@@ -28,6 +28,28 @@ pub struct SoakArgs {
     pub rate: u64,
     /// `[wal] io` of each run.
     pub wal_io: SoakWalIo,
+    /// `[wal] commit_compression` of each run.
+    pub commit_compression: SoakCompression,
+}
+
+/// Whether the runs write compressed commits: never, always, or in turn (two runs with, two
+/// without, so that with `SoakWalIo::Alternate` every pair of settings follows every other).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SoakCompression {
+    None,
+    Zstd,
+    Alternate,
+}
+
+impl SoakCompression {
+    fn for_run(self, run: u32) -> &'static str {
+        match self {
+            SoakCompression::None => "none",
+            SoakCompression::Zstd => "zstd",
+            SoakCompression::Alternate if run % 4 < 2 => "zstd",
+            SoakCompression::Alternate => "none",
+        }
+    }
 }
 
 /// How the WAL writes during the soak: one mode, or direct and buffered in turn (each
@@ -183,9 +205,9 @@ fn output_seqs(out_dir: &Path, report: &mut SoakReport) -> HashSet<u64> {
 
 /// Two shards, small segments (so they rotate and are recycled), WAL fsync every 5 ms, a
 /// JSON file output that is fdatasync'd.
-fn soak_config(data: &Path, out_dir: &Path, wal_io: &str) -> String {
+fn soak_config(data: &Path, out_dir: &Path, wal_io: &str, compression: &str) -> String {
     format!(
-        "data_dir = \"{}\"\nshards = 2\nshutdown_timeout = \"600s\"\n[api]\naddress = \"off\"\n[wal]\nfsync = \"5ms\"\nsegment_size = \"1MiB\"\nbuffer_size = \"256KiB\"\nio = \"{wal_io}\"\n\
+        "data_dir = \"{}\"\nshards = 2\nshutdown_timeout = \"600s\"\n[api]\naddress = \"off\"\n[wal]\nfsync = \"5ms\"\nsegment_size = \"1MiB\"\nbuffer_size = \"256KiB\"\nio = \"{wal_io}\"\ncommit_compression = \"{compression}\"\n\
          [sources.tcp]\ntype = \"syslog\"\nmode = \"tcp\"\naddress = \"127.0.0.1:0\"\n\
          [sinks.out]\ntype = \"file\"\npath = \"{}\"\nencoding = \"json\"\nrotate_size = \"64MiB\"\nkeep = 100000\n",
         data.display(),
@@ -204,7 +226,12 @@ pub fn crash_soak(args: &SoakArgs) -> Result<SoakReport, String> {
     let mut durable = HashSet::new();
     let mut report = SoakReport::default();
     for i in 0..=args.iterations {
-        let text = soak_config(&data, &out_dir, args.wal_io.for_run(i));
+        let text = soak_config(
+            &data,
+            &out_dir,
+            args.wal_io.for_run(i),
+            args.commit_compression.for_run(i),
+        );
         std::fs::write(&config, text).map_err(|e| e.to_string())?;
         let running = start(args, &config)?;
         let stop = Arc::new(AtomicBool::new(false));

@@ -435,6 +435,9 @@ struct SoakCli {
     /// `[wal] io` of the runs: direct, buffered, or alternate (direct and buffered in turn).
     #[arg(long, value_enum, default_value_t = bench_harness::soak::SoakWalIo::Alternate)]
     wal_io: bench_harness::soak::SoakWalIo,
+    /// `[wal] commit_compression` of the runs: none, zstd, or alternate (two runs each in turn).
+    #[arg(long, value_enum, default_value_t = bench_harness::soak::SoakCompression::Alternate)]
+    commit_compression: bench_harness::soak::SoakCompression,
 }
 
 fn crash_soak(cli: SoakCli) -> Result<(), String> {
@@ -447,6 +450,7 @@ fn crash_soak(cli: SoakCli) -> Result<(), String> {
         max_run: Duration::from_millis(cli.max_run_ms),
         rate: cli.rate,
         wal_io: cli.wal_io,
+        commit_compression: cli.commit_compression,
     };
     let started = Instant::now();
     let r = bench_harness::soak::crash_soak(&args)?;
