@@ -73,6 +73,12 @@ struct LatencyCli {
     /// `[wal] io` of the runs: buffered or direct.
     #[arg(long, default_value = "buffered")]
     wal_io: String,
+    /// `[wal] commit_compression` of the runs: none or zstd.
+    #[arg(long, default_value = "none")]
+    commit_compression: String,
+    /// The lines sent (`rfc5424-varied`: free text that compresses like real logs).
+    #[arg(long, value_enum, default_value = "rfc5424")]
+    format: Format,
     /// Replace the table between `<!-- latency:start -->` and `<!-- latency:end -->` in this
     /// file, and write the plot beside it (`benchmarks-latency-curve.png`).
     #[arg(long)]
@@ -93,6 +99,8 @@ fn latency(cli: LatencyCli) -> Result<(), String> {
         work_dir: cli.work_dir,
         wal_fsync: cli.wal_fsync,
         wal_io: cli.wal_io,
+        commit_compression: cli.commit_compression,
+        format: cli.format.into(),
     };
     let points = latency::run(&args)?;
     let table = latency::table(&points, &args);
