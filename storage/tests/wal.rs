@@ -23,34 +23,21 @@ fn write_all(
     policy: FsyncPolicy,
     segment_size: u64,
 ) -> Position {
-    write_all_with(GlommioFs::default(), dir, payloads, policy, segment_size)
-}
-
-/// A writer (4 KiB pending buffer) on `dir` from `start`, its flusher running.
-async fn start_writer(
-    fs: GlommioFs,
-    dir: &std::path::Path,
-    start: WalStart,
-    segment_size: u64,
-    policy: FsyncPolicy,
-) -> (
-    Rc<WalAppender>,
-    Arc<DurableWatermark>,
-    glommio::Task<Result<(), storage::StorageError>>,
-) {
-    start_writer_with(
+    let fs = GlommioFs::default();
+    write_compressed(
         fs,
         dir,
-        start,
-        segment_size,
+        payloads,
         policy,
+        segment_size,
         CommitCompression::None,
     )
-    .await
+    .0
 }
 
-/// [`start_writer`] writing commits compressed or not.
-async fn start_writer_with(
+/// A writer (4 KiB pending buffer) on `dir` from `start`, commits compressed or not, its
+/// flusher running.
+async fn start_writer(
     fs: GlommioFs,
     dir: &std::path::Path,
     start: WalStart,
@@ -81,26 +68,8 @@ async fn start_writer_with(
     (appender, watermark, task)
 }
 
-fn write_all_with(
-    fs: GlommioFs,
-    dir: &std::path::Path,
-    payloads: Vec<Vec<u8>>,
-    policy: FsyncPolicy,
-    segment_size: u64,
-) -> Position {
-    write_compressed(
-        fs,
-        dir,
-        payloads,
-        policy,
-        segment_size,
-        CommitCompression::None,
-    )
-    .0
-}
-
-/// [`write_all_with`] with commits compressed or not; also returns the commits written as
-/// compressed blocks.
+/// Appends `payloads` through a real flusher, commits compressed or not, and closes the WAL;
+/// returns the final watermark and the commits written as compressed blocks.
 fn write_compressed(
     fs: GlommioFs,
     dir: &std::path::Path,
@@ -114,8 +83,7 @@ fn write_compressed(
         .spawn(move || async move {
             let report = recover_shard(&dir, RecoveryMode::default()).unwrap();
             let (appender, watermark, task) =
-                start_writer_with(fs, &dir, report.start(), segment_size, policy, compression)
-                    .await;
+                start_writer(fs, &dir, report.start(), segment_size, policy, compression).await;
             for p in payloads {
                 loop {
                     match appender.try_append(p.len(), |b| b.extend_from_slice(&p)) {
@@ -196,6 +164,7 @@ fn direct_and_buffered_writes_leave_identical_segments() {
                     start,
                     64 * 1024,
                     FsyncPolicy::Always,
+                    CommitCompression::None,
                 )
                 .await;
                 let mut lengths = Vec::new();
