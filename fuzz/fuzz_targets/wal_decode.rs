@@ -28,8 +28,9 @@ fuzz_target!(|data: &[u8]| {
                     break;
                 }
                 Decoded::Block { payload, frame_len } => {
-                    if let Ok(frames) = blocks.open(payload, mask) {
-                        each_record(frames, |p| assert!(!p.is_empty()));
+                    if let Ok(opened) = blocks.open(payload, mask) {
+                        let delivered = each_record(opened.frames, |p| assert!(!p.is_empty()));
+                        assert_eq!(delivered, opened.records);
                     }
                     at += frame_len;
                 }
@@ -47,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
         let valid = storage::block::check_records(data, salt(1)).is_ok();
         match decode_salted(&block, salt(1)) {
             Decoded::Block { payload, .. } => match blocks.open(payload, salt(1)) {
-                Ok(frames) => assert!(valid && frames == data),
+                Ok(opened) => assert!(valid && opened.frames == data),
                 Err(_) => assert!(!valid),
             },
             other => panic!("a written block decodes as {other:?}"),

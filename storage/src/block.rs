@@ -58,21 +58,15 @@ impl BlockCompressor {
         self.ctx
             .compress_to_buffer(records, &mut self.scratch)
             .ok()?;
-        let payload_len = BLOCK_PREFIX_LEN + self.scratch.len();
-        if FRAME_HEADER_LEN + payload_len >= records.len() {
+        let frame_len = FRAME_HEADER_LEN + BLOCK_PREFIX_LEN + self.scratch.len();
+        if frame_len >= records.len() {
             return None;
         }
-        let word = (payload_len as u32 | BLOCK_FLAG).to_le_bytes();
-        let raw_len = (records.len() as u32).to_le_bytes();
-        let crc = crc32c::crc32c_append(
-            crc32c::crc32c_append(crc32c::crc32c(&word), &raw_len),
-            &self.scratch,
-        ) ^ salt;
-        let mut out = Vec::with_capacity(FRAME_HEADER_LEN + payload_len);
-        out.extend_from_slice(&word);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out.extend_from_slice(&raw_len);
+        let mut out = Vec::with_capacity(frame_len);
+        frame::begin_record(&mut out);
+        out.extend_from_slice(&(records.len() as u32).to_le_bytes());
         out.extend_from_slice(&self.scratch);
+        frame::finish_frame_salted(&mut out, 0, BLOCK_FLAG, salt);
         Some(out)
     }
 }
@@ -81,6 +75,12 @@ impl BlockCompressor {
 pub fn raw_len(payload: &[u8]) -> Option<usize> {
     let prefix = payload.get(..BLOCK_PREFIX_LEN)?;
     Some(u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize)
+}
+
+/// An opened block: its records' frames (whole, checked) and how many there are.
+pub struct Opened<'a> {
+    pub frames: &'a [u8],
+    pub records: u64,
 }
 
 /// The reader's side: a zstd context and the buffer blocks are opened into.
@@ -92,8 +92,8 @@ pub struct BlockReader {
 
 impl BlockReader {
     /// Decompresses the block `payload` (checksummed already) and checks every record in it
-    /// under `salt`; returns the records' frames (whole, checked) or why the block is refused.
-    pub fn open(&mut self, payload: &[u8], salt: u32) -> Result<&[u8], &'static str> {
+    /// under `salt`; returns the records or why the block is refused.
+    pub fn open(&mut self, payload: &[u8], salt: u32) -> Result<Opened<'_>, &'static str> {
         let raw_len = raw_len(payload).ok_or("block too short")?;
         if raw_len == 0 || raw_len > MAX_BLOCK_RAW {
             return Err("block length out of bounds");
@@ -118,8 +118,11 @@ impl BlockReader {
         if got != raw_len {
             return Err("block shorter than it states");
         }
-        check_records(&self.raw, salt)?;
-        Ok(&self.raw)
+        let records = check_records(&self.raw, salt)?;
+        Ok(Opened {
+            frames: &self.raw,
+            records,
+        })
     }
 }
 
@@ -195,8 +198,10 @@ mod tests {
         };
         assert_eq!(frame_len, block.len());
         let mut reader = BlockReader::default();
-        let frames = reader.open(payload, salt).unwrap();
+        let opened = reader.open(payload, salt).unwrap();
+        let frames = opened.frames;
         assert_eq!(frames, &plain[..]);
+        assert_eq!(opened.records, 200);
         let mut got = Vec::new();
         assert_eq!(each_record(frames, |p| got.push(p.to_vec())), 200);
         assert_eq!(got, log_lines(200));

@@ -38,8 +38,15 @@ pub fn finish_record(buf: &mut [u8], start: usize) -> usize {
 
 /// [`finish_record`] with checksum mask `salt` ([`salt`]).
 pub fn finish_record_salted(buf: &mut [u8], start: usize, salt: u32) -> usize {
+    finish_frame_salted(buf, start, 0, salt)
+}
+
+/// Fills in the header of the frame started at `start` (see [`begin_record`]) whose length
+/// word carries `kind` (0 for a record, [`BLOCK_FLAG`]), checksum masked with `salt`.
+/// Returns the payload length.
+pub fn finish_frame_salted(buf: &mut [u8], start: usize, kind: u32, salt: u32) -> usize {
     let payload_len = buf.len() - start - FRAME_HEADER_LEN;
-    let len_bytes = (payload_len as u32).to_le_bytes();
+    let len_bytes = (payload_len as u32 | kind).to_le_bytes();
     let crc =
         crc32c::crc32c_append(crc32c::crc32c(&len_bytes), &buf[start + FRAME_HEADER_LEN..]) ^ salt;
     buf[start..start + 4].copy_from_slice(&len_bytes);
@@ -155,7 +162,7 @@ pub fn decode_salted(buf: &[u8], salt: u32) -> Decoded<'_> {
 pub fn decode_in_memory(buf: &[u8]) -> Option<(&[u8], usize)> {
     let word = u32::from_le_bytes(buf.get(..4)?.try_into().ok()?);
     let len = word as usize;
-    if word & (FOOTER_FLAG | BLOCK_FLAG) != 0 || len == 0 || len > MAX_RECORD_LEN {
+    if word & KIND_FLAGS != 0 || len == 0 || len > MAX_RECORD_LEN {
         return None;
     }
     let payload = buf.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len)?;

@@ -168,11 +168,10 @@ fn record_starts(data: &[u8], valid_end: u64, salt: u32) -> Vec<u64> {
                 at += frame_len;
             }
             Decoded::Block { payload, frame_len } => {
-                let Ok(frames) = blocks.open(payload, salt) else {
+                let Ok(opened) = blocks.open(payload, salt) else {
                     break;
                 };
-                let records = crate::block::each_record(frames, |_| {});
-                starts.extend(std::iter::repeat_n(at as u64, records as usize));
+                starts.extend(std::iter::repeat_n(at as u64, opened.records as usize));
                 at += frame_len;
             }
             _ => break,

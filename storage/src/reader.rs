@@ -342,8 +342,8 @@ impl WalReader {
                         break;
                     }
                     match self.blocks.open(payload, self.salt) {
-                        Ok(frames) => {
-                            batch.records += block::each_record(frames, &mut *each) as usize
+                        Ok(opened) => {
+                            batch.records += block::each_record(opened.frames, &mut *each) as usize
                         }
                         Err(reason) => return self.damaged(at, batch, &path, limit, reason),
                     }

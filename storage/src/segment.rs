@@ -381,8 +381,8 @@ pub fn scan_bytes(data: &[u8], number: u64) -> ScanEnd {
                 records += 1;
             }
             Decoded::Block { payload, frame_len } => match blocks.open(payload, head.salt) {
-                Ok(frames) => {
-                    records += crate::block::each_record(frames, |_| {});
+                Ok(opened) => {
+                    records += opened.records;
                     at += frame_len;
                 }
                 Err(reason) => break Some(reason),

@@ -785,13 +785,7 @@ impl<F: SegmentFs> WalFlusher<F> {
                 bytes: fast.copy_of(&buf),
                 file_len: len,
             });
-        let stats = &self.appender.stats;
-        if block.is_some() {
-            stats.block_commits.set(stats.block_commits.get() + 1);
-            stats
-                .block_raw_bytes
-                .set(stats.block_raw_bytes.get() + raw_len);
-        }
+        let is_block = block.is_some();
         let file_bytes = block.unwrap_or(buf);
         let crc = crc32c::crc32c_append(self.segment_crc, &file_bytes);
         let written = match self.write_all(file_bytes).await {
@@ -809,6 +803,12 @@ impl<F: SegmentFs> WalFlusher<F> {
         self.next_id += records;
         let stats = &self.appender.stats;
         stats.written_bytes.set(stats.written_bytes.get() + len);
+        if is_block {
+            stats.block_commits.set(stats.block_commits.get() + 1);
+            stats
+                .block_raw_bytes
+                .set(stats.block_raw_bytes.get() + raw_len);
+        }
         stats
             .durable_records
             .set(stats.durable_records.get() + records);
