@@ -6,7 +6,8 @@
 # usage: ab-threads.sh '[wal] LINE' file|relay COUNT      (RATE=800000 for a fixed rate;
 #   FORMAT=rfc5424-varied for free text that compresses like real logs)
 #   e.g. ab-threads.sh 'io = "buffered"' relay 4000000;  ab-threads.sh 'fast_path_commits = 0' ...
-# Run from the workspace root after `cargo build --release`; traffic stays on 127.0.0.1.
+# Run from the workspace root after `cargo build --release` (SLUICE_BIN=path runs another build
+# of sluice, for A/B between builds); traffic stays on 127.0.0.1.
 set -eu
 WAL_LINE=$1; SINK=$2; COUNT=$3
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -39,10 +40,11 @@ def r(c):
 while True:
     c,_=s.accept(); threading.Thread(target=r,args=(c,),daemon=True).start()
 " & RECV=$!
+  trap 'kill "$RECV" 2>/dev/null || true' EXIT # also when Sluice does not start
   sleep 0.5
   printf '[sinks.out]\ntype = "tcp"\naddress = "127.0.0.1:15615"\nframing = "octet_counting"\nencoding = "raw"\n' >> "$WORK/conf.toml"
 fi
-"$ROOT/target/release/sluice" run --config "$WORK/conf.toml" > "$WORK/sluice.log" 2>&1 &
+"${SLUICE_BIN:-$ROOT/target/release/sluice}" run --config "$WORK/conf.toml" > "$WORK/sluice.log" 2>&1 &
 PID=$!
 for _ in $(seq 100); do grep -q "ready;" "$WORK/sluice.log" && break; sleep 0.1; done
 kill -0 "$PID" 2>/dev/null || { cat "$WORK/sluice.log" >&2; exit 1; }
@@ -60,6 +62,5 @@ t1=$(date +%s.%N)
 python3 "$HERE/threads.py" snap "$PID" > "$WORK/after.txt"
 curl -s -H "Authorization: Bearer $TOKEN" 127.0.0.1:19614/metrics | awk -v n="$COUNT" '/^sluice_wal_bytes_total/{s+=$2} /^sluice_wal_block_raw_bytes_total/{r+=$2} END{printf "WAL bytes per event: %.0f (compressed commits held %.0f)\n", s/n, r/n}'
 kill "$PID"; wait "$PID" 2>/dev/null || true
-[ -n "$RECV" ] && kill "$RECV"
 python3 -c "print('$WAL_LINE sink=$SINK events/s=%.2fM' % ($COUNT/($t1-$t0)/1e6))"
 python3 "$HERE/threads.py" diff "$WORK/before.txt" "$WORK/after.txt" "$COUNT"

@@ -29,5 +29,32 @@ fn append(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, append);
+/// What sealing a segment costs per record at commit time: the footer's checksum as written
+/// before (`SLFOOTR1`: CRC32C over every byte of the commit, a second pass over memory the
+/// shard wrote a while ago) and now (`SLFOOTR2`: the records' own checksums chained).
+fn segment_checksum(c: &mut Criterion) {
+    let payload: Vec<u8> = (0..RECORD).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut commit = Vec::new();
+    for _ in 0..EVENTS {
+        storage::frame::append_record_salted(&mut commit, &payload, 7);
+    }
+    let checksums: Vec<u32> = (0..EVENTS as u32)
+        .map(|i| i.wrapping_mul(2_654_435_761))
+        .collect();
+    let mut g = c.benchmark_group("segment_checksum");
+    g.throughput(Throughput::Elements(EVENTS as u64));
+    g.bench_function("bytes_crc32c", |b| {
+        b.iter(|| crc32c::crc32c_append(1, std::hint::black_box(&commit)))
+    });
+    g.bench_function("records_chained", |b| {
+        b.iter(|| {
+            std::hint::black_box(&checksums)
+                .iter()
+                .fold(1, |acc, &crc| storage::segment::chain_record(acc, crc))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, append, segment_checksum);
 criterion_main!(benches);

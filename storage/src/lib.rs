@@ -18,8 +18,10 @@
 //! record   = length (u32) | crc32c(length bytes ++ payload) ^ salt(segment number) (u32) | payload
 //! block    = length | 1<<30 (u32) | crc32c ^ salt (u32) | uncompressed length (u32) | zstd
 //!            frame of whole records: one compressed commit (`block`), read whole
-//! footer   = length | 1<<31 (u32) | crc32c ^ salt (u32) | "SLFOOTR1" | records | first id |
-//!            last id | data end (u64 each) | crc32c of the segment before the footer (u32)
+//! footer   = length | 1<<31 (u32) | crc32c ^ salt (u32) | "SLFOOTR2" | records | first id |
+//!            last id | data end (u64 each) | the header's crc32c chained with each record's
+//!            checksum in order, records inside blocks too (u32, `segment::chain_record`)
+//!            ("SLFOOTR1", still read: crc32c of the segment's bytes before the footer)
 //! ```
 //! A format 3 segment may be written into a recycled file: what follows its footer (or, in the
 //! newest segment, its last record) is an older segment's bytes or zeros, never read as records

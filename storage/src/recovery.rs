@@ -140,7 +140,7 @@ fn recover_newest(
     report.tail_records = scan.records;
     let Some(reason) = scan.damage else {
         if scan.footer.is_none() {
-            seal(&path, &data, &scan)?;
+            seal(&path, &scan)?;
             report.sealed_newest = true;
         } else {
             // Written but perhaps never synced before a crash (fsync = "never"): make it
@@ -172,7 +172,7 @@ fn recover_newest(
         });
     }
     report.truncated_bytes = tail.len() as u64;
-    seal(&path, &data, &scan)?;
+    seal(&path, &scan)?;
     report.sealed_newest = true;
     if scan.salt != 0 && !report.damage_mid_segment {
         // A salted segment's file goes on with a ready file's old bytes: expected after a
@@ -240,13 +240,14 @@ fn set_aside(
 /// Appends the footer after the segment's valid records and syncs file and directory. A
 /// format 2 file is cut to its records first; a salted (format 3) one keeps its length (what
 /// follows the footer is not read, and a full-length file is cheaper to recycle).
-fn seal(path: &Path, data: &[u8], scan: &ScanEnd) -> Result<(), StorageError> {
+fn seal(path: &Path, scan: &ScanEnd) -> Result<(), StorageError> {
     let valid_end = scan.valid_end;
     let footer = Footer {
         records: scan.records,
         first_id: scan.first_id.unwrap_or(1),
         data_end: valid_end,
-        checksum: crc32c::crc32c(&data[..valid_end as usize]),
+        checksum: scan.records_checksum,
+        covers: crate::segment::FooterChecksum::Records,
     };
     let frame = footer.frame(scan.salt);
     let file = OpenOptions::new()

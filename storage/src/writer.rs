@@ -29,7 +29,7 @@ use crate::io::{SegmentFile, SegmentFs};
 use crate::latency::{Arrivals, LatencyHistogram, DURABLE_BUCKETS_SECONDS, FSYNC_BUCKETS_SECONDS};
 use crate::position::{DurableWatermark, Position, MAX_SEGMENT_SIZE};
 use crate::ready::ReadySegments;
-use crate::segment::{segment_header, segment_path, Footer, SEGMENT_HEADER_LEN};
+use crate::segment::{chain_record, segment_header, segment_path, Footer, SEGMENT_HEADER_LEN};
 
 /// When appended records are made durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,6 +168,10 @@ pub struct NotDurable;
 pub struct WalAppender {
     pending: RefCell<Vec<u8>>,
     pending_records: Cell<u64>,
+    /// Each pending record's own checksum (unsalted), in order, for the segment's footer
+    /// ([`crate::segment::FooterChecksum::Records`]): taken while the record is in the cache.
+    /// Walking a commit's frame headers instead missed the cache once per record.
+    pending_checksums: RefCell<Vec<u32>>,
     /// When the first record of the pending buffer was appended: the group-commit interval
     /// counts from here, so no record waits longer than the interval plus one commit.
     first_pending_at: Cell<Option<std::time::Instant>>,
@@ -185,10 +189,11 @@ pub struct WalAppender {
     pub stats: WalStats,
 }
 
-/// A taken pending buffer and the checksum mask its records carry.
+/// A taken pending buffer, the checksum mask its records carry and their own checksums.
 struct Taken {
     buf: Vec<u8>,
     salt: u32,
+    checksums: Vec<u32>,
 }
 
 impl WalAppender {
@@ -197,6 +202,7 @@ impl WalAppender {
         Rc::new(WalAppender {
             pending: RefCell::new(Vec::with_capacity(capacity)),
             pending_records: Cell::new(0),
+            pending_checksums: RefCell::new(Vec::new()),
             first_pending_at: Cell::new(None),
             capacity,
             policy,
@@ -243,8 +249,18 @@ impl WalAppender {
         }
         let start = begin_record(&mut buf);
         fill(&mut buf);
-        let written = finish_record_salted(&mut buf, start, self.salt.get());
+        let salt = self.salt.get();
+        let written = finish_record_salted(&mut buf, start, salt);
         debug_assert_eq!(written, payload_len);
+        let stored = [
+            buf[start + 4],
+            buf[start + 5],
+            buf[start + 6],
+            buf[start + 7],
+        ];
+        self.pending_checksums
+            .borrow_mut()
+            .push(u32::from_le_bytes(stored) ^ salt);
         self.pending_records.set(self.pending_records.get() + 1);
         self.stats
             .appended_records
@@ -344,10 +360,20 @@ impl WalAppender {
     fn take_pending(&self) -> (Taken, u64) {
         let buf = self.pending.replace(Vec::with_capacity(self.capacity));
         let records = self.pending_records.replace(0);
+        let checksums = self
+            .pending_checksums
+            .replace(Vec::with_capacity(records as usize));
         self.first_pending_at.set(None);
         self.space.notify(usize::MAX);
         let salt = self.salt.get();
-        (Taken { buf, salt }, records)
+        (
+            Taken {
+                buf,
+                salt,
+                checksums,
+            },
+            records,
+        )
     }
 
     /// A new segment started: records appended from now on carry its `salt`; those pending
@@ -420,8 +446,9 @@ pub struct WalFlusher<F: SegmentFs> {
     segment_first_id: u64,
     /// Id the next durable record gets (ids are dense over what is durable).
     next_id: u64,
-    /// crc32c of the current segment's bytes so far (for its footer).
-    segment_crc: u32,
+    /// The current segment's records so far, chained for its footer
+    /// ([`crate::segment::FooterChecksum::Records`], from the checksums the appender kept).
+    records_checksum: u32,
     /// Append index of the next record the flusher takes.
     taken: u64,
     retry_interval: Duration,
@@ -517,7 +544,7 @@ impl<F: SegmentFs> WalFlusher<F> {
             offset: 0,
             segment_first_id: start.record_id,
             next_id: start.record_id,
-            segment_crc: 0,
+            records_checksum: 0,
             taken: 0,
             retry_interval: RETRY_INTERVAL,
             budget: space.budget,
@@ -763,10 +790,17 @@ impl<F: SegmentFs> WalFlusher<F> {
         }
         // The records carry the salt of the segment current when they were appended: only
         // a batch that goes into a newer one (a rotation) is re-salted.
-        let Taken { mut buf, salt } = taken;
+        let Taken {
+            mut buf,
+            salt,
+            checksums,
+        } = taken;
         if salt != self.salt {
             crate::frame::salt_frames(&mut buf, salt ^ self.salt);
         }
+        let chain = checksums
+            .iter()
+            .fold(self.records_checksum, |acc, &crc| chain_record(acc, crc));
         let block = self
             .compressor
             .as_mut()
@@ -787,7 +821,6 @@ impl<F: SegmentFs> WalFlusher<F> {
             });
         let is_block = block.is_some();
         let file_bytes = block.unwrap_or(buf);
-        let crc = crc32c::crc32c_append(self.segment_crc, &file_bytes);
         let written = match self.write_all(file_bytes).await {
             Ok(()) if self.appender.policy.syncs() => self.sync().await,
             other => other,
@@ -799,7 +832,7 @@ impl<F: SegmentFs> WalFlusher<F> {
             });
         }
         self.offset += len;
-        self.segment_crc = crc;
+        self.records_checksum = chain;
         self.next_id += records;
         let stats = &self.appender.stats;
         stats.written_bytes.set(stats.written_bytes.get() + len);
@@ -888,7 +921,8 @@ impl<F: SegmentFs> WalFlusher<F> {
             records: self.next_id - self.segment_first_id,
             first_id: self.segment_first_id,
             data_end: self.offset,
-            checksum: self.segment_crc,
+            checksum: self.records_checksum,
+            covers: crate::segment::FooterChecksum::Records,
         };
         let frame = footer.frame(self.salt);
         let end = self.offset + frame.len() as u64;
@@ -1057,7 +1091,7 @@ impl<F: SegmentFs> WalFlusher<F> {
         }
         self.offset = SEGMENT_HEADER_LEN;
         self.segment_first_id = self.next_id;
-        self.segment_crc = crc32c::crc32c(header);
+        self.records_checksum = crc32c::crc32c(header);
         self.salt = crate::frame::salt(self.segment);
         self.appender.use_salt(self.salt);
         let stats = &self.appender.stats;

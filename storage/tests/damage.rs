@@ -24,7 +24,7 @@ fn make_segment(dir: &Path, n: u64, records: usize) -> Vec<usize> {
     starts
 }
 
-/// Appends the footer a writer puts on a sealed segment.
+/// Appends the footer a writer of format 2 put on a sealed segment (a checksum of its bytes).
 fn seal(dir: &Path, n: u64, records: u64) {
     edit(dir, n, |d| {
         let footer = storage::segment::Footer {
@@ -32,6 +32,7 @@ fn seal(dir: &Path, n: u64, records: u64) {
             first_id: n * 1000,
             data_end: d.len() as u64,
             checksum: crc32c::crc32c(d),
+            covers: storage::segment::FooterChecksum::Bytes,
         };
         d.extend_from_slice(&footer.frame(0));
     });

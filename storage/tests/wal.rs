@@ -242,7 +242,15 @@ fn compressed_commits_read_the_same_from_every_cursor() {
         packed_bytes * 3 < plain_bytes,
         "{packed_bytes} of {plain_bytes}"
     );
-    assert!(list_segments(packed.path()).unwrap().len() >= 2, "rotated");
+    let segments = list_segments(packed.path()).unwrap();
+    assert!(segments.len() >= 2, "rotated");
+    // Every sealed segment's footer chains the records inside its blocks.
+    for n in &segments[..segments.len() - 1] {
+        let scan = storage::segment::scan_segment(packed.path(), *n).unwrap();
+        let footer = scan.footer.expect("sealed");
+        assert_eq!(footer.covers, storage::segment::FooterChecksum::Records);
+        assert_eq!(footer.checksum, scan.records_checksum);
+    }
 
     // Batches smaller than any block: each takes one whole block; resuming from there reads
     // the rest.
@@ -472,6 +480,7 @@ fn record_ids_continue_across_reopen_and_dump_from_an_id() {
         let scan = storage::segment::scan_segment(dir.path(), n).unwrap();
         let footer = scan.footer.expect("a closed WAL seals its segments");
         assert_eq!(Some(footer.first_id), scan.first_id);
+        assert_eq!(footer.covers, storage::segment::FooterChecksum::Records);
     }
 }
 

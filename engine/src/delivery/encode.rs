@@ -1,7 +1,6 @@
 //! Turning WAL records into bytes for a destination (no allocation per event, except a
 //! template that names parsed fields: those are looked up in the record's fields JSON).
 
-use std::io::Write as _;
 use std::sync::Arc;
 
 use ingest::json;
@@ -275,7 +274,7 @@ fn write_standard(out: &mut Vec<u8>, s: Standard, event: &EventView, shard: usiz
         }
         Standard::Pri => {
             if let Some(pri) = event.pri {
-                let _ = write!(out, "{pri}");
+                write_decimal(out, pri);
             }
         }
         Standard::Message => out.extend_from_slice(event.message()),
@@ -286,7 +285,7 @@ fn write_standard(out: &mut Vec<u8>, s: Standard, event: &EventView, shard: usiz
         }
         Standard::Format => out.extend_from_slice(event.format.name().as_bytes()),
         Standard::Shard => {
-            let _ = write!(out, "{shard}");
+            write_decimal(out, shard);
         }
     }
 }
@@ -332,7 +331,7 @@ pub fn encode_record(
         write_raw(&mut line, scratch, how.line_breaks);
         match how.framing {
             Some(TcpFraming::OctetCounting) => {
-                let _ = write!(out, "{} ", line.len());
+                write_octet_count(out, line.len());
                 out.extend_from_slice(&line);
             }
             _ => {
@@ -351,20 +350,42 @@ pub fn encode_record(
             out.push(b'\n');
         }
         (Encoding::Raw | Encoding::Template, Some(TcpFraming::OctetCounting)) => {
-            scratch.clear();
-            write_raw(scratch, event.frame, how.line_breaks);
-            let _ = write!(out, "{} ", scratch.len());
-            out.extend_from_slice(scratch);
+            if has_line_breaks(event.frame, how.line_breaks) {
+                scratch.clear();
+                write_raw(scratch, event.frame, how.line_breaks);
+                write_octet_count(out, scratch.len());
+                out.extend_from_slice(scratch);
+            } else {
+                // The usual case: the frame goes out as it is, so its length is known.
+                write_octet_count(out, event.frame.len());
+                out.extend_from_slice(event.frame);
+            }
         }
         (Encoding::Json, Some(TcpFraming::OctetCounting)) => {
             scratch.clear();
             json::write_event(scratch, &event, shard as u32);
             scratch.pop(); // The newline: the octet count delimits.
-            let _ = write!(out, "{} ", scratch.len());
+            write_octet_count(out, scratch.len());
             out.extend_from_slice(scratch);
         }
     }
     true
+}
+
+/// RFC 6587 octet counting: the frame's length in decimal and a space.
+fn write_octet_count(out: &mut Vec<u8>, len: usize) {
+    write_decimal(out, len);
+    out.push(b' ');
+}
+
+/// A number in decimal (`itoa`: `write!` through `fmt` took a tenth of a relay sink's time).
+fn write_decimal(out: &mut Vec<u8>, n: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// Whether `write_raw` would change the frame (it holds LF, CR or NUL that are not kept).
+fn has_line_breaks(frame: &[u8], line_breaks: LineBreaks) -> bool {
+    line_breaks != LineBreaks::Keep && memchr::memchr3(b'\n', b'\r', 0, frame).is_some()
 }
 
 /// The frame's bytes, with LF, CR and NUL treated as `line_breaks` says.

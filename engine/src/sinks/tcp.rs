@@ -42,6 +42,9 @@ pub struct TcpOutput {
     /// Confirmed batches, newest last, at most `replay_window` bytes (plus one batch).
     replay: VecDeque<Vec<u8>>,
     replay_bytes: usize,
+    /// A buffer dropped from the window, reused for the next batch kept (a fresh allocation
+    /// of a batch's size per batch cost page faults and an munmap each).
+    spare: Option<Vec<u8>>,
     /// A connection broke after batches were confirmed on it: the window is owed to the next.
     replay_owed: bool,
 }
@@ -63,6 +66,7 @@ impl TcpOutput {
             conn: None,
             replay: VecDeque::new(),
             replay_bytes: 0,
+            spare: None,
             replay_owed: false,
         })
     }
@@ -122,7 +126,10 @@ impl TcpOutput {
         if window == 0 {
             return;
         }
-        self.replay.push_back(batch.to_vec());
+        let mut kept = self.spare.take().unwrap_or_default();
+        kept.clear();
+        kept.extend_from_slice(batch);
+        self.replay.push_back(kept);
         self.replay_bytes += batch.len();
         // Keep whole batches; drop the oldest while the rest still cover the window.
         while let Some(oldest) = self.replay.front() {
@@ -130,7 +137,7 @@ impl TcpOutput {
                 break;
             }
             self.replay_bytes -= oldest.len();
-            self.replay.pop_front();
+            self.spare = self.replay.pop_front();
         }
     }
 }
