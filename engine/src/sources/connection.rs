@@ -40,7 +40,10 @@ pub(crate) struct Connection {
     /// When the partial frame now in the buffer began (`frame_timeout` counts from it).
     partial_since: Option<std::time::Instant>,
     /// Bytes the last read brought (a trickle lets a grown buffer shrink).
-    pub(crate) last_read: usize,
+    last_read: usize,
+    /// The last read filled all the room it was given: the sender is ahead, the next read
+    /// gets a larger buffer (fewer, larger reads).
+    read_was_full: bool,
     /// The read timeout last given to the stream, whole seconds (set again only on change).
     read_timeout_secs: u64,
     /// A `multiline` joining this connection's lines, with the pending event's frame flags
@@ -93,6 +96,7 @@ impl Connection {
             source: std::rc::Rc::from(source.name.as_str()),
             partial_since: None,
             last_read: 0,
+            read_was_full: false,
             read_timeout_secs: 0,
             join: join.map(|rule| Join {
                 joiner: pipeline::multiline::Joiner::new(rule),
@@ -103,18 +107,35 @@ impl Connection {
         })
     }
 
-    /// Makes room for the next read: doubles a full buffer (within the budget). `Err` when
-    /// the budget refuses and the buffer has no room left.
+    /// Makes room for the next read: doubles the buffer (within the budget) when it is full
+    /// or the last read filled it. `Err` when the budget refuses and the buffer has no room
+    /// left.
+    ///
+    /// Growing only a buffer left full after processing (a partial frame as large as the
+    /// buffer) kept a stream of small lines at 4 KiB reads for good: 20,000 `recv`s per
+    /// second per shard at 400K events/s.
     pub(crate) fn make_room(&mut self) -> Result<(), CloseReason> {
-        if self.filled < self.buf.len() {
+        let full = self.filled == self.buf.len();
+        if !full && !self.read_was_full {
             return Ok(());
         }
+        self.read_was_full = false;
         let grown = (self.buf.len() * 2).min(self.max_buffer);
         if grown > self.buf.len() && self.memory.reserve((grown - self.buf.len()) as u64) {
             self.buf.resize(grown, 0);
             return Ok(());
         }
-        Err(CloseReason::MemoryBudget)
+        if full {
+            return Err(CloseReason::MemoryBudget);
+        }
+        Ok(())
+    }
+
+    /// A read brought `n` bytes into the buffer after what it held.
+    pub(crate) fn note_read(&mut self, n: usize) {
+        self.filled += n;
+        self.last_read = n;
+        self.read_was_full = n > 0 && self.filled == self.buf.len();
     }
 
     /// Gives a grown buffer back once drained and the sender slowed to a trickle (a read
@@ -333,4 +354,99 @@ fn frame_ref(buffer_start: usize, frame: &ingest::Frame) -> (usize, usize, Frame
         frame.bytes.len(),
         frame.flags,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::limits::ConnectionLimits;
+    use crate::sources::{SourceMode, SourceSpec};
+
+    fn spec(read_buffer: usize, memory: Arc<ConnectionMemory>) -> SourceSpec {
+        SourceSpec {
+            name: "t".into(),
+            mode: SourceMode::Tcp,
+            bind: crate::sources::tcp::bind,
+            address: "127.0.0.1:0".parse().unwrap(),
+            max_frame: 1024,
+            read_buffer,
+            receive_buffer: 0,
+            idle_timeout: Duration::from_secs(60),
+            frame_timeout: Duration::from_secs(60),
+            parser: ingest::ParserOptions::default(),
+            limits: ConnectionLimits::new(10, 10),
+            memory,
+            counters: Arc::new(SourceCounters::new(1)),
+            tls: None,
+            http: None,
+            json: false,
+            only_source: false,
+            file: None,
+        }
+    }
+
+    /// A read that fills the buffer means the sender is ahead: the next read gets twice the
+    /// room, up to `read_buffer`, even though processing left the buffer empty (whole lines).
+    /// A read that leaves room grows nothing; a budget that refuses only stops the growth.
+    #[test]
+    fn reads_that_fill_the_buffer_grow_it_up_to_read_buffer() {
+        let memory = ConnectionMemory::new(1 << 20);
+        let mut conn = Connection::new(
+            &spec(32 << 10, memory.clone()),
+            None,
+            None,
+            None,
+            FramingMode::Detect,
+        )
+        .unwrap();
+        let mut sizes = vec![conn.buf.len()];
+        for _ in 0..5 {
+            let room = conn.buf.len() - conn.filled;
+            conn.note_read(room);
+            conn.filled = 0; // processed: only whole lines
+            conn.make_room().unwrap();
+            sizes.push(conn.buf.len());
+        }
+        assert_eq!(
+            sizes,
+            [4 << 10, 8 << 10, 16 << 10, 32 << 10, 32 << 10, 32 << 10]
+        );
+        assert_eq!(memory.used(), 32 << 10);
+
+        let mut small = Connection::new(
+            &spec(32 << 10, memory.clone()),
+            None,
+            None,
+            None,
+            FramingMode::Detect,
+        )
+        .unwrap();
+        small.note_read(100);
+        small.make_room().unwrap();
+        assert_eq!(small.buf.len(), 4 << 10, "a read with room left: no growth");
+
+        let tight = ConnectionMemory::new(4 << 10);
+        let mut refused = Connection::new(
+            &spec(32 << 10, tight),
+            None,
+            None,
+            None,
+            FramingMode::Detect,
+        )
+        .unwrap();
+        refused.note_read(4 << 10);
+        refused.filled = 10;
+        assert_eq!(
+            refused.make_room(),
+            Ok(()),
+            "room left: the read goes on in the buffer it has"
+        );
+        assert_eq!(refused.buf.len(), 4 << 10);
+        refused.filled = 4 << 10;
+        assert_eq!(
+            refused.make_room(),
+            Err(CloseReason::MemoryBudget),
+            "full and refused"
+        );
+    }
 }

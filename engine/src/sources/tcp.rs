@@ -263,8 +263,7 @@ async fn serve_tcp<S: SourceStream>(
         match next_read(shard, run, &mut stream, &mut conn).await {
             ReadOutcome::Data(Ok(0)) => break,
             ReadOutcome::Data(Ok(n)) => {
-                conn.filled += n;
-                conn.last_read = n;
+                conn.note_read(n);
             }
             ReadOutcome::Data(Err(e)) if is_timeout(&e) => {
                 active.closed_by_us(on_timeout, peer);
@@ -330,7 +329,7 @@ async fn drain_ready<S: SourceStream>(shard: &Shard, stream: &mut S, conn: &mut 
         let filled = conn.filled;
         match futures_lite::future::poll_once(stream.read(&mut conn.buf[filled..])).await {
             Some(Ok(n)) if n > 0 => {
-                conn.filled += n;
+                conn.note_read(n);
                 conn.process(shard).await;
             }
             _ => return,
