@@ -270,6 +270,20 @@ pub struct ScanEnd {
 }
 
 impl ScanEnd {
+    /// A file whose header is not valid (`reason`): nothing in it is read.
+    fn without_header(reason: &'static str, file_len: u64) -> ScanEnd {
+        ScanEnd {
+            valid_end: 0,
+            records: 0,
+            first_id: None,
+            footer: None,
+            damage: Some(reason),
+            file_len,
+            salt: 0,
+            records_checksum: 0,
+        }
+    }
+
     /// Where the segment's bytes end: after its footer when sealed, else after the last
     /// valid record. A salted file may go on past it (old contents, not the segment's).
     pub fn end(&self) -> u64 {
@@ -407,18 +421,7 @@ pub fn scan_bytes(data: &[u8], number: u64) -> ScanEnd {
     let file_len = data.len() as u64;
     let head = match parse_header(data, number) {
         Ok(head) => head,
-        Err(reason) => {
-            return ScanEnd {
-                valid_end: 0,
-                records: 0,
-                first_id: None,
-                footer: None,
-                damage: Some(reason),
-                file_len,
-                salt: 0,
-                records_checksum: 0,
-            }
-        }
+        Err(reason) => return ScanEnd::without_header(reason, file_len),
     };
     let first_id = head.first_id;
     let mut at = SEGMENT_HEADER_LEN as usize;
@@ -445,21 +448,16 @@ pub fn scan_bytes(data: &[u8], number: u64) -> ScanEnd {
                 Err(reason) => break Some(reason),
             },
             Decoded::Footer { payload, frame_len } => {
-                let found = Footer::decode(payload);
-                let covers = found.map_or(FooterChecksum::Records, |f| f.covers);
-                let expected = Footer {
+                let scanned = Footer {
                     records,
                     first_id,
                     data_end: at as u64,
-                    checksum: match covers {
-                        FooterChecksum::Bytes => crc32c::crc32c(&data[..at]),
-                        FooterChecksum::Records => chain,
-                    },
-                    covers,
+                    checksum: chain,
+                    covers: FooterChecksum::Records,
                 };
-                if found != Some(expected) {
+                let Some(expected) = footer_matching(payload, scanned, &data[..at]) else {
                     break Some("footer does not match the segment");
-                }
+                };
                 // A salted file may go on with old bytes; a format 2 file ends here.
                 if at + frame_len != data.len() && !head.salted() {
                     break Some("data after the footer");
@@ -481,6 +479,21 @@ pub fn scan_bytes(data: &[u8], number: u64) -> ScanEnd {
         salt: head.salt,
         records_checksum: chain,
     }
+}
+
+/// The footer in `payload` if it says what the scan found (`scanned`, with the records'
+/// chain; an `SLFOOTR1` footer is checked against the CRC32C of `before`, the bytes before it).
+fn footer_matching(payload: &[u8], scanned: Footer, before: &[u8]) -> Option<Footer> {
+    let found = Footer::decode(payload)?;
+    let expected = match found.covers {
+        FooterChecksum::Records => scanned,
+        FooterChecksum::Bytes => Footer {
+            checksum: crc32c::crc32c(before),
+            covers: FooterChecksum::Bytes,
+            ..scanned
+        },
+    };
+    (found == expected).then_some(found)
 }
 
 /// Largest frame a reader may need to hold at once.

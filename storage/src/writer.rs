@@ -834,23 +834,27 @@ impl<F: SegmentFs> WalFlusher<F> {
         self.offset += len;
         self.records_checksum = chain;
         self.next_id += records;
-        let stats = &self.appender.stats;
-        stats.written_bytes.set(stats.written_bytes.get() + len);
-        if is_block {
-            stats.block_commits.set(stats.block_commits.get() + 1);
-            stats
-                .block_raw_bytes
-                .set(stats.block_raw_bytes.get() + raw_len);
-        }
-        stats
-            .durable_records
-            .set(stats.durable_records.get() + records);
+        self.count_commit(len, is_block.then_some(raw_len), records);
         // In the rings before the watermark lets an output look for it.
         if let (Some(fast), Some(commit)) = (&self.fast_path, &for_outputs) {
             fast.offer(commit);
         }
         self.publish();
         Ok(())
+    }
+
+    /// A commit of `records` took `len` bytes in the file (a block of `block_raw` bytes of
+    /// records when compressed).
+    fn count_commit(&self, len: u64, block_raw: Option<u64>, records: u64) {
+        let stats = &self.appender.stats;
+        stats.written_bytes.set(stats.written_bytes.get() + len);
+        if let Some(raw) = block_raw {
+            stats.block_commits.set(stats.block_commits.get() + 1);
+            stats.block_raw_bytes.set(stats.block_raw_bytes.get() + raw);
+        }
+        stats
+            .durable_records
+            .set(stats.durable_records.get() + records);
     }
 
     fn publish(&self) {

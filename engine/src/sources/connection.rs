@@ -385,20 +385,18 @@ mod tests {
         }
     }
 
+    fn connection(read_buffer: usize, memory: &Arc<ConnectionMemory>) -> Connection {
+        let spec = spec(read_buffer, Arc::clone(memory));
+        Connection::new(&spec, None, None, None, FramingMode::Detect).unwrap()
+    }
+
     /// A read that fills the buffer means the sender is ahead: the next read gets twice the
     /// room, up to `read_buffer`, even though processing left the buffer empty (whole lines).
     /// A read that leaves room grows nothing; a budget that refuses only stops the growth.
     #[test]
     fn reads_that_fill_the_buffer_grow_it_up_to_read_buffer() {
         let memory = ConnectionMemory::new(1 << 20);
-        let mut conn = Connection::new(
-            &spec(32 << 10, memory.clone()),
-            None,
-            None,
-            None,
-            FramingMode::Detect,
-        )
-        .unwrap();
+        let mut conn = connection(32 << 10, &memory);
         let mut sizes = vec![conn.buf.len()];
         for _ in 0..5 {
             let room = conn.buf.len() - conn.filled;
@@ -413,27 +411,13 @@ mod tests {
         );
         assert_eq!(memory.used(), 32 << 10);
 
-        let mut small = Connection::new(
-            &spec(32 << 10, memory.clone()),
-            None,
-            None,
-            None,
-            FramingMode::Detect,
-        )
-        .unwrap();
+        let mut small = connection(32 << 10, &memory);
         small.note_read(100);
         small.make_room().unwrap();
         assert_eq!(small.buf.len(), 4 << 10, "a read with room left: no growth");
 
         let tight = ConnectionMemory::new(4 << 10);
-        let mut refused = Connection::new(
-            &spec(32 << 10, tight),
-            None,
-            None,
-            None,
-            FramingMode::Detect,
-        )
-        .unwrap();
+        let mut refused = connection(32 << 10, &tight);
         refused.note_read(4 << 10);
         refused.filled = 10;
         assert_eq!(
