@@ -92,12 +92,19 @@ pub fn salt_frames(buf: &mut [u8], salt: u32) {
     }
     let mut at = 0;
     while at + FRAME_HEADER_LEN <= buf.len() {
-        let word = u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
-        let crc = u32::from_le_bytes([buf[at + 4], buf[at + 5], buf[at + 6], buf[at + 7]]);
+        let (frame_len, crc) = header_at(buf, at);
         buf[at + 4..at + 8].copy_from_slice(&(crc ^ salt).to_le_bytes());
-        at += FRAME_HEADER_LEN + (word & !KIND_FLAGS) as usize;
+        at += frame_len;
     }
     debug_assert_eq!(at, buf.len(), "salt_frames over a buffer of whole frames");
+}
+
+/// The frame whose header starts at `at` (the caller checked the header is there): its whole
+/// length (header included, kind flags masked) and its stored checksum (salted as written).
+pub fn header_at(buf: &[u8], at: usize) -> (usize, u32) {
+    let word = u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+    let crc = u32::from_le_bytes([buf[at + 4], buf[at + 5], buf[at + 6], buf[at + 7]]);
+    (FRAME_HEADER_LEN + (word & !KIND_FLAGS) as usize, crc)
 }
 
 #[derive(Debug, PartialEq, Eq)]

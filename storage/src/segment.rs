@@ -155,15 +155,9 @@ pub fn chain_record(acc: u32, record_crc: u32) -> u32 {
 pub fn chain_frames(mut acc: u32, frames: &[u8], salt: u32) -> u32 {
     let mut at = 0;
     while at + FRAME_HEADER_LEN <= frames.len() {
-        let word = u32::from_le_bytes([frames[at], frames[at + 1], frames[at + 2], frames[at + 3]]);
-        let crc = u32::from_le_bytes([
-            frames[at + 4],
-            frames[at + 5],
-            frames[at + 6],
-            frames[at + 7],
-        ]);
+        let (frame_len, crc) = frame::header_at(frames, at);
         acc = chain_record(acc, crc ^ salt);
-        at += FRAME_HEADER_LEN + (word & !frame::KIND_FLAGS) as usize;
+        at += frame_len;
     }
     acc
 }

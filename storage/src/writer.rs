@@ -24,7 +24,9 @@ use crate::block::BlockCompressor;
 use crate::budget::{DiskBudget, FullPolicy};
 use crate::error::StorageError;
 use crate::fast_path::{Commit, FastPath};
-use crate::frame::{begin_record, finish_record_salted, FRAME_HEADER_LEN, MAX_RECORD_LEN};
+use crate::frame::{
+    begin_record, finish_record_salted, header_at, FRAME_HEADER_LEN, MAX_RECORD_LEN,
+};
 use crate::io::{SegmentFile, SegmentFs};
 use crate::latency::{Arrivals, LatencyHistogram, DURABLE_BUCKETS_SECONDS, FSYNC_BUCKETS_SECONDS};
 use crate::position::{DurableWatermark, Position, MAX_SEGMENT_SIZE};
@@ -167,10 +169,10 @@ pub struct NotDurable;
 /// The shard-local append side, shared (`Rc`) by every task of the shard.
 pub struct WalAppender {
     pending: RefCell<Vec<u8>>,
-    pending_records: Cell<u64>,
     /// Each pending record's own checksum (unsalted), in order, for the segment's footer
     /// ([`crate::segment::FooterChecksum::Records`]): taken while the record is in the cache.
-    /// Walking a commit's frame headers instead missed the cache once per record.
+    /// Walking a commit's frame headers instead missed the cache once per record. Its length
+    /// is the number of pending records.
     pending_checksums: RefCell<Vec<u32>>,
     /// When the first record of the pending buffer was appended: the group-commit interval
     /// counts from here, so no record waits longer than the interval plus one commit.
@@ -201,7 +203,6 @@ impl WalAppender {
     pub fn new(capacity: usize, policy: FsyncPolicy) -> Rc<Self> {
         Rc::new(WalAppender {
             pending: RefCell::new(Vec::with_capacity(capacity)),
-            pending_records: Cell::new(0),
             pending_checksums: RefCell::new(Vec::new()),
             first_pending_at: Cell::new(None),
             capacity,
@@ -252,16 +253,8 @@ impl WalAppender {
         let salt = self.salt.get();
         let written = finish_record_salted(&mut buf, start, salt);
         debug_assert_eq!(written, payload_len);
-        let stored = [
-            buf[start + 4],
-            buf[start + 5],
-            buf[start + 6],
-            buf[start + 7],
-        ];
-        self.pending_checksums
-            .borrow_mut()
-            .push(u32::from_le_bytes(stored) ^ salt);
-        self.pending_records.set(self.pending_records.get() + 1);
+        let (_, stored) = header_at(&buf, start);
+        self.pending_checksums.borrow_mut().push(stored ^ salt);
         self.stats
             .appended_records
             .set(self.stats.appended_records.get() + 1);
@@ -359,10 +352,9 @@ impl WalAppender {
 
     fn take_pending(&self) -> (Taken, u64) {
         let buf = self.pending.replace(Vec::with_capacity(self.capacity));
-        let records = self.pending_records.replace(0);
-        let checksums = self
-            .pending_checksums
-            .replace(Vec::with_capacity(records as usize));
+        // The next batch is likely about as large: one allocation, not a doubling series.
+        let records = self.pending_checksums.borrow().len();
+        let checksums = self.pending_checksums.replace(Vec::with_capacity(records));
         self.first_pending_at.set(None);
         self.space.notify(usize::MAX);
         let salt = self.salt.get();
@@ -372,7 +364,7 @@ impl WalAppender {
                 salt,
                 checksums,
             },
-            records,
+            records as u64,
         )
     }
 
