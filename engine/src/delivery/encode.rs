@@ -327,15 +327,10 @@ pub fn encode_record(
     if let (Encoding::Template, Some(template)) = (how.encoding, &how.template) {
         scratch.clear();
         template.render(&event, shard, scratch);
-        let mut line = Vec::with_capacity(scratch.len());
-        write_raw(&mut line, scratch, how.line_breaks);
         match how.framing {
-            Some(TcpFraming::OctetCounting) => {
-                write_octet_count(out, line.len());
-                out.extend_from_slice(&line);
-            }
+            Some(TcpFraming::OctetCounting) => write_counted_raw(out, scratch, how.line_breaks),
             _ => {
-                out.extend_from_slice(&line);
+                write_raw(out, scratch, how.line_breaks);
                 out.push(b'\n');
             }
         }
@@ -350,16 +345,7 @@ pub fn encode_record(
             out.push(b'\n');
         }
         (Encoding::Raw | Encoding::Template, Some(TcpFraming::OctetCounting)) => {
-            if has_line_breaks(event.frame, how.line_breaks) {
-                scratch.clear();
-                write_raw(scratch, event.frame, how.line_breaks);
-                write_octet_count(out, scratch.len());
-                out.extend_from_slice(scratch);
-            } else {
-                // The usual case: the frame goes out as it is, so its length is known.
-                write_octet_count(out, event.frame.len());
-                out.extend_from_slice(event.frame);
-            }
+            write_counted_raw(out, event.frame, how.line_breaks);
         }
         (Encoding::Json, Some(TcpFraming::OctetCounting)) => {
             scratch.clear();
@@ -383,9 +369,16 @@ fn write_decimal(out: &mut Vec<u8>, n: impl itoa::Integer) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
-/// Whether `write_raw` would change the frame (it holds LF, CR or NUL that are not kept).
-fn has_line_breaks(frame: &[u8], line_breaks: LineBreaks) -> bool {
-    line_breaks != LineBreaks::Keep && memchr::memchr3(b'\n', b'\r', 0, frame).is_some()
+/// `frame` as [`write_raw`] writes it, octet counted. The count is known before writing:
+/// escaping turns each LF, CR or NUL into four bytes, the other treatments keep the length
+/// (no copy of the line to measure it).
+fn write_counted_raw(out: &mut Vec<u8>, frame: &[u8], line_breaks: LineBreaks) {
+    let escaped = match line_breaks {
+        LineBreaks::Escape => memchr::memchr3_iter(b'\n', b'\r', 0, frame).count(),
+        LineBreaks::Space | LineBreaks::Keep => 0,
+    };
+    write_octet_count(out, frame.len() + 3 * escaped);
+    write_raw(out, frame, line_breaks);
 }
 
 /// The frame's bytes, with LF, CR and NUL treated as `line_breaks` says.
