@@ -337,19 +337,24 @@ impl Live {
         }
     }
 
-    /// Hands every shard its processing for the new config (each swaps it between events).
+    /// Hands every shard its processing for the new config (each swaps it between events)
+    /// and waits until each has: events a shard reads after the reload is reported go through
+    /// the new transforms.
     fn set_processing(
         &self,
         compiled: &crate::config::Compiled,
         counters: &Counters,
     ) -> Result<(), ControlError> {
         let transform_counters = super::processing::register_counters(compiled, counters);
-        for (shard, sender) in self.shards.iter().enumerate() {
+        for shard in 0..self.shards.len() {
             let processing = super::processing::for_shard(compiled, &transform_counters)
                 .map_err(|e| ControlError::Processing(Box::new(e)))?;
-            sender
-                .send(ShardCommand::SetProcessing(Box::new(processing)))
-                .map_err(|_| ControlError::ShardNotRunning { shard })?;
+            self.ask_shard(shard, "replace transforms", |reply| {
+                ShardCommand::SetProcessing {
+                    processing: Box::new(processing),
+                    reply,
+                }
+            })?;
         }
         Ok(())
     }

@@ -181,8 +181,12 @@ pub enum ShardCommand {
         name: String,
         reply: crossbeam_channel::Sender<()>,
     },
-    /// Process events with a new config's transforms from the next event on.
-    SetProcessing(Box<Processing>),
+    /// Process events with a new config's transforms from the next event on; the reply says
+    /// the shard has (a reload is reported done only once every shard answered).
+    SetProcessing {
+        processing: Box<Processing>,
+        reply: crossbeam_channel::Sender<()>,
+    },
     /// Stop the shard: drain every connection, commit the WAL, return.
     Stop,
 }
@@ -486,11 +490,12 @@ fn run_command(
             }
             let _ = reply.send(());
         }
-        ShardCommand::SetProcessing(processing) => {
+        ShardCommand::SetProcessing { processing, reply } => {
             let mut current = shard.processing.borrow_mut();
             current.publish(shard.id);
             *current = *processing;
             tracing::debug!(shard = shard.id, "transforms replaced");
+            let _ = reply.send(());
         }
         ShardCommand::Stop => {}
     }
