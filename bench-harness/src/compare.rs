@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::firehose::{self, Firehose, Format, Framing};
@@ -285,7 +285,7 @@ fn run_one(
     };
     let mut child = start(v, &place, args, cores)?;
     let result = measure(v, args, &mut child, &place, &mut collector, rate);
-    stop(&mut child, STOP_TIMEOUT);
+    let _ = stop(&mut child, STOP_TIMEOUT);
     drop(collector);
     remove_bulk(&dir);
     result.map(|row| Row { cores, ..row })
@@ -342,7 +342,7 @@ fn start(
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", place.port)).is_err() {
         if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
-            stop(&mut child, STOP_TIMEOUT);
+            let _ = stop(&mut child, STOP_TIMEOUT);
             return Err(format!(
                 "did not listen on {}; see {}",
                 place.port,
@@ -566,21 +566,26 @@ pub(crate) fn buckets(page: &str, name: &str) -> Vec<(f64, f64)> {
 /// How long a server under full load gets to drain and exit after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// SIGTERM to a server we started, then SIGKILL if it has not exited within `timeout`.
-pub(crate) fn stop(child: &mut Child, timeout: Duration) {
+/// SIGTERM to a server we started, then SIGKILL if it has not exited within `timeout`: its
+/// exit status, or why it had to be killed.
+pub(crate) fn stop(child: &mut Child, timeout: Duration) -> Result<ExitStatus, String> {
     // SAFETY: SIGTERM to a child we started and have not reaped.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(format!("waiting for pid {}: {e}", child.id())),
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
     let _ = child.kill();
     let _ = child.wait();
+    Err(format!(
+        "did not stop within {timeout:?} of SIGTERM: killed"
+    ))
 }
 
 /// User + system CPU seconds of a process (from /proc).

@@ -175,7 +175,7 @@ fn sluice_run(args: &InputsArgs, setup: Setup, dir: &Path, pki: &Path) -> Result
     let mut child = start(&args.sluice, dir)?;
     let api: SocketAddr = ([127, 0, 0, 1], api).into();
     let result = measure(args, setup, &mut child, port, api, dir, pki);
-    stop(&mut child, Duration::from_secs(60));
+    let _ = stop(&mut child, Duration::from_secs(60));
     result
 }
 
@@ -451,7 +451,7 @@ impl Relay {
     }
 
     fn stop(mut self) {
-        stop(&mut self.child, Duration::from_secs(30));
+        let _ = stop(&mut self.child, Duration::from_secs(30));
     }
 }
 
@@ -487,7 +487,7 @@ fn relp_peer(args: &InputsArgs, dir: &Path) -> Result<Load, String> {
         })
     })();
     relay.stop();
-    stop(&mut receiver, Duration::from_secs(30));
+    let _ = stop(&mut receiver, Duration::from_secs(30));
     result
 }
 

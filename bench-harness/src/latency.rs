@@ -81,7 +81,7 @@ pub fn run(args: &LatencyArgs) -> Result<Vec<Point>, String> {
             .map_err(|e| e.to_string())?;
         let mut child = start(&args.sluice, &dir)?;
         let point = measure(&mut child, port, api, rate, args);
-        stop(&mut child, Duration::from_secs(120));
+        let _ = stop(&mut child, Duration::from_secs(120));
         let point = point?;
         eprintln!(
             "offered {rate}/s: achieved {:.0}/s, ingest→durable p50 ≤ {} µs, p99 ≤ {} µs, over 100 ms: {}",

@@ -315,7 +315,7 @@ fn run_one(
         args.count
     };
     let result = measure(&mut child, port, api, args, setup, round, count);
-    stop(&mut child, Duration::from_secs(60));
+    let _ = stop(&mut child, Duration::from_secs(60));
     let _ = std::fs::remove_dir_all(dir.join("data"));
     let _ = std::fs::remove_file(dir.join("out.log"));
     let run = result?;

@@ -147,7 +147,7 @@ fn run_one(setup: Setup, round: usize, args: &ProcessingArgs) -> Result<Run, Str
     };
     let mut child = start(binary, &dir)?;
     let result = measure(&mut child, port, api, args, setup, round);
-    stop(&mut child, Duration::from_secs(60));
+    let _ = stop(&mut child, Duration::from_secs(60));
     let lines = count_lines(&dir.join("out.log"));
     let _ = std::fs::remove_dir_all(dir.join("data"));
     let _ = std::fs::remove_file(dir.join("out.log"));

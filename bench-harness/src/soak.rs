@@ -215,25 +215,6 @@ fn soak_config(data: &Path, out_dir: &Path, wal_io: &str, compression: &str) -> 
     )
 }
 
-/// SIGTERM, then waits (at most 120 s) for a clean exit: Sluice delivers everything first.
-fn stop_gracefully(child: &mut std::process::Child) -> Result<(), String> {
-    signal(child, libc::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            if !status.success() {
-                return Err(format!("final stop exited with {status}"));
-            }
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            return Err("final stop took longer than 120s".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 pub fn crash_soak(args: &SoakArgs) -> Result<SoakReport, String> {
     let data = args.work_dir.join("data");
     let out_dir = args.work_dir.join("out");
@@ -279,7 +260,10 @@ pub fn crash_soak(args: &SoakArgs) -> Result<SoakReport, String> {
             for l in loaders {
                 let _ = l.join();
             }
-            stop_gracefully(&mut child)?;
+            let status = crate::compare::stop(&mut child, Duration::from_secs(120))?;
+            if !status.success() {
+                return Err(format!("final stop exited with {status}"));
+            }
         }
     }
     report.sent = next.load(Ordering::Relaxed);

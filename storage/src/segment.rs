@@ -429,7 +429,8 @@ pub fn scan_bytes(data: &[u8], number: u64) -> ScanEnd {
         }
         match frame::decode_salted(&data[at..], head.salt) {
             Decoded::Record { frame_len, .. } => {
-                chain = chain_frames(chain, &data[at..at + FRAME_HEADER_LEN], head.salt);
+                let (_, stored) = frame::header_at(&data, at);
+                chain = chain_record(chain, stored ^ head.salt);
                 at += frame_len;
                 records += 1;
             }
