@@ -4,7 +4,8 @@
 # receiver), sends COUNT events with `sluice-bench load` (at RATE if set), waits until the
 # output sent them all, prints events/s and CPU ns per event per thread from /proc.
 # usage: ab-threads.sh '[wal] LINE' file|relay COUNT      (RATE=800000 for a fixed rate;
-#   FORMAT=rfc5424-varied for free text that compresses like real logs)
+#   FORMAT=rfc5424-varied for free text that compresses like real logs; SINK_LINE='page_cache =
+#   "keep"' adds a line to the file sink's table)
 #   e.g. ab-threads.sh 'io = "buffered"' relay 4000000;  ab-threads.sh 'fast_path_commits = 0' ...
 # Run from the workspace root after `cargo build --release` (SLUICE_BIN=path runs another build
 # of sluice, for A/B between builds); traffic stays on 127.0.0.1.
@@ -31,6 +32,7 @@ C
 RECV=""
 if [ "$SINK" = file ]; then
   printf '[sinks.out]\ntype = "file"\npath = "%s/data/out/events.log"\nencoding = "raw"\nrotate_size = "100GB"\n' "$WORK" >> "$WORK/conf.toml"
+  [ -n "${SINK_LINE:-}" ] && printf '%s\n' "$SINK_LINE" >> "$WORK/conf.toml"
 else
   python3 -c "
 import socket,threading

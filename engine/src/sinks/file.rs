@@ -109,6 +109,7 @@ pub struct FileOutput {
     last_age_sweep: Option<Instant>,
     /// Rotated files are compressed (`<name>.<n>.gz` / `.zst`).
     compression: Compression,
+    page_cache: PageCache,
 }
 
 struct OpenFile {
@@ -119,7 +120,40 @@ struct OpenFile {
     ours: bool,
     /// Unix seconds at which its time period ends (`rotate_every`): it is rotated then.
     period_end: Option<u64>,
+    /// The page cache holds none of this file's bytes before this offset that Sluice wrote
+    /// and synced (`page_cache = "drop_synced"`).
+    dropped_to: u64,
 }
+
+impl OpenFile {
+    /// Drops what the page cache holds of this file's synced bytes, in whole
+    /// [`PAGE_CACHE_DROP_UNIT_BYTES`]: the unit the next batch appends into stays cached, so an
+    /// append never reads it back from disk. Advice only: a refusal changes nothing but speed.
+    fn drop_synced_pages(&mut self) {
+        let keep_from = self.size / PAGE_CACHE_DROP_UNIT_BYTES * PAGE_CACHE_DROP_UNIT_BYTES;
+        if keep_from <= self.dropped_to {
+            return;
+        }
+        let (from, len) = (self.dropped_to, keep_from - self.dropped_to);
+        // SAFETY: advice on a file descriptor we own; no memory is passed.
+        let rc = unsafe {
+            libc::posix_fadvise(
+                std::os::fd::AsRawFd::as_raw_fd(&self.file),
+                from as libc::off_t,
+                len as libc::off_t,
+                libc::POSIX_FADV_DONTNEED,
+            )
+        };
+        if rc != 0 {
+            tracing::debug!(error = %io::Error::from_raw_os_error(rc), "posix_fadvise(DONTNEED) refused");
+        }
+        self.dropped_to = keep_from;
+    }
+}
+
+/// `page_cache = "drop_synced"` drops synced output in units of this size: whole pages of any
+/// page size (the kernel keeps a page a range covers only in part).
+const PAGE_CACHE_DROP_UNIT_BYTES: u64 = 64 << 10;
 
 /// `rotate_every`: a period (`"1h"`, aligned to the epoch: whole hours) or `"daily"` (at
 /// midnight UTC).
@@ -221,6 +255,7 @@ impl FileOutput {
             max_age: config.max_age,
             last_age_sweep: None,
             compression: config.compression,
+            page_cache: config.page_cache,
         };
         output.load_state()?;
         output.open_current()?;
@@ -303,6 +338,8 @@ impl FileOutput {
             size,
             ours,
             period_end: self.rotate_every.map(|r| r.period_end(born)),
+            // What was there before was not synced by us: left to the kernel.
+            dropped_to: size,
         })
     }
 
@@ -330,6 +367,7 @@ impl FileOutput {
             size: 0,
             ours: true,
             period_end: self.rotate_every.map(|r| r.period_end(now)),
+            dropped_to: 0,
         })
     }
 
@@ -355,6 +393,7 @@ impl FileOutput {
     /// meanwhile.
     fn write_to_current(&mut self, batch: &[u8]) -> io::Result<()> {
         let fsync = self.fsync;
+        let page_cache = self.page_cache;
         let path = self.path.clone();
         let open = self.open_current()?;
         let before = open.size;
@@ -380,6 +419,9 @@ impl FileOutput {
                     path.display()
                 ),
             ));
+        }
+        if fsync == SinkFsync::Always && page_cache == PageCache::DropSynced {
+            open.drop_synced_pages();
         }
         Ok(())
     }
@@ -641,6 +683,31 @@ pub enum SinkFsync {
     Never,
 }
 
+/// What the file sink does with the page cache holding output it wrote and synced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PageCache {
+    /// Drops each batch's pages once it is synced (with `fsync = "always"`; the last
+    /// partly written 64 KiB stay): the next batch is written into the pages just freed,
+    /// instead of the output taking fresh memory as it grows until the kernel reclaims. On a
+    /// VM that hands free memory back to its host (virtio-balloon free page reporting) fresh
+    /// pages cost a host fault each: the file sink's thread spent 2.5× the CPU per event
+    /// writing into them (docs/benchmarks.md). A reader following the file reads from disk.
+    #[default]
+    DropSynced,
+    /// Leaves them to the kernel (as rsyslog and syslog-ng do).
+    Keep,
+}
+
+impl PageCache {
+    fn name(self) -> &'static str {
+        match self {
+            PageCache::DropSynced => "drop_synced",
+            PageCache::Keep => "keep",
+        }
+    }
+}
+
 /// `type = "file"`: newline-delimited events in a file Sluice owns, rotated by size.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -690,6 +757,9 @@ pub struct FileSink {
     pub compression: Compression,
     #[serde(default)]
     pub fsync: SinkFsync,
+    /// `"drop_synced"` (default) or `"keep"`: see [`PageCache`].
+    #[serde(default)]
+    pub page_cache: PageCache,
     /// A file at `path` that Sluice did not create: append to it (never cut, rotate or delete
     /// it) instead of refusing to start.
     #[serde(default)]
@@ -781,6 +851,7 @@ impl SinkSettings for FileSink {
             SinkFsync::Never => "never",
         };
         t.insert("fsync".into(), render::text(fsync));
+        t.insert("page_cache".into(), render::text(self.page_cache.name()));
         t.insert(
             "append_existing".into(),
             toml::Value::Boolean(self.append_existing),
@@ -839,6 +910,7 @@ mod tests {
             max_age: None,
             compression: Compression::None,
             fsync: SinkFsync::Always,
+            page_cache: PageCache::DropSynced,
             append_existing: false,
             line_breaks: LineBreaks::Escape,
             template: None,
@@ -889,6 +961,79 @@ mod tests {
         }
         all.push_str(&std::fs::read_to_string(&path).unwrap());
         assert_eq!(all, lines.concat());
+    }
+
+    /// Which of the file's pages the page cache holds, in `[from, to)` (mincore over a
+    /// mapping, which faults nothing in): (resident, pages).
+    fn resident_pages(path: &Path, from: u64, to: u64) -> (usize, usize) {
+        use std::os::fd::AsRawFd;
+        let file = File::open(path).unwrap();
+        let page = 4096u64;
+        let len = (to - from) as usize;
+        // SAFETY: a read-only shared mapping of a file we opened, unmapped below; mincore
+        // writes one byte per page into a vector of that many bytes.
+        unsafe {
+            let map = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                from as libc::off_t,
+            );
+            assert_ne!(map, libc::MAP_FAILED);
+            let mut vec = vec![0u8; len.div_ceil(page as usize)];
+            assert_eq!(libc::mincore(map, len, vec.as_mut_ptr()), 0);
+            libc::munmap(map, len);
+            (vec.iter().filter(|&&b| b & 1 == 1).count(), vec.len())
+        }
+    }
+
+    /// A directory on a disk file system (a tmpfs keeps every page: nothing to drop there).
+    fn disk_dir() -> tempfile::TempDir {
+        let tmp = std::env::temp_dir();
+        // SAFETY: statfs fills the struct we pass; the path is a valid C string.
+        let on_tmpfs = unsafe {
+            let c = std::ffi::CString::new(tmp.as_os_str().as_encoded_bytes()).unwrap();
+            let mut st: libc::statfs = std::mem::zeroed();
+            libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type == libc::TMPFS_MAGIC
+        };
+        if on_tmpfs {
+            tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap()
+        } else {
+            tempfile::tempdir().unwrap()
+        }
+    }
+
+    /// With `page_cache = "drop_synced"` synced output leaves the page cache, except the last
+    /// partly written unit (the next append goes there); with `"keep"` it all stays (which
+    /// also shows the residency check sees written pages).
+    #[test]
+    fn synced_output_leaves_the_page_cache_but_its_last_unit() {
+        let dir = disk_dir();
+        let batch = format!("{}\n", "x".repeat(1023)).repeat(1024); // 1 MiB of lines
+        let whole = 16 * batch.len() as u64;
+        for policy in [PageCache::DropSynced, PageCache::Keep] {
+            let path = dir.path().join(format!("{}.log", policy.name()));
+            let mut config = sink(&path, 1 << 40, 1);
+            config.page_cache = policy;
+            let mut out = FileOutput::open(&config).unwrap();
+            for _ in 0..16 {
+                out.write_rotating(batch.as_bytes()).unwrap();
+            }
+            out.write_rotating(b"a short line\n").unwrap();
+            let (behind, pages) = resident_pages(&path, 0, whole);
+            let (tail, tail_pages) = resident_pages(&path, whole, whole + 13);
+            assert_eq!(
+                (tail, tail_pages),
+                (1, 1),
+                "{policy:?}: the last page stays"
+            );
+            match policy {
+                PageCache::DropSynced => assert_eq!(behind, 0, "of {pages} pages"),
+                PageCache::Keep => assert!(behind * 10 >= pages * 9, "{behind} of {pages}"),
+            }
+        }
     }
 
     #[test]
