@@ -429,7 +429,7 @@ pub fn scan_bytes(data: &[u8], number: u64) -> ScanEnd {
         }
         match frame::decode_salted(&data[at..], head.salt) {
             Decoded::Record { frame_len, .. } => {
-                let (_, stored) = frame::header_at(&data, at);
+                let (_, stored) = frame::header_at(data, at);
                 chain = chain_record(chain, stored ^ head.salt);
                 at += frame_len;
                 records += 1;
