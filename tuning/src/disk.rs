@@ -78,7 +78,8 @@ fn synced_writes(
     while started.elapsed() < duration || writes < 3 {
         file.write_all_at(block, offset)?;
         file.sync_data()?;
-        drop_cached(file, offset, block.len() as u64);
+        // Advice: a refusal only makes the figure the page cache's.
+        let _ = drop_cached(file, offset, block.len() as u64);
         bytes += block.len() as u64;
         writes += 1;
         offset = (offset + block.len() as u64) % WRAP;
@@ -86,19 +87,25 @@ fn synced_writes(
     Ok((bytes, writes, started.elapsed().as_secs_f64()))
 }
 
-/// Drops the synced range from the page cache, so the next write reuses those pages (as the
-/// WAL's recycled segments and the file sink do) instead of taking fresh memory: on a VM
-/// that hands free memory back to its host, fresh pages cost a host fault each, and the probe
-/// measured that (216 MiB/s here) instead of the disk. Advice: a refusal is ignored.
-fn drop_cached(file: &std::fs::File, offset: u64, len: u64) {
-    // SAFETY: advice on a file descriptor we own; no memory is passed.
-    unsafe {
+/// Drops `len` bytes of `file` from `offset` out of the page cache (`posix_fadvise`
+/// DONTNEED; whole pages only, dirty ones stay). The probe drops each synced write so the next
+/// one reuses those pages (as the WAL's recycled segments and the file sink's
+/// `page_cache = "drop_synced"` do) instead of taking fresh memory: on a VM that hands free
+/// memory back to its host, fresh pages cost a host fault each, and the probe measured that
+/// (216 MiB/s here) instead of the disk.
+pub fn drop_cached(file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: advice on a file descriptor the caller owns; no memory is passed.
+    let rc = unsafe {
         libc::posix_fadvise(
             std::os::fd::AsRawFd::as_raw_fd(file),
             offset as libc::off_t,
             len as libc::off_t,
             libc::POSIX_FADV_DONTNEED,
-        );
+        )
+    };
+    match rc {
+        0 => Ok(()),
+        errno => Err(io::Error::from_raw_os_error(errno)),
     }
 }
 

@@ -134,18 +134,9 @@ impl OpenFile {
         if keep_from <= self.dropped_to {
             return;
         }
-        let (from, len) = (self.dropped_to, keep_from - self.dropped_to);
-        // SAFETY: advice on a file descriptor we own; no memory is passed.
-        let rc = unsafe {
-            libc::posix_fadvise(
-                std::os::fd::AsRawFd::as_raw_fd(&self.file),
-                from as libc::off_t,
-                len as libc::off_t,
-                libc::POSIX_FADV_DONTNEED,
-            )
-        };
-        if rc != 0 {
-            tracing::debug!(error = %io::Error::from_raw_os_error(rc), "posix_fadvise(DONTNEED) refused");
+        let len = keep_from - self.dropped_to;
+        if let Err(error) = tuning::disk::drop_cached(&self.file, self.dropped_to, len) {
+            tracing::debug!(%error, "posix_fadvise(DONTNEED) refused");
         }
         self.dropped_to = keep_from;
     }
