@@ -18,6 +18,11 @@
 //!   2.5 ms), and it took the place of recycling. While outputs hold every segment back
 //!   the pool runs dry and new segments are new files again (`ready_misses`).
 //!
+//! A segment that had to start as a new file (the first one at a first start, before the
+//! pool is filled; one made while the pool was dry) is sealed at the first commit after a
+//! ready file is there again (`ready_switches`): its journal-committing fdatasyncs last only
+//! that long, not a whole segment (at 1M events/s, 128 MiB is about a second per shard).
+//!
 //! Its old contents stay behind the new segment's write position. Segments are format 3 for
 //! that reason: every frame's checksum is salted with its segment's number
 //! ([`crate::frame::salt`]), so an old segment's records never read as the new one's, and a
@@ -143,6 +148,11 @@ impl ReadySegments {
 
     /// Takes the oldest ready file (its path; the caller renames it into a segment). Its
     /// place is taken by the next delivered segment (recycled).
+    /// Whether a ready file is there to take.
+    pub fn has_any(&self) -> bool {
+        !self.list().is_empty()
+    }
+
     pub fn take(&self) -> Option<PathBuf> {
         self.list().pop_front()
     }

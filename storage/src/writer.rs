@@ -126,6 +126,9 @@ pub struct WalStats {
     /// New segments created as new files because no ready file was there (with ready files
     /// configured): their commits pay the file system's metadata updates.
     pub ready_misses: Cell<u64>,
+    /// Segments started as new files (a miss) that were sealed early, at the first commit
+    /// after a ready file became available, so the metadata cost lasts only until then.
+    pub ready_switches: Cell<u64>,
     /// Records whose write or fdatasync failed: never durable, counted, never retried.
     pub lost_records: Cell<u64>,
     /// Write/fdatasync failures (each blocks ingest until a new segment could be started).
@@ -153,6 +156,7 @@ impl Default for WalStats {
             segments_created: Cell::new(0),
             segments_from_ready: Cell::new(0),
             ready_misses: Cell::new(0),
+            ready_switches: Cell::new(0),
             lost_records: Cell::new(0),
             io_failures: Cell::new(0),
             budget_blocks: Cell::new(0),
@@ -769,10 +773,7 @@ impl<F: SegmentFs> WalFlusher<F> {
     }
 
     async fn commit(&mut self, taken: Taken, records: u64) -> Result<(), CommitFailure> {
-        let needs_segment = self.file.is_none()
-            || (self.offset > SEGMENT_HEADER_LEN
-                && self.offset + taken.buf.len() as u64 > self.segment_size);
-        if needs_segment {
+        if self.needs_segment(taken.buf.len() as u64) {
             if let Err(error) = self.rotate().await {
                 return Err(CommitFailure {
                     error,
@@ -898,6 +899,29 @@ impl<F: SegmentFs> WalFlusher<F> {
         stats.fsyncs.set(stats.fsyncs.get() + 1);
         stats.fsync.record(started.elapsed(), 1);
         Ok(())
+    }
+
+    /// Whether a commit of `len` bytes starts a new segment first: none is open, the current
+    /// one is full, or [`Self::leaves_new_file`]. A segment holds at least one commit.
+    fn needs_segment(&self, len: u64) -> bool {
+        if self.file.is_none() {
+            return true;
+        }
+        self.offset > SEGMENT_HEADER_LEN
+            && (self.offset + len > self.segment_size || self.leaves_new_file())
+    }
+
+    /// Whether the current segment is a new file (every fdatasync into it commits
+    /// file-system metadata too) and a ready file is there now, which it was not when this
+    /// one started (at the first start, or while the pool was dry): counted, as the switch
+    /// follows.
+    fn leaves_new_file(&self) -> bool {
+        let switch = !self.file_is_ready && self.ready.as_ref().is_some_and(|r| r.has_any());
+        if switch {
+            let stats = &self.appender.stats;
+            stats.ready_switches.set(stats.ready_switches.get() + 1);
+        }
+        switch
     }
 
     /// Seals the current segment (if any) and starts the next one.

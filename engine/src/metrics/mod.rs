@@ -42,6 +42,9 @@ counter_family! {
         /// New WAL segments created as new files because no ready file was there (the pool
         /// ran dry): their commits also pay file-system metadata updates.
         wal_ready_misses: counter "sluice_wal_ready_misses_total";
+        /// WAL segments started as new files that were sealed early, at the first commit
+        /// after a ready file was there again (their fdatasyncs commit metadata too).
+        wal_ready_switches: counter "sluice_wal_ready_switches_total";
         /// Delivered WAL segments recycled into ready files instead of being deleted.
         wal_segments_recycled: counter "sluice_wal_segments_recycled_total";
         /// Ready WAL segment files written full of zeros (nothing delivered to recycle).

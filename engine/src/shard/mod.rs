@@ -271,6 +271,8 @@ impl Shard {
             .store(stats.segments_from_ready.get(), Ordering::Relaxed);
         c.wal_ready_misses
             .store(stats.ready_misses.get(), Ordering::Relaxed);
+        c.wal_ready_switches
+            .store(stats.ready_switches.get(), Ordering::Relaxed);
         if let Some(ready) = &self.ready {
             c.wal_segments_recycled
                 .store(ready.recycled.load(Ordering::Relaxed), Ordering::Relaxed);
