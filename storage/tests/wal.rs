@@ -751,6 +751,51 @@ fn the_budget_counts_exactly_what_is_on_disk() {
     assert_eq!(used, on_disk);
 }
 
+/// A first start: the pool is empty when the writer opens, so the first segment is a new
+/// file (a miss). Once ready files are there, the next commit seals it and goes on in a ready
+/// file (one switch, never a second for the same segment), and every record reads back in
+/// order across the switch.
+#[test]
+fn a_new_file_segment_gives_way_to_a_ready_file_at_the_next_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    const SEGMENT: u64 = 1 << 20;
+    let all = payloads(300, 21);
+    let expected = all.clone();
+    let (read, stats, segments) = LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(move || async move {
+            let wal = common::open_recycling_filled(&path, SEGMENT, 4096, &["out"], false).await;
+            let (appender, watermark) = (wal.appender, wal.watermark);
+            let task = glommio::spawn_local(wal.flusher.run());
+            append_all(&appender, &all[..100]).await;
+            appender.wait_durable().await;
+            let before = watermark.load().segment;
+            wal.ready.fill().unwrap();
+            append_all(&appender, &all[100..]).await;
+            appender.wait_durable().await;
+            let after = watermark.load().segment;
+            let s = &appender.stats;
+            let stats = (
+                s.ready_misses.get(),
+                s.ready_switches.get(),
+                s.segments_from_ready.get(),
+            );
+            appender.close();
+            task.await.unwrap();
+            let (read, _) = read_all(&path, None, watermark.load());
+            (read, stats, (before, after))
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(segments, (1, 2), "the switch started the next segment");
+    assert_eq!(stats, (1, 1, 1), "(misses, switches, from ready)");
+    assert!(
+        read == expected,
+        "every record, in order, across the switch"
+    );
+}
+
 /// Segments written over recycled and zero-filled ready files, on real files through
 /// glommio: an output reading as the writer goes delivers exactly the appended stream (never
 /// a record an older segment left in a recycled file), retention hands delivered segments

@@ -28,10 +28,24 @@ pub async fn open_recycling(
     buffer: usize,
     outputs: &[&str],
 ) -> RecyclingWal {
+    open_recycling_filled(dir, segment_size, buffer, outputs, true).await
+}
+
+/// [`open_recycling`], with the pool filled before the writer opens or left empty (`filled`
+/// false: as at a first start, where the pool is filled in the background).
+pub async fn open_recycling_filled(
+    dir: &Path,
+    segment_size: u64,
+    buffer: usize,
+    outputs: &[&str],
+    filled: bool,
+) -> RecyclingWal {
     let report = recover_shard(dir, RecoveryMode::Strict).unwrap();
     let budget = Arc::new(DiskBudget::unlimited(dir));
     let ready = ReadySegments::open(dir, segment_size, 2, Arc::clone(&budget), None).unwrap();
-    ready.fill().unwrap();
+    if filled {
+        ready.fill().unwrap();
+    }
     let retention =
         Retention::new(dir, outputs, Arc::clone(&budget)).with_ready(Arc::clone(&ready));
     let appender = WalAppender::new(buffer, FsyncPolicy::Always);
