@@ -146,13 +146,13 @@ impl ReadySegments {
         self.len() == 0
     }
 
-    /// Takes the oldest ready file (its path; the caller renames it into a segment). Its
-    /// place is taken by the next delivered segment (recycled).
     /// Whether a ready file is there to take.
     pub fn has_any(&self) -> bool {
         !self.list().is_empty()
     }
 
+    /// Takes the oldest ready file (its path; the caller renames it into a segment). Its
+    /// place is taken by the next delivered segment (recycled).
     pub fn take(&self) -> Option<PathBuf> {
         self.list().pop_front()
     }
