@@ -515,8 +515,10 @@ impl<F: SegmentFs> WalFlusher<F> {
     }
 
     /// Like [`Self::open`], but accounting segments against `space.budget` and taking new
-    /// segments from `space.ready` when it has one. When the budget is already exhausted, the writer starts without a segment and blocks at its first commit
-    /// until outputs free space (it must not fail: only delivery can free the space).
+    /// segments from `space.ready` when it has one. When the budget is already exhausted, the
+    /// writer starts without a segment and blocks at its first commit until outputs free space
+    /// (it must not fail: only delivery can free the space). When the ready pool is empty, the
+    /// first segment is made at the first commit (from a ready file if one is there by then).
     #[allow(clippy::too_many_arguments)]
     pub async fn open_with_budget(
         fs: F,
@@ -550,6 +552,12 @@ impl<F: SegmentFs> WalFlusher<F> {
             fast_path: None,
             compressor: None,
         };
+        // With an empty pool (a first start: the pool is being zero-filled) the first segment
+        // waits for the first commit, which by then most likely finds a ready file: a new file
+        // would pay a file-system journal commit at every fdatasync until the switch to one.
+        if flusher.ready.as_ref().is_some_and(|r| !r.has_any()) {
+            return Ok(flusher);
+        }
         match flusher.start_segment().await {
             Ok(()) => {}
             Err(StorageError::Budget(full)) => {
