@@ -556,6 +556,8 @@ impl<F: SegmentFs> WalFlusher<F> {
         // waits for the first commit, which by then most likely finds a ready file: a new file
         // would pay a file-system journal commit at every fdatasync until the switch to one.
         if flusher.ready.as_ref().is_some_and(|r| !r.has_any()) {
+            // Everything recovered is readable meanwhile (the segment's offset 0: none of it).
+            flusher.publish();
             return Ok(flusher);
         }
         match flusher.start_segment().await {
