@@ -18,10 +18,14 @@
 //!   2.5 ms), and it took the place of recycling. While outputs hold every segment back
 //!   the pool runs dry and new segments are new files again (`ready_misses`).
 //!
-//! A segment that had to start as a new file (the first one at a first start, before the
-//! pool is filled; one made while the pool was dry) is sealed at the first commit after a
-//! ready file is there again (`ready_switches`): its journal-committing fdatasyncs last only
-//! that long, not a whole segment (at 1M events/s, 128 MiB is about a second per shard).
+//! A writer that opens on an empty pool (a first start: the fill has just been asked for)
+//! makes its first segment at its first commit, which by then usually finds a ready file. A
+//! segment that still had to start as a new file (traffic came before the fill; the pool ran
+//! dry) is sealed at the first commit after a ready file is there again (`ready_switches`):
+//! its journal-committing fdatasyncs last only that long, not a whole segment (at 1M events/s,
+//! 128 MiB is about a second per shard). Measured at a first start under 1M events/s: the
+//! new first segment and its switch held ~140K events over 10 ms in the first 0.3 s, the
+//! deferred first segment ~20K.
 //!
 //! Its old contents stay behind the new segment's write position. Segments are format 3 for
 //! that reason: every frame's checksum is salted with its segment's number

@@ -796,6 +796,50 @@ fn a_new_file_segment_gives_way_to_a_ready_file_at_the_next_commit() {
     );
 }
 
+/// With an empty ready pool at open (a first start: the pool is zero-filled meanwhile) the
+/// writer makes no segment yet, but publishes the recovered end; its first commit then takes a
+/// ready file that arrived in between: no new file, no switch.
+#[test]
+fn an_empty_pool_at_open_defers_the_first_segment_to_the_first_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    const SEGMENT: u64 = 1 << 20;
+    let all = payloads(50, 13);
+    let expected = all.clone();
+    let (read, stats, at_open, files_at_open) = LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(move || async move {
+            let wal = common::open_recycling_filled(&path, SEGMENT, 4096, &["out"], false).await;
+            let (appender, watermark) = (wal.appender, wal.watermark);
+            let at_open = watermark.load();
+            let files_at_open = list_segments(&path).unwrap().len();
+            wal.ready.fill().unwrap();
+            let task = glommio::spawn_local(wal.flusher.run());
+            append_all(&appender, &all).await;
+            appender.wait_durable().await;
+            let s = &appender.stats;
+            let stats = (
+                s.ready_misses.get(),
+                s.ready_switches.get(),
+                s.segments_from_ready.get(),
+            );
+            appender.close();
+            task.await.unwrap();
+            let (read, _) = read_all(&path, None, watermark.load());
+            (read, stats, at_open, files_at_open)
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(
+        (at_open.segment, at_open.offset),
+        (1, 0),
+        "recovered end published"
+    );
+    assert_eq!(files_at_open, 0, "no segment made at open");
+    assert_eq!(stats, (0, 0, 1), "(misses, switches, from ready)");
+    assert!(read == expected, "every record, in order");
+}
+
 /// Segments written over recycled and zero-filled ready files, on real files through
 /// glommio: an output reading as the writer goes delivers exactly the appended stream (never
 /// a record an older segment left in a recycled file), retention hands delivered segments
