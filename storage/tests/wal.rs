@@ -774,12 +774,7 @@ fn a_new_file_segment_gives_way_to_a_ready_file_at_the_next_commit() {
             append_all(&appender, &all[100..]).await;
             appender.wait_durable().await;
             let after = watermark.load().segment;
-            let s = &appender.stats;
-            let stats = (
-                s.ready_misses.get(),
-                s.ready_switches.get(),
-                s.segments_from_ready.get(),
-            );
+            let stats = ready_stats(&appender);
             appender.close();
             task.await.unwrap();
             let (read, _) = read_all(&path, None, watermark.load());
@@ -794,6 +789,16 @@ fn a_new_file_segment_gives_way_to_a_ready_file_at_the_next_commit() {
         read == expected,
         "every record, in order, across the switch"
     );
+}
+
+/// The writer's (ready misses, ready switches, segments from ready files).
+fn ready_stats(appender: &storage::writer::WalAppender) -> (u64, u64, u64) {
+    let s = &appender.stats;
+    (
+        s.ready_misses.get(),
+        s.ready_switches.get(),
+        s.segments_from_ready.get(),
+    )
 }
 
 /// With an empty ready pool at open (a first start: the pool is zero-filled meanwhile) the
@@ -816,12 +821,7 @@ fn an_empty_pool_at_open_defers_the_first_segment_to_the_first_commit() {
             let task = glommio::spawn_local(wal.flusher.run());
             append_all(&appender, &all).await;
             appender.wait_durable().await;
-            let s = &appender.stats;
-            let stats = (
-                s.ready_misses.get(),
-                s.ready_switches.get(),
-                s.segments_from_ready.get(),
-            );
+            let stats = ready_stats(&appender);
             appender.close();
             task.await.unwrap();
             let (read, _) = read_all(&path, None, watermark.load());
