@@ -555,17 +555,23 @@ impl<F: SegmentFs> WalFlusher<F> {
         // With an empty pool (a first start: the pool is being zero-filled) the first segment
         // waits for the first commit, which by then most likely finds a ready file: a new file
         // would pay a file-system journal commit at every fdatasync until the switch to one.
-        if flusher.ready.as_ref().is_some_and(|r| !r.has_any()) {
-            // Everything recovered is readable meanwhile (the segment's offset 0: none of it).
-            flusher.publish();
-            return Ok(flusher);
-        }
-        match flusher.start_segment().await {
+        let defer = flusher.ready.as_ref().is_some_and(|r| !r.has_any());
+        let started = if defer {
+            Ok(())
+        } else {
+            flusher.start_segment().await
+        };
+        match started {
             Ok(()) => {}
             Err(StorageError::Budget(full)) => {
                 tracing::warn!(error = %full, dir = %dir.display(), "disk budget exhausted at start: ingest waits until outputs free space");
             }
             Err(e) => return Err(e),
+        }
+        if flusher.file.is_none() {
+            // Deferred or out of budget: everything recovered is readable meanwhile (the
+            // segment's offset 0: none of it).
+            flusher.publish();
         }
         Ok(flusher)
     }

@@ -751,7 +751,7 @@ fn the_budget_counts_exactly_what_is_on_disk() {
     assert_eq!(used, on_disk);
 }
 
-/// A first start: the pool is empty when the writer opens, so the first segment is a new
+/// A first start: the pool is still empty at the first commit, so the first segment is a new
 /// file (a miss). Once ready files are there, the next commit seals it and goes on in a ready
 /// file (one switch, never a second for the same segment), and every record reads back in
 /// order across the switch.
