@@ -5,7 +5,7 @@
 # output sent them all, prints events/s and CPU ns per event per thread from /proc.
 # usage: ab-threads.sh '[wal] LINE' file|relay COUNT      (RATE=800000 for a fixed rate;
 #   FORMAT=rfc5424-varied for free text that compresses like real logs; SINK_LINE='page_cache =
-#   "keep"' adds a line to the file sink's table)
+#   "keep"' adds a line to the file sink's table; FSYNC=5ms sets [wal] fsync, default 2ms)
 #   e.g. ab-threads.sh 'io = "buffered"' relay 4000000;  ab-threads.sh 'fast_path_commits = 0' ...
 # Run from the workspace root after `cargo build --release` (SLUICE_BIN=path runs another build
 # of sluice, for A/B between builds); traffic stays on 127.0.0.1.
@@ -19,7 +19,7 @@ cat > "$WORK/conf.toml" <<C
 data_dir = "$WORK/data"
 shards = 2
 [wal]
-fsync = "5ms"
+fsync = "${FSYNC:-2ms}"
 segment_size = "128MiB"
 $WAL_LINE
 [api]
@@ -62,7 +62,7 @@ while true; do
 done
 t1=$(date +%s.%N)
 python3 "$HERE/threads.py" snap "$PID" > "$WORK/after.txt"
-curl -s -H "Authorization: Bearer $TOKEN" 127.0.0.1:19614/metrics | awk -v n="$COUNT" '/^sluice_wal_bytes_total/{s+=$2} /^sluice_wal_block_raw_bytes_total/{r+=$2} END{printf "WAL bytes per event: %.0f (compressed commits held %.0f)\n", s/n, r/n}'
+curl -s -H "Authorization: Bearer $TOKEN" 127.0.0.1:19614/metrics | awk -v n="$COUNT" '/^sluice_wal_bytes_total/{s+=$2} /^sluice_wal_block_raw_bytes_total/{r+=$2} /^sluice_wal_fast_path_commits_total/{h+=$2} /^sluice_wal_fast_path_full_total/{f+=$2} /^sluice_wal_fsyncs_total/{c+=$2} END{printf "WAL bytes per event: %.0f (compressed commits held %.0f); fdatasyncs %d, commits to the fast path %d, ring full %d\n", s/n, r/n, c, h, f}'
 kill "$PID"; wait "$PID" 2>/dev/null || true
 python3 -c "print('$WAL_LINE sink=$SINK events/s=%.2fM' % ($COUNT/($t1-$t0)/1e6))"
 python3 "$HERE/threads.py" diff "$WORK/before.txt" "$WORK/after.txt" "$COUNT"

@@ -1011,7 +1011,7 @@ mod tests {
             200,
         );
         assert!(
-            t.contains("| Sluice | file | both | yes: WAL fsync 5 ms, file fdatasync | 1000 | 1000000 | – | 200 | 1.00 | 1000 |"),
+            t.contains("| Sluice | file | both | yes: WAL fsync 2 ms, file fdatasync | 1000 | 1000000 | – | 200 | 1.00 | 1000 |"),
             "{t}"
         );
         assert!(

@@ -1,7 +1,7 @@
 //! `sluice-bench latency`: Sluice's ingest → durable latency against offered load.
 //!
 //! For each offered rate (default 0.25M … 2M events/s): a fresh Sluice (both cores, durable:
-//! WAL fsync 5 ms, a raw file sink with fdatasync; the compare's "Sluice file durable"
+//! WAL fsync 2 ms (the default), a raw file sink with fdatasync; the compare's "Sluice file durable"
 //! set-up) takes `rate × seconds` RFC 5424 lines over 4 connections at that rate. Nothing else
 //! runs meanwhile (no tailer: the run ends when Sluice's durable counter reaches what was
 //! sent). Latency is Sluice's own histogram `sluice_ingest_durable_seconds` (per event, from

@@ -102,7 +102,7 @@ pub const VARIANTS: &[Variant] = &[
         Sluice,
         File,
         Fsync,
-        "yes: WAL fsync 5 ms, file fdatasync",
+        "yes: WAL fsync 2 ms, file fdatasync",
         1,
     ),
     variant(Sluice, File, DiskNoFsync, "no: WAL and file, no fsync", 1),
@@ -110,7 +110,7 @@ pub const VARIANTS: &[Variant] = &[
     variant(Rsyslog, File, Fsync, "yes: omfile sync=on", 10),
     variant(SyslogNg, File, Memory, "no: memory", 1),
     variant(SyslogNg, File, Fsync, "yes: file(fsync(yes))", 10),
-    variant(Sluice, Relay, Fsync, "yes: WAL fsync 5 ms", 1),
+    variant(Sluice, Relay, Fsync, "yes: WAL fsync 2 ms", 1),
     variant(Sluice, Relay, DiskNoFsync, "no: WAL, no fsync", 1),
     variant(Rsyslog, Relay, Memory, "no: memory queue", 1),
     variant(
@@ -236,7 +236,7 @@ fn sluice_config(v: &Variant, place: &ServerPlace) -> String {
          [sources.tcp]\ntype = \"syslog\"\nmode = \"tcp\"\naddress = \"127.0.0.1:{port}\"\n{sink}",
         data = place.dir.join("data").display(),
         api = place.api,
-        wal_fsync = if fsync { "5ms" } else { "never" },
+        wal_fsync = if fsync { "2ms" } else { "never" },
         port = place.port,
     )
 }
@@ -394,7 +394,7 @@ mod tests {
                 Rsyslog => rsyslog_config(v, &place(dir, relay)),
                 SyslogNg => syslog_ng_config(v, &place(dir, relay)),
             };
-            let asks_fsync = text.contains("fsync = \"5ms\"")
+            let asks_fsync = text.contains("fsync = \"2ms\"")
                 || text.contains("sync=\"on\"")
                 || text.contains("syncQueueFiles=\"on\"")
                 || text.contains("fsync(yes)");

@@ -215,7 +215,7 @@ pub fn latency_curve_png(points: &[crate::latency::Point], path: &Path) -> Resul
     let ms = |us: u64| (us.min(10_000_000) as f64 / 1000.0).max(0.1);
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "Sluice ingest → durable latency against offered load (2 shards, WAL fsync 5 ms)",
+            "Sluice ingest → durable latency against offered load (2 shards, WAL fsync 2 ms)",
             ("sans-serif", 22),
         )
         .margin(20)

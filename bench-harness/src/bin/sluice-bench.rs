@@ -68,7 +68,7 @@ struct LatencyCli {
     #[arg(long, default_value = "/tmp/sluice-latency")]
     work_dir: std::path::PathBuf,
     /// `[wal] fsync` of the runs.
-    #[arg(long, default_value = "5ms")]
+    #[arg(long, default_value = "2ms")]
     wal_fsync: String,
     /// `[wal] io` of the runs: buffered or direct.
     #[arg(long, default_value = "buffered")]

@@ -575,7 +575,7 @@ mod tests {
     fn embedded_default_is_valid() {
         let c = Config::embedded_default().unwrap();
         assert_eq!(c.sources.len(), 2);
-        assert_eq!(c.wal.fsync, FsyncPolicy::Interval(Duration::from_millis(5)));
+        assert_eq!(c.wal.fsync, FsyncPolicy::Interval(Duration::from_millis(2)));
         assert_eq!(c.wal.segment_size, 128 << 20);
     }
 

@@ -11,7 +11,8 @@ use crate::units::{de_bytes, de_duration, de_from_str, de_opt_bytes, snake_case}
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WalConfig {
-    /// `"always"`, `"never"` or a group-commit interval like `"5ms"`.
+    /// `"always"`, `"never"` or a group-commit interval like `"2ms"`
+    /// (the default: an event waits at most that long, plus its commit, to be durable).
     #[serde(default = "default_fsync", deserialize_with = "de_from_str")]
     pub fsync: FsyncPolicy,
     #[serde(default = "default_segment_size", deserialize_with = "de_bytes")]
@@ -193,7 +194,7 @@ fn default_min_free_disk() -> MinFree {
 }
 
 fn default_fsync() -> FsyncPolicy {
-    FsyncPolicy::Interval(Duration::from_millis(5))
+    FsyncPolicy::Interval(Duration::from_millis(2))
 }
 fn default_segment_size() -> u64 {
     128 << 20
