@@ -18,6 +18,7 @@ use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::firehose::{self, Firehose, Format, Framing};
+use crate::host::{CpuTimes, MAX_ATTEMPTS, STEAL_LIMIT_PERCENT};
 use crate::peers::{self, Durability, Scenario, ServerPlace, System, Variant, VARIANTS};
 use crate::receive::{FileTailer, FileWatch, Percentiles, RelayReceiver, Tally};
 
@@ -80,6 +81,8 @@ pub struct Row {
     pub latency: Percentiles,
     /// Sluice only: socket read → durable, upper bucket bounds of its own histogram (µs).
     pub ingest_durable: Option<Percentiles>,
+    /// Percent of the CPU the hypervisor stole during the run (`host`).
+    pub steal_percent: f64,
 }
 
 impl Row {
@@ -93,29 +96,53 @@ pub fn compare(args: &CompareArgs) -> Result<Vec<Row>, String> {
     let _ = std::fs::remove_dir_all(&args.work_dir);
     std::fs::create_dir_all(&args.work_dir).map_err(|e| e.to_string())?;
     let mut rows = Vec::new();
-    let mut run = |v: &Variant, cores: Cores, rate: Option<u64>, round: usize| match run_one(
-        v, cores, args, rate,
-    ) {
-        Ok(row) => {
+    // A latency run the host stole much of the CPU from is run again (`host`); a throughput
+    // run is not: the median of the rounds stands for it.
+    let mut run = |v: &Variant, cores: Cores, rate: Option<u64>, round: usize| {
+        let attempts = if rate.is_some() { MAX_ATTEMPTS } else { 1 };
+        let mut kept: Option<Row> = None;
+        for attempt in 1..=attempts {
+            let row = match run_one(v, cores, args, rate) {
+                Ok(row) => row,
+                Err(e) => {
+                    eprintln!(
+                        "{} {} {} {}: skipped: {e}",
+                        v.system.name(),
+                        v.scenario.name(),
+                        v.setup,
+                        cores.name()
+                    );
+                    return;
+                }
+            };
             eprintln!(
-                "round {} {} {} {} {}: {:.0} events/s, {} missing",
+                "round {} {} {} {} {}: {:.0} events/s, {} missing, host steal {:.1}%",
                 round + 1,
                 v.system.name(),
                 v.scenario.name(),
                 v.setup,
                 cores.name(),
                 row.events_per_sec,
-                row.missing
+                row.missing,
+                row.steal_percent
             );
-            rows.push(Row { round, ..row });
+            let calm = row.steal_percent <= STEAL_LIMIT_PERCENT;
+            if kept
+                .as_ref()
+                .is_none_or(|k| row.steal_percent < k.steal_percent)
+            {
+                kept = Some(row);
+            }
+            if calm {
+                break;
+            }
+            if attempt < attempts {
+                eprintln!(
+                    "  the host stole over {STEAL_LIMIT_PERCENT}% of the CPU: running it again"
+                );
+            }
         }
-        Err(e) => eprintln!(
-            "{} {} {} {}: skipped: {e}",
-            v.system.name(),
-            v.scenario.name(),
-            v.setup,
-            cores.name()
-        ),
+        rows.extend(kept.map(|row| Row { round, ..row }));
     };
     let chosen = |v: &&Variant| args.systems.contains(&v.system);
     for round in 0..args.rounds.max(1) {
@@ -383,6 +410,7 @@ fn measure(
         wait_for_ready_segments(place.api, 2)?;
     }
     let cpu_before = process_cpu_seconds(pid);
+    let host_before = CpuTimes::now();
     let started = Instant::now();
     let total = firehose::run(&firehose)?.sent;
     let (outcome, durable_at) =
@@ -390,6 +418,7 @@ fn measure(
     // The output's own time, not when the (polled) durable counter was seen.
     let elapsed = outcome.elapsed.as_secs_f64();
     let cpu = process_cpu_seconds(pid) - cpu_before;
+    let steal_percent = CpuTimes::now().steal_percent_since(&host_before);
     let (missing, duplicates, latency) = (outcome.missing, outcome.duplicates, outcome.latency);
     Ok(Row {
         variant: *v,
@@ -410,6 +439,7 @@ fn measure(
         } else {
             None
         },
+        steal_percent,
     })
 }
 
@@ -667,8 +697,8 @@ pub fn median_rows(rows: &[Row]) -> Vec<Row> {
 pub fn table(all_rows: &[Row], size: usize) -> String {
     let rows = &median_rows(all_rows)[..];
     let mut t = String::from(
-        "| system | scenario | cores | durable? | events | events/s | in WAL/s (own counter) | MB/s in | Sluice ÷ this | CPU ns/event | CPU % | peak RSS MiB | missing | dups |\n\
-         |---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| system | scenario | cores | durable? | events | events/s | in WAL/s (own counter) | MB/s in | Sluice ÷ this | CPU ns/event | CPU % | peak RSS MiB | missing | dups | host steal % |\n\
+         |---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows.iter().filter(|r| r.offered_rate.is_none()) {
         let ratio = sluice_durable(rows, r.variant.scenario, r.cores)
@@ -678,7 +708,7 @@ pub fn table(all_rows: &[Row], size: usize) -> String {
             });
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {} | {:.0} | {} | {:.0} | {ratio} | {:.0} | {:.0} | {:.0} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {:.0} | {} | {:.0} | {ratio} | {:.0} | {:.0} | {:.0} | {} | {} | {:.1} |",
             r.system().name(),
             r.variant.scenario.name(),
             r.cores.name(),
@@ -692,7 +722,8 @@ pub fn table(all_rows: &[Row], size: usize) -> String {
             r.cpu_percent,
             r.peak_rss_mib,
             r.missing,
-            r.duplicates
+            r.duplicates,
+            r.steal_percent
         );
     }
     latency_table(&mut t, rows);
@@ -706,9 +737,10 @@ fn latency_table(t: &mut String, rows: &[Row]) {
         "\nLatency at a fixed offered load (both cores). End to end: send → line out (file: read by a \
          tailer polling every 1 ms). Ingest → durable: Sluice's own histogram \
          (`sluice_ingest_durable_seconds`), shown as the upper bound of the bucket the percentile \
-         falls in.\n\n\
-         | system | scenario | durable? | offered/s | end-to-end p50 / p99 / p99.9 / max ms | ingest → durable p50 / p99 / p99.9 ms | missing |\n\
-         |---|---|---|---:|---|---|---:|\n"
+         falls in. A run the hypervisor stole over {STEAL_LIMIT_PERCENT}% of the CPU from is run again \
+         (up to {MAX_ATTEMPTS} runs; the one with the least steal is shown).\n\n\
+         | system | scenario | durable? | offered/s | end-to-end p50 / p99 / p99.9 / max ms | ingest → durable p50 / p99 / p99.9 ms | missing | host steal % |\n\
+         |---|---|---|---:|---|---|---:|---:|\n"
     );
     for r in rows.iter().filter(|r| r.offered_rate.is_some()) {
         let l = r.latency;
@@ -717,7 +749,7 @@ fn latency_table(t: &mut String, rows: &[Row]) {
         });
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {} / {} / {} / {} | {own} | {} |",
+            "| {} | {} | {} | {} | {} / {} / {} / {} | {own} | {} | {:.1} |",
             r.system().name(),
             r.variant.scenario.name(),
             r.variant.setup,
@@ -726,7 +758,8 @@ fn latency_table(t: &mut String, rows: &[Row]) {
             ms(l.p99),
             ms(l.p999),
             ms(l.max),
-            r.missing
+            r.missing,
+            r.steal_percent
         );
     }
 }
@@ -954,6 +987,7 @@ impl Row {
                 p999: 9000,
                 max: 10_000,
             }),
+            steal_percent: 0.0,
         }
     }
 }

@@ -8,6 +8,8 @@
 //! the socket read to the fdatasync that covered it), read as the upper bound of the bucket a
 //! percentile falls in. The run starts once the shards' ready segment files are written
 //! (steady state: a first start zero-fills them in the background; later ones recycle).
+//! A run during which the hypervisor stole more than [`STEAL_LIMIT_PERCENT`] of the CPU is
+//! repeated (up to [`MAX_ATTEMPTS`] runs; the one with the least steal is kept, its steal shown).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,6 +19,7 @@ use crate::compare::{
     bucket_bound_us, bucket_percentiles, buckets, free_port, scrape, stop, wait_for_ready_segments,
 };
 use crate::firehose::{Firehose, Format, Framing};
+use crate::host::{CpuTimes, MAX_ATTEMPTS, STEAL_LIMIT_PERCENT};
 use crate::processing::{start, timed_load, wait_ready};
 use crate::receive::Percentiles;
 
@@ -50,6 +53,8 @@ pub struct Point {
     pub over_100ms: u64,
     pub fsync: Percentiles,
     pub cpu_ns_per_event: f64,
+    /// Percent of the CPU the hypervisor stole during the load.
+    pub steal_percent: f64,
 }
 
 const SHARDS: usize = 2;
@@ -72,25 +77,47 @@ fn config(dir: &Path, port: u16, api: SocketAddr, args: &LatencyArgs) -> String 
 pub fn run(args: &LatencyArgs) -> Result<Vec<Point>, String> {
     let mut points = Vec::new();
     for &rate in &args.rates {
-        let dir = args.work_dir.join(format!("rate-{rate}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let (port, api_port) = (free_port()?, free_port()?);
-        let api: SocketAddr = ([127, 0, 0, 1], api_port).into();
-        std::fs::write(dir.join("config"), config(&dir, port, api, args))
-            .map_err(|e| e.to_string())?;
-        let mut child = start(&args.sluice, &dir)?;
-        let point = measure(&mut child, port, api, rate, args);
-        let _ = stop(&mut child, Duration::from_secs(120));
-        let point = point?;
-        eprintln!(
-            "offered {rate}/s: achieved {:.0}/s, ingest→durable p50 ≤ {} µs, p99 ≤ {} µs, over 100 ms: {}",
-            point.achieved, point.durable.p50, point.durable.p99, point.over_100ms
-        );
-        points.push(point);
-        let _ = std::fs::remove_dir_all(&dir);
+        let mut kept: Option<Point> = None;
+        for attempt in 1..=MAX_ATTEMPTS {
+            let point = run_rate(rate, args)?;
+            eprintln!(
+                "offered {rate}/s: achieved {:.0}/s, ingest→durable p50 ≤ {} µs, p99 ≤ {} µs, over 100 ms: {}, host steal {:.1}%",
+                point.achieved, point.durable.p50, point.durable.p99, point.over_100ms, point.steal_percent
+            );
+            let calm = point.steal_percent <= STEAL_LIMIT_PERCENT;
+            if kept
+                .as_ref()
+                .is_none_or(|k| point.steal_percent < k.steal_percent)
+            {
+                kept = Some(point);
+            }
+            if calm {
+                break;
+            }
+            if attempt < MAX_ATTEMPTS {
+                eprintln!(
+                    "  the host stole over {STEAL_LIMIT_PERCENT}% of the CPU: running it again"
+                );
+            }
+        }
+        points.extend(kept);
     }
     Ok(points)
+}
+
+/// One run at `rate` on a fresh Sluice.
+fn run_rate(rate: u64, args: &LatencyArgs) -> Result<Point, String> {
+    let dir = args.work_dir.join(format!("rate-{rate}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let (port, api_port) = (free_port()?, free_port()?);
+    let api: SocketAddr = ([127, 0, 0, 1], api_port).into();
+    std::fs::write(dir.join("config"), config(&dir, port, api, args)).map_err(|e| e.to_string())?;
+    let mut child = start(&args.sluice, &dir)?;
+    let point = measure(&mut child, port, api, rate, args);
+    let _ = stop(&mut child, Duration::from_secs(120));
+    let _ = std::fs::remove_dir_all(&dir);
+    point
 }
 
 fn measure(
@@ -112,7 +139,9 @@ fn measure(
         rate: Some(rate),
         ..Firehose::default()
     };
+    let host_before = CpuTimes::now();
     let load = timed_load(child, api, &firehose, "sluice_events_durable_total")?;
+    let steal_percent = CpuTimes::now().steal_percent_since(&host_before);
     let page = scrape(api)?;
     let durable = bucket_percentiles(&page, "sluice_ingest_durable_seconds");
     let durable_buckets = buckets(&page, "sluice_ingest_durable_seconds");
@@ -124,6 +153,7 @@ fn measure(
         over_100ms: count_above(&durable_buckets, 0.1),
         fsync: bucket_percentiles(&page, "sluice_wal_fsync_seconds"),
         cpu_ns_per_event: load.cpu_ns_per_event(),
+        steal_percent,
     })
 }
 
@@ -153,14 +183,16 @@ pub fn table(points: &[Point], args: &LatencyArgs) -> String {
     let mut t = format!(
         "Sluice alone on both cores (2 shards), durable (WAL `fsync = \"{}\"`, `io = \"{}\"`, `commit_compression = \"{}\"`, raw file sink with fdatasync), \
          {} s per offered rate, {}-byte RFC 5424 lines ({:?}) over {} connections, no tailer running. \
-         Ingest → durable from Sluice's histogram, per event (bucket upper bounds, ms).\n\n\
-         | offered events/s | achieved events/s | p50 | p90 | p99 | p99.9 | over 100 ms | fdatasync p99 | CPU ns/event |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+         Ingest → durable from Sluice's histogram, per event (bucket upper bounds, ms). \
+         Host steal: the CPU time the hypervisor took during the run (a run over {STEAL_LIMIT_PERCENT}% \
+         is repeated, up to {MAX_ATTEMPTS} runs, keeping the one with the least).\n\n\
+         | offered events/s | achieved events/s | p50 | p90 | p99 | p99.9 | over 100 ms | fdatasync p99 | slowest fdatasync | CPU ns/event | host steal % |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
         args.wal_fsync, args.wal_io, args.commit_compression, args.seconds, args.size, args.format, args.connections
     );
     for p in points {
         t.push_str(&format!(
-            "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
+            "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.1} |\n",
             p.offered,
             p.achieved,
             ms(p.durable.p50),
@@ -169,7 +201,9 @@ pub fn table(points: &[Point], args: &LatencyArgs) -> String {
             ms(p.durable.p999),
             p.over_100ms,
             ms(p.fsync.p99),
-            p.cpu_ns_per_event
+            ms(p.fsync.max),
+            p.cpu_ns_per_event,
+            p.steal_percent
         ));
     }
     t.push('\n');

@@ -4,10 +4,11 @@
 //! latency); [`peers`]: the systems compared and their configurations; [`compare`]: the runs
 //! and the tables; [`plots`]: PNG charts; [`soak`]: the crash soak; [`parsediff`]: the parser
 //! compared with rsyslog's and syslog-ng's, field by field; [`processing`]: what a processing
-//! chain costs next to the plain path.
+//! chain costs next to the plain path; [`host`]: CPU time the hypervisor stole during a run.
 
 pub mod compare;
 pub mod firehose;
+pub mod host;
 pub mod inputs;
 pub mod latency;
 pub mod outputs;
