@@ -18,7 +18,7 @@ use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::firehose::{self, Firehose, Format, Framing};
-use crate::host::{CpuTimes, MAX_ATTEMPTS, STEAL_LIMIT_PERCENT};
+use crate::host::{least_stolen, CpuTimes, MAX_ATTEMPTS, STEAL_LIMIT_PERCENT};
 use crate::peers::{self, Durability, Scenario, ServerPlace, System, Variant, VARIANTS};
 use crate::receive::{FileTailer, FileWatch, Percentiles, RelayReceiver, Tally};
 
@@ -100,49 +100,17 @@ pub fn compare(args: &CompareArgs) -> Result<Vec<Row>, String> {
     // run is not: the median of the rounds stands for it.
     let mut run = |v: &Variant, cores: Cores, rate: Option<u64>, round: usize| {
         let attempts = if rate.is_some() { MAX_ATTEMPTS } else { 1 };
-        let mut kept: Option<Row> = None;
-        for attempt in 1..=attempts {
-            let row = match run_one(v, cores, args, rate) {
-                Ok(row) => row,
-                Err(e) => {
-                    eprintln!(
-                        "{} {} {} {}: skipped: {e}",
-                        v.system.name(),
-                        v.scenario.name(),
-                        v.setup,
-                        cores.name()
-                    );
-                    return;
-                }
-            };
-            eprintln!(
-                "round {} {} {} {} {}: {:.0} events/s, {} missing, host steal {:.1}%",
-                round + 1,
+        let steal = |r: &Row| r.steal_percent;
+        match least_stolen(attempts, steal, || logged_run(v, cores, args, rate, round)) {
+            Ok(row) => rows.push(Row { round, ..row }),
+            Err(e) => eprintln!(
+                "{} {} {} {}: skipped: {e}",
                 v.system.name(),
                 v.scenario.name(),
                 v.setup,
-                cores.name(),
-                row.events_per_sec,
-                row.missing,
-                row.steal_percent
-            );
-            let calm = row.steal_percent <= STEAL_LIMIT_PERCENT;
-            if kept
-                .as_ref()
-                .is_none_or(|k| row.steal_percent < k.steal_percent)
-            {
-                kept = Some(row);
-            }
-            if calm {
-                break;
-            }
-            if attempt < attempts {
-                eprintln!(
-                    "  the host stole over {STEAL_LIMIT_PERCENT}% of the CPU: running it again"
-                );
-            }
+                cores.name()
+            ),
         }
-        rows.extend(kept.map(|row| Row { round, ..row }));
     };
     let chosen = |v: &&Variant| args.systems.contains(&v.system);
     for round in 0..args.rounds.max(1) {
@@ -166,6 +134,29 @@ pub fn compare(args: &CompareArgs) -> Result<Vec<Row>, String> {
     }
     pin_self(None);
     Ok(rows)
+}
+
+/// One run, its outcome logged.
+fn logged_run(
+    v: &Variant,
+    cores: Cores,
+    args: &CompareArgs,
+    rate: Option<u64>,
+    round: usize,
+) -> Result<Row, String> {
+    let row = run_one(v, cores, args, rate)?;
+    eprintln!(
+        "round {} {} {} {} {}: {:.0} events/s, {} missing, host steal {:.1}%",
+        round + 1,
+        v.system.name(),
+        v.scenario.name(),
+        v.setup,
+        cores.name(),
+        row.events_per_sec,
+        row.missing,
+        row.steal_percent
+    );
+    Ok(row)
 }
 
 /// Latency runs: Sluice (both scenarios, durable), and the relay variants of the peers that

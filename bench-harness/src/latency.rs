@@ -19,7 +19,7 @@ use crate::compare::{
     bucket_bound_us, bucket_percentiles, buckets, free_port, scrape, stop, wait_for_ready_segments,
 };
 use crate::firehose::{Firehose, Format, Framing};
-use crate::host::{CpuTimes, MAX_ATTEMPTS, STEAL_LIMIT_PERCENT};
+use crate::host::{least_stolen, CpuTimes, MAX_ATTEMPTS, STEAL_LIMIT_PERCENT};
 use crate::processing::{start, timed_load, wait_ready};
 use crate::receive::Percentiles;
 
@@ -77,30 +77,8 @@ fn config(dir: &Path, port: u16, api: SocketAddr, args: &LatencyArgs) -> String 
 pub fn run(args: &LatencyArgs) -> Result<Vec<Point>, String> {
     let mut points = Vec::new();
     for &rate in &args.rates {
-        let mut kept: Option<Point> = None;
-        for attempt in 1..=MAX_ATTEMPTS {
-            let point = run_rate(rate, args)?;
-            eprintln!(
-                "offered {rate}/s: achieved {:.0}/s, ingest→durable p50 ≤ {} µs, p99 ≤ {} µs, over 100 ms: {}, host steal {:.1}%",
-                point.achieved, point.durable.p50, point.durable.p99, point.over_100ms, point.steal_percent
-            );
-            let calm = point.steal_percent <= STEAL_LIMIT_PERCENT;
-            if kept
-                .as_ref()
-                .is_none_or(|k| point.steal_percent < k.steal_percent)
-            {
-                kept = Some(point);
-            }
-            if calm {
-                break;
-            }
-            if attempt < MAX_ATTEMPTS {
-                eprintln!(
-                    "  the host stole over {STEAL_LIMIT_PERCENT}% of the CPU: running it again"
-                );
-            }
-        }
-        points.extend(kept);
+        let steal = |p: &Point| p.steal_percent;
+        points.push(least_stolen(MAX_ATTEMPTS, steal, || run_rate(rate, args))?);
     }
     Ok(points)
 }
@@ -117,7 +95,12 @@ fn run_rate(rate: u64, args: &LatencyArgs) -> Result<Point, String> {
     let point = measure(&mut child, port, api, rate, args);
     let _ = stop(&mut child, Duration::from_secs(120));
     let _ = std::fs::remove_dir_all(&dir);
-    point
+    let point = point?;
+    eprintln!(
+        "offered {rate}/s: achieved {:.0}/s, ingest→durable p50 ≤ {} µs, p99 ≤ {} µs, over 100 ms: {}, host steal {:.1}%",
+        point.achieved, point.durable.p50, point.durable.p99, point.over_100ms, point.steal_percent
+    );
+    Ok(point)
 }
 
 fn measure(
