@@ -157,10 +157,17 @@ impl ShardCursor {
     }
 
     /// Caught up and persisted: the lag metric needs the id of the next record, which a
-    /// reader that has read nothing yet learns from the segment header.
+    /// reader that has read nothing yet learns from the segment header (or, before the
+    /// segment exists, from the shard: [`caught_up_next_id`]).
     fn publish_caught_up(&mut self, spec: &OutputSpec) {
-        if let (Ok(id @ 1..), Some(slot)) = (
-            self.reader.next_id(self.log.watermark.load()),
+        let durable = self.log.watermark.load();
+        let from_reader = self.reader.next_id(durable).ok();
+        let shard_next = self
+            .log
+            .next_record_id
+            .load(std::sync::atomic::Ordering::Acquire);
+        if let (Some(id), Some(slot)) = (
+            caught_up_next_id(from_reader, durable, shard_next),
             spec.counters.cursor_next_ids.get(self.log.id),
         ) {
             slot.store(id, Relaxed);
@@ -201,5 +208,40 @@ impl ShardCursor {
         {
             tracing::warn!(sink = %spec.name, shard = self.log.id, error = %e, "cannot delete delivered segments");
         }
+    }
+}
+
+/// The next record id of a caught-up output: what its reader knows (0: not known yet), else,
+/// when the writer published a segment with nothing durable in it (`offset` 0: a first
+/// segment deferred to the first commit, or none for want of disk budget, so there is no
+/// header to read), the id the shard's next durable record gets. `None`: not known.
+fn caught_up_next_id(from_reader: Option<u64>, durable: Position, shard_next: u64) -> Option<u64> {
+    match from_reader {
+        Some(id @ 1..) => Some(id),
+        _ if durable.segment != 0 && durable.offset == 0 && shard_next >= 1 => Some(shard_next),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(segment: u64, offset: u64) -> Position {
+        Position { segment, offset }
+    }
+
+    #[test]
+    fn a_caught_up_output_knows_its_next_id_before_the_first_segment_exists() {
+        // The reader read a header: its id.
+        assert_eq!(caught_up_next_id(Some(7), at(1, 500), 9), Some(7));
+        // A segment published with nothing in it (no file yet): the shard's next id, so the
+        // lag of an idle shard reads 0 instead of being left out.
+        assert_eq!(caught_up_next_id(Some(0), at(1, 0), 1), Some(1));
+        assert_eq!(caught_up_next_id(None, at(3, 0), 42), Some(42));
+        // Records are durable in the segment but the reader has no id: not known.
+        assert_eq!(caught_up_next_id(Some(0), at(1, 500), 9), None);
+        // Nothing published yet.
+        assert_eq!(caught_up_next_id(Some(0), at(0, 0), 1), None);
     }
 }
