@@ -94,8 +94,9 @@ fn run_rate(rate: u64, args: &LatencyArgs) -> Result<Point, String> {
     let mut child = start(&args.sluice, &dir)?;
     let point = measure(&mut child, port, api, rate, args);
     let _ = stop(&mut child, Duration::from_secs(120));
-    let _ = std::fs::remove_dir_all(&dir);
+    // A failed run keeps its directory (config, Sluice's log) for a look.
     let point = point?;
+    let _ = std::fs::remove_dir_all(&dir);
     eprintln!(
         "offered {rate}/s: achieved {:.0}/s, ingest→durable p50 ≤ {} µs, p99 ≤ {} µs, over 100 ms: {}, host steal {:.1}%",
         point.achieved, point.durable.p50, point.durable.p99, point.over_100ms, point.steal_percent
