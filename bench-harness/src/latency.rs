@@ -34,6 +34,8 @@ pub struct LatencyArgs {
     pub wal_fsync: String,
     /// `[wal] io` ("buffered" or "direct").
     pub wal_io: String,
+    /// `[wal] commits_in_flight`.
+    pub commits_in_flight: usize,
     /// `[wal] commit_compression` ("none" or "zstd").
     pub commit_compression: String,
     /// What the lines look like (`Format::Rfc5424Varied`: compresses like real logs).
@@ -63,13 +65,14 @@ const READY_PER_SHARD: usize = 2;
 fn config(dir: &Path, port: u16, api: SocketAddr, args: &LatencyArgs) -> String {
     format!(
         "data_dir = \"{data}\"\nshards = {SHARDS}\nstatus_interval = \"0s\"\n[api]\naddress = \"{api}\"\n\
-         [wal]\nfsync = \"{fsync}\"\nio = \"{io}\"\ncommit_compression = \"{compression}\"\nready_segments = {READY_PER_SHARD}\n\
+         [wal]\nfsync = \"{fsync}\"\nio = \"{io}\"\ncommit_compression = \"{compression}\"\nready_segments = {READY_PER_SHARD}\ncommits_in_flight = {in_flight}\n\
          [sources.tcp]\ntype = \"syslog\"\nmode = \"tcp\"\naddress = \"127.0.0.1:{port}\"\n\
          [sinks.file]\ntype = \"file\"\npath = \"{out}\"\nencoding = \"raw\"\nrotate_size = \"100GB\"\nfsync = \"always\"\n",
         data = dir.join("data").display(),
         out = dir.join("out.log").display(),
         fsync = args.wal_fsync,
         io = args.wal_io,
+        in_flight = args.commits_in_flight,
         compression = args.commit_compression,
     )
 }
@@ -165,14 +168,14 @@ fn ms(us: u64) -> String {
 /// 100 ms) checked where the rates were measured.
 pub fn table(points: &[Point], args: &LatencyArgs) -> String {
     let mut t = format!(
-        "Sluice alone on both cores (2 shards), durable (WAL `fsync = \"{}\"`, `io = \"{}\"`, `commit_compression = \"{}\"`, raw file sink with fdatasync), \
+        "Sluice alone on both cores (2 shards), durable (WAL `fsync = \"{}\"`, `io = \"{}\"`, `commits_in_flight = {}`, `commit_compression = \"{}\"`, raw file sink with fdatasync), \
          {} s per offered rate, {}-byte RFC 5424 lines ({:?}) over {} connections, no tailer running. \
          Ingest → durable from Sluice's histogram, per event (bucket upper bounds, ms). \
          Host steal: the CPU time the hypervisor took during the run (a run over {STEAL_LIMIT_PERCENT}% \
          is repeated, up to {MAX_ATTEMPTS} runs, keeping the one with the least).\n\n\
          | offered events/s | achieved events/s | p50 | p90 | p99 | p99.9 | over 100 ms | fdatasync p99 | slowest fdatasync | CPU ns/event | host steal % |\n\
          |---|---|---|---|---|---|---|---|---|---|---|\n",
-        args.wal_fsync, args.wal_io, args.commit_compression, args.seconds, args.size, args.format, args.connections
+        args.wal_fsync, args.wal_io, args.commits_in_flight, args.commit_compression, args.seconds, args.size, args.format, args.connections
     );
     for p in points {
         t.push_str(&format!(

@@ -38,7 +38,7 @@ pub trait SegmentFile {
 
 #[allow(async_fn_in_trait)]
 pub trait SegmentFs {
-    type File: SegmentFile;
+    type File: SegmentFile + 'static;
     /// Creates a new file; fails if it exists.
     async fn create(&self, path: &Path) -> io::Result<Self::File>;
     /// Opens an existing file for writing over it (a ready file, see `crate::ready`).

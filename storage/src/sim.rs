@@ -6,6 +6,8 @@
 //!   fdatasync (overwritten bytes return to their old values: what a ready file written over
 //!   keeps), plus optionally a torn prefix of what was written after that point (which may
 //!   end mid-record), as a kernel that wrote back some pages but not others would leave it.
+//! - An fdatasync makes durable what was written when it was issued, and completes only after
+//!   yielding once, so a writer that overlaps commits writes the next one meanwhile.
 //!
 //! - [`SimFs::direct`] writes as O_DIRECT does (`crate::direct`): whole blocks, the last
 //!   partial block rewritten by the next append, zeros after the appended bytes.
@@ -48,6 +50,8 @@ struct State {
     faults: VecDeque<Fault>,
     /// Block size of direct writes; `None`: writes as they come (through a page cache).
     direct_block: Option<usize>,
+    /// Crashes so far: an fdatasync a crash overtook makes nothing durable.
+    crashes: u64,
 }
 
 /// Cheap to clone; clones share state.
@@ -119,6 +123,7 @@ impl SimFs {
             f.write_all_at(&kept, 0)?;
         }
         state.faults.clear();
+        state.crashes += 1;
         Ok(())
     }
 
@@ -190,11 +195,21 @@ impl SegmentFile for SimFile {
             return Err(io::Error::from_raw_os_error(libc_eio()));
         }
         self.file.sync_data()?;
+        // What is durable is what was written when the fdatasync was issued; it completes
+        // later (the writer may write its next commit meanwhile), unless a crash came first.
         let contents = std::fs::read(&self.path)?;
+        let (epoch, write_end) = {
+            let state = self.fs.0.borrow();
+            let end = state.files.get(&self.path).map_or(0, |f| f.write_end);
+            (state.crashes, end)
+        };
+        futures_lite::future::yield_now().await;
         let mut state = self.fs.0.borrow_mut();
-        let file = state.files.entry(self.path.clone()).or_default();
-        file.durable = contents;
-        file.durable_end = file.write_end;
+        if state.crashes == epoch {
+            let file = state.files.entry(self.path.clone()).or_default();
+            file.durable = contents;
+            file.durable_end = write_end;
+        }
         Ok(())
     }
 

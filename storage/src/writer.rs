@@ -10,6 +10,17 @@
 //! appending into a fresh one while the previous is in flight. At most two buffers exist;
 //! a task that finds the pending buffer full waits, which stops it reading its socket: the
 //! kernel's TCP window then pushes back on the sender (natural backpressure, bounded memory).
+//!
+//! Overlapped commits: a commit's fdatasync runs in its own task, so the next commit (due
+//! after the interval) is written and synced while it runs; at most `commits_in_flight`
+//! ([`DEFAULT_COMMITS_IN_FLIGHT`]) fdatasyncs are outstanding. Invariants:
+//! - writes are issued one at a time, in order (an O_DIRECT write rewrites the block the
+//!   previous one ended in, so it must have completed);
+//! - the watermark advances in commit order: a commit is published only once its own
+//!   fdatasync and every earlier one's succeeded (one that finished first waits);
+//! - a failed fdatasync loses its commit and every later one in flight (their bytes follow
+//!   it in the same segment, which is abandoned from the last published offset);
+//! - a new segment starts (seal, rotation) only with nothing in flight.
 
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
@@ -133,6 +144,12 @@ pub struct WalStats {
     pub lost_records: Cell<u64>,
     /// Write/fdatasync failures (each blocks ingest until a new segment could be started).
     pub io_failures: Cell<u64>,
+    /// Commits whose write started while an earlier commit's fdatasync was still running
+    /// (`commits_in_flight` above 1).
+    pub overlapped_commits: Cell<u64>,
+    /// Times a due commit waited for the oldest fdatasync because `commits_in_flight` were
+    /// already in flight (the limit reached).
+    pub in_flight_full: Cell<u64>,
     /// Times the disk budget (`max_disk`, `min_free_disk`) blocked ingest.
     pub budget_blocks: Cell<u64>,
     /// `[first, end)` append indices of lost records, in order (the latest ones only).
@@ -159,6 +176,8 @@ impl Default for WalStats {
             ready_switches: Cell::new(0),
             lost_records: Cell::new(0),
             io_failures: Cell::new(0),
+            overlapped_commits: Cell::new(0),
+            in_flight_full: Cell::new(0),
             budget_blocks: Cell::new(0),
             lost_ranges: RefCell::new(Vec::new()),
         }
@@ -426,6 +445,40 @@ impl WalAppender {
     }
 }
 
+/// Outstanding fdatasyncs per writer unless configured (`[wal] commits_in_flight`).
+pub const DEFAULT_COMMITS_IN_FLIGHT: usize = 2;
+/// Upper bound of `commits_in_flight` (each holds a fast-path copy of its commit).
+pub const MAX_COMMITS_IN_FLIGHT: usize = 8;
+
+/// What an fdatasync task returns: its outcome and how long it took.
+type SyncOutcome = (std::io::Result<()>, Duration);
+
+/// A commit written into the current segment, waiting for its fdatasync (running in its own
+/// task) and for every earlier commit's before it is published.
+struct InFlight {
+    /// `None` under [`FsyncPolicy::Never`], or once the outcome was taken.
+    sync: Option<glommio::Task<SyncOutcome>>,
+    /// The segment's offset after the commit.
+    end: u64,
+    /// The id the record after the commit gets.
+    next_id: u64,
+    /// Append index of the commit's first record, and its records.
+    first: u64,
+    records: u64,
+    /// Bytes in the file; record bytes of a compressed block.
+    len: u64,
+    block_raw: Option<u64>,
+    for_outputs: Option<Commit>,
+}
+
+/// What woke the flusher.
+enum Wake {
+    /// Records are due for a commit (or the WAL is closing).
+    Work,
+    /// The oldest commit in flight is to be settled (its outcome, when already known).
+    Synced(Option<SyncOutcome>),
+}
+
 /// The flusher: the only task that touches the shard's segment files.
 pub struct WalFlusher<F: SegmentFs> {
     fs: F,
@@ -436,8 +489,16 @@ pub struct WalFlusher<F: SegmentFs> {
     /// Called after each publish with the id the next record will get (= durable count + 1).
     on_durable: Box<dyn Fn(u64)>,
     segment: u64,
-    file: Option<F::File>,
+    /// Shared with the fdatasync tasks in flight.
+    file: Option<Rc<F::File>>,
+    /// Where the next commit is written (the end of what was written).
     offset: u64,
+    /// The end of what is published as durable, and the id of the record after it.
+    durable_offset: u64,
+    durable_next_id: u64,
+    /// Written commits in order, oldest first, not yet published.
+    in_flight: std::collections::VecDeque<InFlight>,
+    max_in_flight: usize,
     /// Id of the first record of the current segment.
     segment_first_id: u64,
     /// Id the next durable record gets (ids are dense over what is durable).
@@ -540,6 +601,10 @@ impl<F: SegmentFs> WalFlusher<F> {
             segment: start.segment,
             file: None,
             offset: 0,
+            durable_offset: 0,
+            durable_next_id: start.record_id,
+            in_flight: std::collections::VecDeque::new(),
+            max_in_flight: DEFAULT_COMMITS_IN_FLIGHT,
             segment_first_id: start.record_id,
             next_id: start.record_id,
             records_checksum: 0,
@@ -598,6 +663,13 @@ impl<F: SegmentFs> WalFlusher<F> {
         Ok(self)
     }
 
+    /// Lets up to `commits` fdatasyncs run at once (clamped to 1..=[`MAX_COMMITS_IN_FLIGHT`];
+    /// 1: each commit waits for the previous one's fdatasync).
+    pub fn with_commits_in_flight(mut self, commits: usize) -> Self {
+        self.max_in_flight = commits.clamp(1, MAX_COMMITS_IN_FLIGHT);
+        self
+    }
+
     /// How long to wait between attempts to start a new segment after a failure.
     pub fn with_retry_interval(mut self, interval: Duration) -> Self {
         self.retry_interval = interval;
@@ -605,12 +677,16 @@ impl<F: SegmentFs> WalFlusher<F> {
     }
 
     /// Commits pending records until the appender is closed (then commits the rest). A failed
-    /// write or fdatasync loses that one batch (counted), blocks appends, and retries starting
-    /// a new segment every retry interval; closing while blocked loses what is pending and
-    /// returns the error.
+    /// write or fdatasync loses that batch and those written after it (counted), blocks
+    /// appends, and retries starting a new segment every retry interval; closing while blocked
+    /// loses what is pending and returns the error.
     pub async fn run(mut self) -> Result<(), StorageError> {
         loop {
-            self.wait_for_work().await;
+            if let Wake::Synced(outcome) = self.wait_for_work_or_sync().await {
+                let settled = self.settle_front(outcome).await;
+                self.recover_if_failed(settled).await?;
+                continue;
+            }
             let draining = self.appender.status() == WalStatus::Draining;
             let (taken, records) = self.appender.take_pending();
             let first = self.taken;
@@ -619,6 +695,8 @@ impl<F: SegmentFs> WalFlusher<F> {
                 self.commit_until_settled(taken, first, records).await?;
             }
             if draining && self.appender.pending.borrow().is_empty() {
+                let settled = self.settle_all().await;
+                self.recover_if_failed(settled).await?;
                 break;
             }
         }
@@ -634,10 +712,60 @@ impl<F: SegmentFs> WalFlusher<F> {
         Ok(())
     }
 
+    /// Waits until records are due for a commit, or the oldest commit in flight is to be
+    /// settled: its fdatasync finished, or `commits_in_flight` are outstanding (then a due
+    /// commit waits for it, counted when records are pending).
+    async fn wait_for_work_or_sync(&mut self) -> Wake {
+        if self.in_flight.len() >= self.max_in_flight {
+            if !self.appender.pending.borrow().is_empty() {
+                let stats = &self.appender.stats;
+                stats.in_flight_full.set(stats.in_flight_full.get() + 1);
+            }
+            return Wake::Synced(None);
+        }
+        let Some(mut sync) = self.in_flight.front_mut().and_then(|c| c.sync.take()) else {
+            self.wait_for_work().await;
+            return Wake::Work;
+        };
+        let woke = futures_lite::future::or(
+            async {
+                self.wait_for_work().await;
+                None
+            },
+            async { Some((&mut sync).await) },
+        )
+        .await;
+        match woke {
+            Some(outcome) => Wake::Synced(Some(outcome)),
+            None => {
+                if let Some(front) = self.in_flight.front_mut() {
+                    front.sync = Some(sync);
+                }
+                Wake::Work
+            }
+        }
+    }
+
+    /// A failed fdatasync (everything in flight lost, counted): block appends and start a new
+    /// segment (see [`Self::recover_from_failure`]).
+    async fn recover_if_failed(
+        &mut self,
+        settled: Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        match settled {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                self.appender.block(&error, self.taken, 0);
+                self.recover_from_failure(error, None).await
+            }
+        }
+    }
+
     /// Commits one taken batch. If the disk refused it before any byte was handed over (a new
     /// segment could not be created or reserved: the disk is full), the batch is kept and
-    /// committed once a segment exists again: nothing lost. If a write or fdatasync failed,
-    /// the batch is lost (counted). Either way appends wait while the WAL is blocked.
+    /// committed once a segment exists again: nothing lost. If its write failed, the batch is
+    /// lost (counted). Either way appends wait while the WAL is blocked. Success means
+    /// written: the batch is durable when its fdatasync is settled ([`Self::settle_front`]).
     async fn commit_until_settled(
         &mut self,
         mut taken: Taken,
@@ -645,15 +773,8 @@ impl<F: SegmentFs> WalFlusher<F> {
         records: u64,
     ) -> Result<(), StorageError> {
         loop {
-            match self.commit(taken, records).await {
-                Ok(()) => {
-                    let stats = &self.appender.stats;
-                    let now = std::time::Instant::now();
-                    stats
-                        .arrivals
-                        .settle(first + records, Some((now, &stats.ingest_durable)));
-                    return Ok(());
-                }
+            match self.commit(taken, first, records).await {
+                Ok(()) => return Ok(()),
                 Err(CommitFailure {
                     error,
                     unwritten: Some(kept),
@@ -672,6 +793,73 @@ impl<F: SegmentFs> WalFlusher<F> {
                 }
             }
         }
+    }
+
+    /// Settles every commit in flight, oldest first (see [`Self::settle_front`]).
+    async fn settle_all(&mut self) -> Result<(), StorageError> {
+        while !self.in_flight.is_empty() {
+            self.settle_front(None).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest commit's fdatasync (unless its `outcome` is known) and publishes
+    /// it. If the fdatasync failed, it and every later commit in flight are lost (counted;
+    /// their bytes follow it in the segment) and the error is returned: the caller abandons
+    /// the segment.
+    async fn settle_front(&mut self, outcome: Option<SyncOutcome>) -> Result<(), StorageError> {
+        let Some(mut commit) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        let outcome = match (outcome, commit.sync.take()) {
+            (Some(outcome), _) => Some(outcome),
+            (None, Some(sync)) => Some(sync.await),
+            (None, None) => None, // FsyncPolicy::Never: written is all it gets.
+        };
+        if let Some((result, took)) = outcome {
+            if let Err(e) = result {
+                let error = StorageError::io("fdatasync", segment_path(&self.dir, self.segment), e);
+                self.lose_in_flight(commit).await;
+                return Err(error);
+            }
+            let stats = &self.appender.stats;
+            stats.fsyncs.set(stats.fsyncs.get() + 1);
+            stats.fsync.record(took, 1);
+        }
+        self.publish_commit(commit);
+        Ok(())
+    }
+
+    /// `failed` and every commit after it are lost: wait for their fdatasyncs (nothing may
+    /// touch the file while one runs), count them, and go back to the last published point.
+    async fn lose_in_flight(&mut self, failed: InFlight) {
+        self.appender.lose(failed.first, failed.records);
+        while let Some(mut later) = self.in_flight.pop_front() {
+            if let Some(sync) = later.sync.take() {
+                let _ = sync.await;
+            }
+            self.appender.lose(later.first, later.records);
+        }
+        self.offset = self.durable_offset;
+        self.next_id = self.durable_next_id;
+    }
+
+    /// A commit is durable (its fdatasync and every earlier one's done): count it, hand it
+    /// to the outputs, publish it, time its records.
+    fn publish_commit(&mut self, commit: InFlight) {
+        self.durable_offset = commit.end;
+        self.durable_next_id = commit.next_id;
+        self.count_commit(commit.len, commit.block_raw, commit.records);
+        // In the rings before the watermark lets an output look for it.
+        if let (Some(fast), Some(for_outputs)) = (&self.fast_path, &commit.for_outputs) {
+            fast.offer(for_outputs);
+        }
+        self.publish();
+        let stats = &self.appender.stats;
+        stats.arrivals.settle(
+            commit.first + commit.records,
+            Some((std::time::Instant::now(), &stats.ingest_durable)),
+        );
     }
 
     /// After a failed commit: give up the segment (cut back to its durable end, best effort),
@@ -734,8 +922,10 @@ impl<F: SegmentFs> WalFlusher<F> {
     /// the last durable offset were never durable: cutting them off keeps readers from meeting
     /// a torn record there. If even that fails, readers skip the damage and count it.
     async fn abandon_segment(&mut self) {
-        if let Some(file) = self.file.take() {
-            let durable = self.offset;
+        if let Some(file) = self.take_file() {
+            self.offset = self.durable_offset;
+            self.next_id = self.durable_next_id;
+            let durable = self.durable_offset;
             self.budget
                 .release(self.segment_size.saturating_sub(durable));
             if let Err(e) = file.truncate(durable).await {
@@ -788,9 +978,20 @@ impl<F: SegmentFs> WalFlusher<F> {
         }
     }
 
-    async fn commit(&mut self, taken: Taken, records: u64) -> Result<(), CommitFailure> {
+    /// Writes one batch at the end of the current segment (after starting a new one when it
+    /// needs to, with nothing in flight) and starts its fdatasync.
+    async fn commit(
+        &mut self,
+        taken: Taken,
+        first: u64,
+        records: u64,
+    ) -> Result<(), CommitFailure> {
         if self.needs_segment(taken.buf.len() as u64) {
-            if let Err(error) = self.rotate().await {
+            let rotated = match self.settle_all().await {
+                Ok(()) => self.rotate().await,
+                Err(e) => Err(e),
+            };
+            if let Err(error) = rotated {
                 return Err(CommitFailure {
                     error,
                     unwritten: Some(taken),
@@ -829,12 +1030,15 @@ impl<F: SegmentFs> WalFlusher<F> {
                 file_len: len,
             });
         let is_block = block.is_some();
-        let file_bytes = block.unwrap_or(buf);
-        let written = match self.write_all(file_bytes).await {
-            Ok(()) if self.appender.policy.syncs() => self.sync().await,
-            other => other,
-        };
-        if let Err(error) = written {
+        if !self.in_flight.is_empty() {
+            let stats = &self.appender.stats;
+            stats
+                .overlapped_commits
+                .set(stats.overlapped_commits.get() + 1);
+        }
+        if let Err(error) = self.write_all(block.unwrap_or(buf)).await {
+            // What is in flight before it settles first (it may still become durable).
+            let _ = self.settle_all().await;
             return Err(CommitFailure {
                 error,
                 unwritten: None,
@@ -843,12 +1047,25 @@ impl<F: SegmentFs> WalFlusher<F> {
         self.offset += len;
         self.records_checksum = chain;
         self.next_id += records;
-        self.count_commit(len, is_block.then_some(raw_len), records);
-        // In the rings before the watermark lets an output look for it.
-        if let (Some(fast), Some(commit)) = (&self.fast_path, &for_outputs) {
-            fast.offer(commit);
+        let sync = match (&self.file, self.appender.policy.syncs()) {
+            (Some(file), true) => Some(spawn_sync(Rc::clone(file))),
+            _ => None,
+        };
+        let never_synced = sync.is_none();
+        self.in_flight.push_back(InFlight {
+            sync,
+            end: self.offset,
+            next_id: self.next_id,
+            first,
+            records,
+            len,
+            block_raw: is_block.then_some(raw_len),
+            for_outputs,
+        });
+        if never_synced {
+            // FsyncPolicy::Never: nothing to wait for (settling cannot fail).
+            let _ = self.settle_front(None).await;
         }
-        self.publish();
         Ok(())
     }
 
@@ -866,13 +1083,20 @@ impl<F: SegmentFs> WalFlusher<F> {
             .set(stats.durable_records.get() + records);
     }
 
+    /// Publishes the durable end (readers and outputs may read up to it).
     fn publish(&self) {
         self.watermark.publish(Position {
             segment: self.segment,
-            offset: self.offset,
+            offset: self.durable_offset,
         });
         self.appender.durable.notify(usize::MAX);
-        (self.on_durable)(self.next_id);
+        (self.on_durable)(self.durable_next_id);
+    }
+
+    /// The current segment's file, no longer shared (nothing may be in flight).
+    fn take_file(&mut self) -> Option<F::File> {
+        debug_assert!(self.in_flight.is_empty());
+        Rc::try_unwrap(self.file.take()?).ok()
     }
 
     /// Writes the whole buffer at the current offset. glommio takes the buffer by value, so a
@@ -981,7 +1205,7 @@ impl<F: SegmentFs> WalFlusher<F> {
             None if self.file_is_ready => {}
             None => self.budget.release(self.segment_size - end),
         }
-        if let Some(file) = self.file.take() {
+        if let Some(file) = self.take_file() {
             file.close()
                 .await
                 .map_err(|e| StorageError::io("close", path, e))?;
@@ -1076,7 +1300,7 @@ impl<F: SegmentFs> WalFlusher<F> {
             }
             return Err(e);
         }
-        self.file = Some(file);
+        self.file = Some(Rc::new(file));
         self.file_is_ready = true;
         let stats = &self.appender.stats;
         stats
@@ -1097,7 +1321,7 @@ impl<F: SegmentFs> WalFlusher<F> {
             let _ = file.close().await;
             return Err(StorageError::io("reserve space for", &path, e));
         }
-        self.file = Some(file);
+        self.file = Some(Rc::new(file));
         self.file_is_ready = false;
         self.offset = 0;
         let header = segment_header(self.segment, self.next_id);
@@ -1106,7 +1330,7 @@ impl<F: SegmentFs> WalFlusher<F> {
             Err(e) => Err(e),
         };
         if let Err(e) = started {
-            if let Some(file) = self.file.take() {
+            if let Some(file) = self.take_file() {
                 let _ = file.remove().await;
                 let _ = file.close().await;
             }
@@ -1119,13 +1343,15 @@ impl<F: SegmentFs> WalFlusher<F> {
     /// directory, then publish it.
     async fn segment_started(&mut self, header: &[u8]) -> Result<(), StorageError> {
         if let Err(e) = self.fs.sync_dir(&self.dir).await {
-            if let Some(file) = self.file.take() {
+            if let Some(file) = self.take_file() {
                 let _ = file.remove().await;
                 let _ = file.close().await;
             }
             return Err(StorageError::io("fsync directory", &self.dir, e));
         }
         self.offset = SEGMENT_HEADER_LEN;
+        self.durable_offset = SEGMENT_HEADER_LEN;
+        self.durable_next_id = self.next_id;
         self.segment_first_id = self.next_id;
         self.records_checksum = crc32c::crc32c(header);
         self.salt = crate::frame::salt(self.segment);
@@ -1138,6 +1364,16 @@ impl<F: SegmentFs> WalFlusher<F> {
 }
 
 /// Writes and syncs a new segment's `header` into a ready file, then renames it to `path`.
+/// Runs an fdatasync of `file` in its own task, so the flusher can write the next commit
+/// meanwhile; the task's outcome carries how long it took.
+fn spawn_sync<F: SegmentFile + 'static>(file: Rc<F>) -> glommio::Task<SyncOutcome> {
+    glommio::spawn_local(async move {
+        let started = std::time::Instant::now();
+        let result = file.fdatasync().await;
+        (result, started.elapsed())
+    })
+}
+
 async fn header_then_rename<F: SegmentFile>(
     file: &mut F,
     header: &[u8],

@@ -14,7 +14,8 @@
 //! - an output that reads through the fast path (commits in memory, a ring of two) reads
 //!   exactly the records and positions a reader of the files reads, whatever happened;
 //! - all of it with commits written plain or as compressed blocks (`storage::block`), on a
-//!   buffered or an O_DIRECT disk.
+//!   buffered or an O_DIRECT disk, with one to three commits' fdatasyncs in flight at once
+//!   (the simulated fdatasync completes after the writer wrote its next commit).
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -80,7 +81,15 @@ struct Wal {
 
 const SEGMENT_SIZE: u64 = 2048;
 
-async fn open(dir: &std::path::Path, sim: &SimFs, compression: CommitCompression) -> Wal {
+/// How the writer under test commits.
+#[derive(Clone, Copy, Debug)]
+struct Writer {
+    compression: CommitCompression,
+    /// fdatasyncs outstanding at once (`with_commits_in_flight`).
+    in_flight: usize,
+}
+
+async fn open(dir: &std::path::Path, sim: &SimFs, writer: Writer) -> Wal {
     loop {
         let report = recover_shard(dir, RecoveryMode::default())
             .expect("recovery never fails on torn tails");
@@ -112,7 +121,8 @@ async fn open(dir: &std::path::Path, sim: &SimFs, compression: CommitCompression
                 let flusher = flusher
                     .with_retry_interval(Duration::from_millis(1))
                     .with_fast_path(fast_path)
-                    .with_commit_compression(compression)
+                    .with_commits_in_flight(writer.in_flight)
+                    .with_commit_compression(writer.compression)
                     .unwrap();
                 return Wal {
                     appender,
@@ -172,6 +182,9 @@ struct Model {
     /// Commits written as compressed blocks: by earlier instances, by the current one.
     blocks_before: u64,
     blocks_now: u64,
+    /// Commits written while an earlier one's fdatasync ran: earlier instances, current one.
+    overlapped_before: u64,
+    overlapped_now: u64,
 }
 
 impl Model {
@@ -179,6 +192,7 @@ impl Model {
     fn observe(&mut self, appender: &WalAppender) {
         let stats = &appender.stats;
         self.blocks_now = stats.block_commits.get();
+        self.overlapped_now = stats.overlapped_commits.get();
         let settled = (stats.durable_records.get() + stats.lost_records.get()) as usize;
         let lost = stats.lost_ranges.borrow();
         for i in 0..settled {
@@ -197,15 +211,16 @@ impl Model {
 }
 
 /// `direct`: the disk is written as with O_DIRECT in blocks of that size (`storage::direct`);
-/// `compression`: commits are written as compressed blocks where that is smaller. Returns the
-/// commits written as blocks.
-fn run_case(ops: Vec<Op>, direct: Option<usize>, compression: CommitCompression) -> u64 {
+/// `writer`: commits are written as compressed blocks where that is smaller, with so many
+/// fdatasyncs in flight at once. Returns the commits written as blocks and those written while
+/// an earlier commit's fdatasync ran.
+fn run_case(ops: Vec<Op>, direct: Option<usize>, writer: Writer) -> (u64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path().to_path_buf();
     LocalExecutorBuilder::new(Placement::Unbound)
         .spawn(move || async move {
             let sim = direct.map_or_else(SimFs::new, SimFs::direct);
-            let mut wal = open(&dir, &sim, compression).await;
+            let mut wal = open(&dir, &sim, writer).await;
             let mut model = Model::default();
             for op in ops {
                 match op {
@@ -281,7 +296,7 @@ fn run_case(ops: Vec<Op>, direct: Option<usize>, compression: CommitCompression)
                         model.observe(&wal.appender);
                         drop(wal);
                         sim.crash(u64::from(torn)).unwrap();
-                        wal = reopen_check(&dir, &sim, compression, &mut model).await;
+                        wal = reopen_check(&dir, &sim, writer, &mut model).await;
                     }
                     Op::Reopen => {
                         if matches!(
@@ -295,12 +310,15 @@ fn run_case(ops: Vec<Op>, direct: Option<usize>, compression: CommitCompression)
                         drop(wal);
                         // Whatever the close left unsynced goes the way a crash takes it.
                         sim.crash(0).unwrap();
-                        wal = reopen_check(&dir, &sim, compression, &mut model).await;
+                        wal = reopen_check(&dir, &sim, writer, &mut model).await;
                     }
                 }
             }
             model.observe(&wal.appender);
-            model.blocks_before + model.blocks_now
+            (
+                model.blocks_before + model.blocks_now,
+                model.overlapped_before + model.overlapped_now,
+            )
         })
         .unwrap()
         .join()
@@ -334,18 +352,57 @@ fn compressed_commits_take_part() {
         Sync,
         Ack,
     ];
-    let blocks = run_case(ops, Some(4096), CommitCompression::Zstd { level: 1 });
+    let writer = Writer {
+        compression: CommitCompression::Zstd { level: 1 },
+        in_flight: 2,
+    };
+    let (blocks, _) = run_case(ops, Some(4096), writer);
     assert!(blocks >= 4, "only {blocks} compressed commits");
+}
+
+/// The random cases draw one to three commits in flight; this fixed one shows that commits
+/// really overlap (a commit written while the previous one's fdatasync runs), through a
+/// failed fdatasync, a crash and a reopen, on an O_DIRECT disk (whose next write rewrites the
+/// block the previous one ended in).
+#[test]
+fn overlapped_commits_take_part() {
+    use Op::*;
+    let ops = vec![
+        Append(29),
+        Append(29),
+        Sync,
+        Ack,
+        Append(29),
+        Fail(Fault::FsyncEio),
+        Append(29),
+        Append(29),
+        Sync,
+        Ack,
+        Append(29),
+        Append(29),
+        Crash(300),
+        Append(29),
+        Append(29),
+        Sync,
+        Reopen,
+        Ack,
+    ];
+    let writer = Writer {
+        compression: CommitCompression::None,
+        in_flight: 3,
+    };
+    let (_, overlapped) = run_case(ops, Some(512), writer);
+    assert!(overlapped >= 3, "only {overlapped} overlapped commits");
 }
 
 /// Reopens and checks the deliverable records against the model; folds survivors in.
 async fn reopen_check(
     dir: &std::path::Path,
     sim: &SimFs,
-    compression: CommitCompression,
+    writer: Writer,
     model: &mut Model,
 ) -> Wal {
-    let wal = open(dir, sim, compression).await;
+    let wal = open(dir, sim, writer).await;
     let (ids, _) = read_from_cursor(dir, wal.watermark.load());
     let mut next_required = model.acked;
     let mut last = None;
@@ -378,6 +435,7 @@ async fn reopen_check(
     model.durable = vec![true; model.appended.len()];
     model.instance_base = model.appended.len();
     model.blocks_before += std::mem::take(&mut model.blocks_now);
+    model.overlapped_before += std::mem::take(&mut model.overlapped_now);
     wal
 }
 
@@ -394,7 +452,8 @@ proptest! {
         ops in proptest::collection::vec(op(), 1..40),
         direct in proptest::option::of(prop_oneof![Just(512usize), Just(4096)]),
         compression in prop_oneof![Just(CommitCompression::None), Just(CommitCompression::Zstd { level: 1 })],
+        in_flight in 1usize..=3,
     ) {
-        run_case(ops, direct, compression);
+        run_case(ops, direct, Writer { compression, in_flight });
     }
 }

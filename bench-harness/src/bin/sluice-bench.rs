@@ -73,6 +73,9 @@ struct LatencyCli {
     /// `[wal] io` of the runs: buffered or direct.
     #[arg(long, default_value = "buffered")]
     wal_io: String,
+    /// `[wal] commits_in_flight` of the runs (1: each commit waits for the previous fdatasync).
+    #[arg(long, default_value_t = 2)]
+    commits_in_flight: usize,
     /// `[wal] commit_compression` of the runs: none or zstd.
     #[arg(long, default_value = "none")]
     commit_compression: String,
@@ -99,6 +102,7 @@ fn latency(cli: LatencyCli) -> Result<(), String> {
         work_dir: cli.work_dir,
         wal_fsync: cli.wal_fsync,
         wal_io: cli.wal_io,
+        commits_in_flight: cli.commits_in_flight,
         commit_compression: cli.commit_compression,
         format: cli.format.into(),
     };

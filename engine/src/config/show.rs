@@ -101,6 +101,10 @@ fn wal(config: &Config) -> Table {
         "fast_path_commits".into(),
         Value::Integer(w.fast_path_commits as i64),
     );
+    t.insert(
+        "commits_in_flight".into(),
+        Value::Integer(w.commits_in_flight as i64),
+    );
     t.insert("io".into(), Value::String(w.io.to_string()));
     t.insert(
         "commit_compression".into(),

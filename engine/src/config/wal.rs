@@ -50,10 +50,16 @@ pub struct WalConfig {
     pub ready_segments: usize,
     /// Commits each shard keeps in memory for each output (the fast path): an output that is
     /// at most this many commits behind reads them from memory instead of the segment files.
-    /// Memory: about shards × (this + 2) × `buffer_size` at most (commit buffers are shared by
+    /// Memory: about shards × (this + 2 + `commits_in_flight`) × `buffer_size` at most (commit buffers are shared by
     /// every output and reused). 0: outputs read files only.
     #[serde(default = "default_fast_path_commits")]
     pub fast_path_commits: usize,
+    /// Commits per shard whose fdatasync may run at once: the next commit is written and
+    /// synced while earlier ones' fdatasyncs still run, so one slow fdatasync does not also
+    /// hold back the commit behind it by a whole commit. The durable watermark still advances
+    /// in commit order. 1: each commit waits for the previous one's fdatasync. 1 to 8.
+    #[serde(default = "default_commits_in_flight")]
+    pub commits_in_flight: usize,
     /// How segment files are written: `"buffered"` (through the page cache, the default) or
     /// `"direct"` (O_DIRECT: no copy into the page cache, block submission on the shard
     /// thread). A file system that refuses O_DIRECT gets buffered writes either way.
@@ -85,6 +91,7 @@ impl Default for WalConfig {
             when_full: FullPolicy::default(),
             ready_segments: default_ready_segments(),
             fast_path_commits: default_fast_path_commits(),
+            commits_in_flight: default_commits_in_flight(),
             io: WalIo::default(),
             commit_compression: default_commit_compression(),
             commit_compression_level: default_commit_compression_level(),
@@ -123,6 +130,9 @@ impl WalConfig {
         }
         if self.fast_path_commits > storage::fast_path::MAX_FAST_PATH_COMMITS {
             return invalid("fast_path_commits", "must be between 0 and 1024");
+        }
+        if !(1..=storage::writer::MAX_COMMITS_IN_FLIGHT).contains(&self.commits_in_flight) {
+            return invalid("commits_in_flight", "must be between 1 and 8");
         }
         if !(1..=19).contains(&self.compression_level) {
             return invalid("compression_level", "must be between 1 and 19");
@@ -175,6 +185,9 @@ fn default_ready_segments() -> usize {
 }
 fn default_fast_path_commits() -> usize {
     4
+}
+fn default_commits_in_flight() -> usize {
+    storage::writer::DEFAULT_COMMITS_IN_FLIGHT
 }
 fn default_compression_level() -> i32 {
     3

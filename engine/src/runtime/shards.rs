@@ -146,6 +146,7 @@ fn shard_spec(
             fsync: setup.config.wal.fsync,
             io: setup.config.wal.io,
             commit_compression: setup.config.wal.commit_compression(),
+            commits_in_flight: setup.config.wal.commits_in_flight,
         },
         sources: sources.to_vec(),
         watermark: Arc::clone(&log.watermark),

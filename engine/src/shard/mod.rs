@@ -118,6 +118,8 @@ pub struct WalSettings {
     pub io: storage::io::WalIo,
     /// Whether commits are written compressed (`wal.commit_compression`).
     pub commit_compression: storage::CommitCompression,
+    /// Commits whose fdatasync may run at once (`wal.commits_in_flight`).
+    pub commits_in_flight: usize,
 }
 
 /// Why a shard stopped with an error.
@@ -273,6 +275,10 @@ impl Shard {
             .store(stats.ready_misses.get(), Ordering::Relaxed);
         c.wal_ready_switches
             .store(stats.ready_switches.get(), Ordering::Relaxed);
+        c.wal_overlapped_commits
+            .store(stats.overlapped_commits.get(), Ordering::Relaxed);
+        c.wal_commits_in_flight_full
+            .store(stats.in_flight_full.get(), Ordering::Relaxed);
         if let Some(ready) = &self.ready {
             c.wal_segments_recycled
                 .store(ready.recycled.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -377,6 +383,7 @@ async fn open_flusher(
     .and_then(|flusher| {
         flusher
             .with_fast_path(Arc::clone(&spec.fast_path))
+            .with_commits_in_flight(spec.wal.commits_in_flight)
             .with_commit_compression(spec.wal.commit_compression)
     })
     .map_err(ShardError::Wal)
