@@ -576,6 +576,7 @@ mod tests {
         let c = Config::embedded_default().unwrap();
         assert_eq!(c.sources.len(), 2);
         assert_eq!(c.wal.fsync, FsyncPolicy::Interval(Duration::from_millis(2)));
+        assert_eq!(c.wal.commits_in_flight, 2);
         assert_eq!(c.wal.segment_size, 128 << 20);
     }
 
@@ -613,6 +614,13 @@ mod tests {
             e.contains("commit_compression_level") && e.contains("-7 and 19"),
             "{e}"
         );
+        for bad in [0, 9] {
+            let e = error_of(&format!("[wal]\ncommits_in_flight = {bad}\n{MINIMAL}"));
+            assert!(
+                e.contains("commits_in_flight") && e.contains("1 and 8"),
+                "{e}"
+            );
+        }
         let e = error_of(&MINIMAL.replace("mode = \"tcp\"", "mode = \"sctp\""));
         assert!(e.contains("line 3") && e.contains("sctp"), "{e}");
         let e = error_of(&format!("{MINIMAL}rotate_size = \"huge\"\n"));
