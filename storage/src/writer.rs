@@ -746,17 +746,17 @@ impl<F: SegmentFs> WalFlusher<F> {
         }
     }
 
-    /// A failed fdatasync (everything in flight lost, counted): block appends and start a new
+    /// A failed fdatasync (everything in flight lost): count, block appends and start a new
     /// segment (see [`Self::recover_from_failure`]).
     async fn recover_if_failed(
         &mut self,
-        settled: Result<(), StorageError>,
+        settled: Result<(), SyncFailure>,
     ) -> Result<(), StorageError> {
         match settled {
             Ok(()) => Ok(()),
-            Err(error) => {
-                self.appender.block(&error, self.taken, 0);
-                self.recover_from_failure(error, None).await
+            Err(f) => {
+                self.appender.block(&f.error, f.first, f.records);
+                self.recover_from_failure(f.error, None).await
             }
         }
     }
@@ -778,8 +778,9 @@ impl<F: SegmentFs> WalFlusher<F> {
                 Err(CommitFailure {
                     error,
                     unwritten: Some(kept),
+                    lost: (lost_first, lost),
                 }) => {
-                    self.appender.block(&error, first, 0);
+                    self.appender.block(&error, lost_first, lost);
                     self.recover_from_failure(error, Some((first, records)))
                         .await?;
                     taken = kept;
@@ -787,8 +788,9 @@ impl<F: SegmentFs> WalFlusher<F> {
                 Err(CommitFailure {
                     error,
                     unwritten: None,
+                    lost: (lost_first, lost),
                 }) => {
-                    self.appender.block(&error, first, records);
+                    self.appender.block(&error, lost_first, lost);
                     return self.recover_from_failure(error, None).await;
                 }
             }
@@ -796,7 +798,7 @@ impl<F: SegmentFs> WalFlusher<F> {
     }
 
     /// Settles every commit in flight, oldest first (see [`Self::settle_front`]).
-    async fn settle_all(&mut self) -> Result<(), StorageError> {
+    async fn settle_all(&mut self) -> Result<(), SyncFailure> {
         while !self.in_flight.is_empty() {
             self.settle_front(None).await?;
         }
@@ -804,10 +806,9 @@ impl<F: SegmentFs> WalFlusher<F> {
     }
 
     /// Waits for the oldest commit's fdatasync (unless its `outcome` is known) and publishes
-    /// it. If the fdatasync failed, it and every later commit in flight are lost (counted;
-    /// their bytes follow it in the segment) and the error is returned: the caller abandons
-    /// the segment.
-    async fn settle_front(&mut self, outcome: Option<SyncOutcome>) -> Result<(), StorageError> {
+    /// it. If the fdatasync failed, it and every later commit in flight are lost (their bytes
+    /// follow it in the segment): returned for the caller to count, and to abandon the segment.
+    async fn settle_front(&mut self, outcome: Option<SyncOutcome>) -> Result<(), SyncFailure> {
         let Some(mut commit) = self.in_flight.pop_front() else {
             return Ok(());
         };
@@ -819,8 +820,13 @@ impl<F: SegmentFs> WalFlusher<F> {
         if let Some((result, took)) = outcome {
             if let Err(e) = result {
                 let error = StorageError::io("fdatasync", segment_path(&self.dir, self.segment), e);
-                self.lose_in_flight(commit).await;
-                return Err(error);
+                let first = commit.first;
+                let records = self.drop_in_flight(commit).await;
+                return Err(SyncFailure {
+                    error,
+                    first,
+                    records,
+                });
             }
             let stats = &self.appender.stats;
             stats.fsyncs.set(stats.fsyncs.get() + 1);
@@ -830,18 +836,20 @@ impl<F: SegmentFs> WalFlusher<F> {
         Ok(())
     }
 
-    /// `failed` and every commit after it are lost: wait for their fdatasyncs (nothing may
-    /// touch the file while one runs), count them, and go back to the last published point.
-    async fn lose_in_flight(&mut self, failed: InFlight) {
-        self.appender.lose(failed.first, failed.records);
+    /// `failed` and every commit after it will not be durable: wait for their fdatasyncs
+    /// (nothing may touch the file while one runs) and go back to the last published point.
+    /// Returns their records (consecutive append indices from `failed.first`).
+    async fn drop_in_flight(&mut self, failed: InFlight) -> u64 {
+        let mut records = failed.records;
         while let Some(mut later) = self.in_flight.pop_front() {
             if let Some(sync) = later.sync.take() {
                 let _ = sync.await;
             }
-            self.appender.lose(later.first, later.records);
+            records += later.records;
         }
         self.offset = self.durable_offset;
         self.next_id = self.durable_next_id;
+        records
     }
 
     /// A commit is durable (its fdatasync and every earlier one's done): count it, hand it
@@ -988,16 +996,24 @@ impl<F: SegmentFs> WalFlusher<F> {
     ) -> Result<(), CommitFailure> {
         if self.needs_segment(taken.buf.len() as u64) {
             let rotated = match self.settle_all().await {
-                Ok(()) => self.rotate().await,
-                Err(e) => Err(e),
+                Ok(()) => self.rotate().await.map_err(|e| (e, (first, 0))),
+                Err(f) => Err((f.error, (f.first, f.records))),
             };
-            if let Err(error) = rotated {
+            if let Err((error, lost)) = rotated {
                 return Err(CommitFailure {
                     error,
                     unwritten: Some(taken),
+                    lost,
                 });
             }
         }
+        let Some(file) = self.file.clone() else {
+            return Err(CommitFailure {
+                error: StorageError::Failed("no open segment".into()),
+                unwritten: Some(taken),
+                lost: (first, 0),
+            });
+        };
         // The records carry the salt of the segment current when they were appended: only
         // a batch that goes into a newer one (a rotation) is re-salted.
         let Taken {
@@ -1038,19 +1054,20 @@ impl<F: SegmentFs> WalFlusher<F> {
         }
         if let Err(error) = self.write_all(block.unwrap_or(buf)).await {
             // What is in flight before it settles first (it may still become durable).
-            let _ = self.settle_all().await;
+            let lost = match self.settle_all().await {
+                Ok(()) => (first, records),
+                Err(f) => (f.first, f.records + records),
+            };
             return Err(CommitFailure {
                 error,
                 unwritten: None,
+                lost,
             });
         }
         self.offset += len;
         self.records_checksum = chain;
         self.next_id += records;
-        let sync = match (&self.file, self.appender.policy.syncs()) {
-            (Some(file), true) => Some(spawn_sync(Rc::clone(file))),
-            _ => None,
-        };
+        let sync = self.appender.policy.syncs().then(|| spawn_sync(file));
         let never_synced = sync.is_none();
         self.in_flight.push_back(InFlight {
             sync,
@@ -1394,8 +1411,19 @@ async fn header_then_rename<F: SegmentFile>(
         .map_err(|e| StorageError::io("rename", ready_path, e))
 }
 
-/// A commit that failed, with the batch if no byte of it reached the kernel.
+/// A commit that failed, with the batch if no byte of it reached the kernel, and the records
+/// lost with it: append indices `[first, first + records)` (this batch when it was written;
+/// commits in flight before it whose fdatasync failed).
 struct CommitFailure {
     error: StorageError,
     unwritten: Option<Taken>,
+    lost: (u64, u64),
+}
+
+/// A failed fdatasync, and the records lost with it (that commit's and every later one's in
+/// flight): append indices `[first, first + records)`.
+struct SyncFailure {
+    error: StorageError,
+    first: u64,
+    records: u64,
 }
