@@ -11,9 +11,9 @@
 //! a task that finds the pending buffer full waits, which stops it reading its socket: the
 //! kernel's TCP window then pushes back on the sender (natural backpressure, bounded memory).
 //!
-//! Overlapped commits: a commit's fdatasync runs in its own task, so the next commit (due
-//! after the interval) is written and synced while it runs; at most `commits_in_flight`
-//! ([`DEFAULT_COMMITS_IN_FLIGHT`]) fdatasyncs are outstanding. Invariants:
+//! Overlapped commits: a commit's fdatasync runs in its own task, so with `commits_in_flight`
+//! above 1 (default [`DEFAULT_COMMITS_IN_FLIGHT`]) the next commit (due after the interval) is
+//! written and synced while it runs, at most that many fdatasyncs outstanding. Invariants:
 //! - writes are issued one at a time, in order (an O_DIRECT write rewrites the block the
 //!   previous one ended in, so it must have completed);
 //! - the watermark advances in commit order: a commit is published only once its own
@@ -445,8 +445,10 @@ impl WalAppender {
     }
 }
 
-/// Outstanding fdatasyncs per writer unless configured (`[wal] commits_in_flight`).
-pub const DEFAULT_COMMITS_IN_FLIGHT: usize = 2;
+/// Outstanding fdatasyncs per writer unless configured (`[wal] commits_in_flight`): one, each
+/// commit waiting for the previous one's fdatasync. Two measured no better on the reference VM
+/// (its fdatasyncs queue behind each other; docs/benchmarks.md), so overlap is opt-in.
+pub const DEFAULT_COMMITS_IN_FLIGHT: usize = 1;
 /// Upper bound of `commits_in_flight` (each holds a fast-path copy of its commit).
 pub const MAX_COMMITS_IN_FLIGHT: usize = 8;
 

@@ -74,7 +74,7 @@ struct LatencyCli {
     #[arg(long, default_value = "buffered")]
     wal_io: String,
     /// `[wal] commits_in_flight` of the runs (1: each commit waits for the previous fdatasync).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 1)]
     commits_in_flight: usize,
     /// `[wal] commit_compression` of the runs: none or zstd.
     #[arg(long, default_value = "none")]

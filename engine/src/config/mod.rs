@@ -576,7 +576,7 @@ mod tests {
         let c = Config::embedded_default().unwrap();
         assert_eq!(c.sources.len(), 2);
         assert_eq!(c.wal.fsync, FsyncPolicy::Interval(Duration::from_millis(2)));
-        assert_eq!(c.wal.commits_in_flight, 2);
+        assert_eq!(c.wal.commits_in_flight, 1);
         assert_eq!(c.wal.segment_size, 128 << 20);
     }
 

@@ -50,14 +50,16 @@ pub struct WalConfig {
     pub ready_segments: usize,
     /// Commits each shard keeps in memory for each output (the fast path): an output that is
     /// at most this many commits behind reads them from memory instead of the segment files.
-    /// Memory: about shards × (this + 2 + `commits_in_flight`) × `buffer_size` at most (commit buffers are shared by
-    /// every output and reused). 0: outputs read files only.
+    /// Memory: about shards × (this + 2 + `commits_in_flight`) × `buffer_size` at most (commit
+    /// buffers are shared by every output and reused). 0: outputs read files only.
     #[serde(default = "default_fast_path_commits")]
     pub fast_path_commits: usize,
-    /// Commits per shard whose fdatasync may run at once: the next commit is written and
-    /// synced while earlier ones' fdatasyncs still run, so one slow fdatasync does not also
-    /// hold back the commit behind it by a whole commit. The durable watermark still advances
-    /// in commit order. 1: each commit waits for the previous one's fdatasync. 1 to 8.
+    /// Commits per shard whose fdatasync may run at once: above 1, the next commit is written
+    /// and synced while earlier ones' fdatasyncs still run, so one slow fdatasync does not
+    /// also hold back the commit behind it by a whole commit (for disks that take concurrent
+    /// flushes; on the reference VM they queue, and 2 measured no better). The durable
+    /// watermark still advances in commit order. 1 (the default): each commit waits for the
+    /// previous one's fdatasync. 1 to 8.
     #[serde(default = "default_commits_in_flight")]
     pub commits_in_flight: usize,
     /// How segment files are written: `"buffered"` (through the page cache, the default) or
