@@ -30,6 +30,17 @@ pub struct SoakArgs {
     pub wal_io: SoakWalIo,
     /// `[wal] commit_compression` of each run.
     pub commit_compression: SoakCompression,
+    /// `[wal] commits_in_flight` of the runs, in turn, four runs each (empty: the default).
+    pub commits_in_flight: Vec<usize>,
+}
+
+/// The `commits_in_flight` of run `run`: each value for four runs in turn (so each meets both
+/// io modes and both compressions); 1 when none is given.
+fn in_flight_for_run(values: &[usize], run: u32) -> usize {
+    match values.len() {
+        0 => 1,
+        n => values[(run / 4) as usize % n],
+    }
 }
 
 /// Whether the runs write compressed commits: never, always, or in turn (two runs with, two
@@ -205,9 +216,15 @@ fn output_seqs(out_dir: &Path, report: &mut SoakReport) -> HashSet<u64> {
 
 /// Two shards, small segments (so they rotate and are recycled), WAL fsync every 5 ms, a
 /// JSON file output that is fdatasync'd.
-fn soak_config(data: &Path, out_dir: &Path, wal_io: &str, compression: &str) -> String {
+fn soak_config(
+    data: &Path,
+    out_dir: &Path,
+    wal_io: &str,
+    compression: &str,
+    in_flight: usize,
+) -> String {
     format!(
-        "data_dir = \"{}\"\nshards = 2\nshutdown_timeout = \"600s\"\n[api]\naddress = \"off\"\n[wal]\nfsync = \"5ms\"\nsegment_size = \"1MiB\"\nbuffer_size = \"256KiB\"\nio = \"{wal_io}\"\ncommit_compression = \"{compression}\"\n\
+        "data_dir = \"{}\"\nshards = 2\nshutdown_timeout = \"600s\"\n[api]\naddress = \"off\"\n[wal]\nfsync = \"5ms\"\nsegment_size = \"1MiB\"\nbuffer_size = \"256KiB\"\nio = \"{wal_io}\"\ncommit_compression = \"{compression}\"\ncommits_in_flight = {in_flight}\n\
          [sources.tcp]\ntype = \"syslog\"\nmode = \"tcp\"\naddress = \"127.0.0.1:0\"\n\
          [sinks.out]\ntype = \"file\"\npath = \"{}\"\nencoding = \"json\"\nrotate_size = \"64MiB\"\nkeep = 100000\n",
         data.display(),
@@ -231,6 +248,7 @@ pub fn crash_soak(args: &SoakArgs) -> Result<SoakReport, String> {
             &out_dir,
             args.wal_io.for_run(i),
             args.commit_compression.for_run(i),
+            in_flight_for_run(&args.commits_in_flight, i),
         );
         std::fs::write(&config, text).map_err(|e| e.to_string())?;
         let running = start(args, &config)?;

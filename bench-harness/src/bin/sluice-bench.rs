@@ -450,6 +450,10 @@ struct SoakCli {
     /// `[wal] commit_compression` of the runs: none, zstd, or alternate (two runs each in turn).
     #[arg(long, value_enum, default_value_t = bench_harness::soak::SoakCompression::Alternate)]
     commit_compression: bench_harness::soak::SoakCompression,
+    /// `[wal] commits_in_flight` of the runs, in turn (four runs each, so every pairing with
+    /// the alternating io and compression comes up).
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    commits_in_flight: Vec<usize>,
 }
 
 fn crash_soak(cli: SoakCli) -> Result<(), String> {
@@ -463,6 +467,7 @@ fn crash_soak(cli: SoakCli) -> Result<(), String> {
         rate: cli.rate,
         wal_io: cli.wal_io,
         commit_compression: cli.commit_compression,
+        commits_in_flight: cli.commits_in_flight,
     };
     let started = Instant::now();
     let r = bench_harness::soak::crash_soak(&args)?;
