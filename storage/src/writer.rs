@@ -473,6 +473,18 @@ struct InFlight {
     for_outputs: Option<Commit>,
 }
 
+/// A batch ready to be written ([`WalFlusher::encode`]).
+struct Encoded {
+    /// What goes into the file (the records, or their compressed block).
+    bytes: Vec<u8>,
+    /// The segment's record checksum chain after the batch.
+    chain: u32,
+    /// Bytes in the file; record bytes of a compressed block.
+    len: u64,
+    block_raw: Option<u64>,
+    for_outputs: Option<Commit>,
+}
+
 /// What woke the flusher.
 enum Wake {
     /// Records are due for a commit (or the WAL is closing).
@@ -996,28 +1008,79 @@ impl<F: SegmentFs> WalFlusher<F> {
         first: u64,
         records: u64,
     ) -> Result<(), CommitFailure> {
-        if self.needs_segment(taken.buf.len() as u64) {
-            let rotated = match self.settle_all().await {
-                Ok(()) => self.rotate().await.map_err(|e| (e, (first, 0))),
-                Err(f) => Err((f.error, (f.first, f.records))),
-            };
-            if let Err((error, lost)) = rotated {
+        let file = match self.segment_for(taken.buf.len() as u64, first).await {
+            Ok(file) => file,
+            Err((error, lost)) => {
                 return Err(CommitFailure {
                     error,
                     unwritten: Some(taken),
                     lost,
-                });
+                })
+            }
+        };
+        let encoded = self.encode(taken);
+        if !self.in_flight.is_empty() {
+            let stats = &self.appender.stats;
+            stats
+                .overlapped_commits
+                .set(stats.overlapped_commits.get() + 1);
+        }
+        if let Err(error) = self.write_all(encoded.bytes).await {
+            // What is in flight before it settles first (it may still become durable).
+            let lost = match self.settle_all().await {
+                Ok(()) => (first, records),
+                Err(f) => (f.first, f.records + records),
+            };
+            return Err(CommitFailure {
+                error,
+                unwritten: None,
+                lost,
+            });
+        }
+        self.offset += encoded.len;
+        self.records_checksum = encoded.chain;
+        self.next_id += records;
+        let sync = self.appender.policy.syncs().then(|| spawn_sync(file));
+        let never_synced = sync.is_none();
+        self.in_flight.push_back(InFlight {
+            sync,
+            end: self.offset,
+            next_id: self.next_id,
+            first,
+            records,
+            len: encoded.len,
+            block_raw: encoded.block_raw,
+            for_outputs: encoded.for_outputs,
+        });
+        if never_synced {
+            // FsyncPolicy::Never: nothing to wait for (settling cannot fail).
+            let _ = self.settle_front(None).await;
+        }
+        Ok(())
+    }
+
+    /// The segment a commit of `len` bytes goes into: the current one, or a new one when it
+    /// needs one (after settling what is in flight). On failure, the error and the records
+    /// lost (append indices from `first`: none, or those in flight whose fdatasync failed).
+    async fn segment_for(
+        &mut self,
+        len: u64,
+        first: u64,
+    ) -> Result<Rc<F::File>, (StorageError, (u64, u64))> {
+        if self.needs_segment(len) {
+            match self.settle_all().await {
+                Ok(()) => self.rotate().await.map_err(|e| (e, (first, 0)))?,
+                Err(f) => return Err((f.error, (f.first, f.records))),
             }
         }
-        let Some(file) = self.file.clone() else {
-            return Err(CommitFailure {
-                error: StorageError::Failed("no open segment".into()),
-                unwritten: Some(taken),
-                lost: (first, 0),
-            });
-        };
-        // The records carry the salt of the segment current when they were appended: only
-        // a batch that goes into a newer one (a rotation) is re-salted.
+        let no_segment = || (StorageError::Failed("no open segment".into()), (first, 0));
+        self.file.clone().ok_or_else(no_segment)
+    }
+
+    /// A taken batch as the current segment stores it: re-salted if it was appended for an
+    /// older segment, its records chained for the footer, compressed into a block when that
+    /// is smaller, copied for the outputs' fast path.
+    fn encode(&mut self, taken: Taken) -> Encoded {
         let Taken {
             mut buf,
             salt,
@@ -1047,45 +1110,13 @@ impl<F: SegmentFs> WalFlusher<F> {
                 bytes: fast.copy_of(&buf),
                 file_len: len,
             });
-        let is_block = block.is_some();
-        if !self.in_flight.is_empty() {
-            let stats = &self.appender.stats;
-            stats
-                .overlapped_commits
-                .set(stats.overlapped_commits.get() + 1);
-        }
-        if let Err(error) = self.write_all(block.unwrap_or(buf)).await {
-            // What is in flight before it settles first (it may still become durable).
-            let lost = match self.settle_all().await {
-                Ok(()) => (first, records),
-                Err(f) => (f.first, f.records + records),
-            };
-            return Err(CommitFailure {
-                error,
-                unwritten: None,
-                lost,
-            });
-        }
-        self.offset += len;
-        self.records_checksum = chain;
-        self.next_id += records;
-        let sync = self.appender.policy.syncs().then(|| spawn_sync(file));
-        let never_synced = sync.is_none();
-        self.in_flight.push_back(InFlight {
-            sync,
-            end: self.offset,
-            next_id: self.next_id,
-            first,
-            records,
+        Encoded {
+            block_raw: block.is_some().then_some(raw_len),
+            bytes: block.unwrap_or(buf),
+            chain,
             len,
-            block_raw: is_block.then_some(raw_len),
             for_outputs,
-        });
-        if never_synced {
-            // FsyncPolicy::Never: nothing to wait for (settling cannot fail).
-            let _ = self.settle_front(None).await;
         }
-        Ok(())
     }
 
     /// A commit of `records` took `len` bytes in the file (a block of `block_raw` bytes of
