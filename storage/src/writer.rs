@@ -147,8 +147,8 @@ pub struct WalStats {
     /// Commits whose write started while an earlier commit's fdatasync was still running
     /// (`commits_in_flight` above 1).
     pub overlapped_commits: Cell<u64>,
-    /// Times a due commit waited for the oldest fdatasync because `commits_in_flight` were
-    /// already in flight (the limit reached).
+    /// Times records were pending while `commits_in_flight` fdatasyncs were outstanding (the
+    /// limit reached): their commit waited for the oldest to finish.
     pub in_flight_full: Cell<u64>,
     /// Times the disk budget (`max_disk`, `min_free_disk`) blocked ingest.
     pub budget_blocks: Cell<u64>,

@@ -48,8 +48,8 @@ counter_family! {
         /// WAL commits written while an earlier commit's fdatasync was still running
         /// (`wal.commits_in_flight` above 1).
         wal_overlapped_commits: counter "sluice_wal_overlapped_commits_total";
-        /// Times a WAL commit was due with `wal.commits_in_flight` fdatasyncs outstanding: it
-        /// waited for the oldest to finish.
+        /// Times the WAL flusher had records pending with `wal.commits_in_flight` fdatasyncs
+        /// outstanding: their commit waited for the oldest to finish.
         wal_commits_in_flight_full: counter "sluice_wal_commits_in_flight_full_total";
         /// Delivered WAL segments recycled into ready files instead of being deleted.
         wal_segments_recycled: counter "sluice_wal_segments_recycled_total";
