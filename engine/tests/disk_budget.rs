@@ -144,10 +144,9 @@ fn drop_oldest_deletes_and_counts_never_silent() {
     eprintln!("{}", summary_line(&log));
     let seqs = receiver.seqs.lock().unwrap();
     let missing = (0..TOTAL).filter(|s| !seqs.contains_key(s)).count() as u64;
-    assert!(
-        missing > 0,
-        "the receiver was absent: some events had to go"
-    );
+    // Events of a deleted segment that the output had already read (its batch held while the
+    // receiver was absent, or its fast-path ring) still arrive, so how many are missing
+    // depends on when the output read them; what may never happen is a loss not counted.
     assert!(
         missing <= dropped,
         "{missing} events missing but only {dropped} counted as dropped"
