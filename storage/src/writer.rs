@@ -842,9 +842,7 @@ impl<F: SegmentFs> WalFlusher<F> {
                     records,
                 });
             }
-            let stats = &self.appender.stats;
-            stats.fsyncs.set(stats.fsyncs.get() + 1);
-            stats.fsync.record(took, 1);
+            self.count_fsync(took);
         }
         self.publish_commit(commit);
         Ok(())
@@ -1185,10 +1183,15 @@ impl<F: SegmentFs> WalFlusher<F> {
         file.fdatasync()
             .await
             .map_err(|e| StorageError::io("fdatasync", &path, e))?;
+        self.count_fsync(started.elapsed());
+        Ok(())
+    }
+
+    /// One fdatasync succeeded and took `took`.
+    fn count_fsync(&self, took: Duration) {
         let stats = &self.appender.stats;
         stats.fsyncs.set(stats.fsyncs.get() + 1);
-        stats.fsync.record(started.elapsed(), 1);
-        Ok(())
+        stats.fsync.record(took, 1);
     }
 
     /// Whether a commit of `len` bytes starts a new segment first: none is open, the current
