@@ -1,4 +1,5 @@
-//! What the host took from this machine during a run: CPU time stolen by the hypervisor.
+//! What the host gave a run: CPU time stolen by the hypervisor, and the disk's synced
+//! bandwidth.
 //!
 //! On a shared VM another tenant can take a large share of the physical cores for seconds
 //! (`steal` in /proc/stat; 40–57% in some runs on the development VM, with the ingest → durable
@@ -34,6 +35,108 @@ pub fn least_stolen<T>(
         }
     }
     kept.ok_or_else(|| "no run".to_string())
+}
+
+/// The disk's synced bandwidth at one point of a run: the same VM's disk measured 305 MiB/s on
+/// one day and 1,182 on another, and a durable run that needs more bytes per second than the
+/// disk syncs is bound by the disk, not by the system under test.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DiskReading {
+    /// When it was taken ("before the runs", "after the runs").
+    pub when: &'static str,
+    /// MiB/s written in 1 MiB writes, each followed by fdatasync.
+    pub synced_mib_per_sec: f64,
+    /// A 4 KiB write + fdatasync, 99th percentile (µs).
+    pub small_sync_p99_us: u64,
+}
+
+/// Bytes per write of the bandwidth reading (a WAL commit at full load is one such write).
+const DISK_WRITE_BYTES: usize = 1 << 20;
+
+/// Measures the disk of `dir` for about `2 × duration` (`tuning::disk::probe`).
+pub fn read_disk(
+    dir: &std::path::Path,
+    duration: std::time::Duration,
+    when: &'static str,
+) -> Result<DiskReading, String> {
+    let p = tuning::disk::probe(dir, duration, DISK_WRITE_BYTES)
+        .map_err(|e| format!("disk probe in {}: {e}", dir.display()))?;
+    Ok(DiskReading {
+        when,
+        synced_mib_per_sec: p.synced_bytes_per_sec / (1 << 20) as f64,
+        small_sync_p99_us: p.small_sync_p99_us,
+    })
+}
+
+/// The readings in words: "305 MiB/s before the runs (4 KiB write + fdatasync p99 1.6 ms); …".
+pub fn describe_disk(readings: &[DiskReading]) -> String {
+    let each: Vec<String> = readings
+        .iter()
+        .map(|d| {
+            format!(
+                "{:.0} MiB/s {} (4 KiB write + fdatasync p99 {:.1} ms)",
+                d.synced_mib_per_sec,
+                d.when,
+                d.small_sync_p99_us as f64 / 1000.0
+            )
+        })
+        .collect();
+    each.join("; ")
+}
+
+/// The best synced bandwidth of `readings`, bytes/s (0 without any): the ceilings below are
+/// taken against the disk at its best, so that a run is never called disk bound too readily.
+pub fn best_disk_bytes_per_sec(readings: &[DiskReading]) -> f64 {
+    readings
+        .iter()
+        .map(|r| r.synced_mib_per_sec * (1 << 20) as f64)
+        .fold(0.0, f64::max)
+}
+
+/// The most events/s a disk syncing `bytes_per_sec` can carry when each event costs
+/// `bytes_per_event` written (`None` when either is unknown).
+pub fn disk_ceiling_per_sec(bytes_per_sec: f64, bytes_per_event: f64) -> Option<f64> {
+    (bytes_per_sec > 0.0 && bytes_per_event > 0.0).then(|| bytes_per_sec / bytes_per_event)
+}
+
+/// The block device a directory's file system is on, read from /proc/diskstats: what reached
+/// the disk during a run. (A process's own `write_bytes` in /proc/PID/io counts a page each
+/// time it is dirtied, so a page rewritten after an fdatasync counts again: 368 MB/s for
+/// Sluice where the device wrote 204.)
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlockDevice {
+    major: u64,
+    minor: u64,
+}
+
+impl BlockDevice {
+    /// The device of `dir`'s file system (`None` for one /proc/diskstats does not list, such as
+    /// a tmpfs or an overlay).
+    pub fn of(dir: &std::path::Path) -> Option<BlockDevice> {
+        use std::os::unix::fs::MetadataExt;
+        let dev = std::fs::metadata(dir).ok()?.dev();
+        let device = BlockDevice {
+            major: ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff),
+            minor: (dev & 0xff) | ((dev >> 12) & !0xff),
+        };
+        device.written_bytes().map(|_| device)
+    }
+
+    /// Bytes written to the device since boot.
+    pub fn written_bytes(&self) -> Option<u64> {
+        let stats = std::fs::read_to_string("/proc/diskstats").ok()?;
+        written_bytes_in(&stats, self.major, self.minor)
+    }
+}
+
+/// `major minor name reads merged sectors_read ms writes merged sectors_written …`: the
+/// sectors written (512 bytes each, whatever the device's own block size) of one device.
+fn written_bytes_in(diskstats: &str, major: u64, minor: u64) -> Option<u64> {
+    diskstats.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let number = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+        (number(0)? == major && number(1)? == minor).then(|| number(9).map(|s| s * 512))?
+    })
 }
 
 /// The all-CPU line of /proc/stat, in clock ticks.
@@ -99,6 +202,42 @@ mod tests {
         assert_eq!(a.steal_percent_since(&a), 0.0);
         assert!(parse_cpu_line("cpu0 1 2 3 4 5 6 7 8").is_none());
         assert!(parse_cpu_line("cpu 1 2 3").is_none(), "too few fields");
+    }
+
+    #[test]
+    fn the_disk_ceiling_is_its_best_bandwidth_over_the_bytes_per_event() {
+        let mib = (1 << 20) as f64;
+        let readings = [
+            DiskReading {
+                when: "before the runs",
+                synced_mib_per_sec: 300.0,
+                small_sync_p99_us: 1500,
+            },
+            DiskReading {
+                when: "after the runs",
+                synced_mib_per_sec: 460.0,
+                small_sync_p99_us: 900,
+            },
+        ];
+        assert_eq!(best_disk_bytes_per_sec(&readings), 460.0 * mib);
+        assert_eq!(best_disk_bytes_per_sec(&[]), 0.0);
+        let ceiling = disk_ceiling_per_sec(460.0 * mib, 460.0).unwrap();
+        assert!((ceiling - mib).abs() < 1e-6);
+        assert_eq!(disk_ceiling_per_sec(0.0, 460.0), None, "no reading");
+        assert_eq!(disk_ceiling_per_sec(mib, 0.0), None, "nothing written");
+    }
+
+    #[test]
+    fn device_writes_are_sectors_of_512_bytes_from_diskstats() {
+        let stats = "\
+ 254       0 vda 95362 9439 8110322 152769 170617 40046 110749400 443583 0 187524 731170
+ 254       1 vda1 10 0 80 1 20 0 4096 3 0 1 4
+   7       0 loop0 0 0 0 0 0 0 0 0 0 0 0
+";
+        assert_eq!(written_bytes_in(stats, 254, 0), Some(110_749_400 * 512));
+        assert_eq!(written_bytes_in(stats, 254, 1), Some(4096 * 512));
+        assert_eq!(written_bytes_in(stats, 8, 0), None, "not listed");
+        assert_eq!(written_bytes_in("254 0 vda 1 2", 254, 0), None, "cut short");
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! (steady state: a first start zero-fills them in the background; later ones recycle).
 //! A run during which the hypervisor stole more than [`STEAL_LIMIT_PERCENT`] of the CPU is
 //! repeated (up to [`MAX_ATTEMPTS`] runs; the one with the least steal is kept, its steal shown).
+//! The work directory's disk is measured before the first rate and after the last, and each
+//! run shows the share of the disk's best synced bandwidth its writes took ("disk busy").
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,7 +21,10 @@ use crate::compare::{
     bucket_bound_us, bucket_percentiles, buckets, free_port, scrape, stop, wait_for_ready_segments,
 };
 use crate::firehose::{Firehose, Format, Framing};
-use crate::host::{least_stolen, CpuTimes, MAX_ATTEMPTS, STEAL_LIMIT_PERCENT};
+use crate::host::{
+    best_disk_bytes_per_sec, describe_disk, least_stolen, read_disk, BlockDevice, CpuTimes,
+    DiskReading, MAX_ATTEMPTS, STEAL_LIMIT_PERCENT,
+};
 use crate::processing::{start, timed_load, wait_ready};
 use crate::receive::Percentiles;
 
@@ -57,7 +62,19 @@ pub struct Point {
     pub cpu_ns_per_event: f64,
     /// Percent of the CPU the hypervisor stole during the load.
     pub steal_percent: f64,
+    /// Bytes written to the work directory's disk during the load, per event (WAL, ready
+    /// files, output; /proc/diskstats); `None` where the device is unknown.
+    pub disk_bytes_per_event: Option<f64>,
 }
+
+/// Every rate's point, and the disk measured before and after them.
+pub struct Curve {
+    pub points: Vec<Point>,
+    pub disk: Vec<DiskReading>,
+}
+
+/// How long each of the disk probe's two measurements takes.
+const DISK_PROBE: Duration = Duration::from_secs(2);
 
 const SHARDS: usize = 2;
 const READY_PER_SHARD: usize = 2;
@@ -77,13 +94,16 @@ fn config(dir: &Path, port: u16, api: SocketAddr, args: &LatencyArgs) -> String 
     )
 }
 
-pub fn run(args: &LatencyArgs) -> Result<Vec<Point>, String> {
+pub fn run(args: &LatencyArgs) -> Result<Curve, String> {
+    std::fs::create_dir_all(&args.work_dir).map_err(|e| e.to_string())?;
+    let mut disk = vec![read_disk(&args.work_dir, DISK_PROBE, "before the runs")?];
     let mut points = Vec::new();
     for &rate in &args.rates {
         let steal = |p: &Point| p.steal_percent;
         points.push(least_stolen(MAX_ATTEMPTS, steal, || run_rate(rate, args))?);
     }
-    Ok(points)
+    disk.push(read_disk(&args.work_dir, DISK_PROBE, "after the runs")?);
+    Ok(Curve { points, disk })
 }
 
 /// One run at `rate` on a fresh Sluice.
@@ -127,7 +147,10 @@ fn measure(
         ..Firehose::default()
     };
     let host_before = CpuTimes::now();
+    let device = BlockDevice::of(&args.work_dir);
+    let written_before = device.and_then(|d| d.written_bytes());
     let load = timed_load(child, api, &firehose, "sluice_events_durable_total")?;
+    let written = device.and_then(|d| d.written_bytes());
     let steal_percent = CpuTimes::now().steal_percent_since(&host_before);
     let page = scrape(api)?;
     let durable = bucket_percentiles(&page, "sluice_ingest_durable_seconds");
@@ -141,6 +164,9 @@ fn measure(
         fsync: bucket_percentiles(&page, "sluice_wal_fsync_seconds"),
         cpu_ns_per_event: load.cpu_ns_per_event(),
         steal_percent,
+        disk_bytes_per_event: written_before
+            .zip(written)
+            .map(|(a, b)| b.saturating_sub(a) as f64 / firehose.count.max(1) as f64),
     })
 }
 
@@ -166,20 +192,23 @@ fn ms(us: u64) -> String {
 
 /// The markdown table, with the targets (p99 ≤ 5 ms at 1M/s, ≤ 10 ms at 1.5M/s, none over
 /// 100 ms) checked where the rates were measured.
-pub fn table(points: &[Point], args: &LatencyArgs) -> String {
+pub fn table(curve: &Curve, args: &LatencyArgs) -> String {
+    let points = &curve.points[..];
     let mut t = format!(
         "Sluice alone on both cores (2 shards), durable (WAL `fsync = \"{}\"`, `io = \"{}\"`, `commits_in_flight = {}`, `commit_compression = \"{}\"`, raw file sink with fdatasync), \
          {} s per offered rate, {}-byte RFC 5424 lines ({:?}) over {} connections, no tailer running. \
          Ingest → durable from Sluice's histogram, per event (bucket upper bounds, ms). \
          Host steal: the CPU time the hypervisor took during the run (a run over {STEAL_LIMIT_PERCENT}% \
-         is repeated, up to {MAX_ATTEMPTS} runs, keeping the one with the least).\n\n\
-         | offered events/s | achieved events/s | p50 | p90 | p99 | p99.9 | over 100 ms | fdatasync p99 | slowest fdatasync | CPU ns/event | host steal % |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
-        args.wal_fsync, args.wal_io, args.commits_in_flight, args.commit_compression, args.seconds, args.size, args.format, args.connections
+         is repeated, up to {MAX_ATTEMPTS} runs, keeping the one with the least). {}\n\n\
+         | offered events/s | achieved events/s | p50 | p90 | p99 | p99.9 | over 100 ms | fdatasync p99 | slowest fdatasync | CPU ns/event | disk bytes/event | disk busy % | host steal % |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        args.wal_fsync, args.wal_io, args.commits_in_flight, args.commit_compression, args.seconds, args.size, args.format, args.connections,
+        disk_sentence(&curve.disk)
     );
+    let best = best_disk_bytes_per_sec(&curve.disk);
     for p in points {
         t.push_str(&format!(
-            "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.1} |\n",
+            "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {:.1} |\n",
             p.offered,
             p.achieved,
             ms(p.durable.p50),
@@ -190,6 +219,12 @@ pub fn table(points: &[Point], args: &LatencyArgs) -> String {
             ms(p.fsync.p99),
             ms(p.fsync.max),
             p.cpu_ns_per_event,
+            p.disk_bytes_per_event
+                .map_or("–".to_string(), |b| format!("{b:.0}")),
+            match p.disk_bytes_per_event {
+                Some(b) if best > 0.0 => format!("{:.0}", 100.0 * p.achieved * b / best),
+                _ => "–".into(),
+            },
             p.steal_percent
         ));
     }
@@ -212,6 +247,20 @@ pub fn table(points: &[Point], args: &LatencyArgs) -> String {
     t
 }
 
+/// What the disk did, for the table's preamble.
+fn disk_sentence(disk: &[DiskReading]) -> String {
+    if disk.is_empty() {
+        return String::new();
+    }
+
+    format!(
+        "Disk (the work directory's file system, 1 MiB writes each followed by fdatasync): {}. \
+         Disk bytes/event: what reached that disk during the run (/proc/diskstats); disk \
+         busy: achieved events/s × that, as a share of the best reading.",
+        describe_disk(disk)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +273,67 @@ sluice_ingest_durable_seconds_bucket{le=\"0.005\",shard=\"1\"} 100
 sluice_ingest_durable_seconds_bucket{le=\"0.1\",shard=\"1\"} 100
 sluice_ingest_durable_seconds_bucket{le=\"+Inf\",shard=\"1\"} 100
 ";
+
+    /// Disk busy: achieved events/s × bytes written per event over the best disk reading.
+    #[test]
+    fn the_table_shows_the_disk_and_how_busy_each_run_kept_it() {
+        let p = Percentiles {
+            p50: 2000,
+            p99: 4000,
+            p999: 9000,
+            max: 20_000,
+        };
+        let point = Point {
+            offered: 1_000_000,
+            achieved: 1_048_576.0,
+            durable: p,
+            p90_us: 3000,
+            over_100ms: 0,
+            fsync: p,
+            cpu_ns_per_event: 800.0,
+            steal_percent: 1.0,
+            disk_bytes_per_event: Some(230.0),
+        };
+        let mib = |m: f64| DiskReading {
+            when: "before the runs",
+            synced_mib_per_sec: m,
+            small_sync_p99_us: 1600,
+        };
+        let curve = Curve {
+            points: vec![point],
+            disk: vec![
+                mib(300.0),
+                DiskReading {
+                    when: "after the runs",
+                    ..mib(460.0)
+                },
+            ],
+        };
+        let args = LatencyArgs {
+            sluice: PathBuf::new(),
+            rates: vec![1_000_000],
+            seconds: 8,
+            connections: 4,
+            size: 200,
+            work_dir: PathBuf::new(),
+            wal_fsync: "2ms".into(),
+            wal_io: "buffered".into(),
+            commits_in_flight: 1,
+            commit_compression: "none".into(),
+            format: Format::Rfc5424,
+        };
+        let t = table(&curve, &args);
+        assert!(
+            t.contains("300 MiB/s before the runs (4 KiB write + fdatasync p99 1.6 ms); 460 MiB/s after the runs"),
+            "{t}"
+        );
+        // 2^20 events/s × 230 bytes = 230 MiB/s of the best 460: 50%.
+        assert!(t.contains("| 800 | 230 | 50 | 1.0 |"), "{t}");
+        assert!(
+            t.contains("- p99 ≤ 5 ms at 1000000/s: met (p99 ≤ 4.0 ms)"),
+            "{t}"
+        );
+    }
 
     #[test]
     fn quantiles_and_counts_over_a_bound_sum_the_shards() {

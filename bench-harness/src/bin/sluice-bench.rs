@@ -106,8 +106,9 @@ fn latency(cli: LatencyCli) -> Result<(), String> {
         commit_compression: cli.commit_compression,
         format: cli.format.into(),
     };
-    let points = latency::run(&args)?;
-    let table = latency::table(&points, &args);
+    let curve = latency::run(&args)?;
+    let table = latency::table(&curve, &args);
+    let points = curve.points;
     print!("{table}");
     if let Some(path) = cli.write {
         let png = path.with_file_name("benchmarks-latency-curve.png");
@@ -340,7 +341,7 @@ fn outputs(cli: OutputsCli) -> Result<(), String> {
 }
 
 fn compare(cli: CompareCli) -> Result<(), String> {
-    let rows = bench_harness::compare::compare(&bench_harness::compare::CompareArgs {
+    let comparison = bench_harness::compare::compare(&bench_harness::compare::CompareArgs {
         sluice: cli.sluice,
         work_dir: cli.work_dir,
         count: cli.count,
@@ -362,7 +363,8 @@ fn compare(cli: CompareCli) -> Result<(), String> {
             })
             .collect(),
     })?;
-    let table = bench_harness::compare::table(&rows, cli.size);
+    let rows = comparison.rows;
+    let table = bench_harness::compare::table(&rows, cli.size, &comparison.disk);
     print!("{table}");
     if let Some(path) = cli.write {
         write_between(&path, &table, TABLE_START, TABLE_END)?;
