@@ -73,6 +73,7 @@ pub mod inspect;
 pub mod io;
 pub mod latency;
 pub mod position;
+pub mod pressure;
 pub mod reader;
 pub mod ready;
 pub mod recovery;

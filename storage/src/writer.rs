@@ -41,6 +41,7 @@ use crate::frame::{
 use crate::io::{SegmentFile, SegmentFs};
 use crate::latency::{Arrivals, LatencyHistogram, DURABLE_BUCKETS_SECONDS, FSYNC_BUCKETS_SECONDS};
 use crate::position::{DurableWatermark, Position, MAX_SEGMENT_SIZE};
+use crate::pressure::DiskPressure;
 use crate::ready::ReadySegments;
 use crate::segment::{chain_record, segment_header, segment_path, Footer, SEGMENT_HEADER_LEN};
 
@@ -533,6 +534,9 @@ pub struct WalFlusher<F: SegmentFs> {
     fast_path: Option<Arc<FastPath>>,
     /// Compresses each commit into one block before it is written (`None`: written plain).
     compressor: Option<BlockCompressor>,
+    /// `CommitCompression::Auto`: compresses only while the disk is the bottleneck
+    /// ([`crate::pressure`]); `None`: the compressor (if any) takes every commit.
+    pressure: Option<DiskPressure>,
 }
 
 /// Where a writer's segments come from: the disk budget they are counted in, and the shard's
@@ -551,6 +555,8 @@ pub enum CommitCompression {
     None,
     /// Each commit is written as one zstd block at this level when that is smaller.
     Zstd { level: i32 },
+    /// As `Zstd`, but only while the disk is the bottleneck ([`crate::pressure`]).
+    Auto { level: i32 },
 }
 
 /// Where a writer starts: the segment number and record id after everything recovered.
@@ -630,6 +636,7 @@ impl<F: SegmentFs> WalFlusher<F> {
             file_is_ready: false,
             fast_path: None,
             compressor: None,
+            pressure: None,
         };
         // With an empty pool (a first start: the pool is being zero-filled) the first segment
         // waits for the first commit, which by then most likely finds a ready file: a new file
@@ -667,13 +674,19 @@ impl<F: SegmentFs> WalFlusher<F> {
         mut self,
         compression: CommitCompression,
     ) -> Result<Self, StorageError> {
-        self.compressor = match compression {
+        let level = match compression {
             CommitCompression::None => None,
-            CommitCompression::Zstd { level } => Some(
+            CommitCompression::Zstd { level } | CommitCompression::Auto { level } => Some(level),
+        };
+        self.compressor = match level {
+            None => None,
+            Some(level) => Some(
                 BlockCompressor::new(level)
                     .map_err(|e| StorageError::Failed(format!("zstd level {level}: {e}")))?,
             ),
         };
+        self.pressure = matches!(compression, CommitCompression::Auto { .. })
+            .then(|| DiskPressure::new(std::time::Instant::now()));
         Ok(self)
     }
 
@@ -1090,9 +1103,14 @@ impl<F: SegmentFs> WalFlusher<F> {
         let chain = checksums
             .iter()
             .fold(self.records_checksum, |acc, &crc| chain_record(acc, crc));
+        let wanted = self
+            .pressure
+            .as_mut()
+            .is_none_or(|p| p.compress(std::time::Instant::now()));
         let block = self
             .compressor
             .as_mut()
+            .filter(|_| wanted)
             .and_then(|c| c.block_of(&buf, self.salt));
         let raw_len = buf.len() as u64;
         let len = block.as_ref().map_or(raw_len, |b| b.len() as u64);
@@ -1162,7 +1180,11 @@ impl<F: SegmentFs> WalFlusher<F> {
             .write_at(buf, self.offset)
             .await
             .map_err(|e| StorageError::io("write", &path, e))?;
-        self.appender.stats.write.record(started.elapsed(), 1);
+        let took = started.elapsed();
+        self.appender.stats.write.record(took, 1);
+        if let Some(p) = &mut self.pressure {
+            p.add_busy(took);
+        }
         if written < len {
             let e = std::io::Error::new(
                 std::io::ErrorKind::WriteZero,
@@ -1188,7 +1210,10 @@ impl<F: SegmentFs> WalFlusher<F> {
     }
 
     /// One fdatasync succeeded and took `took`.
-    fn count_fsync(&self, took: Duration) {
+    fn count_fsync(&mut self, took: Duration) {
+        if let Some(p) = &mut self.pressure {
+            p.add_busy(took);
+        }
         let stats = &self.appender.stats;
         stats.fsyncs.set(stats.fsyncs.get() + 1);
         stats.fsync.record(took, 1);

@@ -451,7 +451,11 @@ proptest! {
     fn wal_matches_model(
         ops in proptest::collection::vec(op(), 1..40),
         direct in proptest::option::of(prop_oneof![Just(512usize), Just(4096)]),
-        compression in prop_oneof![Just(CommitCompression::None), Just(CommitCompression::Zstd { level: 1 })],
+        compression in prop_oneof![
+            Just(CommitCompression::None),
+            Just(CommitCompression::Zstd { level: 1 }),
+            Just(CommitCompression::Auto { level: 1 }),
+        ],
         in_flight in 1usize..=3,
     ) {
         run_case(ops, direct, Writer { compression, in_flight });

@@ -580,6 +580,25 @@ mod tests {
         assert_eq!(c.wal.segment_size, 128 << 20);
     }
 
+    #[test]
+    fn commit_compression_takes_none_zstd_and_auto_with_its_level() {
+        assert_eq!(
+            Config::embedded_default().unwrap().wal.commit_compression(),
+            storage::CommitCompression::None
+        );
+        for (name, want) in [
+            ("zstd", storage::CommitCompression::Zstd { level: 3 }),
+            ("auto", storage::CommitCompression::Auto { level: 3 }),
+        ] {
+            let text = format!(
+                "[wal]\ncommit_compression = \"{name}\"\ncommit_compression_level = 3\n{MINIMAL}"
+            );
+            let c = Config::parse(&text, "test.toml").unwrap();
+            assert_eq!(c.wal.commit_compression(), want);
+            assert_eq!(c.wal.commit_compression.name(), name);
+        }
+    }
+
     fn error_of(text: &str) -> String {
         Config::parse(text, "test.toml").unwrap_err().to_string()
     }

@@ -108,7 +108,7 @@ fn wal(config: &Config) -> Table {
     t.insert("io".into(), Value::String(w.io.to_string()));
     t.insert(
         "commit_compression".into(),
-        text(compression_name(w.commit_compression)),
+        text(w.commit_compression.name()),
     );
     t.insert(
         "commit_compression_level".into(),

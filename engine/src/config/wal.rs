@@ -67,11 +67,12 @@ pub struct WalConfig {
     /// thread). A file system that refuses O_DIRECT gets buffered writes either way.
     #[serde(default, deserialize_with = "de_from_str")]
     pub io: WalIo,
-    /// Each group commit written as one zstd block (`"zstd"`) or as it is (`"none"`, the
-    /// default): fewer bytes to the disk per event for CPU on the shard threads. Segments mix
-    /// both; readers need no setting.
+    /// Each group commit written as one zstd block (`"zstd"`), as it is (`"none"`, the
+    /// default), or compressed only while the disk is the bottleneck (`"auto"`, see
+    /// `storage::pressure`): fewer bytes to the disk per event for CPU on the shard threads.
+    /// Segments mix both; readers need no setting.
     #[serde(default = "default_commit_compression")]
-    pub commit_compression: Compression,
+    pub commit_compression: CommitCompressionMode,
     /// zstd level of `commit_compression`: -7 (fastest) to 19; negative levels are zstd's fast
     /// modes.
     #[serde(default = "default_commit_compression_level")]
@@ -104,11 +105,11 @@ impl Default for WalConfig {
 impl WalConfig {
     /// How the writer compresses its commits (`commit_compression`, `commit_compression_level`).
     pub fn commit_compression(&self) -> storage::CommitCompression {
+        let level = self.commit_compression_level;
         match self.commit_compression {
-            Compression::None => storage::CommitCompression::None,
-            Compression::Zstd => storage::CommitCompression::Zstd {
-                level: self.commit_compression_level,
-            },
+            CommitCompressionMode::None => storage::CommitCompression::None,
+            CommitCompressionMode::Zstd => storage::CommitCompression::Zstd { level },
+            CommitCompressionMode::Auto => storage::CommitCompression::Auto { level },
         }
     }
 
@@ -162,6 +163,38 @@ fn de_recovery<'de, D: Deserializer<'de>>(d: D) -> Result<RecoveryMode, D::Error
     )
 }
 
+/// `[wal] commit_compression`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitCompressionMode {
+    None,
+    Zstd,
+    /// zstd while the disk is the bottleneck, plain otherwise.
+    Auto,
+}
+
+impl CommitCompressionMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            CommitCompressionMode::None => "none",
+            CommitCompressionMode::Zstd => "zstd",
+            CommitCompressionMode::Auto => "auto",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CommitCompressionMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        snake_case(
+            d,
+            &[
+                ("none", CommitCompressionMode::None),
+                ("zstd", CommitCompressionMode::Zstd),
+                ("auto", CommitCompressionMode::Auto),
+            ],
+        )
+    }
+}
+
 /// `[wal] compression`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Compression {
@@ -194,8 +227,8 @@ fn default_commits_in_flight() -> usize {
 fn default_compression_level() -> i32 {
     3
 }
-fn default_commit_compression() -> Compression {
-    Compression::None
+fn default_commit_compression() -> CommitCompressionMode {
+    CommitCompressionMode::None
 }
 fn default_commit_compression_level() -> i32 {
     1
