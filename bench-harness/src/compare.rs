@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crate::firehose::{self, Firehose, Format, Framing};
 use crate::host::{
     best_disk_bytes_per_sec, describe_disk, disk_ceiling_per_sec, least_stolen, read_disk,
-    BlockDevice, CpuTimes, DiskReading, MAX_ATTEMPTS, STEAL_LIMIT_PERCENT,
+    BlockDevice, CpuTimes, DiskReading, DISK_STREAMS, MAX_ATTEMPTS, STEAL_LIMIT_PERCENT,
 };
 use crate::peers::{self, Durability, Scenario, ServerPlace, System, Variant, VARIANTS};
 use crate::receive::{FileTailer, FileWatch, Percentiles, RelayReceiver, Tally};
@@ -765,7 +765,8 @@ fn disk_note(t: &mut String, rows: &[Row], disk: &[DiskReading]) {
     let _ = write!(
         t,
         "\nDisk of this run (the work directory's file system, 1 MiB writes each followed by \
-         fdatasync): {}. \"disk bytes/event\": what reached that disk during the run \
+         fdatasync, {DISK_STREAMS} files written side by side as Sluice's two WALs and its output \
+         are, and one alone): {}. \"disk bytes/event\": what reached that disk during the run \
          (/proc/diskstats: WAL, ready segment files, output, queues); a set-up that does not \
          sync may leave part of its output in the page cache when the run ends.",
         describe_disk(disk)
@@ -792,8 +793,8 @@ fn disk_note(t: &mut String, rows: &[Row], disk: &[DiskReading]) {
     if !ceilings.is_empty() {
         let _ = write!(
             t,
-            " At the best reading, the most events/s this disk can make durable for Sluice \
-             (both cores): {}.",
+            " The best {DISK_STREAMS}-writer reading ÷ the bytes Sluice's durable runs wrote per \
+             event (both cores), about the most events/s this disk syncs at that cost: {}.",
             ceilings.join(", ")
         );
     }
@@ -953,7 +954,7 @@ fn throughput_targets_over_rounds(rows: &[Row], disk_bytes_per_sec: f64) -> Vec<
                 let ceiling = crate::processing::median(ceilings);
                 let _ = write!(
                     measured,
-                    "; this disk's ceiling at the bytes written per event: {ceiling:.0}/s"
+                    "; disk ceiling ({DISK_STREAMS}-writer synced bandwidth ÷ bytes written per event): {ceiling:.0}/s"
                 );
             }
             (c.name.clone(), measured, median >= c.at_least)
@@ -1137,7 +1138,8 @@ mod tests {
         // VARIANTS[0]: Sluice file fsync; [2]: rsyslog file memory.
         let disk = [DiskReading {
             when: "before the runs",
-            synced_mib_per_sec: 460.0,
+            synced_mib_per_sec: 300.0,
+            parallel_mib_per_sec: 460.0,
             small_sync_p99_us: 1500,
         }];
         let t = table(
@@ -1159,15 +1161,15 @@ mod tests {
         );
         // 460 MiB/s synced at 460 bytes per event: 2^20 events/s at most.
         assert!(
-            t.contains("| Sluice durable, file, both cores ≥ 2M events/s | 1000000; this disk's ceiling at the bytes written per event: 1048576/s | **no** |"),
+            t.contains("| Sluice durable, file, both cores ≥ 2M events/s | 1000000; disk ceiling (3-writer synced bandwidth ÷ bytes written per event): 1048576/s | **no** |"),
             "{t}"
         );
         assert!(
-            t.contains("460 MiB/s before the runs (4 KiB write + fdatasync p99 1.5 ms)"),
+            t.contains("before the runs 460 MiB/s with 3 writers, 300 MiB/s with one (4 KiB write + fdatasync p99 1.5 ms)"),
             "{t}"
         );
         assert!(
-            t.contains("(both cores): file 1048576/s at 460 bytes/event."),
+            t.contains("at that cost: file 1048576/s at 460 bytes/event."),
             "{t}"
         );
         assert!(

@@ -65,6 +65,55 @@ pub fn probe(dir: &Path, duration: Duration, write_size: usize) -> io::Result<Di
     result
 }
 
+/// Bytes per second that `streams` writers together get for `duration`, each writing
+/// `write_size` blocks to its own scratch file with an fdatasync after each (as a shard's WAL
+/// and an output do side by side: a disk that queues several requests at once may carry more
+/// than one stream measures).
+pub fn parallel_synced_bandwidth(
+    dir: &Path,
+    streams: usize,
+    duration: Duration,
+    write_size: usize,
+) -> io::Result<f64> {
+    let paths: Vec<_> = (0..streams.max(1))
+        .map(|i| dir.join(format!(".sluice-disk-probe-{i}")))
+        .collect();
+    let results: Vec<io::Result<(u64, u64, f64)>> = std::thread::scope(|scope| {
+        let writers: Vec<_> = paths
+            .iter()
+            .map(|path| {
+                scope.spawn(move || {
+                    let file = OpenOptions::new()
+                        .create(true)
+                        .truncate(true)
+                        .write(true)
+                        .open(path)?;
+                    let block: Vec<u8> = (0..write_size).map(|i| (i * 31 + 7) as u8).collect();
+                    synced_writes(&file, &block, duration)
+                })
+            })
+            .collect();
+        writers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("probe thread")))
+            })
+            .collect()
+    });
+    for path in &paths {
+        let _ = std::fs::remove_file(path);
+    }
+    let mut bytes = 0;
+    let mut longest = 0f64;
+    for r in results {
+        let (b, _, seconds) = r?;
+        bytes += b;
+        longest = longest.max(seconds);
+    }
+    Ok(bytes as f64 / longest.max(1e-9))
+}
+
 /// Sequential `block` writes with fdatasync after each, for `duration` (wrapping at 1 GiB so
 /// the scratch file stays bounded). Returns (bytes, writes, seconds).
 fn synced_writes(
@@ -117,6 +166,14 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let p = super::probe(&dir, std::time::Duration::from_millis(20), 64 << 10).unwrap();
         assert!(p.synced_bytes_per_sec > 0.0 && p.small_sync_p50_us <= p.small_sync_p99_us);
+        let three = super::parallel_synced_bandwidth(
+            &dir,
+            3,
+            std::time::Duration::from_millis(20),
+            64 << 10,
+        )
+        .unwrap();
+        assert!(three > 0.0);
         assert_eq!(
             std::fs::read_dir(&dir).unwrap().count(),
             0,
