@@ -526,10 +526,11 @@ impl Drop for Osmem {
     }
 }
 
-/// Into an OpenSearch-compatible server: 100,000 events exactly once after a clean stop;
-/// then 50,000 more with Sluice killed (-9) while delivering and started again: every
+/// Into an OpenSearch-compatible server: 30,000 events exactly once after a clean stop;
+/// then 15,000 more with Sluice killed (-9) while delivering and started again: every
 /// durable event is in the index and none twice (the `_id` is the event's hash, so what was
-/// sent again before the kill is answered 409, not indexed twice).
+/// sent again before the kill is answered 409, not indexed twice). (100,000 + 50,000 before:
+/// osmem-server indexed ~1,500 documents/s on a slow day, past the 60 s patience.)
 #[test]
 fn opensearch_gets_every_event_once_across_a_kill9() {
     let osmem = Osmem::start();
@@ -544,26 +545,26 @@ fn opensearch_gets_every_event_once_across_a_kill9() {
     let sluice = Sluice::start(dir.path(), &text);
     let addr = sluice.addr("tcp");
     std::thread::scope(|s| {
-        s.spawn(|| send_range(addr, "first", 0..50_000));
-        s.spawn(|| send_range(addr, "first", 50_000..100_000));
+        s.spawn(|| send_range(addr, "first", 0..15_000));
+        s.spawn(|| send_range(addr, "first", 15_000..30_000));
     });
-    wait_for("100,000 documents", || osmem.count(index) >= 100_000);
+    wait_for("30,000 documents", || osmem.count(index) >= 30_000);
     let (status, log) = sluice.stop();
     assert!(status.success(), "{log}");
-    assert_eq!(osmem.count(index), 100_000);
+    assert_eq!(osmem.count(index), 30_000);
 
     let sluice = Sluice::start(dir.path(), &text);
-    send_range(sluice.addr("tcp"), "second", 100_000..150_000);
+    send_range(sluice.addr("tcp"), "second", 30_000..45_000);
     let api = sluice.addr("api");
-    wait_for_metric(api, dir.path(), "sluice_events_durable_total", 50_000.0);
+    wait_for_metric(api, dir.path(), "sluice_events_durable_total", 15_000.0);
     let at_kill = osmem.count(index);
     sluice.kill9();
-    eprintln!("killed with {at_kill} of 150000 documents indexed");
+    eprintln!("killed with {at_kill} of 45000 documents indexed");
     let sluice = Sluice::start(dir.path(), &text);
-    wait_for("150,000 documents", || osmem.count(index) >= 150_000);
+    wait_for("45,000 documents", || osmem.count(index) >= 45_000);
     let (status, log) = sluice.stop();
     assert!(status.success(), "{log}");
-    assert_eq!(osmem.count(index), 150_000, "no duplicate documents");
+    assert_eq!(osmem.count(index), 45_000, "no duplicate documents");
 }
 
 /// `concurrency = 2`: two requests are in flight at once. The server holds each request until
