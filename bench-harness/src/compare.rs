@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crate::firehose::{self, Firehose, Format, Framing};
 use crate::host::{
     best_disk_bytes_per_sec, describe_disk, disk_ceiling_per_sec, least_stolen, read_disk,
-    BlockDevice, CpuTimes, DiskReading, DISK_STREAMS, MAX_ATTEMPTS, STEAL_LIMIT_PERCENT,
+    CpuTimes, DiskReading, DiskWrites, DISK_PROBE, DISK_STREAMS, MAX_ATTEMPTS, STEAL_LIMIT_PERCENT,
 };
 use crate::peers::{self, Durability, Scenario, ServerPlace, System, Variant, VARIANTS};
 use crate::receive::{FileTailer, FileWatch, Percentiles, RelayReceiver, Tally};
@@ -102,9 +102,6 @@ pub struct Comparison {
     pub rows: Vec<Row>,
     pub disk: Vec<DiskReading>,
 }
-
-/// How long each of the disk probe's two measurements takes.
-const DISK_PROBE: Duration = Duration::from_secs(2);
 
 /// Runs every variant at both placements, then the latency runs; returns the rows in order,
 /// with the work directory's disk measured before the first run and after the last.
@@ -425,8 +422,7 @@ fn measure(
         wait_for_ready_segments(place.api, 2)?;
     }
     let cpu_before = process_cpu_seconds(pid);
-    let device = BlockDevice::of(place.dir);
-    let written_before = device.and_then(|d| d.written_bytes());
+    let disk_writes = DiskWrites::start(place.dir);
     let host_before = CpuTimes::now();
     let started = Instant::now();
     let total = firehose::run(&firehose)?.sent;
@@ -435,7 +431,6 @@ fn measure(
     // The output's own time, not when the (polled) durable counter was seen.
     let elapsed = outcome.elapsed.as_secs_f64();
     let cpu = process_cpu_seconds(pid) - cpu_before;
-    let written = device.and_then(|d| d.written_bytes());
     let steal_percent = CpuTimes::now().steal_percent_since(&host_before);
     let (missing, duplicates, latency) = (outcome.missing, outcome.duplicates, outcome.latency);
     Ok(Row {
@@ -458,9 +453,7 @@ fn measure(
             None
         },
         steal_percent,
-        disk_bytes_per_event: written_before
-            .zip(written)
-            .map(|(a, b)| b.saturating_sub(a) as f64 / total.max(1) as f64),
+        disk_bytes_per_event: disk_writes.per_event(total),
     })
 }
 
@@ -761,7 +754,6 @@ fn disk_note(t: &mut String, rows: &[Row], disk: &[DiskReading]) {
     if disk.is_empty() {
         return;
     }
-
     let _ = write!(
         t,
         "\nDisk of this run (the work directory's file system, 1 MiB writes each followed by \

@@ -110,6 +110,30 @@ pub fn disk_ceiling_per_sec(bytes_per_sec: f64, bytes_per_event: f64) -> Option<
     (bytes_per_sec > 0.0 && bytes_per_event > 0.0).then(|| bytes_per_sec / bytes_per_event)
 }
 
+/// How long each of the disk probe's two measurements takes (compare, latency).
+pub const DISK_PROBE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Bytes that reach a directory's disk from now on, per event: read before a run, then
+/// [`DiskWrites::per_event`] after it (`None` where the device is unknown).
+pub struct DiskWrites {
+    device: Option<BlockDevice>,
+    before: Option<u64>,
+}
+
+impl DiskWrites {
+    pub fn start(dir: &std::path::Path) -> DiskWrites {
+        let device = BlockDevice::of(dir);
+        let before = device.and_then(|d| d.written_bytes());
+        DiskWrites { device, before }
+    }
+
+    pub fn per_event(&self, events: u64) -> Option<f64> {
+        let after = self.device.and_then(|d| d.written_bytes())?;
+        let before = self.before?;
+        Some(after.saturating_sub(before) as f64 / events.max(1) as f64)
+    }
+}
+
 /// The block device a directory's file system is on, read from /proc/diskstats: what reached
 /// the disk during a run. (A process's own `write_bytes` in /proc/PID/io counts a page each
 /// time it is dirtied, so a page rewritten after an fdatasync counts again: 368 MB/s for

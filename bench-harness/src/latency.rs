@@ -22,8 +22,8 @@ use crate::compare::{
 };
 use crate::firehose::{Firehose, Format, Framing};
 use crate::host::{
-    best_disk_bytes_per_sec, describe_disk, least_stolen, read_disk, BlockDevice, CpuTimes,
-    DiskReading, MAX_ATTEMPTS, STEAL_LIMIT_PERCENT,
+    best_disk_bytes_per_sec, describe_disk, least_stolen, read_disk, CpuTimes, DiskReading,
+    DiskWrites, DISK_PROBE, MAX_ATTEMPTS, STEAL_LIMIT_PERCENT,
 };
 use crate::processing::{start, timed_load, wait_ready};
 use crate::receive::Percentiles;
@@ -72,9 +72,6 @@ pub struct Curve {
     pub points: Vec<Point>,
     pub disk: Vec<DiskReading>,
 }
-
-/// How long each of the disk probe's two measurements takes.
-const DISK_PROBE: Duration = Duration::from_secs(2);
 
 const SHARDS: usize = 2;
 const READY_PER_SHARD: usize = 2;
@@ -147,10 +144,8 @@ fn measure(
         ..Firehose::default()
     };
     let host_before = CpuTimes::now();
-    let device = BlockDevice::of(&args.work_dir);
-    let written_before = device.and_then(|d| d.written_bytes());
+    let disk_writes = DiskWrites::start(&args.work_dir);
     let load = timed_load(child, api, &firehose, "sluice_events_durable_total")?;
-    let written = device.and_then(|d| d.written_bytes());
     let steal_percent = CpuTimes::now().steal_percent_since(&host_before);
     let page = scrape(api)?;
     let durable = bucket_percentiles(&page, "sluice_ingest_durable_seconds");
@@ -164,9 +159,7 @@ fn measure(
         fsync: bucket_percentiles(&page, "sluice_wal_fsync_seconds"),
         cpu_ns_per_event: load.cpu_ns_per_event(),
         steal_percent,
-        disk_bytes_per_event: written_before
-            .zip(written)
-            .map(|(a, b)| b.saturating_sub(a) as f64 / firehose.count.max(1) as f64),
+        disk_bytes_per_event: disk_writes.per_event(firehose.count),
     })
 }
 
