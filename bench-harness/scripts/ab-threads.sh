@@ -62,7 +62,9 @@ while true; do
 done
 t1=$(date +%s.%N)
 python3 "$HERE/threads.py" snap "$PID" > "$WORK/after.txt"
-curl -s -H "Authorization: Bearer $TOKEN" 127.0.0.1:19614/metrics | awk -v n="$COUNT" '/^sluice_wal_bytes_total/{s+=$2} /^sluice_wal_block_raw_bytes_total/{r+=$2} /^sluice_wal_fast_path_commits_total/{h+=$2} /^sluice_wal_fast_path_full_total/{f+=$2} /^sluice_wal_fsyncs_total/{c+=$2} END{printf "WAL bytes per event: %.0f (compressed commits held %.0f); fdatasyncs %d, commits to the fast path %d, ring full %d\n", s/n, r/n, c, h, f}'
+curl -s -H "Authorization: Bearer $TOKEN" 127.0.0.1:19614/metrics | awk -v n="$COUNT" '/^sluice_wal_fast_path_over_budget_total/{o+=$2} /^sluice_wal_bytes_total/{s+=$2} /^sluice_wal_block_raw_bytes_total/{r+=$2} /^sluice_wal_fast_path_commits_total/{h+=$2} /^sluice_wal_fast_path_full_total/{f+=$2} /^sluice_wal_fsyncs_total/{c+=$2} END{printf "WAL bytes per event: %.0f (compressed commits held %.0f); fdatasyncs %d, commits to the fast path %d, ring full %d, over budget %d\n", s/n, r/n, c, h, f, o}'
+RSS=$(awk '/^VmHWM/{print $2}' "/proc/$PID/status")
 kill "$PID"; wait "$PID" 2>/dev/null || true
+echo "peak RSS: $((RSS / 1024)) MiB"
 python3 -c "print('$WAL_LINE sink=$SINK events/s=%.2fM' % ($COUNT/($t1-$t0)/1e6))"
 python3 "$HERE/threads.py" diff "$WORK/before.txt" "$WORK/after.txt" "$COUNT"

@@ -16,9 +16,11 @@
 //!   the same order, and positions, record ids and cursors do not depend on the path taken.
 //! - A shard never waits for an output: a full ring drops that commit for that output only
 //!   (counted in `full`); the output reads it from the file later.
-//! - Memory is bounded: at most `capacity` commits per ring, each at most the WAL buffer's size;
-//!   a commit's bytes are freed (or kept for reuse, at most `capacity` + 2 buffers per shard)
-//!   when the last ring holding it let go.
+//! - Memory is bounded: at most `capacity` commits per ring, and the commit buffers of a shard
+//!   (in rings, in flight to the disk, or free for reuse) take at most `max_bytes` together
+//!   (`wal.fast_path_bytes`). A commit that would pass it is not copied: every output reads it
+//!   from the file (counted in `over_budget`). A buffer is reused once the last ring holding it
+//!   let go; free buffers too small for a commit are freed to make room.
 //! - A ring whose receiver was dropped (output retired) is removed at the next commit.
 //!
 //! [`WalReader`]: crate::WalReader
@@ -30,8 +32,6 @@ use crate::position::Position;
 
 /// Largest ring (`wal.fast_path_commits`).
 pub const MAX_FAST_PATH_COMMITS: usize = 1024;
-/// Commit buffers kept for reuse beyond what the rings can hold.
-const POOL_SPARE: usize = 2;
 
 /// One commit's bytes as they are in the segment file.
 #[derive(Clone, Debug)]
@@ -79,9 +79,31 @@ struct Tap {
 #[derive(Default)]
 struct Shared {
     taps: Vec<Tap>,
-    /// Buffers of earlier commits: one no output holds any more is reused (a fresh
+    /// Every commit buffer of the shard: one no output holds any more is reused (a fresh
     /// allocation of a commit's size would page-fault on every write into it).
     pool: Vec<Arc<Vec<u8>>>,
+}
+
+impl Shared {
+    /// Bytes the buffers take (their capacities).
+    fn pool_bytes(&self) -> usize {
+        self.pool.iter().map(|b| b.capacity()).sum()
+    }
+
+    /// The free buffer (no ring or commit holds it) that fits `len` most tightly.
+    fn free_fitting(&mut self, len: usize) -> Option<&mut Arc<Vec<u8>>> {
+        self.pool
+            .iter_mut()
+            .filter(|b| b.capacity() >= len)
+            .filter_map(|b| Arc::get_mut(b).is_some().then_some(b))
+            .min_by_key(|b| b.capacity())
+    }
+
+    /// Frees the free buffers smaller than `len` (none of them can take such a commit).
+    fn free_smaller_than(&mut self, len: usize) {
+        self.pool
+            .retain(|b| b.capacity() >= len || Arc::strong_count(b) > 1);
+    }
 }
 
 /// A shard's side: the rings of the outputs attached to it. The writer locks it once per
@@ -91,10 +113,17 @@ pub struct FastPath {
     /// Number of rings (read without the lock: no copy is made while nothing is attached).
     attached: AtomicUsize,
     capacity: usize,
+    /// Most bytes of commit buffers (`wal.fast_path_bytes`).
+    max_bytes: usize,
     /// Commits handed to at least one ring.
     pub handed: AtomicU64,
     /// Times a ring was full (that output reads that commit from the file).
     pub full: AtomicU64,
+    /// Commits not copied because the buffers would pass `max_bytes` (every output reads
+    /// them from the file).
+    pub over_budget: AtomicU64,
+    /// Bytes the commit buffers take now.
+    pub held_bytes: AtomicUsize,
 }
 
 impl std::fmt::Debug for FastPath {
@@ -102,19 +131,24 @@ impl std::fmt::Debug for FastPath {
         f.debug_struct("FastPath")
             .field("attached", &self.attached.load(Relaxed))
             .field("capacity", &self.capacity)
+            .field("max_bytes", &self.max_bytes)
             .finish()
     }
 }
 
 impl FastPath {
-    /// Rings of `capacity_commits` commits each (0: no fast path, every output reads files).
-    pub fn new(capacity_commits: usize) -> Arc<Self> {
+    /// Rings of `capacity_commits` commits each (0: no fast path, every output reads files),
+    /// whose commit buffers take at most `max_bytes` together.
+    pub fn new(capacity_commits: usize, max_bytes: usize) -> Arc<Self> {
         Arc::new(FastPath {
             shared: Mutex::new(Shared::default()),
             attached: AtomicUsize::new(0),
             capacity: capacity_commits.min(MAX_FAST_PATH_COMMITS),
+            max_bytes,
             handed: AtomicU64::new(0),
             full: AtomicU64::new(0),
+            over_budget: AtomicU64::new(0),
+            held_bytes: AtomicUsize::new(0),
         })
     }
 
@@ -143,27 +177,37 @@ impl FastPath {
         self.attached.load(Relaxed) > 0
     }
 
-    /// A shared copy of `bytes`, in a reused buffer when one is free.
-    pub fn copy_of(&self, bytes: &[u8]) -> Arc<Vec<u8>> {
+    /// A shared copy of `bytes`, in a reused buffer when one is free; `None` (counted) when
+    /// the buffers would take more than `max_bytes`.
+    pub fn copy_of(&self, bytes: &[u8]) -> Option<Arc<Vec<u8>>> {
+        if bytes.len() > self.max_bytes {
+            self.over_budget.fetch_add(1, Relaxed);
+            return None;
+        }
         let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
-        let free = shared
-            .pool
-            .iter_mut()
-            .find_map(|b| Arc::get_mut(b).is_some().then_some(b));
-        if let Some(buf) = free {
+        if let Some(buf) = shared.free_fitting(bytes.len()) {
             if let Some(vec) = Arc::get_mut(buf) {
                 vec.clear();
                 vec.extend_from_slice(bytes);
-                return Arc::clone(buf);
+                return Some(Arc::clone(buf));
             }
         }
-        let buf = Arc::new(bytes.to_vec());
-        // Enough for what one ring holds and a few in flight (the rings of several outputs
-        // mostly hold the same commits); past that, not kept: memory stays bounded.
-        if shared.pool.len() < self.capacity + POOL_SPARE {
+        shared.free_smaller_than(bytes.len());
+        // Room for commits a little larger than this one, so buffers are rarely replaced.
+        let room = self.max_bytes.saturating_sub(shared.pool_bytes());
+        let capacity = (bytes.len() + bytes.len() / 16).min(room);
+        let copy = if capacity >= bytes.len() {
+            let mut vec = Vec::with_capacity(capacity);
+            vec.extend_from_slice(bytes);
+            let buf = Arc::new(vec);
             shared.pool.push(Arc::clone(&buf));
-        }
-        buf
+            Some(buf)
+        } else {
+            self.over_budget.fetch_add(1, Relaxed);
+            None
+        };
+        self.held_bytes.store(shared.pool_bytes(), Relaxed);
+        copy
     }
 
     /// Hands `commit` to every attached ring that has room.
@@ -234,7 +278,7 @@ mod tests {
 
     #[test]
     fn finds_the_commit_holding_a_position_and_drops_older_ones() {
-        let fast = FastPath::new(4);
+        let fast = FastPath::new(4, 1 << 20);
         let mut rx = fast.attach("out").unwrap();
         for c in [commit(1, 32, 100), commit(1, 132, 50), commit(2, 32, 10)] {
             fast.offer(&c);
@@ -248,7 +292,7 @@ mod tests {
 
     #[test]
     fn a_gap_reads_the_file_until_the_ring_has_the_position_again() {
-        let fast = FastPath::new(2);
+        let fast = FastPath::new(2, 1 << 20);
         let mut rx = fast.attach("out").unwrap();
         fast.offer(&commit(1, 32, 10));
         fast.offer(&commit(1, 42, 10));
@@ -267,9 +311,9 @@ mod tests {
 
     #[test]
     fn commit_buffers_are_reused_once_no_output_holds_them() {
-        let fast = FastPath::new(2);
+        let fast = FastPath::new(2, 1 << 20);
         let mut rx = fast.attach("out").unwrap();
-        let first = fast.copy_of(b"one");
+        let first = fast.copy_of(b"one").unwrap();
         let ptr = Arc::as_ptr(&first);
         fast.offer(&Commit {
             segment: 1,
@@ -278,24 +322,65 @@ mod tests {
             bytes: first,
             file_len: 3,
         });
-        let held = fast.copy_of(b"two");
+        let held = fast.copy_of(b"two").unwrap();
         assert_ne!(Arc::as_ptr(&held), ptr, "the ring still holds the first");
         assert!(rx.commit_at(pos(1, 32)).is_some());
         assert!(rx.commit_at(pos(1, 35)).is_none(), "past it: dropped");
-        let again = fast.copy_of(b"three");
+        let again = fast.copy_of(b"three").unwrap();
         assert_eq!(Arc::as_ptr(&again), ptr);
         assert_eq!(&again[..], b"three");
     }
 
     #[test]
     fn a_dropped_receiver_detaches_and_nothing_is_copied_without_one() {
-        let fast = FastPath::new(2);
+        let fast = FastPath::new(2, 1 << 20);
         assert!(!fast.wanted());
         let rx = fast.attach("out").unwrap();
         assert!(fast.wanted());
         drop(rx);
         fast.offer(&commit(1, 32, 10));
         assert!(!fast.wanted());
-        assert!(FastPath::new(0).attach("out").is_none());
+        assert!(FastPath::new(0, 1 << 20).attach("out").is_none());
+    }
+
+    #[test]
+    fn the_buffers_stay_within_the_budget_and_small_free_ones_make_room() {
+        let fast = FastPath::new(8, 1000);
+        let mut rx = fast.attach("out").unwrap();
+        let offer = |bytes: Arc<Vec<u8>>, offset: u64| {
+            let file_len = bytes.len() as u64;
+            fast.offer(&Commit {
+                segment: 1,
+                offset,
+                first_id: 1,
+                bytes,
+                file_len,
+            })
+        };
+        offer(fast.copy_of(&[1; 400]).unwrap(), 32);
+        offer(fast.copy_of(&[2; 400]).unwrap(), 432);
+        assert_eq!(
+            fast.held_bytes.load(Relaxed),
+            850,
+            "400 each and room to grow"
+        );
+        assert!(fast.copy_of(&[3; 200]).is_none(), "both held by the ring");
+        assert_eq!(fast.over_budget.load(Relaxed), 1);
+        // The reader is past the first commit: its buffer is reused, not a new one made.
+        assert!(rx.commit_at(pos(1, 432)).is_some());
+        let third = fast.copy_of(&[3; 300]).unwrap();
+        assert_eq!(&third[..], &[3; 300][..]);
+        assert_eq!(fast.held_bytes.load(Relaxed), 850);
+        drop(third);
+        // Past everything: the free buffers are too small for 900 bytes, so they go.
+        assert!(rx.commit_at(pos(1, 832)).is_none());
+        assert_eq!(fast.copy_of(&[4; 900]).map(|b| b.len()), Some(900));
+        assert_eq!(fast.held_bytes.load(Relaxed), 956);
+        assert!(fast.copy_of(&[5; 1001]).is_none(), "larger than the budget");
+        assert_eq!(
+            fast.held_bytes.load(Relaxed),
+            956,
+            "and nothing freed for it"
+        );
     }
 }

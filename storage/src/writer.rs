@@ -1119,11 +1119,12 @@ impl<F: SegmentFs> WalFlusher<F> {
             .fast_path
             .as_ref()
             .filter(|f| f.wanted())
-            .map(|fast| Commit {
+            .and_then(|fast| fast.copy_of(&buf))
+            .map(|bytes| Commit {
                 segment: self.segment,
                 offset: self.offset,
                 first_id: self.next_id,
-                bytes: fast.copy_of(&buf),
+                bytes,
                 file_len: len,
             });
         Encoded {

@@ -84,7 +84,7 @@ fn run_phases(dir: &std::path::Path, compression: CommitCompression) -> Run {
             let names = ["fast", "stalled", "restarted", "files"];
             let wal = common::open_recycling(&path, SEGMENT, 8192, &names).await;
             let (appender, watermark, retention) = (wal.appender, wal.watermark, wal.retention);
-            let fast_path = FastPath::new(RING_COMMITS);
+            let fast_path = FastPath::new(RING_COMMITS, 64 << 20);
             let open = |name: &'static str, from: Option<Cursor>, fast: bool| Output {
                 name,
                 reader: WalReader::open(&path, from)

@@ -87,6 +87,9 @@ struct Writer {
     compression: CommitCompression,
     /// fdatasyncs outstanding at once (`with_commits_in_flight`).
     in_flight: usize,
+    /// The fast path's memory budget (`wal.fast_path_bytes`): small ones leave commits out,
+    /// which the reader then takes from the file.
+    fast_path_bytes: usize,
 }
 
 async fn open(dir: &std::path::Path, sim: &SimFs, writer: Writer) -> Wal {
@@ -113,7 +116,7 @@ async fn open(dir: &std::path::Path, sim: &SimFs, writer: Writer) -> Wal {
         .await;
         match opened {
             Ok(flusher) => {
-                let fast_path = FastPath::new(2);
+                let fast_path = FastPath::new(2, writer.fast_path_bytes);
                 let cursor = read_cursor(dir, SINK).unwrap();
                 let fast_reader = WalReader::open(dir, cursor)
                     .unwrap()
@@ -355,6 +358,7 @@ fn compressed_commits_take_part() {
     let writer = Writer {
         compression: CommitCompression::Zstd { level: 1 },
         in_flight: 2,
+        fast_path_bytes: 64 << 20,
     };
     let (blocks, _) = run_case(ops, Some(4096), writer);
     assert!(blocks >= 4, "only {blocks} compressed commits");
@@ -390,6 +394,7 @@ fn overlapped_commits_take_part() {
     let writer = Writer {
         compression: CommitCompression::None,
         in_flight: 3,
+        fast_path_bytes: 64 << 20,
     };
     let (_, overlapped) = run_case(ops, Some(512), writer);
     assert!(overlapped >= 3, "only {overlapped} overlapped commits");
@@ -457,7 +462,8 @@ proptest! {
             Just(CommitCompression::Auto { level: 1 }),
         ],
         in_flight in 1usize..=3,
+        fast_path_bytes in prop_oneof![Just(64usize << 20), 256usize..4096],
     ) {
-        run_case(ops, direct, Writer { compression, in_flight });
+        run_case(ops, direct, Writer { compression, in_flight, fast_path_bytes });
     }
 }

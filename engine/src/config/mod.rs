@@ -578,6 +578,8 @@ mod tests {
         assert_eq!(c.wal.fsync, FsyncPolicy::Interval(Duration::from_millis(2)));
         assert_eq!(c.wal.commits_in_flight, 1);
         assert_eq!(c.wal.segment_size, 128 << 20);
+        assert_eq!(c.wal.fast_path_commits, 64);
+        assert_eq!(c.wal.fast_path_bytes, 64 << 20);
     }
 
     #[test]
@@ -640,6 +642,19 @@ mod tests {
                 "{e}"
             );
         }
+        for bad in ["\"1MiB\"", "\"17GiB\""] {
+            let e = error_of(&format!("[wal]\nfast_path_bytes = {bad}\n{MINIMAL}"));
+            assert!(
+                e.contains("fast_path_bytes") && e.contains("wal.buffer_size"),
+                "{e}"
+            );
+        }
+        let c = Config::parse(
+            &format!("[wal]\nfast_path_bytes = \"256MiB\"\n{MINIMAL}"),
+            "test.toml",
+        )
+        .unwrap();
+        assert_eq!(c.wal.fast_path_bytes, 256 << 20);
         let e = error_of(&MINIMAL.replace("mode = \"tcp\"", "mode = \"sctp\""));
         assert!(e.contains("line 3") && e.contains("sctp"), "{e}");
         let e = error_of(&format!("{MINIMAL}rotate_size = \"huge\"\n"));

@@ -101,6 +101,7 @@ fn wal(config: &Config) -> Table {
         "fast_path_commits".into(),
         Value::Integer(w.fast_path_commits as i64),
     );
+    t.insert("fast_path_bytes".into(), bytes(w.fast_path_bytes));
     t.insert(
         "commits_in_flight".into(),
         Value::Integer(w.commits_in_flight as i64),

@@ -49,11 +49,15 @@ pub struct WalConfig {
     #[serde(default = "default_ready_segments")]
     pub ready_segments: usize,
     /// Commits each shard keeps in memory for each output (the fast path): an output that is
-    /// at most this many commits behind reads them from memory instead of the segment files.
-    /// Memory: about shards × (this + 2 + `commits_in_flight`) × `buffer_size` at most (commit
-    /// buffers are shared by every output and reused). 0: outputs read files only.
+    /// at most this many commits (and `fast_path_bytes`) behind reads them from memory
+    /// instead of the segment files. 0: outputs read files only.
     #[serde(default = "default_fast_path_commits")]
     pub fast_path_commits: usize,
+    /// Most memory each shard's fast path holds: its commit buffers, shared by every output
+    /// and reused. A commit past it goes to the outputs through the file only (counted in
+    /// `sluice_wal_fast_path_over_budget_total`). At least `buffer_size` (a whole commit).
+    #[serde(default = "default_fast_path_bytes", deserialize_with = "de_bytes")]
+    pub fast_path_bytes: u64,
     /// Commits per shard whose fdatasync may run at once: above 1, the next commit is written
     /// and synced while earlier ones' fdatasyncs still run, so one slow fdatasync does not
     /// also hold back the commit behind it by a whole commit (for disks that take concurrent
@@ -94,6 +98,7 @@ impl Default for WalConfig {
             when_full: FullPolicy::default(),
             ready_segments: default_ready_segments(),
             fast_path_commits: default_fast_path_commits(),
+            fast_path_bytes: default_fast_path_bytes(),
             commits_in_flight: default_commits_in_flight(),
             io: WalIo::default(),
             commit_compression: default_commit_compression(),
@@ -133,6 +138,12 @@ impl WalConfig {
         }
         if self.fast_path_commits > storage::fast_path::MAX_FAST_PATH_COMMITS {
             return invalid("fast_path_commits", "must be between 0 and 1024");
+        }
+        if !(self.buffer_size..=MAX_FAST_PATH_BYTES).contains(&self.fast_path_bytes) {
+            return invalid(
+                "fast_path_bytes",
+                "must be between wal.buffer_size (one whole commit) and 16GiB",
+            );
         }
         if !(1..=storage::writer::MAX_COMMITS_IN_FLIGHT).contains(&self.commits_in_flight) {
             return invalid("commits_in_flight", "must be between 1 and 8");
@@ -218,8 +229,16 @@ pub const MAX_READY_SEGMENTS: usize = 16;
 fn default_ready_segments() -> usize {
     2
 }
+/// Upper bound of `wal.fast_path_bytes` (per shard).
+pub const MAX_FAST_PATH_BYTES: u64 = 16 << 30;
+
+/// Enough for an output whose own fdatasync takes tens of milliseconds to stay on the fast
+/// path at full speed (docs/benchmarks.md): 64 commits of a paced load, 15 buffer-full ones.
 fn default_fast_path_commits() -> usize {
-    4
+    64
+}
+fn default_fast_path_bytes() -> u64 {
+    64 << 20
 }
 fn default_commits_in_flight() -> usize {
     storage::writer::DEFAULT_COMMITS_IN_FLIGHT

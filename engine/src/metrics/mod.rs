@@ -60,6 +60,11 @@ counter_family! {
         /// Times an output's fast-path ring was full at a commit: that output reads that
         /// commit from the segment file instead (the shard never waits for an output).
         wal_fast_path_full: counter "sluice_wal_fast_path_full_total";
+        /// Commits not kept in memory for the outputs because the shard's fast path already
+        /// held `wal.fast_path_bytes`: every output reads them from the segment file.
+        wal_fast_path_over_budget: counter "sluice_wal_fast_path_over_budget_total";
+        /// Bytes of commit buffers the shard's fast path holds (at most `wal.fast_path_bytes`).
+        wal_fast_path_bytes: gauge "sluice_wal_fast_path_bytes";
         /// Events read from a socket that the WAL could not take (blocked by a disk error
         /// while stopping, or already failed).
         events_dropped_wal: counter "sluice_events_dropped_wal_unavailable_total" loss("wal_unavailable");

@@ -204,7 +204,10 @@ fn recover_logs(
             retention: Arc::new(retention),
             next_record_id: Arc::new(AtomicU64::new(report.next_record_id)),
             ready,
-            fast_path: storage::FastPath::new(config.wal.fast_path_commits),
+            fast_path: storage::FastPath::new(
+                config.wal.fast_path_commits,
+                usize::try_from(config.wal.fast_path_bytes).unwrap_or(usize::MAX),
+            ),
         });
     }
     Ok((logs, starts))

@@ -293,6 +293,14 @@ impl Shard {
             self.fast_path.full.load(Ordering::Relaxed),
             Ordering::Relaxed,
         );
+        c.wal_fast_path_over_budget.store(
+            self.fast_path.over_budget.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        c.wal_fast_path_bytes.store(
+            self.fast_path.held_bytes.load(Ordering::Relaxed) as i64,
+            Ordering::Relaxed,
+        );
         c.wal_fsync.publish(&stats.fsync);
         c.wal_write.publish(&stats.write);
         c.ingest_durable.publish(&stats.ingest_durable);
