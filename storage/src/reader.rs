@@ -100,9 +100,12 @@ pub struct Batch {
     pub bytes: usize,
 }
 
-/// Whether the writer has published segment `n` (its header is written and synced).
+/// Whether the writer has published segment `n` (its header is written and synced). A
+/// watermark at offset 0 names the segment the writer will make next (after recovery, before
+/// the first commit): nothing of it is there to open yet.
 fn published(n: u64, durable: Position) -> bool {
-    durable.segment != 0 && n <= durable.segment
+    durable.segment != 0
+        && (n < durable.segment || (n == durable.segment && durable.offset >= SEGMENT_HEADER_LEN))
 }
 
 impl WalReader {

@@ -392,6 +392,40 @@ fn torn_tail_is_cut_and_earlier_records_kept() {
     assert_eq!(got, first);
 }
 
+/// After recovery the watermark names the segment the writer makes next at offset 0. Until
+/// the writer publishes it, its file may be mid-creation (a recycled ready file renamed,
+/// still holding an older segment's bytes): a reader must not open it, or it would count
+/// damage that is not there (and, idle, keep trying to open a file that is not there yet).
+#[test]
+fn the_next_segment_is_not_opened_before_the_writer_publishes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = payloads(20, 6);
+    write_all(dir.path(), first.clone(), FsyncPolicy::Always, 1 << 20);
+    let report = recover_shard(dir.path(), RecoveryMode::default()).unwrap();
+    let next = report.next_segment();
+    let last = *list_segments(dir.path()).unwrap().last().unwrap();
+    std::fs::copy(
+        segment_path(dir.path(), last),
+        segment_path(dir.path(), next),
+    )
+    .unwrap();
+    let durable = Position {
+        segment: next,
+        offset: 0,
+    };
+    let mut reader = WalReader::open(dir.path(), None).unwrap();
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        reader
+            .read_batch(durable, 1 << 20, |p| got.push(p.to_vec()))
+            .unwrap();
+    }
+    assert_eq!(reader.next_id(durable).unwrap(), 0, "not known yet");
+    assert_eq!(got, first);
+    assert_eq!(reader.position().segment, next);
+    assert_eq!(reader.damaged_skips, 0);
+}
+
 #[test]
 fn reader_skips_missing_segments_without_walking_every_number() {
     let dir = tempfile::tempdir().unwrap();
