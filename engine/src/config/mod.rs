@@ -579,7 +579,7 @@ mod tests {
         assert_eq!(c.wal.commits_in_flight, 1);
         assert_eq!(c.wal.segment_size, 128 << 20);
         assert_eq!(c.wal.fast_path_commits, 64);
-        assert_eq!(c.wal.fast_path_bytes, 64 << 20);
+        assert_eq!(c.wal.fast_path_bytes, 24 << 20);
     }
 
     #[test]

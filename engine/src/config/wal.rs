@@ -232,13 +232,15 @@ fn default_ready_segments() -> usize {
 /// Upper bound of `wal.fast_path_bytes` (per shard).
 pub const MAX_FAST_PATH_BYTES: u64 = 16 << 30;
 
-/// Enough for an output whose own fdatasync takes tens of milliseconds to stay on the fast
-/// path at full speed (docs/benchmarks.md): 64 commits of a paced load, 15 buffer-full ones.
+/// A paced load's commits are small (~260 KB per shard at 1M events/s, 2 ms): 64 of them let
+/// an output whose own fdatasync takes tens of milliseconds stay on the fast path.
 fn default_fast_path_commits() -> usize {
     64
 }
+/// About what the 4-commit rings before it could hold at most (buffer-full commits): more
+/// helps an output that lags in an unpaced run, at the cost of RSS (docs/benchmarks.md).
 fn default_fast_path_bytes() -> u64 {
-    64 << 20
+    24 << 20
 }
 fn default_commits_in_flight() -> usize {
     storage::writer::DEFAULT_COMMITS_IN_FLIGHT
