@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use crate::firehose::{self, Firehose, Format, Framing};
 use crate::host::{
-    best_disk_bytes_per_sec, describe_disk, disk_ceiling_per_sec, least_stolen, read_disk,
-    CpuTimes, DiskReading, DiskWrites, DISK_PROBE, DISK_STREAMS, MAX_ATTEMPTS, STEAL_LIMIT_PERCENT,
+    best_disk_bytes_per_sec, describe_disk, disk_busy_percent, disk_ceiling_per_sec, least_stolen,
+    read_disk, CpuTimes, DiskReading, DiskWrites, DISK_PROBE, DISK_STREAMS, MAX_ATTEMPTS,
+    STEAL_LIMIT_PERCENT,
 };
 use crate::peers::{self, Durability, Scenario, ServerPlace, System, Variant, VARIANTS};
 use crate::receive::{FileTailer, FileWatch, Percentiles, RelayReceiver, Tally};
@@ -1036,8 +1037,10 @@ fn latency_targets(rows: &[Row], disk_bytes_per_sec: f64) -> Vec<Target> {
         let target_ms = if rate <= 1_000_000 { 5 } else { 10 };
         let scenario = r.variant.scenario.name();
         let mut measured = format!("≤ {} ms", ms(d.p99));
-        if let (true, Some(bytes)) = (disk_bytes_per_sec > 0.0, r.disk_bytes_per_event) {
-            let busy = 100.0 * r.events_per_sec * bytes / disk_bytes_per_sec;
+        let busy = r
+            .disk_bytes_per_event
+            .and_then(|b| disk_busy_percent(r.events_per_sec, b, disk_bytes_per_sec));
+        if let Some(busy) = busy {
             let _ = write!(
                 measured,
                 " (its writes: {busy:.0}% of the disk's synced bandwidth)"

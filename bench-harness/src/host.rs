@@ -110,6 +110,16 @@ pub fn disk_ceiling_per_sec(bytes_per_sec: f64, bytes_per_event: f64) -> Option<
     (bytes_per_sec > 0.0 && bytes_per_event > 0.0).then(|| bytes_per_sec / bytes_per_event)
 }
 
+/// The share (%) of a disk syncing `bytes_per_sec` that `events_per_sec` events costing
+/// `bytes_per_event` each take ("disk busy"; `None` when the disk's bandwidth is unknown).
+pub fn disk_busy_percent(
+    events_per_sec: f64,
+    bytes_per_event: f64,
+    bytes_per_sec: f64,
+) -> Option<f64> {
+    (bytes_per_sec > 0.0).then(|| 100.0 * events_per_sec * bytes_per_event / bytes_per_sec)
+}
+
 /// How long each of the disk probe's two measurements takes (compare, latency).
 pub const DISK_PROBE: std::time::Duration = std::time::Duration::from_secs(2);
 

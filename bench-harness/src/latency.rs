@@ -22,8 +22,8 @@ use crate::compare::{
 };
 use crate::firehose::{Firehose, Format, Framing};
 use crate::host::{
-    best_disk_bytes_per_sec, describe_disk, least_stolen, read_disk, CpuTimes, DiskReading,
-    DiskWrites, DISK_PROBE, MAX_ATTEMPTS, STEAL_LIMIT_PERCENT,
+    best_disk_bytes_per_sec, describe_disk, disk_busy_percent, least_stolen, read_disk, CpuTimes,
+    DiskReading, DiskWrites, DISK_PROBE, MAX_ATTEMPTS, STEAL_LIMIT_PERCENT,
 };
 use crate::processing::{start, timed_load, wait_ready};
 use crate::receive::Percentiles;
@@ -214,10 +214,9 @@ pub fn table(curve: &Curve, args: &LatencyArgs) -> String {
             p.cpu_ns_per_event,
             p.disk_bytes_per_event
                 .map_or("–".to_string(), |b| format!("{b:.0}")),
-            match p.disk_bytes_per_event {
-                Some(b) if best > 0.0 => format!("{:.0}", 100.0 * p.achieved * b / best),
-                _ => "–".into(),
-            },
+            p.disk_bytes_per_event
+                .and_then(|b| disk_busy_percent(p.achieved, b, best))
+                .map_or("–".to_string(), |busy| format!("{busy:.0}")),
             p.steal_percent
         ));
     }
