@@ -9,6 +9,8 @@
 //! - An fdatasync makes durable what was written when it was issued, and completes only after
 //!   yielding once, so a writer that overlaps commits writes the next one meanwhile.
 //!
+//! - [`SimFs::with_fsync_delay`] makes every fdatasync that much slower (a busy disk, for
+//!   `CommitCompression::Auto`).
 //! - [`SimFs::direct`] writes as O_DIRECT does (`crate::direct`): whole blocks, the last
 //!   partial block rewritten by the next append, zeros after the appended bytes.
 //!
@@ -52,6 +54,8 @@ struct State {
     direct_block: Option<usize>,
     /// Crashes so far: an fdatasync a crash overtook makes nothing durable.
     crashes: u64,
+    /// How long each fdatasync takes beyond the real one (a slow or busy disk).
+    fsync_delay: std::time::Duration,
 }
 
 /// Cheap to clone; clones share state.
@@ -76,6 +80,12 @@ impl SimFs {
         let fs = Self::default();
         fs.0.borrow_mut().direct_block = Some(block);
         fs
+    }
+
+    /// A disk whose every fdatasync takes `delay` longer (on the glommio executor's timer).
+    pub fn with_fsync_delay(self, delay: std::time::Duration) -> Self {
+        self.0.borrow_mut().fsync_delay = delay;
+        self
     }
 
     fn open_file(&self, path: &Path, file: File) -> SimFile {
@@ -195,6 +205,10 @@ impl SegmentFile for SimFile {
             return Err(io::Error::from_raw_os_error(libc_eio()));
         }
         self.file.sync_data()?;
+        let delay = self.fs.0.borrow().fsync_delay;
+        if !delay.is_zero() {
+            glommio::timer::sleep(delay).await;
+        }
         // What is durable is what was written when the fdatasync was issued; it completes
         // later (the writer may write its next commit meanwhile), unless a crash came first.
         let contents = std::fs::read(&self.path)?;

@@ -37,8 +37,8 @@ fn write_all(
 
 /// A writer (4 KiB pending buffer) on `dir` from `start`, commits compressed or not, its
 /// flusher running.
-async fn start_writer(
-    fs: GlommioFs,
+async fn start_writer<F: storage::io::SegmentFs + 'static>(
+    fs: F,
     dir: &std::path::Path,
     start: WalStart,
     segment_size: u64,
@@ -424,6 +424,51 @@ fn the_next_segment_is_not_opened_before_the_writer_publishes_it() {
     assert_eq!(got, first);
     assert_eq!(reader.position().segment, next);
     assert_eq!(reader.damaged_skips, 0);
+}
+
+/// `"auto"` on a real writer: on a disk whose every fdatasync takes 5 ms, the 2 ms commits
+/// keep it busy (each waits for the one before), so after the first ~100 ms window commits
+/// go out as compressed blocks. (The rule's thresholds are unit-tested in
+/// `storage::pressure`; that a fast disk stays plain depends on the host's fdatasync, so it is
+/// not asserted here.)
+#[test]
+fn auto_compresses_commits_while_the_disk_is_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let (blocks, commits) = LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(move || async move {
+            let fs = storage::sim::SimFs::new().with_fsync_delay(Duration::from_millis(5));
+            let report = recover_shard(&path, RecoveryMode::default()).unwrap();
+            let (appender, _, task) = start_writer(
+                fs,
+                &path,
+                report.start(),
+                64 << 20,
+                FsyncPolicy::Interval(Duration::from_millis(2)),
+                CommitCompression::Auto { level: 1 },
+            )
+            .await;
+            // Load for ~0.4 s (four pressure windows), a burst every millisecond.
+            let started = std::time::Instant::now();
+            let mut n = 0;
+            while started.elapsed() < Duration::from_millis(400) {
+                append_all(&appender, &payloads(20, (n % 200) as u8)).await;
+                n += 1;
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+            appender.wait_durable().await;
+            appender.close();
+            task.await.unwrap();
+            let stats = &appender.stats;
+            (stats.block_commits.get(), stats.fsyncs.get())
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert!(
+        blocks > 0,
+        "no compressed commit among {commits} on a busy disk"
+    );
 }
 
 #[test]
