@@ -59,6 +59,9 @@ pub struct Point {
     /// Events over 100 ms (bucket bounds: those in buckets above 0.1 s).
     pub over_100ms: u64,
     pub fsync: Percentiles,
+    /// The WAL's commit writes (handing a commit to the kernel): a stall there (the page
+    /// cache throttling a writer, say) shows here, not in `fsync`.
+    pub write: Percentiles,
     pub cpu_ns_per_event: f64,
     /// Percent of the CPU the hypervisor stole during the load.
     pub steal_percent: f64,
@@ -157,6 +160,7 @@ fn measure(
         p90_us: bucket_bound_us(&durable_buckets, 0.9),
         over_100ms: count_above(&durable_buckets, 0.1),
         fsync: bucket_percentiles(&page, "sluice_wal_fsync_seconds"),
+        write: bucket_percentiles(&page, "sluice_wal_write_seconds"),
         cpu_ns_per_event: load.cpu_ns_per_event(),
         steal_percent,
         disk_bytes_per_event: disk_writes.per_event(firehose.count),
@@ -193,15 +197,15 @@ pub fn table(curve: &Curve, args: &LatencyArgs) -> String {
          Ingest → durable from Sluice's histogram, per event (bucket upper bounds, ms). \
          Host steal: the CPU time the hypervisor took during the run (a run over {STEAL_LIMIT_PERCENT}% \
          is repeated, up to {MAX_ATTEMPTS} runs, keeping the one with the least). {}\n\n\
-         | offered events/s | achieved events/s | p50 | p90 | p99 | p99.9 | over 100 ms | fdatasync p99 | slowest fdatasync | CPU ns/event | disk bytes/event | disk busy % | host steal % |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         | offered events/s | achieved events/s | p50 | p90 | p99 | p99.9 | over 100 ms | fdatasync p99 | slowest fdatasync | slowest write | CPU ns/event | disk bytes/event | disk busy % | host steal % |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         args.wal_fsync, args.wal_io, args.commits_in_flight, args.commit_compression, args.seconds, args.size, args.format, args.connections,
         disk_sentence(&curve.disk)
     );
     let best = best_disk_bytes_per_sec(&curve.disk);
     for p in points {
         t.push_str(&format!(
-            "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {:.1} |\n",
+            "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {:.1} |\n",
             p.offered,
             p.achieved,
             ms(p.durable.p50),
@@ -211,6 +215,7 @@ pub fn table(curve: &Curve, args: &LatencyArgs) -> String {
             p.over_100ms,
             ms(p.fsync.p99),
             ms(p.fsync.max),
+            ms(p.write.max),
             p.cpu_ns_per_event,
             p.disk_bytes_per_event
                 .map_or("–".to_string(), |b| format!("{b:.0}")),
@@ -283,6 +288,7 @@ sluice_ingest_durable_seconds_bucket{le=\"+Inf\",shard=\"1\"} 100
             p90_us: 3000,
             over_100ms: 0,
             fsync: p,
+            write: Percentiles { max: 250_000, ..p },
             cpu_ns_per_event: 800.0,
             steal_percent: 1.0,
             disk_bytes_per_event: Some(230.0),
@@ -322,7 +328,7 @@ sluice_ingest_durable_seconds_bucket{le=\"+Inf\",shard=\"1\"} 100
             "{t}"
         );
         // 2^20 events/s × 230 bytes = 230 MiB/s of the best 460: 50%.
-        assert!(t.contains("| 800 | 230 | 50 | 1.0 |"), "{t}");
+        assert!(t.contains("| 20.0 | 250.0 | 800 | 230 | 50 | 1.0 |"), "{t}");
         assert!(
             t.contains("- p99 ≤ 5 ms at 1000000/s: met (p99 ≤ 4.0 ms)"),
             "{t}"
