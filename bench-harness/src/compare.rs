@@ -516,24 +516,15 @@ fn wait_for_outcome(
     Ok((outcome.ok_or("no outcome")?, durable_at))
 }
 
-/// When (after `started`) Sluice at `api` counted `total` events durable, polled every 10 ms;
-/// an error once STALL passed without it.
+/// When (after `started`) Sluice at `api` counted `total` events durable, polled every 10 ms.
 fn watch_durable(api: SocketAddr, total: u64, started: Instant) -> Result<Duration, String> {
-    let mut last = (0, Instant::now());
-    loop {
-        let durable = durable_events(api)?;
-        if durable >= total {
-            return Ok(started.elapsed());
-        }
-        if durable != last.0 {
-            last = (durable, Instant::now());
-        } else if last.1.elapsed() > STALL {
-            return Err(format!(
-                "Sluice counted {durable} of {total} events durable"
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_counter(
+        api,
+        "sluice_events_durable_total",
+        total,
+        Duration::from_millis(10),
+    )?;
+    Ok(started.elapsed())
 }
 
 /// A run whose output has not grown for this long has failed.
@@ -564,8 +555,27 @@ pub fn metric_sum(page: &str, name: &str) -> f64 {
         .sum()
 }
 
-fn durable_events(api: SocketAddr) -> Result<u64, String> {
-    Ok(metric_sum(&scrape(api)?, "sluice_events_durable_total") as u64)
+/// Polls Sluice's counter `metric` (summed over its series) every `poll` until it reaches
+/// `total`; an error once it has not moved for STALL.
+pub(crate) fn wait_for_counter(
+    api: SocketAddr,
+    metric: &str,
+    total: u64,
+    poll: Duration,
+) -> Result<(), String> {
+    let mut last = (0.0, Instant::now());
+    loop {
+        let done = metric_sum(&scrape(api)?, metric);
+        if done as u64 >= total {
+            return Ok(());
+        }
+        if done != last.0 {
+            last = (done, Instant::now());
+        } else if last.1.elapsed() > STALL {
+            return Err(format!("stalled at {done} of {total} events"));
+        }
+        std::thread::sleep(poll);
+    }
 }
 
 fn ingest_durable_percentiles(api: SocketAddr) -> Result<Percentiles, String> {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::compare::{free_port, metric_sum, process_cpu_seconds, scrape, stop};
+use crate::compare::{free_port, process_cpu_seconds, scrape, stop, wait_for_counter};
 use crate::firehose::{self, Firehose, Format, Framing};
 
 pub struct ProcessingArgs {
@@ -244,19 +244,7 @@ pub(crate) fn timed_load(
     let cpu_before = process_cpu_seconds(pid);
     let started = Instant::now();
     let total = firehose::run(firehose)?.sent;
-    let mut last = (0.0, Instant::now());
-    loop {
-        let done = metric_sum(&scrape(api)?, metric);
-        if done as u64 >= total {
-            break;
-        }
-        if done != last.0 {
-            last = (done, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(60) {
-            return Err(format!("stalled at {done} of {total} events"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_counter(api, metric, total, Duration::from_millis(20))?;
     Ok(Load {
         events: total,
         seconds: started.elapsed().as_secs_f64(),
