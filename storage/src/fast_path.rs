@@ -194,11 +194,12 @@ impl FastPath {
         }
         shared.free_smaller_than(bytes.len());
         // Room for commits a little larger than this one, so buffers are rarely replaced.
-        let room = self.max_bytes.saturating_sub(shared.pool_bytes());
-        let capacity = (bytes.len() + bytes.len() / 16).min(room);
+        let mut held = shared.pool_bytes();
+        let capacity = (bytes.len() + bytes.len() / 16).min(self.max_bytes.saturating_sub(held));
         let copy = if capacity >= bytes.len() {
             let mut vec = Vec::with_capacity(capacity);
             vec.extend_from_slice(bytes);
+            held += vec.capacity();
             let buf = Arc::new(vec);
             shared.pool.push(Arc::clone(&buf));
             Some(buf)
@@ -206,7 +207,7 @@ impl FastPath {
             self.over_budget.fetch_add(1, Relaxed);
             None
         };
-        self.held_bytes.store(shared.pool_bytes(), Relaxed);
+        self.held_bytes.store(held, Relaxed);
         copy
     }
 
