@@ -135,7 +135,8 @@ fn run_all(args: &CompareArgs) -> Vec<Row> {
         }
     };
     let chosen = |v: &&Variant| args.systems.contains(&v.system);
-    for round in 0..args.rounds.max(1) {
+    // No rounds: the latency runs alone (they are short; their numbers vary more).
+    for round in 0..args.rounds {
         for cores in [Cores::Both, Cores::Split] {
             for v in VARIANTS.iter().filter(chosen) {
                 run(v, cores, None, round);
@@ -167,8 +168,18 @@ fn logged_run(
     round: usize,
 ) -> Result<Row, String> {
     let row = run_one(v, cores, args, rate)?;
+    let latency = match (rate, row.ingest_durable) {
+        (Some(_), Some(d)) => format!(
+            ", end to end p99 {} ms, ingest → durable p99 ≤ {} ms, max ≤ {} ms",
+            ms(row.latency.p99),
+            ms(d.p99),
+            ms(d.max)
+        ),
+        (Some(_), None) => format!(", end to end p99 {} ms", ms(row.latency.p99)),
+        _ => String::new(),
+    };
     eprintln!(
-        "round {} {} {} {} {}: {:.0} events/s, {} missing, host steal {:.1}%",
+        "round {} {} {} {} {}: {:.0} events/s, {} missing, host steal {:.1}%{latency}",
         round + 1,
         v.system.name(),
         v.scenario.name(),

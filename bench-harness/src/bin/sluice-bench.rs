@@ -248,7 +248,8 @@ struct CompareCli {
     sluice_latency_rate: u64,
     #[arg(long, default_value_t = 5)]
     latency_seconds: u64,
-    /// Same-run rounds of the throughput runs (the table shows medians).
+    /// Same-run rounds of the throughput runs (the table shows medians); 0: the latency runs
+    /// alone.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Only these systems (comma-separated).
