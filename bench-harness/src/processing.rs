@@ -287,7 +287,8 @@ pub fn table(runs: &[Run], args: &ProcessingArgs) -> String {
          | set-up | events/s | CPU ns/event |\n|---|---|---|\n",
         args.count, args.size, args.connections, args.rounds
     );
-    for setup in Setup::ALL {
+    // A set-up that did not run (the baseline build when none was given) gets no row.
+    for setup in Setup::ALL.into_iter().filter(|&s| runs.iter().any(|r| r.setup == s)) {
         let of =
             |f: fn(&Run) -> f64| median(runs.iter().filter(|r| r.setup == setup).map(f).collect());
         t.push_str(&format!(
