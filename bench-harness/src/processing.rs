@@ -288,7 +288,10 @@ pub fn table(runs: &[Run], args: &ProcessingArgs) -> String {
         args.count, args.size, args.connections, args.rounds
     );
     // A set-up that did not run (the baseline build when none was given) gets no row.
-    for setup in Setup::ALL.into_iter().filter(|&s| runs.iter().any(|r| r.setup == s)) {
+    for setup in Setup::ALL
+        .into_iter()
+        .filter(|&s| runs.iter().any(|r| r.setup == s))
+    {
         let of =
             |f: fn(&Run) -> f64| median(runs.iter().filter(|r| r.setup == setup).map(f).collect());
         t.push_str(&format!(
