@@ -279,6 +279,31 @@ pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
+/// The ratio lines under the table: (set-up, against set-up, what it says); a line whose
+/// set-ups did not both run is left out.
+const RATIOS: [(Setup, Setup, &str); 4] = [
+    (
+        Setup::PlainRaw,
+        Setup::BaselineRaw,
+        "the plain path (raw output) / the baseline build's",
+    ),
+    (
+        Setup::Chain,
+        Setup::PlainJson,
+        "the typical chain (JSON output) / the plain path (JSON output)",
+    ),
+    (
+        Setup::ChainRaw,
+        Setup::PlainRaw,
+        "filter + redactions (raw output) / the plain path (raw output)",
+    ),
+    (
+        Setup::Chain,
+        Setup::PlainRaw,
+        "the typical chain (JSON output) / the plain path (raw output)",
+    ),
+];
+
 /// The markdown table: per set-up the median events/s and CPU ns/event, each round's ratio
 /// of the chain to the plain path (JSON output), and their median.
 pub fn table(runs: &[Run], args: &ProcessingArgs) -> String {
@@ -301,54 +326,19 @@ pub fn table(runs: &[Run], args: &ProcessingArgs) -> String {
             of(|r| r.cpu_ns_per_event)
         ));
     }
-    let ratios = |chain: Setup, base: Setup| -> Vec<f64> {
-        (1..=args.rounds)
-            .filter_map(|round| {
-                let rate = |s: Setup| {
-                    runs.iter()
-                        .find(|r| r.setup == s && r.round == round)
-                        .map(|r| r.events_per_sec)
-                };
-                Some(rate(chain)? / rate(base)?)
-            })
-            .collect()
-    };
-    let list = |v: &[f64]| {
-        v.iter()
-            .map(|r| format!("{:.0}%", r * 100.0))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let mut pairs = vec![(
-        Setup::PlainRaw,
-        Setup::BaselineRaw,
-        "the plain path (raw output) / the baseline build's",
-    )];
-    pairs.retain(|_| args.baseline.is_some());
-    pairs.extend([
-        (
-            Setup::Chain,
-            Setup::PlainJson,
-            "the typical chain (JSON output) / the plain path (JSON output)",
-        ),
-        (
-            Setup::ChainRaw,
-            Setup::PlainRaw,
-            "filter + redactions (raw output) / the plain path (raw output)",
-        ),
-        (
-            Setup::Chain,
-            Setup::PlainRaw,
-            "the typical chain (JSON output) / the plain path (raw output)",
-        ),
-    ]);
-    for (chain, base, what) in pairs {
-        let r = ratios(chain, base);
-        t.push_str(&format!(
-            "\n- {what}: **{:.0}%** (rounds: {})",
-            median(r.clone()) * 100.0,
-            list(&r)
-        ));
+    let ran = |s: Setup| runs.iter().any(|r| r.setup == s);
+    for (chain, base, what) in RATIOS {
+        if !ran(chain) || !ran(base) {
+            continue;
+        }
+        let rate = |s: Setup, round: usize| {
+            runs.iter()
+                .find(|r| r.setup == s && r.round == round)
+                .map(|r| r.events_per_sec)
+        };
+        t.push_str(&ratio_line(what, args.rounds, |round| {
+            Some(rate(chain, round)? / rate(base, round)?)
+        }));
     }
     t.push('\n');
     t
@@ -383,5 +373,65 @@ mod tests {
             ([127, 0, 0, 1], 2).into()
         )
         .contains("transforms"));
+    }
+
+    fn runs_of(setups: &[Setup], rounds: usize) -> Vec<Run> {
+        let mut runs = Vec::new();
+        for round in 1..=rounds {
+            for (i, &setup) in setups.iter().enumerate() {
+                runs.push(Run {
+                    setup,
+                    round,
+                    events: 1000,
+                    events_per_sec: 1000.0 * (i + round) as f64,
+                    cpu_ns_per_event: 500.0,
+                });
+            }
+        }
+        runs
+    }
+
+    fn args(baseline: Option<PathBuf>) -> ProcessingArgs {
+        ProcessingArgs {
+            sluice: "sluice".into(),
+            count: 1000,
+            connections: 4,
+            size: 250,
+            rounds: 2,
+            work_dir: "/tmp/x".into(),
+            baseline,
+        }
+    }
+
+    #[test]
+    fn without_a_baseline_build_the_table_has_no_baseline_row_or_ratio() {
+        let setups = [
+            Setup::PlainRaw,
+            Setup::ChainRaw,
+            Setup::PlainJson,
+            Setup::Chain,
+        ];
+        let t = table(&runs_of(&setups, 2), &args(None));
+        assert!(!t.contains("baseline"), "{t}");
+        assert_eq!(t.matches("\n- ").count(), 3, "{t}");
+        // Chain (index 3) / plain JSON (index 2): round 1 4000/3000, round 2 5000/4000; the
+        // median of two is the higher.
+        assert!(
+            t.contains(
+                "(JSON output) / the plain path (JSON output): **133%** (rounds: 133%, 125%)"
+            ),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn with_a_baseline_build_its_row_and_ratio_are_in_the_table() {
+        let t = table(&runs_of(&Setup::ALL, 2), &args(Some("old-sluice".into())));
+        assert!(
+            t.contains("| plain path, raw output (the baseline build) | 2000 | 500 |"),
+            "{t}"
+        );
+        assert!(t.contains("the baseline build's: **"), "{t}");
+        assert_eq!(t.matches("\n- ").count(), 4, "{t}");
     }
 }
