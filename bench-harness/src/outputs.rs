@@ -257,8 +257,7 @@ fn sink(setup: Setup, dir: &Path, collector: SocketAddr, es: &str, down: u16) ->
     }
 }
 
-fn config(setup: Setup, dir: &Path, port: u16, api: SocketAddr, sink: &str) -> String {
-    let _ = setup;
+fn config(dir: &Path, port: u16, api: SocketAddr, sink: &str) -> String {
     format!(
         "data_dir = \"{data}\"\nstatus_interval = \"0s\"\nshutdown_timeout = \"1s\"\n[api]\naddress = \"{api}\"\n\
          [sources.tcp]\ntype = \"syslog\"\nmode = \"tcp\"\naddress = \"127.0.0.1:{port}\"\n{sink}",
@@ -301,7 +300,6 @@ fn run_one(
     let es_before = osmem.count();
     let lines_before = collector.lines.load(Ordering::Relaxed);
     let text = config(
-        setup,
         &dir,
         port,
         api,
