@@ -295,12 +295,16 @@ pub fn wait_for_lines(tally: &Tally, total: u64, deadline: Instant) -> Result<()
 
 /// Watches the file scenario's output in throughput runs without reading it while it grows:
 /// a thread `stat`s it every 2 ms and notes when it last grew; [`FileWatch::poll`] counts its
-/// lines only once it has not grown for 50 ms (and again only after it grew).
+/// lines only once it has not grown for 50 ms, and then only the bytes added since it last
+/// counted (a peer whose writes pause mid-run, e.g. a timed flush, is not made to share the
+/// cores with a re-read of everything it wrote so far).
 pub struct FileWatch {
     path: PathBuf,
     /// (length, when it was last seen growing).
     last: Arc<Mutex<(u64, Instant)>>,
-    counted_len: Option<u64>,
+    /// Bytes counted so far and the lines in them.
+    counted_len: u64,
+    counted_lines: u64,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -331,7 +335,8 @@ impl FileWatch {
         FileWatch {
             path,
             last,
-            counted_len: None,
+            counted_len: 0,
+            counted_lines: 0,
             stop,
             thread: Some(thread),
         }
@@ -340,24 +345,32 @@ impl FileWatch {
     /// `Some` once the file holds `total` lines and has stopped growing.
     pub fn poll(&mut self, total: u64) -> Result<Option<FileDone>, String> {
         let (len, grew_at) = self.last.lock().map(|l| *l).map_err(|e| e.to_string())?;
-        if len == 0
-            || self.counted_len == Some(len)
-            || grew_at.elapsed() < Duration::from_millis(50)
-        {
+        if len <= self.counted_len || grew_at.elapsed() < Duration::from_millis(50) {
             return Ok(None);
         }
-        self.counted_len = Some(len);
-        let bytes =
-            std::fs::read(&self.path).map_err(|e| format!("{}: {e}", self.path.display()))?;
-        if (memchr::memchr_iter(b'\n', &bytes).count() as u64) < total {
+        let added = self.read_from(self.counted_len)?;
+        self.counted_len += added.len() as u64;
+        self.counted_lines += memchr::memchr_iter(b'\n', &added).count() as u64;
+        if self.counted_lines < total {
             return Ok(None);
         }
+        let bytes = self.read_from(0)?;
         let (missing, duplicates) = count_missing(seqs_of_lines(&bytes), total);
         Ok(Some(FileDone {
             landed_at: grew_at,
             missing,
             duplicates,
         }))
+    }
+
+    fn read_from(&self, offset: u64) -> Result<Vec<u8>, String> {
+        use std::io::{Read, Seek, SeekFrom};
+        let context = |e: std::io::Error| format!("{}: {e}", self.path.display());
+        let mut file = std::fs::File::open(&self.path).map_err(context)?;
+        file.seek(SeekFrom::Start(offset)).map_err(context)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(context)?;
+        Ok(bytes)
     }
 
     /// The file's length as last seen (progress, for a stall's message).
