@@ -1190,7 +1190,7 @@ mod tests {
             "{t}"
         );
         assert!(
-            t.contains("| rsyslog 8 | file | both | no: memory, omfile async | 1000 | 250000 | – | 50 | 4.00 | 1000 | 460 | 100 | 10 | 3 | 0 |"),
+            t.contains("| rsyslog 8 | file | both | no: memory, omfile no fsync | 1000 | 250000 | – | 50 | 4.00 | 1000 | 460 | 100 | 10 | 3 | 0 |"),
             "{t}"
         );
         // 460 MiB/s synced at 460 bytes per event: 2^20 events/s at most.
