@@ -304,8 +304,8 @@ const RATIOS: [(Setup, Setup, &str); 4] = [
     ),
 ];
 
-/// The markdown table: per set-up the median events/s and CPU ns/event, each round's ratio
-/// of the chain to the plain path (JSON output), and their median.
+/// The markdown table: per set-up that ran the median events/s and CPU ns/event, then each
+/// line of [`RATIOS`] (every round's ratio and their median).
 pub fn table(runs: &[Run], args: &ProcessingArgs) -> String {
     let mut t = format!(
         "{} events of {} bytes (RFC 5424, severity warning, a JSON object as the message) over {} connections, both cores, durable (WAL fsync 2 ms, the default; file fdatasync), {} rounds; medians.\n\n\
@@ -313,10 +313,8 @@ pub fn table(runs: &[Run], args: &ProcessingArgs) -> String {
         args.count, args.size, args.connections, args.rounds
     );
     // A set-up that did not run (the baseline build when none was given) gets no row.
-    for setup in Setup::ALL
-        .into_iter()
-        .filter(|&s| runs.iter().any(|r| r.setup == s))
-    {
+    let ran = |s: Setup| runs.iter().any(|r| r.setup == s);
+    for setup in Setup::ALL.into_iter().filter(|&s| ran(s)) {
         let of =
             |f: fn(&Run) -> f64| median(runs.iter().filter(|r| r.setup == setup).map(f).collect());
         t.push_str(&format!(
@@ -326,7 +324,6 @@ pub fn table(runs: &[Run], args: &ProcessingArgs) -> String {
             of(|r| r.cpu_ns_per_event)
         ));
     }
-    let ran = |s: Setup| runs.iter().any(|r| r.setup == s);
     for (chain, base, what) in RATIOS {
         if !ran(chain) || !ran(base) {
             continue;

@@ -364,7 +364,6 @@ impl FileWatch {
     }
 
     fn read_from(&self, offset: u64) -> Result<Vec<u8>, String> {
-        use std::io::{Read, Seek, SeekFrom};
         let context = |e: std::io::Error| format!("{}: {e}", self.path.display());
         let mut file = std::fs::File::open(&self.path).map_err(context)?;
         file.seek(SeekFrom::Start(offset)).map_err(context)?;
